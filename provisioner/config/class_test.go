@@ -1,0 +1,113 @@
+package config
+
+import (
+	"io/fs"
+	"strings"
+	"testing"
+)
+
+func TestParseClass(t *testing.T) {
+	tests := []struct {
+		name    string
+		params  map[string]string
+		check   func(t *testing.T, c *Class)
+		wantErr []string
+	}{
+		{
+			name:   "hostPath defaults",
+			params: map[string]string{"backend": "hostPath"},
+			check: func(t *testing.T, c *Class) {
+				if c.Backend != BackendHostPath || c.BasePath != DefaultBasePath || c.OnDelete != OnDeleteDelete ||
+					c.Mode != 0o777 || c.UID != -1 || c.GID != -1 || c.PathPattern == nil {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "nfs full",
+			params: map[string]string{"backend": "nfs", "server": "10.0.0.5", "share": "/exports/k8s",
+				"pathPattern": "{{.PVC.Namespace}}/{{.PVC.Name}}", "onDelete": "archive", "mode": "2770", "uid": "1000", "gid": "2000"},
+			check: func(t *testing.T, c *Class) {
+				if c.Server != "10.0.0.5" || c.Share != "/exports/k8s" || c.OnDelete != OnDeleteArchive ||
+					c.Mode != fs.ModeSetgid|0o770 || c.UID != 1000 || c.GID != 2000 {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{name: "custom basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/fast"},
+			check: func(t *testing.T, c *Class) {
+				if c.BasePath != "/var/lib/dirpv/fast" {
+					t.Errorf("basePath %q", c.BasePath)
+				}
+			}},
+		{name: "retain", params: map[string]string{"backend": "hostPath", "onDelete": "retain"},
+			check: func(t *testing.T, c *Class) {
+				if c.OnDelete != OnDeleteRetain {
+					t.Errorf("onDelete %q", c.OnDelete)
+				}
+			}},
+		{name: "missing backend", params: map[string]string{}, wantErr: []string{`"backend": is required`}},
+		{name: "bad backend", params: map[string]string{"backend": "ceph"}, wantErr: []string{`"backend": "ceph" is not one of nfs, hostPath`}},
+		{name: "unknown key names it and the allowed keys", params: map[string]string{"backend": "hostPath", "archiveOnDelete": "true"},
+			wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: backend, basePath, gid, mode, onDelete, pathPattern, server, share, uid)`}},
+		{name: "nfs key on hostPath", params: map[string]string{"backend": "hostPath", "server": "x"},
+			wantErr: []string{`"server": applies only to backend nfs, not hostPath`}},
+		{name: "hostPath key on nfs", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "basePath": "/x"},
+			wantErr: []string{`"basePath": applies only to backend hostPath, not nfs`}},
+		{name: "nfs needs server and share", params: map[string]string{"backend": "nfs"},
+			wantErr: []string{`"server": is required`, `"share": is required`}},
+		{name: "relative share", params: map[string]string{"backend": "nfs", "server": "s", "share": "exports"},
+			wantErr: []string{`"share": "exports" is not an absolute path`}},
+		{name: "unclean share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/exports/../etc"},
+			wantErr: []string{`"share": "/exports/../etc" is not a clean path`}},
+		{name: "bad server", params: map[string]string{"backend": "nfs", "server": "a/b", "share": "/e"},
+			wantErr: []string{`"server": "a/b" is not a host name`}},
+		{name: "relative basePath", params: map[string]string{"backend": "hostPath", "basePath": "var/lib"},
+			wantErr: []string{`"basePath": "var/lib" is not an absolute path`}},
+		{name: "traversing basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/../../etc"},
+			wantErr: []string{`"basePath": "/var/lib/dirpv/../../etc" is not a clean path`}},
+		{name: "bad onDelete", params: map[string]string{"backend": "hostPath", "onDelete": "shred"},
+			wantErr: []string{`"onDelete": "shred" is not one of delete, retain, archive`}},
+		{name: "bad mode", params: map[string]string{"backend": "hostPath", "mode": "0999"}, wantErr: []string{`"mode": "0999" is not an octal mode`}},
+		{name: "mode too big", params: map[string]string{"backend": "hostPath", "mode": "17777"}, wantErr: []string{`"mode": "17777"`}},
+		{name: "mode too short", params: map[string]string{"backend": "hostPath", "mode": "7"}, wantErr: []string{`"mode": "7"`}},
+		{name: "bad uid", params: map[string]string{"backend": "hostPath", "uid": "-1"}, wantErr: []string{`"uid": "-1" is not a number`}},
+		{name: "bad gid", params: map[string]string{"backend": "hostPath", "gid": "root"}, wantErr: []string{`"gid": "root" is not a number`}},
+		{name: "bad template", params: map[string]string{"backend": "hostPath", "pathPattern": "{{.PVC.Name"}, wantErr: []string{`"pathPattern":`}},
+		{name: "empty pattern", params: map[string]string{"backend": "hostPath", "pathPattern": " "}, wantErr: []string{`"pathPattern": must not be empty`}},
+		{name: "all problems reported", params: map[string]string{"backend": "hostPath", "mode": "x", "foo": "1"},
+			wantErr: []string{`"foo": unknown`, `"mode": "x"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseClass(tt.params)
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("ParseClass succeeded: %+v", c)
+				}
+				for _, want := range tt.wantErr {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not contain %q", err, want)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseClass: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestModeRoundTrip(t *testing.T) {
+	for _, s := range []string{"0000", "0777", "0750", "2770", "1777", "4755", "7777"} {
+		m, err := ParseMode(s)
+		if err != nil {
+			t.Fatalf("ParseMode(%q): %v", s, err)
+		}
+		if got := FormatMode(m); got != s {
+			t.Errorf("FormatMode(ParseMode(%q)) = %q", s, got)
+		}
+	}
+}

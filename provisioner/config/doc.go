@@ -1,0 +1,4 @@
+// Package config holds dirpv's typed configuration: the command-line options of the provisioner
+// process and the parameters of a StorageClass. Both are parsed and validated here, in one place,
+// so that every bad value is refused with a message that names it.
+package config

@@ -1,0 +1,177 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Options are the provisioner process's settings, one per command-line flag.
+type Options struct {
+	// Name is the provisioner name StorageClasses refer to.
+	Name       string
+	Kubeconfig string
+	KubeQPS    float64
+	KubeBurst  int
+	Workers    int
+
+	LeaderElect          bool
+	LeaderElectNamespace string
+	LeaseDuration        time.Duration
+	RenewDeadline        time.Duration
+	RetryPeriod          time.Duration
+
+	// HTTPAddress serves /healthz, /readyz and /metrics.
+	HTTPAddress string
+
+	NFSExports NFSExports
+	// HostPathRoot bounds every hostPath class's basePath.
+	HostPathRoot string
+	// LocalRoot, when set, is where HostPathRoot of the node this process runs on is mounted:
+	// operations for that node run in-process instead of in a helper pod.
+	LocalRoot string
+	// NodeName is the node this process runs on (for LocalRoot); empty means every node.
+	NodeName string
+
+	// Namespace and PodName identify this process's pod: helper pods run in Namespace and, unless
+	// HelperImage is set, with this pod's image.
+	Namespace     string
+	PodName       string
+	HelperImage   string
+	OperationTimeout time.Duration
+}
+
+// Defaults for Options.
+const (
+	DefaultName         = "dirpv.io/provisioner"
+	DefaultHostPathRoot = "/var/lib/dirpv"
+)
+
+// AddFlags registers every option on fs, with its default.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Name, "name", DefaultName, "provisioner name that StorageClasses name in their provisioner field")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster configuration")
+	fs.Float64Var(&o.KubeQPS, "kube-api-qps", 100, "queries per second to the Kubernetes API")
+	fs.IntVar(&o.KubeBurst, "kube-api-burst", 200, "burst of queries to the Kubernetes API")
+	fs.IntVar(&o.Workers, "workers", 16, "claims and volumes processed in parallel")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one active replica through a Lease")
+	fs.StringVar(&o.LeaderElectNamespace, "leader-elect-namespace", "", "namespace of the Lease; empty: --namespace")
+	fs.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a lost leader's Lease is honoured")
+	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it steps down")
+	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", time.Second, "how often candidates try to take the Lease")
+	fs.StringVar(&o.HTTPAddress, "http-address", ":8080", "address serving /healthz, /readyz and /metrics; empty: off")
+	fs.Var(&o.NFSExports, "nfs-export", "SERVER:SHARE=/local/path: where the export SERVER:SHARE is mounted in this pod (repeatable)")
+	fs.StringVar(&o.HostPathRoot, "hostpath-root", DefaultHostPathRoot, "directory on the nodes that every hostPath basePath must lie within")
+	fs.StringVar(&o.LocalRoot, "local-root", "", "where --hostpath-root of this pod's node is mounted; hostPath work for that node then runs here instead of in helper pods")
+	fs.StringVar(&o.NodeName, "node-name", "", "the node this pod runs on (with --local-root); empty: every node (single-node clusters)")
+	fs.StringVar(&o.Namespace, "namespace", "", "namespace of this pod, its Lease and helper pods")
+	fs.StringVar(&o.PodName, "pod-name", "", "name of this pod; its image is used for helper pods unless --helper-image is set")
+	fs.StringVar(&o.HelperImage, "helper-image", "", "image of helper pods; empty: this pod's own image")
+	fs.DurationVar(&o.OperationTimeout, "operation-timeout", 2*time.Minute, "how long one operation on a volume directory may take, helper pod included")
+}
+
+// Validate checks the options and fills in derived defaults.
+func (o *Options) Validate() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	if msgs := validation.IsQualifiedName(o.Name); len(msgs) > 0 {
+		bad("name", "%q: %s", o.Name, strings.Join(msgs, "; "))
+	}
+	if o.KubeQPS <= 0 {
+		bad("kube-api-qps", "must be positive")
+	}
+	if o.KubeBurst < 1 {
+		bad("kube-api-burst", "must be at least 1")
+	}
+	if o.Workers < 1 {
+		bad("workers", "must be at least 1")
+	}
+	if o.Namespace == "" {
+		bad("namespace", "is required (set it from the pod's metadata.namespace)")
+	}
+	if o.LeaderElectNamespace == "" {
+		o.LeaderElectNamespace = o.Namespace
+	}
+	if o.LeaderElect && !(o.LeaseDuration > o.RenewDeadline && o.RenewDeadline > o.RetryPeriod && o.RetryPeriod > 0) {
+		bad("leader-elect-lease-duration", "need lease duration > renew deadline > retry period > 0")
+	}
+	if _, err := CleanAbsolute(o.HostPathRoot); err != nil {
+		bad("hostpath-root", "%v", err)
+	}
+	if o.LocalRoot != "" {
+		if _, err := CleanAbsolute(o.LocalRoot); err != nil {
+			bad("local-root", "%v", err)
+		}
+	}
+	if o.HelperImage == "" && o.PodName == "" {
+		bad("helper-image", "is required when --pod-name is not set")
+	}
+	if o.OperationTimeout <= 0 {
+		bad("operation-timeout", "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+// NFSExport is one NFS export the provisioner has mounted.
+type NFSExport struct {
+	Server    string
+	Share     string
+	LocalPath string
+}
+
+// NFSExports is the repeatable --nfs-export flag.
+type NFSExports []NFSExport
+
+// String implements flag.Value.
+func (e *NFSExports) String() string {
+	var parts []string
+	for _, x := range *e {
+		parts = append(parts, x.Server+":"+x.Share+"="+x.LocalPath)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Set implements flag.Value, parsing SERVER:SHARE=/local/path.
+func (e *NFSExports) Set(v string) error {
+	remote, local, ok := strings.Cut(v, "=")
+	i := strings.Index(remote, ":/")
+	if !ok || i <= 0 {
+		return fmt.Errorf("%q: want SERVER:SHARE=/local/path", v)
+	}
+	x := NFSExport{Server: remote[:i], Share: remote[i+1:], LocalPath: local}
+	var err error
+	if x.Share, err = CleanAbsolute(x.Share); err != nil {
+		return fmt.Errorf("%q: share: %w", v, err)
+	}
+	if x.LocalPath, err = CleanAbsolute(x.LocalPath); err != nil {
+		return fmt.Errorf("%q: local path: %w", v, err)
+	}
+	if e.Find(x.Server, x.Share) != nil {
+		return fmt.Errorf("%q: export %s:%s given twice", v, x.Server, x.Share)
+	}
+	*e = append(*e, x)
+	return nil
+}
+
+// Find returns the export SERVER:SHARE, or nil.
+func (e NFSExports) Find(server, share string) *NFSExport {
+	for i := range e {
+		if e[i].Server == server && e[i].Share == share {
+			return &e[i]
+		}
+	}
+	return nil
+}
+
+// Within reports whether p is root or lies below it. Both must be clean absolute paths.
+func Within(root, p string) bool {
+	rel, ok := strings.CutPrefix(p, root)
+	return ok && (rel == "" || root == "/" || strings.HasPrefix(rel, "/")) && path.Clean(p) == p
+}

@@ -1,0 +1,87 @@
+package config
+
+import (
+	"flag"
+	"strings"
+	"testing"
+)
+
+func parseOptions(t *testing.T, args ...string) (*Options, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	var o Options
+	o.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return &o, o.Validate()
+}
+
+func TestOptions(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+		check   func(t *testing.T, o *Options)
+	}{
+		{name: "defaults", args: []string{"--namespace=dirpv", "--pod-name=p"}, check: func(t *testing.T, o *Options) {
+			if o.Name != DefaultName || o.KubeQPS != 100 || o.KubeBurst != 200 || o.LeaderElectNamespace != "dirpv" || !o.LeaderElect || o.HostPathRoot != "/var/lib/dirpv" {
+				t.Errorf("got %+v", o)
+			}
+		}},
+		{name: "exports", args: []string{"--namespace=d", "--helper-image=i", "--nfs-export=10.0.0.5:/exports/k8s=/mnt/a", "--nfs-export=[fd00::1]:/e=/mnt/b"},
+			check: func(t *testing.T, o *Options) {
+				if e := o.NFSExports.Find("10.0.0.5", "/exports/k8s"); e == nil || e.LocalPath != "/mnt/a" {
+					t.Errorf("export a: %+v", o.NFSExports)
+				}
+				if e := o.NFSExports.Find("[fd00::1]", "/e"); e == nil || e.LocalPath != "/mnt/b" {
+					t.Errorf("export b: %+v", o.NFSExports)
+				}
+			}},
+		{name: "export without local path", args: []string{"--nfs-export=server:/e"}, wantErr: "want SERVER:SHARE=/local/path"},
+		{name: "export without share", args: []string{"--nfs-export=server=/mnt"}, wantErr: "want SERVER:SHARE=/local/path"},
+		{name: "export twice", args: []string{"--nfs-export=s:/e=/a", "--nfs-export=s:/e=/b"}, wantErr: "given twice"},
+		{name: "export relative local", args: []string{"--nfs-export=s:/e=mnt"}, wantErr: "not an absolute path"},
+		{name: "namespace required", args: []string{"--helper-image=i"}, wantErr: "--namespace: is required"},
+		{name: "bad name", args: []string{"--namespace=d", "--helper-image=i", "--name=not a name"}, wantErr: "--name"},
+		{name: "helper image or pod", args: []string{"--namespace=d"}, wantErr: "--helper-image: is required"},
+		{name: "bad root", args: []string{"--namespace=d", "--helper-image=i", "--hostpath-root=/var/../etc"}, wantErr: "--hostpath-root"},
+		{name: "bad election timings", args: []string{"--namespace=d", "--helper-image=i", "--leader-elect-renew-deadline=20s"}, wantErr: "lease duration > renew deadline"},
+		{name: "workers", args: []string{"--namespace=d", "--helper-image=i", "--workers=0"}, wantErr: "--workers"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseOptions(t, tt.args...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, o)
+		})
+	}
+}
+
+func TestWithin(t *testing.T) {
+	tests := []struct {
+		root, p string
+		want    bool
+	}{
+		{"/var/lib/dirpv", "/var/lib/dirpv", true},
+		{"/var/lib/dirpv", "/var/lib/dirpv/a", true},
+		{"/var/lib/dirpv", "/var/lib/dirpvx", false},
+		{"/var/lib/dirpv", "/var/lib", false},
+		{"/var/lib/dirpv", "/etc", false},
+		{"/var/lib/dirpv", "/var/lib/dirpv/../../etc", false},
+		{"/", "/etc", true},
+	}
+	for _, tt := range tests {
+		if got := Within(tt.root, tt.p); got != tt.want {
+			t.Errorf("Within(%q, %q) = %v", tt.root, tt.p, got)
+		}
+	}
+}

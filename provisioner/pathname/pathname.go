@@ -1,0 +1,83 @@
+// Package pathname renders a StorageClass's pathPattern for one claim and checks that the result is
+// a safe directory name relative to the volume root. PVC labels and annotations are tenant input,
+// so the check runs on the rendered result, never on the pattern.
+package pathname
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+	"text/template"
+)
+
+// Limits on a rendered path. Linux allows 255 bytes per name; 200 leaves room for the archive
+// name ("archived-<name>-<timestamp>") and the hidden ownership marker beside it.
+const (
+	MaxComponent = 200
+	MaxPath      = 1024
+)
+
+// ErrUnsafe is wrapped by every error about a rendered path that must not be used.
+var ErrUnsafe = errors.New("unsafe volume path")
+
+// Claim is what a pattern may read of the PVC.
+type Claim struct {
+	Namespace   string
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+}
+
+// Volume is what a pattern may read of the PV.
+type Volume struct {
+	Name string
+}
+
+// Data is the pattern's input: {{.PVC.Namespace}}, {{.PV.Name}}, {{index .PVC.Annotations "k"}}, ...
+type Data struct {
+	PVC Claim
+	PV  Volume
+}
+
+// Render executes the pattern and validates the result.
+func Render(t *template.Template, d Data) (string, error) {
+	var b strings.Builder
+	if err := t.Execute(&b, d); err != nil {
+		return "", fmt.Errorf("pathPattern: %w", err)
+	}
+	p := b.String()
+	if err := Validate(p); err != nil {
+		return "", fmt.Errorf("pathPattern rendered %q: %w", p, err)
+	}
+	return p, nil
+}
+
+// Validate accepts a non-empty, clean, relative path that stays below its root and has no hidden
+// or control-character components. Hidden names are reserved for dirpv's ownership markers.
+func Validate(p string) error {
+	switch {
+	case p == "":
+		return fmt.Errorf("%w: empty", ErrUnsafe)
+	case len(p) > MaxPath:
+		return fmt.Errorf("%w: longer than %d bytes", ErrUnsafe, MaxPath)
+	case path.IsAbs(p):
+		return fmt.Errorf("%w: absolute", ErrUnsafe)
+	case !filepath.IsLocal(p):
+		return fmt.Errorf("%w: escapes its root", ErrUnsafe)
+	case path.Clean(p) != p:
+		return fmt.Errorf("%w: not clean (empty, \".\" or \"..\" components, or a trailing slash)", ErrUnsafe)
+	case strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }):
+		return fmt.Errorf("%w: control characters or backslashes", ErrUnsafe)
+	}
+	for _, c := range strings.Split(p, "/") {
+		switch {
+		case strings.HasPrefix(c, "."):
+			return fmt.Errorf("%w: component %q starts with \".\"", ErrUnsafe, c)
+		case len(c) > MaxComponent:
+			return fmt.Errorf("%w: component longer than %d bytes", ErrUnsafe, MaxComponent)
+		}
+	}
+	return nil
+}
