@@ -1,0 +1,32 @@
+// Package volumefs does all filesystem work for dirpv volume directories under a root
+// directory (an NFS export, or a base path on a node).
+//
+// # The os.Root rule
+//
+// Tenants control the contents of their volume directory and partly control its relative
+// path, so every operation here goes through an [os.Root]: nothing can follow a symbolic
+// link out of the root, whatever a tenant plants. Plain os.* path functions are never used
+// on paths under the root. Inside the root we go further, because os.Root does follow
+// symbolic links that stay inside it (even for Chmod, Chown and OpenFile with O_NOFOLLOW):
+// parent components of a volume path must be real directories, the volume path itself is
+// checked with Lstat, attributes are applied through a descriptor of the directory we
+// verified, and the recursive walks used while deleting are confined to a root opened at
+// the volume itself.
+//
+// # Markers
+//
+// Ownership of a volume directory is recorded in a marker file beside it, in the same
+// parent: volume "a/b" has marker "a/.b.dirpv" holding a JSON [Marker]. The tenant only
+// sees the inside of the directory, so it can neither read nor forge the marker, and
+// applications that need an empty volume (initdb and the like) get an empty directory.
+// Volume path components may not start with ".", so a marker can never be a volume.
+//
+// The marker is created before the directory and exclusively (it is first written to a
+// unique temporary file and then hard-linked into place, so it never appears half
+// written; link(2) is also the NFS-safe exclusive create). Whoever creates the marker owns
+// the path: a directory that exists without a marker belongs to no one and is never
+// adopted, a marker naming another PV is never overridden, and a path below another
+// volume (an ancestor has a marker) is refused. While a creator sets the directory up it
+// holds a lock on the marker, so that a concurrent retry for the same PV waits instead of
+// racing it.
+package volumefs

@@ -1,0 +1,167 @@
+package volumefs
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// testRoot makes <tmp>/root and opens it. It returns the root, its directory, and the
+// directory above it (a place "outside the root" on the same filesystem).
+func testRoot(t *testing.T) (*os.Root, string, string) {
+	t.Helper()
+	outer := t.TempDir()
+	dir := filepath.Join(outer, "root")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, dir, outer
+}
+
+func owner(pv string) Marker {
+	return Marker{PV: pv, ClaimUID: "uid-" + pv, ClaimNamespace: "ns", ClaimName: "claim-" + pv}
+}
+
+func opts(path, pv string) CreateOptions {
+	return CreateOptions{Path: path, Mode: 0o777, UID: -1, GID: -1, Owner: owner(pv)}
+}
+
+func mustCreate(t *testing.T, r *os.Root, path, pv string) {
+	t.Helper()
+	if err := Create(r, opts(path, pv)); err != nil {
+		t.Fatalf("Create(%q, %q): %v", path, pv, err)
+	}
+}
+
+// modeBits is the permission and special bits of the thing at path, not following links.
+func modeBits(t *testing.T, path string) fs.FileMode {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+}
+
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func assertNames(t *testing.T, dir string, want ...string) {
+	t.Helper()
+	got := names(t, dir)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("entries of %s = %q, want %q", dir, got, want)
+	}
+}
+
+func assertGone(t *testing.T, path string) {
+	t.Helper()
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s: want not to exist, Lstat err = %v", path, err)
+	}
+}
+
+func assertExists(t *testing.T, path string) {
+	t.Helper()
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("%s: want to exist: %v", path, err)
+	}
+}
+
+func assertFile(t *testing.T, path, content string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	if string(b) != content {
+		t.Errorf("%s = %q, want %q", path, b, content)
+	}
+}
+
+func writeFile(t *testing.T, path, content string, perm fs.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), perm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// markerOnDisk decodes the marker file directly, bypassing the package.
+func markerOnDisk(t *testing.T, path string) Marker {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read marker: %v", err)
+	}
+	var m Marker
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("marker %s: %v (%q)", path, err, b)
+	}
+	return m
+}
+
+// assertNoTempFiles fails if a temporary marker file was left anywhere below dir.
+func assertNoTempFiles(t *testing.T, dir string) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), markerSuffix+".tmp-") {
+			t.Errorf("temporary marker left behind: %s", p)
+		}
+		return nil
+	})
+}
+
+// withUmask sets the process umask for the test (tests in this package are not parallel).
+func withUmask(t *testing.T, mask int) {
+	old := syscall.Umask(mask)
+	t.Cleanup(func() { syscall.Umask(old) })
+}
+
+// setHook replaces a package hook for the duration of the test.
+func setHook[T any](t *testing.T, p *T, v T) {
+	old := *p
+	*p = v
+	t.Cleanup(func() { *p = old })
+}
+
+func statT(t *testing.T, path string) *syscall.Stat_t {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t)
+}

@@ -1,0 +1,494 @@
+package volumefs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Marker is the ownership record of one volume directory. It is stored as JSON in a file beside
+// the directory (same parent), named "." + base + ".dirpv" (e.g. volume "a/b" -> "a/.b.dirpv"),
+// so that the tenant, who only sees the inside of the directory, can neither read nor forge it,
+// and applications that want an empty volume (e.g. initdb) see an empty directory.
+type Marker struct {
+	PV             string `json:"pv"` // PV name: the owner key
+	ClaimUID       string `json:"claimUID,omitempty"`
+	ClaimNamespace string `json:"claimNamespace,omitempty"`
+	ClaimName      string `json:"claimName,omitempty"`
+}
+
+var (
+	// ErrNotOwner: the directory (or its marker) belongs to another PV, or to none.
+	ErrNotOwner = errors.New("volume directory is not owned by this PV")
+	// ErrNested: the path lies inside another volume directory (an ancestor has a marker).
+	ErrNested = errors.New("volume path lies inside another volume")
+	// ErrInvalidPath: the path is not local, is empty, is not clean, or has a component
+	// starting with ".".
+	ErrInvalidPath = errors.New("invalid volume path")
+)
+
+const (
+	markerSuffix = ".dirpv"
+	// archiveTimeFormat is the UTC timestamp in archive names.
+	archiveTimeFormat = "20060102T150405Z"
+	// maxBaseLen bounds the last path component at Create time so that the archive's
+	// temporary marker name (".archived-<base>-<ts>-NNN.dirpv.tmp-xxxxxxxx", 50 bytes plus
+	// base) still fits NAME_MAX (255): a volume that cannot be archived would only fail
+	// when its PV is released, long after anyone could fix its name.
+	maxBaseLen = 200
+	// maxArchiveSuffix bounds the "-2", "-3", ... search.
+	maxArchiveSuffix = 999
+)
+
+// CreateOptions describes the volume directory to create.
+type CreateOptions struct {
+	Path  string      // relative to root, e.g. "ns-claim-pvc-123" or "team/ns/claim"
+	Mode  fs.FileMode // permission bits applied exactly (umask does not matter); may include setgid, setuid, sticky
+	UID   int         // -1: leave as is
+	GID   int         // -1: leave as is
+	Owner Marker      // Owner.PV must be non-empty
+}
+
+// MarkerName returns the marker path of the volume path: "a/b" -> "a/.b.dirpv".
+func MarkerName(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+markerSuffix)
+}
+
+func validatePath(path string) error {
+	if path == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidPath)
+	}
+	if !filepath.IsLocal(path) {
+		return fmt.Errorf("%w %q: not a local relative path", ErrInvalidPath, path)
+	}
+	if filepath.Clean(path) != path {
+		return fmt.Errorf("%w %q: not clean (want %q)", ErrInvalidPath, path, filepath.Clean(path))
+	}
+	for _, c := range strings.Split(path, string(filepath.Separator)) {
+		// Dot names are reserved for markers and temporary files; "." and ".." are caught
+		// here too.
+		if strings.HasPrefix(c, ".") {
+			return fmt.Errorf("%w %q: component %q starts with a dot", ErrInvalidPath, path, c)
+		}
+	}
+	return nil
+}
+
+// Create makes the volume directory, idempotently and never sharing it.
+//
+// Parent directories are created (0o755 before umask) as needed; none of them may be a
+// symbolic link or another volume (ErrNested). The marker is created first and
+// exclusively: a retry by the same PV (Owner.PV) re-creates a missing directory and
+// re-applies mode and ownership; a marker of another PV, an existing directory without
+// a marker, or a non-directory at path gives ErrNotOwner.
+func Create(root *os.Root, opt CreateOptions) error {
+	path := opt.Path
+	if err := validatePath(path); err != nil {
+		return err
+	}
+	if base := filepath.Base(path); len(base) > maxBaseLen {
+		return fmt.Errorf("%w %q: last component is longer than %d bytes", ErrInvalidPath, path, maxBaseLen)
+	}
+	if opt.Owner.PV == "" {
+		return fmt.Errorf("create volume %q: owner PV name is empty", path)
+	}
+	mode, err := dirMode(opt.Mode)
+	if err != nil {
+		return fmt.Errorf("create volume %q: %w", path, err)
+	}
+
+	unlock := lockPath(path)
+	defer unlock()
+
+	if err := makeParents(root, path); err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		err := createOnce(root, path, mode, opt.UID, opt.GID, opt.Owner)
+		if !errors.Is(err, errRetry) {
+			return err
+		}
+		if attempt >= 100 {
+			return fmt.Errorf("create volume %q: marker %q keeps changing: %w", path, MarkerName(path), err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// dirMode checks and normalizes the requested mode. Unix-style set-id and sticky bits
+// (0o2775 parsed from a StorageClass parameter) are unused by fs.FileMode and would
+// otherwise be silently dropped, so they are mapped to their fs.FileMode flags.
+func dirMode(m fs.FileMode) (fs.FileMode, error) {
+	for unixBit, flag := range map[fs.FileMode]fs.FileMode{0o4000: fs.ModeSetuid, 0o2000: fs.ModeSetgid, 0o1000: fs.ModeSticky} {
+		if m&unixBit != 0 {
+			m = m&^unixBit | flag
+		}
+	}
+	m &^= fs.ModeDir
+	if m&^(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
+		return 0, fmt.Errorf("unsupported directory mode %v", m)
+	}
+	return m, nil
+}
+
+// createOnce is one round of the marker protocol; errRetry means the marker changed under us.
+func createOnce(root *os.Root, path string, mode fs.FileMode, uid, gid int, owner Marker) error {
+	markerPath := MarkerName(path)
+	lock, err := publishMarker(root, markerPath, owner)
+	switch {
+	case err == nil:
+		// We created the marker, so the path is ours unless a directory was already there.
+		defer lock.Close()
+		if err := root.Mkdir(path, 0o700); err != nil {
+			var cleanup string
+			if rerr := root.Remove(markerPath); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				cleanup = fmt.Sprintf(" (and removing our marker again failed: %v)", rerr)
+			}
+			if errors.Is(err, fs.ErrExist) {
+				// A directory without marker (or a file, or a symlink) belongs to none: never adopt it.
+				return fmt.Errorf("volume %q already exists without a marker: %w%s", path, ErrNotOwner, cleanup)
+			}
+			return fmt.Errorf("create volume %q: %w%s", path, err, cleanup)
+		}
+		return applyAttrs(root, path, mode, uid, gid)
+	case errors.Is(err, fs.ErrExist):
+		// Fall through to the existing marker.
+	default:
+		return fmt.Errorf("create volume %q: %w", path, err)
+	}
+
+	lock, m, err := lockMarker(root, markerPath)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if m.PV != owner.PV {
+		return fmt.Errorf("volume %q belongs to another PV: %w", path, ErrNotOwner)
+	}
+	// Retry by the same PV. Holding the marker lock means no same-PV creator is between
+	// marker and mkdir, so a directory that appears now was made by someone else.
+	fi, err := root.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		raceHook("retry-mkdir", path)
+		if err := root.Mkdir(path, 0o700); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("volume %q appeared while being created: %w", path, ErrNotOwner)
+			}
+			return fmt.Errorf("create volume %q: %w", path, err)
+		}
+	case err != nil:
+		return fmt.Errorf("create volume %q: %w", path, err)
+	case !fi.IsDir():
+		return fmt.Errorf("volume %q exists but is not a directory (%v): %w", path, fi.Mode().Type(), ErrNotOwner)
+	}
+	return applyAttrs(root, path, mode, uid, gid)
+}
+
+// makeParents creates the parent directories of path one component at a time. Unlike
+// root.MkdirAll it refuses symbolic links (os.Root follows links that stay inside the
+// root, which could place the volume inside someone else's) and checks each ancestor for
+// a marker both before creating anything in it and, authoritatively, once it exists: a
+// volume's marker is created before its directory, so a directory seen without a marker
+// can no longer become a volume (Create of it would fail on EEXIST).
+func makeParents(root *os.Root, path string) error {
+	parts := strings.Split(path, string(filepath.Separator))
+	for i := 1; i < len(parts); i++ {
+		p := filepath.Join(parts[:i]...)
+		if err := checkNoMarker(root, p, path); err != nil {
+			return err
+		}
+		created := false
+		if err := root.Mkdir(p, 0o755); err == nil {
+			created = true
+		} else if !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create parent of volume %q: %w", path, err)
+		}
+		raceHook("parent-mkdir", p)
+		fi, err := root.Lstat(p)
+		if err != nil {
+			return fmt.Errorf("create parent of volume %q: %w", path, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("parent %q of volume %q is not a directory (%v)", p, path, fi.Mode().Type())
+		}
+		if err := checkNoMarker(root, p, path); err != nil {
+			if created {
+				// A volume was created at p while we were making it a parent; our empty
+				// directory would make that volume's creator fail, so take it back.
+				_ = root.Remove(p)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func checkNoMarker(root *os.Root, ancestor, path string) error {
+	_, err := root.Lstat(MarkerName(ancestor))
+	switch {
+	case err == nil:
+		return fmt.Errorf("volume path %q is inside volume %q: %w", path, ancestor, ErrNested)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	default:
+		return fmt.Errorf("check for volume at %q: %w", ancestor, err)
+	}
+}
+
+// parentsExist reports whether every proper ancestor of path exists as a real directory.
+// A symbolic link among them is an error (os.Root would follow it within the root, and we
+// cannot tell whose volume lies behind it); any other non-directory means path cannot exist.
+func parentsExist(root *os.Root, path string) (bool, error) {
+	parts := strings.Split(path, string(filepath.Separator))
+	for i := 1; i < len(parts); i++ {
+		p := filepath.Join(parts[:i]...)
+		fi, err := root.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if fi.Mode().Type() == fs.ModeSymlink {
+			return false, fmt.Errorf("parent %q of volume %q is a symbolic link", p, path)
+		}
+		if !fi.IsDir() {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// applyAttrs sets owner and mode of the directory at path through a descriptor of the very
+// directory Lstat saw, so a symlink at path is never followed (root.Chmod and root.Chown
+// would follow it). Ownership goes first because chown may clear set-id bits.
+func applyAttrs(root *os.Root, path string, mode fs.FileMode, uid, gid int) error {
+	lfi, err := root.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("set up volume %q: %w", path, err)
+	}
+	if !lfi.IsDir() {
+		return fmt.Errorf("volume %q is not a directory (%v): %w", path, lfi.Mode().Type(), ErrNotOwner)
+	}
+	f, err := root.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("set up volume %q: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("set up volume %q: %w", path, err)
+	}
+	if !os.SameFile(lfi, fi) {
+		return fmt.Errorf("set up volume %q: directory was replaced while in use", path)
+	}
+	if uid >= 0 || gid >= 0 {
+		if err := f.Chown(uid, gid); err != nil {
+			return fmt.Errorf("set owner of volume %q: %w", path, err)
+		}
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fmt.Errorf("set mode of volume %q: %w", path, err)
+	}
+	return nil
+}
+
+// ReadMarker returns the marker of path; (nil, nil) if none.
+func ReadMarker(root *os.Root, path string) (*Marker, error) {
+	if err := validatePath(path); err != nil {
+		return nil, err
+	}
+	ok, err := parentsExist(root, path)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return readMarker(root, MarkerName(path))
+}
+
+// readMarker reads a marker without locking; (nil, nil) if there is none.
+func readMarker(root *os.Root, markerPath string) (*Marker, error) {
+	f, err := openMarker(root, markerPath, os.O_RDONLY)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return decodeMarker(f, markerPath)
+}
+
+// ownership is the shared first step of Delete and Archive: it returns the marker if the
+// volume at path is ours, and gone=true if there is nothing (left) to do.
+func ownership(root *os.Root, path, pv, op string) (m *Marker, gone bool, err error) {
+	if err := validatePath(path); err != nil {
+		return nil, false, err
+	}
+	if pv == "" {
+		return nil, false, fmt.Errorf("%s volume %q: PV name is empty", op, path)
+	}
+	ok, err := parentsExist(root, path)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
+	}
+	if !ok {
+		return nil, true, nil
+	}
+	markerPath := MarkerName(path)
+	m, err = readMarker(root, markerPath)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
+	}
+	fi, err := root.Lstat(path)
+	exists := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
+	}
+	switch {
+	case m == nil && !exists:
+		return nil, true, nil
+	case m == nil:
+		return nil, false, fmt.Errorf("%s volume %q: it has no marker: %w", op, path, ErrNotOwner)
+	case m.PV != pv:
+		return nil, false, fmt.Errorf("%s volume %q: it belongs to another PV: %w", op, path, ErrNotOwner)
+	case !exists:
+		// Our marker outlived the directory (interrupted Delete/Archive): finish the job.
+		if err := root.Remove(markerPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, false, fmt.Errorf("%s volume %q: remove marker: %w", op, path, err)
+		}
+		return nil, true, nil
+	case !fi.IsDir():
+		return nil, false, fmt.Errorf("%s volume %q: it is not a directory (%v): %w", op, path, fi.Mode().Type(), ErrNotOwner)
+	}
+	return m, false, nil
+}
+
+// Delete removes the volume directory and its marker. Already gone -> nil.
+// A directory without marker or with another PV's marker is left alone (ErrNotOwner).
+// The marker is removed last, so an interrupted Delete can be retried.
+func Delete(root *os.Root, path, pv string) error {
+	if err := validatePath(path); err != nil {
+		return err
+	}
+	unlock := lockPath(path)
+	defer unlock()
+	_, gone, err := ownership(root, path, pv, "delete")
+	if err != nil || gone {
+		return err
+	}
+	if err := removeTree(root, path); err != nil {
+		return fmt.Errorf("delete volume %q: %w", path, err)
+	}
+	if err := root.Remove(MarkerName(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete volume %q: remove marker: %w", path, err)
+	}
+	return nil
+}
+
+// Archive renames the directory to "archived-<base>-<UTC timestamp 20060102T150405Z>" in the same parent
+// (and its marker alongside, renamed to the archive's marker name), never overwriting anything:
+// if the name is taken, append "-2", "-3", ... Returns the archive's relative path.
+// Directory already gone -> ("", nil).
+//
+// If the directory was moved but the old marker could not be removed, the archive's path
+// is returned together with the error; a retry then removes the stale marker.
+func Archive(root *os.Root, path, pv string, now time.Time) (string, error) {
+	if err := validatePath(path); err != nil {
+		return "", err
+	}
+	unlock := lockPath(path)
+	defer unlock()
+	m, gone, err := ownership(root, path, pv, "archive")
+	if err != nil || gone {
+		return "", err
+	}
+
+	parent, base := filepath.Dir(path), filepath.Base(path)
+	// Rename relative to one descriptor of the parent, so both names are single
+	// components and nothing in between is resolved again.
+	pdir, err := root.OpenFile(parent, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return "", fmt.Errorf("archive volume %q: %w", path, err)
+	}
+	defer pdir.Close()
+
+	stamp := now.UTC().Format(archiveTimeFormat)
+	for n := 1; n <= maxArchiveSuffix; n++ {
+		name := "archived-" + base + "-" + stamp
+		if n > 1 {
+			name += fmt.Sprintf("-%d", n)
+		}
+		newPath := filepath.Join(parent, name)
+		// Reserving the archive's marker first keeps a concurrent Create or Archive from
+		// claiming the name between our check and the rename.
+		reserved, err := publishMarker(root, MarkerName(newPath), *m)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("archive volume %q: reserve %q: %w", path, newPath, err)
+		}
+		err = renameNoReplace(root, pdir, path, newPath)
+		reserved.Close()
+		if err != nil {
+			if rerr := root.Remove(MarkerName(newPath)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				return "", fmt.Errorf("archive volume %q: %w (and drop reservation: %v)", path, err, rerr)
+			}
+			if errors.Is(err, fs.ErrExist) {
+				continue
+			}
+			return "", fmt.Errorf("archive volume %q: %w", path, err)
+		}
+		if err := root.Remove(MarkerName(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return newPath, fmt.Errorf("archive volume %q: moved to %q but cannot remove old marker: %w", path, newPath, err)
+		}
+		return newPath, nil
+	}
+	return "", fmt.Errorf("archive volume %q: all archive names up to suffix -%d are taken", path, maxArchiveSuffix)
+}
+
+// renameNoReplace renames the volume path to newPath (same parent, open as pdir) and fails
+// with an fs.ErrExist error if newPath exists. Plain rename(2) would replace an empty
+// directory or a file there.
+func renameNoReplace(root *os.Root, pdir *os.File, path, newPath string) error {
+	err := renameat2NoReplace(pdir, filepath.Base(path), filepath.Base(newPath))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOTEMPTY):
+		return fmt.Errorf("rename %q to %q: %w", path, newPath, fs.ErrExist)
+	case errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOTSUP):
+		// The filesystem (e.g. NFS) has no RENAME_NOREPLACE. Check, then rename: the
+		// parent is not tenant-writable, and root.Rename itself refuses to replace a
+		// directory, which is what a volume rename could otherwise overwrite.
+		if _, err := root.Lstat(newPath); err == nil {
+			return fmt.Errorf("rename %q to %q: %w", path, newPath, fs.ErrExist)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := root.Rename(path, newPath); err != nil {
+			if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
+				return fmt.Errorf("rename %q to %q: %w", path, newPath, fs.ErrExist)
+			}
+			return err
+		}
+		return nil
+	default:
+		return fmt.Errorf("rename %q to %q: %w", path, newPath, err)
+	}
+}
+
+func encodeMarker(m Marker) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
