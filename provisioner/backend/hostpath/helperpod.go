@@ -1,0 +1,202 @@
+package hostpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+
+	"dirpv.io/dirpv/provisioner/volumeop"
+)
+
+// Helper pod layout.
+const (
+	HelperMountPath = "/data"
+	helperContainer = "helper"
+	LabelComponent  = "app.kubernetes.io/component"
+	ComponentHelper = "helper"
+	LabelPV         = "dirpv.io/pv"
+)
+
+// PodRunner runs one volume operation in a helper pod on a node and waits for it with a watch.
+type PodRunner struct {
+	Client     kubernetes.Interface
+	Namespace  string
+	Image      string
+	PullPolicy v1.PullPolicy
+}
+
+// Pod builds the helper pod for op on node: dirpv's own image, no shell, only basePath mounted,
+// root with just the capabilities that mkdir, chown, chmod and delete of tenant files need.
+func (r *PodRunner) Pod(node, basePath string, op volumeop.Op) *v1.Pod {
+	dirOrCreate := v1.HostPathDirectoryOrCreate
+	args := append([]string{"helper", "--root=" + HelperMountPath}, op.Args()...)
+	return &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "dirpv-" + string(op.Kind) + "-",
+			Namespace:    r.Namespace,
+			Labels: map[string]string{
+				"app.kubernetes.io/name": "dirpv",
+				LabelComponent:           ComponentHelper,
+				LabelPV:                  op.Owner.PV,
+			},
+		},
+		Spec: v1.PodSpec{
+			NodeName:                     node,
+			RestartPolicy:                v1.RestartPolicyNever,
+			AutomountServiceAccountToken: ptr.To(false),
+			EnableServiceLinks:           ptr.To(false),
+			// A node under pressure must still get its volumes made and reclaimed.
+			Tolerations: []v1.Toleration{
+				{Key: v1.TaintNodeDiskPressure, Operator: v1.TolerationOpExists},
+				{Key: v1.TaintNodeMemoryPressure, Operator: v1.TolerationOpExists},
+				{Key: v1.TaintNodePIDPressure, Operator: v1.TolerationOpExists},
+				{Key: v1.TaintNodeUnschedulable, Operator: v1.TolerationOpExists},
+				{Key: v1.TaintNodeNetworkUnavailable, Operator: v1.TolerationOpExists},
+			},
+			SecurityContext: &v1.PodSecurityContext{SeccompProfile: &v1.SeccompProfile{Type: v1.SeccompProfileTypeRuntimeDefault}},
+			Volumes: []v1.Volume{{
+				Name:         "data",
+				VolumeSource: v1.VolumeSource{HostPath: &v1.HostPathVolumeSource{Path: basePath, Type: &dirOrCreate}},
+			}},
+			Containers: []v1.Container{{
+				Name:                     helperContainer,
+				Image:                    r.Image,
+				ImagePullPolicy:          r.PullPolicy,
+				Command:                  []string{"/dirpv"},
+				Args:                     args,
+				VolumeMounts:             []v1.VolumeMount{{Name: "data", MountPath: HelperMountPath}},
+				TerminationMessagePolicy: v1.TerminationMessageFallbackToLogsOnError,
+				Resources: v1.ResourceRequirements{
+					Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("10m"), v1.ResourceMemory: resource.MustParse("16Mi")},
+					Limits:   v1.ResourceList{v1.ResourceCPU: resource.MustParse("500m"), v1.ResourceMemory: resource.MustParse("128Mi")},
+				},
+				SecurityContext: &v1.SecurityContext{
+					RunAsUser:                ptr.To[int64](0),
+					RunAsGroup:               ptr.To[int64](0),
+					RunAsNonRoot:             ptr.To(false),
+					AllowPrivilegeEscalation: ptr.To(false),
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					Capabilities: &v1.Capabilities{
+						Drop: []v1.Capability{"ALL"},
+						Add:  []v1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"},
+					},
+				},
+			}},
+		},
+	}
+}
+
+// Run creates the helper pod, waits until it ends (or ctx does), returns its result and deletes it.
+func (r *PodRunner) Run(ctx context.Context, node, basePath string, op volumeop.Op) (volumeop.Result, error) {
+	logger := klog.FromContext(ctx)
+	pods := r.Client.CoreV1().Pods(r.Namespace)
+	pod, err := pods.Create(ctx, r.Pod(node, basePath, op), metav1.CreateOptions{})
+	if err != nil {
+		return volumeop.Result{}, fmt.Errorf("creating helper pod on node %s: %w", node, err)
+	}
+	logger.V(4).Info("Helper pod started", "pod", klog.KObj(pod), "node", node, "op", op.Kind)
+	defer func() {
+		// The pod is ours alone; delete it even when ctx is already over.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := pods.Delete(dctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+			logger.Error(err, "Deleting helper pod", "pod", klog.KObj(pod))
+		}
+	}()
+
+	sel := fields.OneTermEqualSelector("metadata.name", pod.Name).String()
+	lw := &cache.ListWatch{
+		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return pods.List(ctx, o)
+		},
+		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return pods.Watch(ctx, o)
+		},
+	}
+	last := pod
+	_, err = watchtools.UntilWithSync(ctx, lw, &v1.Pod{}, nil, func(e watch.Event) (bool, error) {
+		p, ok := e.Object.(*v1.Pod)
+		if !ok {
+			return false, nil
+		}
+		last = p
+		if e.Type == watch.Deleted {
+			return false, errors.New("helper pod was deleted before it finished")
+		}
+		if p.Status.Phase == v1.PodSucceeded || p.Status.Phase == v1.PodFailed {
+			return true, nil
+		}
+		return false, stuck(p)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (helper pod %s: %s)", context.Cause(ctx), pod.Name, describe(last))
+		}
+		return volumeop.Result{}, fmt.Errorf("helper pod %s/%s on node %s: %w", r.Namespace, pod.Name, node, err)
+	}
+	return result(last)
+}
+
+// stuck reports a pod that cannot start, so callers learn why now rather than at the timeout.
+func stuck(p *v1.Pod) error {
+	for _, s := range p.Status.ContainerStatuses {
+		if w := s.State.Waiting; w != nil {
+			switch w.Reason {
+			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
+				return fmt.Errorf("cannot start: %s: %s", w.Reason, w.Message)
+			}
+		}
+	}
+	return nil
+}
+
+func describe(p *v1.Pod) string {
+	s := string(p.Status.Phase)
+	if s == "" {
+		s = "not scheduled"
+	}
+	for _, c := range p.Status.ContainerStatuses {
+		if w := c.State.Waiting; w != nil {
+			s += ", " + w.Reason
+		}
+	}
+	return s
+}
+
+func result(p *v1.Pod) (volumeop.Result, error) {
+	for _, s := range p.Status.ContainerStatuses {
+		t := s.State.Terminated
+		if s.Name != helperContainer || t == nil {
+			continue
+		}
+		msg := strings.TrimSpace(t.Message)
+		if t.ExitCode != 0 {
+			if msg == "" {
+				msg = t.Reason
+			}
+			return volumeop.Result{}, fmt.Errorf("helper on node %s failed: %s", p.Spec.NodeName, msg)
+		}
+		res, err := volumeop.DecodeResult(msg)
+		if err != nil {
+			return volumeop.Result{}, fmt.Errorf("helper on node %s: unreadable result %q: %w", p.Spec.NodeName, msg, err)
+		}
+		return res, nil
+	}
+	return volumeop.Result{}, fmt.Errorf("helper pod ended %s without a container result", p.Status.Phase)
+}

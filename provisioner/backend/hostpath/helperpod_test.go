@@ -1,0 +1,182 @@
+package hostpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/klog/v2/ktesting"
+
+	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/volumefs"
+	"dirpv.io/dirpv/provisioner/volumeop"
+)
+
+var createOp = volumeop.Op{Kind: volumeop.Create, Path: "team-data-pvc-1", Mode: 0o750, UID: -1, GID: 1000,
+	Owner: volumefs.Marker{PV: "pvc-1", ClaimUID: "1", ClaimNamespace: "team", ClaimName: "data"}}
+
+func TestHelperPodSpec(t *testing.T) {
+	r := &PodRunner{Namespace: "dirpv", Image: "dirpv.io/dirpv:v1", PullPolicy: v1.PullNever}
+	pod := r.Pod("node1", "/var/lib/dirpv", createOp)
+	spec := pod.Spec
+	if pod.Namespace != "dirpv" || !strings.HasPrefix(pod.GenerateName, "dirpv-create-") || pod.Labels[LabelPV] != "pvc-1" {
+		t.Errorf("meta %+v", pod.ObjectMeta)
+	}
+	if spec.NodeName != "node1" || spec.RestartPolicy != v1.RestartPolicyNever || *spec.AutomountServiceAccountToken {
+		t.Errorf("spec %+v", spec)
+	}
+	if len(spec.Volumes) != 1 || spec.Volumes[0].HostPath == nil || spec.Volumes[0].HostPath.Path != "/var/lib/dirpv" {
+		t.Fatalf("volumes %+v: only basePath may be mounted", spec.Volumes)
+	}
+	if len(spec.Containers) != 1 || len(spec.InitContainers) != 0 {
+		t.Fatalf("containers %+v", spec.Containers)
+	}
+	c := spec.Containers[0]
+	if c.Image != "dirpv.io/dirpv:v1" || c.ImagePullPolicy != v1.PullNever || !slices.Equal(c.Command, []string{"/dirpv"}) {
+		t.Errorf("image %q %q command %v", c.Image, c.ImagePullPolicy, c.Command)
+	}
+	// The arguments round-trip to the same operation: the helper does exactly what was asked.
+	if c.Args[0] != "helper" || c.Args[1] != "--root="+HelperMountPath {
+		t.Fatalf("args %v", c.Args)
+	}
+	if got, err := volumeop.ParseArgs(c.Args[2:]); err != nil || fmt.Sprint(got) != fmt.Sprint(createOp) {
+		t.Errorf("args decode to %+v, %v; want %+v", got, err, createOp)
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != HelperMountPath {
+		t.Errorf("mounts %+v", c.VolumeMounts)
+	}
+	sc := c.SecurityContext
+	if *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem || sc.Privileged != nil ||
+		!slices.Equal(sc.Capabilities.Drop, []v1.Capability{"ALL"}) || slices.Contains(sc.Capabilities.Add, "SYS_ADMIN") {
+		t.Errorf("security context %+v", sc)
+	}
+	if c.Resources.Limits.Memory().IsZero() || c.Resources.Limits.Cpu().IsZero() {
+		t.Errorf("no resource limits: %+v", c.Resources)
+	}
+	tolerated := map[string]bool{}
+	for _, tol := range spec.Tolerations {
+		tolerated[tol.Key] = true
+	}
+	for _, taint := range []string{v1.TaintNodeDiskPressure, v1.TaintNodeMemoryPressure, v1.TaintNodePIDPressure} {
+		if !tolerated[taint] {
+			t.Errorf("taint %s not tolerated", taint)
+		}
+	}
+}
+
+// fakeKubelet plays the kubelet for helper pods: it names generated pods and, when one is
+// created, sets the status that finish returns.
+func fakeKubelet(t *testing.T, objects []runtime.Object, finish func(*v1.Pod) *v1.PodStatus) (*fake.Clientset, *atomic.Int32) {
+	client := fake.NewClientset(objects...)
+	var n, created atomic.Int32
+	client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*v1.Pod)
+		if pod.Name == "" {
+			pod.Name = fmt.Sprintf("%s%d", pod.GenerateName, n.Add(1))
+		}
+		created.Add(1)
+		return false, nil, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w, err := client.CoreV1().Pods("dirpv").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for e := range w.ResultChan() {
+			pod, ok := e.Object.(*v1.Pod)
+			if !ok || pod.Status.Phase != "" {
+				continue
+			}
+			if status := finish(pod); status != nil {
+				pod.Status = *status
+				_, _ = client.CoreV1().Pods("dirpv").UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+			}
+		}
+	}()
+	return client, &created
+}
+
+func terminated(phase v1.PodPhase, code int32, msg string) *v1.PodStatus {
+	return &v1.PodStatus{Phase: phase, ContainerStatuses: []v1.ContainerStatus{{
+		Name: helperContainer, State: v1.ContainerState{Terminated: &v1.ContainerStateTerminated{ExitCode: code, Message: msg}},
+	}}}
+}
+
+func TestHelperRun(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  *v1.PodStatus
+		timeout time.Duration
+		want    volumeop.Result
+		wantErr string
+	}{
+		{name: "success", status: terminated(v1.PodSucceeded, 0, `{"archive":"archived-x"}`), want: volumeop.Result{Archive: "archived-x"}},
+		{name: "failure output reaches the caller", status: terminated(v1.PodFailed, 1, "create team-data: directory belongs to another PV"),
+			wantErr: "helper on node node1 failed: create team-data: directory belongs to another PV"},
+		{name: "image pull failure is reported at once", timeout: time.Hour, status: &v1.PodStatus{Phase: v1.PodPending, ContainerStatuses: []v1.ContainerStatus{{
+			Name: helperContainer, State: v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "not found"}},
+		}}}, wantErr: "cannot start: ErrImagePull: not found"},
+		{name: "timeout", timeout: 300 * time.Millisecond, wantErr: "took longer than 300ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}}
+			client, created := fakeKubelet(t, []runtime.Object{node}, func(*v1.Pod) *v1.PodStatus { return tt.status })
+			timeout := tt.timeout
+			if timeout == 0 {
+				timeout = time.Minute
+			}
+			b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: timeout,
+				Helper: &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}}
+			vol := backend.Volume{Backend: "hostPath", Node: "node1", BasePath: "/var/lib/dirpv"}
+			res, err := b.Run(ctx, vol, createOp)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Run = %+v, %v; want error containing %q", res, err, tt.wantErr)
+				}
+			} else if err != nil || res != tt.want {
+				t.Fatalf("Run = %+v, %v; want %+v", res, err, tt.want)
+			}
+			if created.Load() != 1 {
+				t.Errorf("%d helper pods created, want 1", created.Load())
+			}
+			pods, _ := client.CoreV1().Pods("dirpv").List(ctx, metav1.ListOptions{})
+			if len(pods.Items) != 0 {
+				t.Errorf("helper pod left behind: %s", pods.Items[0].Name)
+			}
+		})
+	}
+}
+
+func TestRunNodeGone(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	client, created := fakeKubelet(t, nil, func(*v1.Pod) *v1.PodStatus { return nil })
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
+	_, err := b.Run(ctx, backend.Volume{Node: "gone", BasePath: "/var/lib/dirpv"}, createOp)
+	if !errors.Is(err, backend.ErrNodeGone) || created.Load() != 0 {
+		t.Fatalf("err %v, pods created %d", err, created.Load())
+	}
+}
+
+func TestRunRefusesBasePathOutsideRoot(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	client, created := fakeKubelet(t, nil, func(*v1.Pod) *v1.PodStatus { return nil })
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
+	_, err := b.Run(ctx, backend.Volume{Node: "node1", BasePath: "/etc"}, createOp)
+	if err == nil || !strings.Contains(err.Error(), "not within") || created.Load() != 0 {
+		t.Fatalf("err %v, pods created %d", err, created.Load())
+	}
+}

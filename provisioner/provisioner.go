@@ -1,0 +1,202 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+
+	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/pathname"
+	"dirpv.io/dirpv/provisioner/volumefs"
+	"dirpv.io/dirpv/provisioner/volumeop"
+)
+
+// Provisioner provisions and deletes directory-backed volumes.
+type Provisioner struct {
+	Backends map[config.Backend]backend.Backend
+	Recorder record.EventRecorder
+	Metrics  *Metrics
+	// Now is the clock; archives are named by it.
+	Now func() time.Time
+}
+
+var _ controller.Provisioner = (*Provisioner)(nil)
+
+// accessModes lists what each backend can honour: a hostPath directory lives on one node.
+var accessModes = map[config.Backend][]v1.PersistentVolumeAccessMode{
+	config.BackendNFS:      {v1.ReadWriteOnce, v1.ReadOnlyMany, v1.ReadWriteMany, v1.ReadWriteOncePod},
+	config.BackendHostPath: {v1.ReadWriteOnce, v1.ReadWriteOncePod},
+}
+
+// Provision implements controller.Provisioner.
+func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
+	sc, claim := opts.StorageClass, opts.PVC
+	logger := klog.FromContext(ctx).WithValues("PVC", klog.KObj(claim), "PV", opts.PVName)
+	class, err := config.ParseClass(sc.Parameters)
+	if err != nil {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: %w", sc.Name, err)
+	}
+	if err := checkClaim(claim, class.Backend); err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	b := p.Backends[class.Backend]
+	if b == nil {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("backend %s is not enabled in this provisioner", class.Backend)
+	}
+	vol, err := b.Place(class, opts)
+	if err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	vol.OnDelete = class.OnDelete
+	vol.Path, err = pathname.Render(class.PathPattern, pathname.Data{
+		PVC: pathname.Claim{Namespace: claim.Namespace, Name: claim.Name, Labels: claim.Labels, Annotations: claim.Annotations},
+		PV:  pathname.Volume{Name: opts.PVName},
+	})
+	if err != nil {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: %w", sc.Name, err)
+	}
+
+	op := volumeop.Op{
+		Kind: volumeop.Create, Path: vol.Path, Mode: class.Mode, UID: class.UID, GID: class.GID,
+		Owner: volumefs.Marker{PV: opts.PVName, ClaimUID: string(claim.UID), ClaimNamespace: claim.Namespace, ClaimName: claim.Name},
+	}
+	if _, err := p.run(ctx, b, vol, op); err != nil {
+		switch {
+		case errors.Is(err, backend.ErrNodeGone):
+			// Let the scheduler pick another node.
+			return nil, controller.ProvisioningReschedule, err
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), ctx.Err() != nil:
+			// The directory may still appear: the library retries until it knows, so a claim
+			// deleted meanwhile gets a PV that is then reclaimed instead of a leaked directory.
+			return nil, controller.ProvisioningInBackground, err
+		}
+		return nil, controller.ProvisioningFinished, err
+	}
+	logger.V(2).Info("Volume directory created", "volume", vol.String())
+	return buildPV(opts, vol), controller.ProvisioningFinished, nil
+}
+
+// checkClaim refuses what a directory volume cannot honour.
+func checkClaim(claim *v1.PersistentVolumeClaim, b config.Backend) error {
+	if claim.Spec.VolumeMode != nil && *claim.Spec.VolumeMode == v1.PersistentVolumeBlock {
+		return errors.New("volumeMode Block is not supported: dirpv volumes are directories (volumeMode Filesystem)")
+	}
+	if claim.Spec.Selector != nil {
+		return errors.New("claims with a selector cannot be provisioned dynamically")
+	}
+	if claim.Spec.DataSource != nil || claim.Spec.DataSourceRef != nil {
+		return errors.New("claims with a dataSource (clone or snapshot) are not supported")
+	}
+	if _, ok := claim.Spec.Resources.Requests[v1.ResourceStorage]; !ok {
+		return errors.New("the claim has no storage request")
+	}
+	if len(claim.Spec.AccessModes) == 0 {
+		return errors.New("the claim has no access modes")
+	}
+	for _, m := range claim.Spec.AccessModes {
+		if !contains(accessModes[b], m) {
+			return fmt.Errorf("access mode %s is not supported by backend %s (supported: %v)", m, b, accessModes[b])
+		}
+	}
+	return nil
+}
+
+func contains[T comparable](s []T, x T) bool {
+	for _, y := range s {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// buildPV makes the PV for a created volume. The library adds claimRef, storageClassName and its
+// provisioned-by annotation.
+func buildPV(opts controller.ProvisionOptions, vol backend.Volume) *v1.PersistentVolume {
+	sc, claim := opts.StorageClass, opts.PVC
+	policy := v1.PersistentVolumeReclaimDelete
+	if sc.ReclaimPolicy != nil {
+		policy = *sc.ReclaimPolicy
+	}
+	var mountOptions []string
+	if vol.Backend == config.BackendNFS {
+		mountOptions = sc.MountOptions
+	}
+	source, affinity := vol.Source()
+	return &v1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName, Annotations: vol.Annotations()},
+		Spec: v1.PersistentVolumeSpec{
+			PersistentVolumeReclaimPolicy: policy,
+			AccessModes:                   claim.Spec.AccessModes,
+			Capacity:                      v1.ResourceList{v1.ResourceStorage: claim.Spec.Resources.Requests[v1.ResourceStorage]},
+			VolumeMode:                    ptrTo(v1.PersistentVolumeFilesystem),
+			MountOptions:                  mountOptions,
+			PersistentVolumeSource:        source,
+			NodeAffinity:                  affinity,
+		},
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// Delete implements controller.Provisioner. It acts only on what the PV recorded at provision time,
+// after checking that record against the PV's source and this process's configured roots.
+func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error {
+	logger := klog.FromContext(ctx).WithValues("PV", klog.KObj(pv))
+	vol, err := backend.FromPV(pv)
+	if err != nil {
+		return fmt.Errorf("refusing to reclaim: %w; nothing on disk was touched", err)
+	}
+	b := p.Backends[vol.Backend]
+	if b == nil {
+		return fmt.Errorf("refusing to reclaim: backend %s is not enabled in this provisioner; nothing on disk was touched", vol.Backend)
+	}
+	if err := b.Allowed(vol); err != nil {
+		return fmt.Errorf("refusing to reclaim: %w; nothing on disk was touched", err)
+	}
+	op := volumeop.Op{Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}}
+	switch vol.OnDelete {
+	case config.OnDeleteRetain:
+		p.Recorder.Eventf(pv, v1.EventTypeNormal, ReasonVolumeRetained, "Directory %s kept (onDelete: retain)", vol)
+		return nil
+	case config.OnDeleteArchive:
+		op.Kind, op.Now = volumeop.Archive, p.Now()
+	default:
+		op.Kind = volumeop.Delete
+	}
+	res, err := p.run(ctx, b, vol, op)
+	switch {
+	case errors.Is(err, backend.ErrNodeGone):
+		p.Recorder.Eventf(pv, v1.EventTypeWarning, ReasonNodeGone, "Node %s no longer exists: directory %s was not reclaimed", vol.Node, vol.FullPath())
+		return nil
+	case err != nil:
+		return err
+	case op.Kind == volumeop.Archive && res.Archive != "":
+		p.Recorder.Eventf(pv, v1.EventTypeNormal, ReasonVolumeArchived, "Directory %s archived as %s", vol, res.Archive)
+	}
+	logger.V(2).Info("Volume reclaimed", "volume", vol.String(), "action", vol.OnDelete)
+	return nil
+}
+
+// run performs op and records its metrics.
+func (p *Provisioner) run(ctx context.Context, b backend.Backend, vol backend.Volume, op volumeop.Op) (volumeop.Result, error) {
+	start := time.Now()
+	res, err := b.Run(ctx, vol, op)
+	if p.Metrics != nil {
+		result := "success"
+		if err != nil {
+			result = "error"
+		}
+		p.Metrics.Operations.WithLabelValues(string(vol.Backend), string(op.Kind), result).Inc()
+		p.Metrics.Duration.WithLabelValues(string(vol.Backend), string(op.Kind)).Observe(time.Since(start).Seconds())
+	}
+	return res, err
+}

@@ -1,0 +1,403 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2/ktesting"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+
+	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/backend/hostpath"
+	"dirpv.io/dirpv/provisioner/backend/nfs"
+	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/volumeop"
+)
+
+// fakeBackend places volumes like the real backends but records operations instead of running them.
+type fakeBackend struct {
+	real backend.Backend
+	ops  []volumeop.Op
+	run  func(volumeop.Op) (volumeop.Result, error)
+}
+
+func (f *fakeBackend) Place(c *config.Class, o controller.ProvisionOptions) (backend.Volume, error) {
+	return f.real.Place(c, o)
+}
+func (f *fakeBackend) Allowed(v backend.Volume) error { return f.real.Allowed(v) }
+func (f *fakeBackend) Run(_ context.Context, _ backend.Volume, op volumeop.Op) (volumeop.Result, error) {
+	f.ops = append(f.ops, op)
+	if f.run != nil {
+		return f.run(op)
+	}
+	return volumeop.Result{}, nil
+}
+
+var testNow = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+
+// newTest returns a provisioner whose nfs backend serves export 10.0.0.5:/exports (mounted at
+// nfsDir) and whose hostPath backend runs in-process on localRoot, both wrapped in fakes.
+func newTest(t *testing.T, nfsDir, localRoot string) (*Provisioner, *fakeBackend, *fakeBackend, *record.FakeRecorder) {
+	exports := config.NFSExports{{Server: "10.0.0.5", Share: "/exports", LocalPath: nfsDir}}
+	fn := &fakeBackend{real: &nfs.Backend{Exports: exports, Timeout: time.Minute}}
+	fh := &fakeBackend{real: &hostpath.Backend{Client: fake.NewClientset(), Root: "/var/lib/dirpv", LocalRoot: localRoot, Timeout: time.Minute}}
+	rec := record.NewFakeRecorder(10)
+	p := &Provisioner{
+		Backends: map[config.Backend]backend.Backend{config.BackendNFS: fn, config.BackendHostPath: fh},
+		Recorder: rec,
+		Now:      func() time.Time { return testNow },
+	}
+	return p, fn, fh, rec
+}
+
+func wffc() *storagev1.VolumeBindingMode {
+	m := storagev1.VolumeBindingWaitForFirstConsumer
+	return &m
+}
+
+func hostPathClass(params map[string]string) *storagev1.StorageClass {
+	p := map[string]string{"backend": "hostPath"}
+	for k, v := range params {
+		p[k] = v
+	}
+	retain := v1.PersistentVolumeReclaimRetain
+	return &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "hp"}, Provisioner: config.DefaultName,
+		Parameters: p, VolumeBindingMode: wffc(), ReclaimPolicy: &retain}
+}
+
+func nfsClass(params map[string]string) *storagev1.StorageClass {
+	p := map[string]string{"backend": "nfs", "server": "10.0.0.5", "share": "/exports"}
+	for k, v := range params {
+		p[k] = v
+	}
+	return &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "nfs"}, Provisioner: config.DefaultName,
+		Parameters: p, MountOptions: []string{"nfsvers=4.1"}}
+}
+
+func claim(mutate ...func(*v1.PersistentVolumeClaim)) *v1.PersistentVolumeClaim {
+	c := &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "data", UID: "1234"},
+		Spec: v1.PersistentVolumeClaimSpec{
+			AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+			Resources:   v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	for _, m := range mutate {
+		m(c)
+	}
+	return c
+}
+
+var node1 = &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", Labels: map[string]string{v1.LabelHostname: "host-1"}}}
+
+func opts(sc *storagev1.StorageClass, pvc *v1.PersistentVolumeClaim, node *v1.Node) controller.ProvisionOptions {
+	return controller.ProvisionOptions{StorageClass: sc, PVC: pvc, PVName: "pvc-1234", SelectedNode: node}
+}
+
+func TestProvisionHostPath(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, fh, _ := newTest(t, t.TempDir(), "")
+	pv, state, err := p.Provision(ctx, opts(hostPathClass(map[string]string{"mode": "0750", "uid": "1000", "gid": "2000"}), claim(), node1))
+	if err != nil || state != controller.ProvisioningFinished {
+		t.Fatalf("Provision: %v, %v", state, err)
+	}
+	if len(fh.ops) != 1 {
+		t.Fatalf("ops %+v", fh.ops)
+	}
+	op := fh.ops[0]
+	if op.Kind != volumeop.Create || op.Path != "team-data-pvc-1234" || op.Mode != 0o750 || op.UID != 1000 || op.GID != 2000 ||
+		op.Owner.PV != "pvc-1234" || op.Owner.ClaimUID != "1234" || op.Owner.ClaimNamespace != "team" || op.Owner.ClaimName != "data" {
+		t.Errorf("op %+v", op)
+	}
+	hp := pv.Spec.HostPath
+	if hp == nil || hp.Path != "/var/lib/dirpv/team-data-pvc-1234" || hp.Type == nil || *hp.Type != v1.HostPathDirectory {
+		t.Errorf("hostPath source %+v", hp)
+	}
+	terms := pv.Spec.NodeAffinity.Required.NodeSelectorTerms
+	if len(terms) != 1 || terms[0].MatchExpressions[0].Key != v1.LabelHostname || terms[0].MatchExpressions[0].Values[0] != "host-1" {
+		t.Errorf("node affinity %+v", terms)
+	}
+	if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain {
+		t.Errorf("reclaim policy %q, want the class's Retain", pv.Spec.PersistentVolumeReclaimPolicy)
+	}
+	if got := pv.Spec.Capacity[v1.ResourceStorage]; got.String() != "1Gi" {
+		t.Errorf("capacity %s", got.String())
+	}
+	if *pv.Spec.VolumeMode != v1.PersistentVolumeFilesystem || len(pv.Spec.AccessModes) != 1 || pv.Spec.AccessModes[0] != v1.ReadWriteOnce {
+		t.Errorf("mode %v access %v", *pv.Spec.VolumeMode, pv.Spec.AccessModes)
+	}
+	want := map[string]string{backend.AnnBackend: "hostPath", backend.AnnNode: "node1", backend.AnnBasePath: "/var/lib/dirpv",
+		backend.AnnPath: "team-data-pvc-1234", backend.AnnOnDelete: "delete"}
+	for k, v := range want {
+		if pv.Annotations[k] != v {
+			t.Errorf("annotation %s = %q, want %q", k, pv.Annotations[k], v)
+		}
+	}
+	if pv.Name != "pvc-1234" {
+		t.Errorf("name %q", pv.Name)
+	}
+}
+
+func TestProvisionNFS(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, fn, _, _ := newTest(t, t.TempDir(), "")
+	c := claim(func(c *v1.PersistentVolumeClaim) {
+		c.Spec.AccessModes = []v1.PersistentVolumeAccessMode{v1.ReadWriteMany, v1.ReadOnlyMany}
+	})
+	sc := nfsClass(map[string]string{"pathPattern": "{{.PVC.Namespace}}/{{.PVC.Name}}", "onDelete": "archive"})
+	pv, _, err := p.Provision(ctx, opts(sc, c, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := pv.Spec.NFS; s == nil || s.Server != "10.0.0.5" || s.Path != "/exports/team/data" {
+		t.Errorf("nfs source %+v", s)
+	}
+	if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimDelete {
+		t.Errorf("reclaim policy %q, want the default Delete", pv.Spec.PersistentVolumeReclaimPolicy)
+	}
+	if len(pv.Spec.MountOptions) != 1 || pv.Spec.MountOptions[0] != "nfsvers=4.1" || pv.Spec.NodeAffinity != nil {
+		t.Errorf("mount options %v affinity %v", pv.Spec.MountOptions, pv.Spec.NodeAffinity)
+	}
+	if len(pv.Spec.AccessModes) != 2 || len(fn.ops) != 1 || fn.ops[0].Path != "team/data" {
+		t.Errorf("access %v ops %+v", pv.Spec.AccessModes, fn.ops)
+	}
+	if pv.Annotations[backend.AnnServer] != "10.0.0.5" || pv.Annotations[backend.AnnShare] != "/exports" || pv.Annotations[backend.AnnOnDelete] != "archive" {
+		t.Errorf("annotations %v", pv.Annotations)
+	}
+}
+
+// TestProvisionRefused: every bad input fails with a message naming the problem, and nothing is
+// created on disk.
+func TestProvisionRefused(t *testing.T) {
+	immediate := hostPathClass(nil)
+	immediate.VolumeBindingMode = nil
+	withMountOptions := hostPathClass(nil)
+	withMountOptions.MountOptions = []string{"ro"}
+	block := v1.PersistentVolumeBlock
+	tests := []struct {
+		name    string
+		sc      *storagev1.StorageClass
+		pvc     *v1.PersistentVolumeClaim
+		node    *v1.Node
+		wantErr string
+	}{
+		{"unknown parameter", hostPathClass(map[string]string{"archiveOnDelete": "true"}), claim(), node1, `"archiveOnDelete": unknown parameter`},
+		{"immediate hostPath", immediate, claim(), node1, "requires volumeBindingMode: WaitForFirstConsumer"},
+		{"no selected node", hostPathClass(nil), claim(), nil, "no selected node"},
+		{"hostPath mountOptions", withMountOptions, claim(), node1, "does not support mountOptions"},
+		{"basePath outside root", hostPathClass(map[string]string{"basePath": "/etc"}), claim(), node1, "basePath /etc is not within the provisioner's --hostpath-root /var/lib/dirpv"},
+		{"basePath beside root", hostPathClass(map[string]string{"basePath": "/var/lib/dirpv2"}), claim(), node1, "not within"},
+		{"block", hostPathClass(nil), claim(func(c *v1.PersistentVolumeClaim) { c.Spec.VolumeMode = &block }), node1, "volumeMode Block is not supported"},
+		{"RWX on hostPath", hostPathClass(nil), claim(func(c *v1.PersistentVolumeClaim) {
+			c.Spec.AccessModes = []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}
+		}), node1, "access mode ReadWriteMany is not supported by backend hostPath"},
+		{"no access modes", hostPathClass(nil), claim(func(c *v1.PersistentVolumeClaim) { c.Spec.AccessModes = nil }), node1, "no access modes"},
+		{"no request", hostPathClass(nil), claim(func(c *v1.PersistentVolumeClaim) { c.Spec.Resources.Requests = nil }), node1, "no storage request"},
+		{"selector", hostPathClass(nil), claim(func(c *v1.PersistentVolumeClaim) { c.Spec.Selector = &metav1.LabelSelector{} }), node1, "selector"},
+		{"data source", hostPathClass(nil), claim(func(c *v1.PersistentVolumeClaim) {
+			c.Spec.DataSource = &v1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "x"}
+		}), node1, "dataSource"},
+		{"unknown export", nfsClass(map[string]string{"share": "/other"}), claim(), nil, "NFS export 10.0.0.5:/other is not mounted in the provisioner (it serves: 10.0.0.5:/exports)"},
+		{"traversal through annotation", nfsClass(map[string]string{"pathPattern": `{{index .PVC.Annotations "dir"}}`}),
+			claim(func(c *v1.PersistentVolumeClaim) { c.Annotations = map[string]string{"dir": "../../etc"} }), nil, `rendered "../../etc": unsafe volume path: escapes its root`},
+		{"absolute through annotation", nfsClass(map[string]string{"pathPattern": `{{index .PVC.Annotations "dir"}}`}),
+			claim(func(c *v1.PersistentVolumeClaim) { c.Annotations = map[string]string{"dir": "/etc"} }), nil, "absolute"},
+		{"missing label", nfsClass(map[string]string{"pathPattern": `{{.PVC.Labels.team}}`}), claim(), nil, `map has no entry for key "team"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			exportDir, localRoot := t.TempDir(), t.TempDir()
+			p, fn, fh, _ := newTest(t, exportDir, localRoot)
+			pv, state, err := p.Provision(ctx, opts(tt.sc, tt.pvc, tt.node))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Provision = %v, %v; want error containing %q", pv, err, tt.wantErr)
+			}
+			if state != controller.ProvisioningFinished {
+				t.Errorf("state %q, want final", state)
+			}
+			if len(fn.ops)+len(fh.ops) != 0 {
+				t.Errorf("operations ran: %+v %+v", fn.ops, fh.ops)
+			}
+			for _, dir := range []string{exportDir, localRoot} {
+				if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+					t.Errorf("%s not empty: %v", dir, entries)
+				}
+			}
+		})
+	}
+}
+
+func TestProvisionErrorStates(t *testing.T) {
+	tests := []struct {
+		name  string
+		err   error
+		state controller.ProvisioningState
+	}{
+		{"node gone: reschedule", fmt.Errorf("node node1: %w", backend.ErrNodeGone), controller.ProvisioningReschedule},
+		{"timeout: may still finish", fmt.Errorf("helper: %w", context.DeadlineExceeded), controller.ProvisioningInBackground},
+		{"refused: final", errors.New("directory belongs to another PV"), controller.ProvisioningFinished},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			p, _, fh, _ := newTest(t, t.TempDir(), "")
+			fh.run = func(volumeop.Op) (volumeop.Result, error) { return volumeop.Result{}, tt.err }
+			_, state, err := p.Provision(ctx, opts(hostPathClass(nil), claim(), node1))
+			if !errors.Is(err, tt.err) || state != tt.state {
+				t.Fatalf("got %q, %v; want %q, %v", state, err, tt.state, tt.err)
+			}
+		})
+	}
+}
+
+// provisioned returns a PV as Provision made it, for Delete tests.
+func provisioned(t *testing.T, p *Provisioner, sc *storagev1.StorageClass, node *v1.Node) *v1.PersistentVolume {
+	t.Helper()
+	_, ctx := ktesting.NewTestContext(t)
+	pv, _, err := p.Provision(ctx, opts(sc, claim(), node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pv
+}
+
+func TestDelete(t *testing.T) {
+	tests := []struct {
+		name      string
+		sc        *storagev1.StorageClass
+		node      *v1.Node
+		forge     func(pv *v1.PersistentVolume)
+		result    volumeop.Result
+		runErr    error
+		wantOp    volumeop.Kind
+		wantErr   string
+		wantEvent string
+	}{
+		{name: "delete", sc: hostPathClass(nil), node: node1, wantOp: volumeop.Delete},
+		{name: "archive", sc: nfsClass(map[string]string{"onDelete": "archive"}), wantOp: volumeop.Archive,
+			result: volumeop.Result{Archive: "archived-x"}, wantEvent: "Normal VolumeArchived Directory 10.0.0.5:/exports/team-data-pvc-1234 archived as archived-x"},
+		{name: "retain", sc: nfsClass(map[string]string{"onDelete": "retain"}), wantEvent: "Normal VolumeRetained"},
+		{name: "node gone", sc: hostPathClass(nil), node: node1, wantOp: volumeop.Delete, runErr: backend.ErrNodeGone,
+			wantEvent: "Warning VolumeNodeGone Node node1 no longer exists"},
+		{name: "failure reported", sc: hostPathClass(nil), node: node1, wantOp: volumeop.Delete, runErr: errors.New("permission denied"), wantErr: "permission denied"},
+		{name: "forged path", sc: hostPathClass(nil), node: node1, forge: func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnPath] = "../../etc"
+			pv.Spec.HostPath.Path = "/etc"
+		}, wantErr: "refusing to reclaim: annotation dirpv.io/path"},
+		{name: "forged basePath", sc: hostPathClass(nil), node: node1, forge: func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnBasePath] = "/etc"
+			pv.Spec.HostPath.Path = "/etc/team-data-pvc-1234"
+		}, wantErr: "basePath /etc is not within"},
+		{name: "source differs from annotations", sc: hostPathClass(nil), node: node1, forge: func(pv *v1.PersistentVolume) {
+			pv.Spec.HostPath.Path = "/var/lib/dirpv/other"
+		}, wantErr: "does not match"},
+		{name: "forged export", sc: nfsClass(nil), forge: func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnShare] = "/"
+			pv.Spec.NFS.Path = "/team-data-pvc-1234"
+		}, wantErr: "NFS export 10.0.0.5:/ is not mounted"},
+		{name: "unknown backend", sc: nfsClass(nil), forge: func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnBackend] = "ceph"
+		}, wantErr: `"ceph" is not one of`},
+		{name: "unknown onDelete", sc: nfsClass(nil), forge: func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnOnDelete] = "shred"
+		}, wantErr: `"shred" is not one of`},
+		{name: "not ours", sc: nfsClass(nil), forge: func(pv *v1.PersistentVolume) { pv.Annotations = nil }, wantErr: "refusing to reclaim"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			p, fn, fh, rec := newTest(t, t.TempDir(), "")
+			pv := provisioned(t, p, tt.sc, tt.node)
+			if tt.forge != nil {
+				tt.forge(pv)
+			}
+			fn.ops, fh.ops = nil, nil
+			run := func(volumeop.Op) (volumeop.Result, error) { return tt.result, tt.runErr }
+			fn.run, fh.run = run, run
+			err := p.Delete(ctx, pv)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Delete = %v, want error containing %q", err, tt.wantErr)
+				}
+				if tt.runErr == nil && len(fn.ops)+len(fh.ops) > 0 {
+					t.Errorf("refused PV still touched disk: %+v %+v", fn.ops, fh.ops)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			ops := append(fn.ops, fh.ops...)
+			if tt.wantOp == "" && len(ops) != 0 || tt.wantOp != "" && (len(ops) != 1 || ops[0].Kind != tt.wantOp || ops[0].Owner.PV != "pvc-1234") {
+				t.Errorf("ops %+v, want %q", ops, tt.wantOp)
+			}
+			if tt.wantOp == volumeop.Archive && !ops[0].Now.Equal(testNow) {
+				t.Errorf("archive time %v", ops[0].Now)
+			}
+			var event string
+			select {
+			case event = <-rec.Events:
+			default:
+			}
+			if !strings.HasPrefix(event, tt.wantEvent) || (tt.wantEvent == "") != (event == "") {
+				t.Errorf("event %q, want %q", event, tt.wantEvent)
+			}
+		})
+	}
+}
+
+// TestRealFilesystem runs Provision and Delete through the real backends and filesystem: the nfs
+// export and the hostPath root are temporary directories.
+func TestRealFilesystem(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	exportDir, localRoot := t.TempDir(), t.TempDir()
+	p, fn, fh, _ := newTest(t, exportDir, localRoot)
+	fn.run = func(op volumeop.Op) (volumeop.Result, error) { return fn.real.Run(ctx, backend.Volume{Server: "10.0.0.5", Share: "/exports"}, op) }
+	fh.run = func(op volumeop.Op) (volumeop.Result, error) {
+		return fh.real.Run(ctx, backend.Volume{Backend: config.BackendHostPath, Node: "node1", BasePath: "/var/lib/dirpv/fast"}, op)
+	}
+
+	hp := provisioned(t, p, hostPathClass(map[string]string{"basePath": "/var/lib/dirpv/fast", "mode": "0750"}), node1)
+	dir := filepath.Join(localRoot, "fast", "team-data-pvc-1234")
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o750 || !fi.IsDir() {
+		t.Fatalf("hostPath directory: %v %v", fi, err)
+	}
+	// Retrying the same claim reuses its directory.
+	if again := provisioned(t, p, hostPathClass(map[string]string{"basePath": "/var/lib/dirpv/fast", "mode": "0750"}), node1); again.Spec.HostPath.Path != hp.Spec.HostPath.Path {
+		t.Fatalf("retry placed the volume at %s", again.Spec.HostPath.Path)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Delete(ctx, hp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("directory survived Delete: %v", err)
+	}
+
+	nv := provisioned(t, p, nfsClass(map[string]string{"onDelete": "archive"}), nil)
+	if err := os.WriteFile(filepath.Join(exportDir, "team-data-pvc-1234", "keep"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Delete(ctx, nv); err != nil {
+		t.Fatal(err)
+	}
+	archived := filepath.Join(exportDir, "archived-team-data-pvc-1234-20261122T080000Z", "keep")
+	if b, err := os.ReadFile(archived); err != nil || string(b) != "data" {
+		t.Fatalf("archive: %q %v", b, err)
+	}
+}

@@ -1,0 +1,174 @@
+// Package volumeop describes the filesystem operations dirpv performs on a volume directory and
+// runs them. One implementation serves every mode: in-process on an NFS export or a local root, and
+// inside a helper pod on a node (`dirpv helper ...`), which receives the operation as arguments.
+package volumeop
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/volumefs"
+)
+
+// Kind names an operation.
+type Kind string
+
+const (
+	Create  Kind = "create"
+	Delete  Kind = "delete"
+	Archive Kind = "archive"
+)
+
+// Op is one operation on the volume directory Path, relative to a root.
+type Op struct {
+	Kind Kind
+	Path string
+	// Owner identifies the volume; only Owner.PV matters for Delete and Archive.
+	Owner volumefs.Marker
+	// Mode, UID and GID apply to Create; UID and GID are -1 when unset.
+	Mode fs.FileMode
+	UID  int
+	GID  int
+	// Now names archives; it is fixed by the caller so that a retried archive is not renamed twice.
+	Now time.Time
+}
+
+// Result is what an operation reports back.
+type Result struct {
+	// Archive is the archived directory's path relative to the root.
+	Archive string `json:"archive,omitempty"`
+}
+
+// Apply performs op under root.
+func Apply(root *os.Root, op Op) (Result, error) {
+	switch op.Kind {
+	case Create:
+		return Result{}, volumefs.Create(root, volumefs.CreateOptions{Path: op.Path, Mode: op.Mode, UID: op.UID, GID: op.GID, Owner: op.Owner})
+	case Delete:
+		return Result{}, volumefs.Delete(root, op.Path, op.Owner.PV)
+	case Archive:
+		name, err := volumefs.Archive(root, op.Path, op.Owner.PV, op.Now)
+		return Result{Archive: name}, err
+	}
+	return Result{}, fmt.Errorf("unknown operation %q", op.Kind)
+}
+
+// RunLocal performs op in the directory dir/sub, creating sub if needed, without following
+// symlinks out of dir. It gives up waiting when ctx ends: a call blocked on a hung mount cannot be
+// interrupted, but the caller is not held hostage by it.
+func RunLocal(ctx context.Context, dir, sub string, op Op) (Result, error) {
+	type outcome struct {
+		res Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := runIn(dir, sub, op)
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		return o.res, o.err
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("%s %s in %s: %w", op.Kind, op.Path, dir, context.Cause(ctx))
+	}
+}
+
+func runIn(dir, sub string, op Op) (Result, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return Result{}, err
+	}
+	defer root.Close()
+	if sub != "" && sub != "." {
+		if err := root.MkdirAll(sub, 0o755); err != nil {
+			return Result{}, err
+		}
+		inner, err := root.OpenRoot(sub)
+		if err != nil {
+			return Result{}, err
+		}
+		defer inner.Close()
+		root = inner
+	}
+	return Apply(root, op)
+}
+
+// Args encodes op as the arguments of `dirpv helper`.
+func (op Op) Args() []string {
+	args := []string{string(op.Kind), "--path=" + op.Path, "--pv=" + op.Owner.PV}
+	switch op.Kind {
+	case Create:
+		args = append(args,
+			"--claim-uid="+op.Owner.ClaimUID,
+			"--claim-namespace="+op.Owner.ClaimNamespace,
+			"--claim-name="+op.Owner.ClaimName,
+			"--mode="+config.FormatMode(op.Mode),
+			fmt.Sprintf("--uid=%d", op.UID),
+			fmt.Sprintf("--gid=%d", op.GID))
+	case Archive:
+		args = append(args, "--now="+op.Now.UTC().Format(time.RFC3339))
+	}
+	return args
+}
+
+// ParseArgs is the inverse of Args.
+func ParseArgs(args []string) (Op, error) {
+	if len(args) == 0 {
+		return Op{}, errors.New("missing operation (create, delete or archive)")
+	}
+	op := Op{Kind: Kind(args[0])}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.StringVar(&op.Path, "path", "", "volume directory relative to the root")
+	fs.StringVar(&op.Owner.PV, "pv", "", "PV that owns the directory")
+	fs.StringVar(&op.Owner.ClaimUID, "claim-uid", "", "claim UID recorded in the marker")
+	fs.StringVar(&op.Owner.ClaimNamespace, "claim-namespace", "", "claim namespace recorded in the marker")
+	fs.StringVar(&op.Owner.ClaimName, "claim-name", "", "claim name recorded in the marker")
+	mode := fs.String("mode", config.FormatMode(config.DefaultMode), "octal mode of a new directory")
+	fs.IntVar(&op.UID, "uid", -1, "owner of a new directory; -1: unchanged")
+	fs.IntVar(&op.GID, "gid", -1, "group of a new directory; -1: unchanged")
+	now := fs.String("now", "", "archive time, RFC 3339")
+	if err := fs.Parse(args[1:]); err != nil {
+		return Op{}, err
+	}
+	if fs.NArg() > 0 {
+		return Op{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	switch op.Kind {
+	case Create, Delete, Archive:
+	default:
+		return Op{}, fmt.Errorf("unknown operation %q (want create, delete or archive)", op.Kind)
+	}
+	if op.Path == "" || op.Owner.PV == "" {
+		return Op{}, errors.New("--path and --pv are required")
+	}
+	var err error
+	if op.Mode, err = config.ParseMode(*mode); err != nil {
+		return Op{}, fmt.Errorf("--mode: %w", err)
+	}
+	if op.Kind == Archive {
+		if op.Now, err = time.Parse(time.RFC3339, *now); err != nil {
+			return Op{}, fmt.Errorf("--now: %w", err)
+		}
+	}
+	return op, nil
+}
+
+// EncodeResult and DecodeResult carry a Result through a helper pod's termination message.
+func EncodeResult(r Result) string {
+	b, _ := json.Marshal(r)
+	return string(b)
+}
+
+func DecodeResult(s string) (Result, error) {
+	var r Result
+	err := json.Unmarshal([]byte(s), &r)
+	return r, err
+}
