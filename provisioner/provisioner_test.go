@@ -365,7 +365,9 @@ func TestRealFilesystem(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	exportDir, localRoot := t.TempDir(), t.TempDir()
 	p, fn, fh, _ := newTest(t, exportDir, localRoot)
-	fn.run = func(op volumeop.Op) (volumeop.Result, error) { return fn.real.Run(ctx, backend.Volume{Server: "10.0.0.5", Share: "/exports"}, op) }
+	fn.run = func(op volumeop.Op) (volumeop.Result, error) {
+		return fn.real.Run(ctx, backend.Volume{Server: "10.0.0.5", Share: "/exports"}, op)
+	}
 	fh.run = func(op volumeop.Op) (volumeop.Result, error) {
 		return fh.real.Run(ctx, backend.Volume{Backend: config.BackendHostPath, Node: "node1", BasePath: "/var/lib/dirpv/fast"}, op)
 	}

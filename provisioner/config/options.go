@@ -40,9 +40,9 @@ type Options struct {
 
 	// Namespace and PodName identify this process's pod: helper pods run in Namespace and, unless
 	// HelperImage is set, with this pod's image.
-	Namespace     string
-	PodName       string
-	HelperImage   string
+	Namespace        string
+	PodName          string
+	HelperImage      string
 	OperationTimeout time.Duration
 }
 
