@@ -1,0 +1,36 @@
+# dirpv: `make demo` runs it on a local cluster; `make test` runs every test.
+SHELL := /bin/bash
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGE ?= dirpv.io/dirpv:v0.1.0
+GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+
+.PHONY: all build lint unit test image docker-image cluster-up cluster-down
+
+all: build
+
+build: ## Build bin/dirpv (static).
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/dirpv ./cmd/dirpv
+
+lint: ## gofmt and go vet.
+	@out=$$(gofmt -l cmd provisioner e2e hack); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	kubectl kustomize manifests/overlays/hostpath >/dev/null
+	kubectl kustomize manifests/overlays/nfs >/dev/null
+
+unit: ## Unit tests (fake clients, real filesystem under temporary directories).
+	$(GO) test -race -count=1 ./...
+
+test: lint unit ## Everything: lint, unit tests.
+
+image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
+	DIRPV_IMAGE=$(IMAGE) hack/images.sh
+
+docker-image: ## Build the image with Docker.
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+cluster-up: ## A local single-node Kubernetes cluster, built from source.
+	hack/cluster-up.sh
+
+cluster-down:
+	hack/cluster-down.sh

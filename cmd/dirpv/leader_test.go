@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2/ktesting"
+
+	"dirpv.io/dirpv/provisioner/config"
+)
+
+// TestElectorHandover: of two replicas exactly one works; when the leader shuts down it releases
+// the Lease and the other takes over within a retry period, not a lease duration.
+func TestElectorHandover(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	client := fake.NewClientset()
+	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
+		LeaseDuration: 30 * time.Second, RenewDeadline: 20 * time.Second, RetryPeriod: 100 * time.Millisecond}
+
+	var working atomic.Int32
+	started := make(chan int, 2)
+	var wg sync.WaitGroup
+	cancels := make([]context.CancelFunc, 2)
+	for i := range 2 {
+		rctx, cancel := context.WithCancel(ctx)
+		cancels[i] = cancel
+		e := newElector(opts, client, record.NewFakeRecorder(100))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = e.run(rctx, func(ctx context.Context) {
+				if n := working.Add(1); n != 1 {
+					t.Errorf("%d replicas working at once", n)
+				}
+				started <- i
+				<-ctx.Done()
+				working.Add(-1)
+			})
+		}()
+	}
+	t.Cleanup(func() {
+		for _, c := range cancels {
+			c()
+		}
+		wg.Wait()
+	})
+
+	first := <-started
+	select {
+	case other := <-started:
+		t.Fatalf("replica %d started while %d leads", other, first)
+	case <-time.After(time.Second):
+	}
+	begin := time.Now()
+	cancels[first]()
+	select {
+	case second := <-started:
+		if second == first {
+			t.Fatalf("replica %d led again after shutting down", second)
+		}
+		// Far below the 30 s lease: the Lease was released, not left to expire.
+		if d := time.Since(begin); d > 10*time.Second {
+			t.Errorf("handover took %v", d)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no handover within 20s of the leader's shutdown")
+	}
+}

@@ -1,0 +1,174 @@
+// Command dirpv is a Kubernetes dynamic provisioner of directory-backed volumes (NFS and hostPath).
+// `dirpv [flags]` runs the provisioner; `dirpv helper ...` runs one volume operation on a node,
+// inside a helper pod the provisioner made.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
+
+	"dirpv.io/dirpv/provisioner"
+	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/backend/hostpath"
+	"dirpv.io/dirpv/provisioner/backend/nfs"
+	"dirpv.io/dirpv/provisioner/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	klog.Flush()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dirpv:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "helper" {
+		return runHelper(ctx, args[1:])
+	}
+	fs := flag.NewFlagSet("dirpv", flag.ContinueOnError)
+	var opts config.Options
+	opts.AddFlags(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	klog.InitFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "dirpv", version)
+		return nil
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	return runProvisioner(ctx, &opts)
+}
+
+func runProvisioner(ctx context.Context, opts *config.Options) error {
+	logger := klog.FromContext(ctx)
+	cfg, err := clientcmd.BuildConfigFromFlags("", opts.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(opts.KubeQPS), opts.KubeBurst
+	cfg.UserAgent = "dirpv/" + version
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+
+	image, pullPolicy := opts.HelperImage, v1.PullIfNotPresent
+	if image == "" {
+		if image, pullPolicy, err = ownImage(ctx, client, opts.Namespace, opts.PodName); err != nil {
+			return err
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	libMetrics := metrics.New("controller")
+	reg.MustRegister(libMetrics.PersistentVolumeClaimProvisionTotal, libMetrics.PersistentVolumeClaimProvisionFailedTotal,
+		libMetrics.PersistentVolumeClaimProvisionDurationSeconds, libMetrics.PersistentVolumeDeleteTotal,
+		libMetrics.PersistentVolumeDeleteFailedTotal, libMetrics.PersistentVolumeDeleteDurationSeconds)
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(0)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "dirpv"})
+
+	prov := &provisioner.Provisioner{
+		Backends: map[config.Backend]backend.Backend{
+			config.BackendNFS: &nfs.Backend{Exports: opts.NFSExports, Timeout: opts.OperationTimeout},
+			config.BackendHostPath: &hostpath.Backend{
+				Client: client, Root: opts.HostPathRoot, LocalRoot: opts.LocalRoot, LocalNode: opts.NodeName,
+				Timeout: opts.OperationTimeout,
+				Helper:  &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy},
+			},
+		},
+		Recorder: recorder,
+		Metrics:  provisioner.NewMetrics(reg),
+		Now:      time.Now,
+	}
+	logger.Info("Starting dirpv", "version", version, "name", opts.Name, "helperImage", image, "nfsExports", opts.NFSExports.String())
+
+	// runController runs one term of the provisioning controller: a ProvisionController cannot be
+	// restarted once its queues are shut down, so every term gets a new one.
+	runController := func(ctx context.Context) {
+		pc := controller.NewProvisionController(logger, client, opts.Name, prov,
+			controller.LeaderElection(false), // elected here, with a released Lease on shutdown
+			controller.MetricsPort(0),        // served by our own HTTP server
+			controller.MetricsInstance(libMetrics),
+			controller.Threadiness(opts.Workers),
+			controller.AddFinalizer(true),
+		)
+		pc.Run(ctx)
+	}
+
+	elector := newElector(opts, client, recorder)
+	serveErr := make(chan error, 1)
+	if opts.HTTPAddress != "" {
+		go func() { serveErr <- serve(ctx, opts.HTTPAddress, reg, elector) }()
+	}
+	if opts.LeaderElect {
+		err = elector.run(ctx, runController)
+	} else {
+		runController(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-serveErr:
+		return err
+	default:
+		return nil
+	}
+}
+
+// ownImage returns the image of this pod's dirpv container, so helper pods run exactly the same
+// build even when an operator renamed the image with kustomize.
+func ownImage(ctx context.Context, client kubernetes.Interface, namespace, name string) (string, v1.PullPolicy, error) {
+	pod, err := client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", "", fmt.Errorf("reading own pod %s/%s for the helper image (or set --helper-image): %w", namespace, name, err)
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == "dirpv" {
+			return c.Image, c.ImagePullPolicy, nil
+		}
+	}
+	return "", "", fmt.Errorf("own pod %s/%s has no container named dirpv (or set --helper-image)", namespace, name)
+}

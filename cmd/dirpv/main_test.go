@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"dirpv.io/dirpv/provisioner/volumefs"
+)
+
+func TestRunFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantOut string
+		wantErr string
+	}{
+		{name: "version", args: []string{"--version"}, wantOut: "dirpv dev"},
+		{name: "invalid options are refused before any connection", args: []string{"--helper-image=x"}, wantErr: "--namespace: is required"},
+		{name: "unknown flag", args: []string{"--frobnicate"}, wantErr: "flag provided but not defined"},
+		{name: "stray argument", args: []string{"--namespace=d", "--helper-image=i", "extra"}, wantErr: "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, &out)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out.String(), tt.wantOut) {
+				t.Fatalf("out %q err %v", out.String(), err)
+			}
+		})
+	}
+}
+
+// TestHelperCommand runs `dirpv helper` as a helper pod would and reads its termination message.
+func TestHelperCommand(t *testing.T) {
+	root, term := t.TempDir(), filepath.Join(t.TempDir(), "termination-log")
+	helper := func(args ...string) (string, error) {
+		err := run(context.Background(), append([]string{"helper", "--root=" + root, "--termination-log=" + term}, args...), os.Stdout)
+		b, _ := os.ReadFile(term)
+		return string(b), err
+	}
+	msg, err := helper("create", "--path=ns-a", "--pv=pvc-1", "--claim-uid=1", "--mode=0750", "--uid=-1", "--gid=-1")
+	if err != nil || msg != "{}" {
+		t.Fatalf("create: %q %v", msg, err)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "ns-a")); err != nil || fi.Mode().Perm() != 0o750 {
+		t.Fatalf("directory: %v %v", fi, err)
+	}
+	if m, err := volumefs.ReadMarker(mustRoot(t, root), "ns-a"); err != nil || m == nil || m.PV != "pvc-1" || m.ClaimUID != "1" {
+		t.Fatalf("marker %+v %v", m, err)
+	}
+	msg, err = helper("delete", "--path=ns-a", "--pv=pvc-2")
+	if err == nil || !strings.Contains(msg, "not owned") {
+		t.Fatalf("delete by another PV: %q %v", msg, err)
+	}
+	msg, err = helper("archive", "--path=ns-a", "--pv=pvc-1", "--now=2026-11-22T08:00:00Z")
+	if err != nil || msg != `{"archive":"archived-ns-a-20261122T080000Z"}` {
+		t.Fatalf("archive: %q %v", msg, err)
+	}
+	if _, err := helper("create", "--path=../escape", "--pv=pvc-3"); err == nil {
+		t.Fatal("helper accepted a path outside its root")
+	}
+	if _, err := helper("shred", "--path=x", "--pv=p"); err == nil || !strings.Contains(err.Error(), "unknown operation") {
+		t.Fatalf("unknown op: %v", err)
+	}
+}
+
+func mustRoot(t *testing.T, dir string) *os.Root {
+	t.Helper()
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
