@@ -96,12 +96,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		}
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	libMetrics := metrics.New("controller")
-	reg.MustRegister(libMetrics.PersistentVolumeClaimProvisionTotal, libMetrics.PersistentVolumeClaimProvisionFailedTotal,
-		libMetrics.PersistentVolumeClaimProvisionDurationSeconds, libMetrics.PersistentVolumeDeleteTotal,
-		libMetrics.PersistentVolumeDeleteFailedTotal, libMetrics.PersistentVolumeDeleteDurationSeconds)
+	reg, libMetrics, ownMetrics := newRegistry()
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(0)
@@ -119,7 +114,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 			},
 		},
 		Recorder: recorder,
-		Metrics:  provisioner.NewMetrics(reg),
+		Metrics:  ownMetrics,
 		Now:      time.Now,
 	}
 	logger.Info("Starting dirpv", "version", version, "name", opts.Name, "helperImage", image, "nfsExports", opts.NFSExports.String())
@@ -156,6 +151,18 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	default:
 		return nil
 	}
+}
+
+// newRegistry holds every metric /metrics serves: the process's, the provisioner library's (it
+// would otherwise register them globally and serve them on a port of its own) and dirpv's.
+func newRegistry() (*prometheus.Registry, metrics.Metrics, *provisioner.Metrics) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	lib := metrics.New("controller")
+	reg.MustRegister(lib.PersistentVolumeClaimProvisionTotal, lib.PersistentVolumeClaimProvisionFailedTotal,
+		lib.PersistentVolumeClaimProvisionDurationSeconds, lib.PersistentVolumeDeleteTotal,
+		lib.PersistentVolumeDeleteFailedTotal, lib.PersistentVolumeDeleteDurationSeconds)
+	return reg, lib, provisioner.NewMetrics(reg)
 }
 
 // ownImage returns the image of this pod's dirpv container, so helper pods run exactly the same

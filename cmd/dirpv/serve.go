@@ -14,6 +14,23 @@ import (
 
 // serve answers /healthz, /readyz and /metrics on addr until ctx ends.
 func serve(ctx context.Context, addr string, reg *prometheus.Registry, e *elector) error {
+	srv := &http.Server{Addr: addr, Handler: handler(reg, e), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	klog.FromContext(ctx).Info("Serving health and metrics", "address", addr)
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// handler serves the probes and metrics: /healthz fails when this replica leads but has not
+// renewed its Lease in time; /readyz tells whether it leads or stands by.
+func handler(reg *prometheus.Registry, e *elector) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -30,18 +47,7 @@ func serve(ctx context.Context, addr string, reg *prometheus.Registry, e *electo
 		}
 		_, _ = w.Write([]byte("ok: " + role + "\n"))
 	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	klog.FromContext(ctx).Info("Serving health and metrics", "address", addr)
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return mux
 }
 
 func metaName(name, namespace string) metav1.ObjectMeta {

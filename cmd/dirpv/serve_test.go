@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2/ktesting"
+
+	"dirpv.io/dirpv/provisioner/config"
+)
+
+func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHandler(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	reg, lib, own := newRegistry()
+	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
+		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 100 * time.Millisecond}
+	e := newElector(opts, fake.NewClientset(), record.NewFakeRecorder(10))
+	srv := httptest.NewServer(handler(reg, e))
+	defer srv.Close()
+
+	if code, body := get(t, srv, "/readyz"); code != 200 || body != "ok: standby\n" {
+		t.Errorf("/readyz before leading: %d %q", code, body)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	leading := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = e.run(ctx, func(ctx context.Context) { close(leading); <-ctx.Done() })
+	}()
+	<-leading
+	if code, body := get(t, srv, "/readyz"); code != 200 || body != "ok: leader\n" {
+		t.Errorf("/readyz while leading: %d %q", code, body)
+	}
+	if code, body := get(t, srv, "/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	lib.PersistentVolumeDeleteTotal.WithLabelValues("dirpv-hostpath").Inc()
+	own.Operations.WithLabelValues("hostPath", "create", "success").Inc()
+	_, body := get(t, srv, "/metrics")
+	for _, want := range []string{
+		`controller_persistentvolume_delete_total{class="dirpv-hostpath"} 1`,
+		`dirpv_volume_operations_total{backend="hostPath",operation="create",result="success"} 1`,
+		"go_goroutines",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	cancel()
+	<-done
+}

@@ -1,0 +1,188 @@
+// Package manifests holds dirpv's kustomize manifests; its test renders them as a user would and
+// checks that they fit the code: flags the binary accepts, classes it can parse.
+package manifests
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
+
+	"dirpv.io/dirpv/provisioner/config"
+)
+
+// render runs `kubectl kustomize dir` and decodes every object.
+func render(t *testing.T, dir string) []runtime.Object {
+	t.Helper()
+	out, err := exec.Command("kubectl", "kustomize", dir).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v", dir, err)
+	}
+	var objs []runtime.Object
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return objs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		objs = append(objs, obj)
+	}
+}
+
+func find[T runtime.Object](objs []runtime.Object) []T {
+	var out []T
+	for _, o := range objs {
+		if x, ok := o.(T); ok {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// deploymentOptions parses the dirpv container's args with the binary's own flags.
+func deploymentOptions(t *testing.T, d *appsv1.Deployment) *config.Options {
+	t.Helper()
+	c := d.Spec.Template.Spec.Containers[0]
+	fs := flag.NewFlagSet("dirpv", flag.ContinueOnError)
+	var o config.Options
+	o.AddFlags(fs)
+	fs.Int("v", 0, "klog verbosity")
+	args := strings.NewReplacer("$(POD_NAMESPACE)", "dirpv", "$(POD_NAME)", "dirpv-0", "$(NODE_NAME)", "node1")
+	var expanded []string
+	for _, a := range c.Args {
+		expanded = append(expanded, args.Replace(a))
+	}
+	if err := fs.Parse(expanded); err != nil {
+		t.Fatalf("args %v: %v", c.Args, err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("args %v: %v", c.Args, err)
+	}
+	return &o
+}
+
+func TestOverlays(t *testing.T) {
+	for _, dir := range []string{"overlays/hostpath", "overlays/nfs", "../e2e/testdata/install", "../e2e/testdata/localroot"} {
+		t.Run(dir, func(t *testing.T) {
+			objs := render(t, dir)
+			deps := find[*appsv1.Deployment](objs)
+			if len(deps) != 1 || *deps[0].Spec.Replicas != 2 {
+				t.Fatalf("want one Deployment of 2 replicas, got %d", len(deps))
+			}
+			d := deps[0]
+			opts := deploymentOptions(t, d)
+			c := d.Spec.Template.Spec.Containers[0]
+			if c.Name != "dirpv" || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+				t.Errorf("container %s probes %+v %+v", c.Name, c.LivenessProbe, c.ReadinessProbe)
+			}
+			if sc := c.SecurityContext; !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+				t.Errorf("container security context %+v", sc)
+			}
+			classes := find[*storagev1.StorageClass](objs)
+			if len(classes) == 0 {
+				t.Fatal("no StorageClass")
+			}
+			for _, sc := range classes {
+				if sc.Provisioner != opts.Name {
+					t.Errorf("class %s names provisioner %q, the Deployment serves %q", sc.Name, sc.Provisioner, opts.Name)
+				}
+				if strings.HasPrefix(sc.Name, "e2e-") {
+					continue // the suite's classes include deliberately bad ones
+				}
+				class, err := config.ParseClass(sc.Parameters)
+				if err != nil {
+					t.Errorf("class %s: %v", sc.Name, err)
+					continue
+				}
+				if class.Backend == config.BackendNFS && opts.NFSExports.Find(class.Server, class.Share) == nil {
+					t.Errorf("class %s: export %s:%s not in the Deployment's --nfs-export", sc.Name, class.Server, class.Share)
+				}
+				if class.Backend == config.BackendNFS {
+					checkExportMounted(t, d, opts, class)
+				}
+				if class.Backend == config.BackendHostPath && (sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer) {
+					t.Errorf("hostPath class %s without WaitForFirstConsumer", sc.Name)
+				}
+			}
+			checkRBAC(t, objs)
+		})
+	}
+}
+
+// checkExportMounted: the export's local path is a volume mount of an nfs volume of that export.
+func checkExportMounted(t *testing.T, d *appsv1.Deployment, opts *config.Options, class *config.Class) {
+	e := opts.NFSExports.Find(class.Server, class.Share)
+	for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+		if m.MountPath != e.LocalPath {
+			continue
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == m.Name && (v.NFS != nil && v.NFS.Server == class.Server && v.NFS.Path == class.Share || v.HostPath != nil) {
+				return
+			}
+		}
+	}
+	t.Errorf("export %s:%s is not mounted at %s", class.Server, class.Share, e.LocalPath)
+}
+
+func checkRBAC(t *testing.T, objs []runtime.Object) {
+	t.Helper()
+	allowed := func(rules []rbacv1.PolicyRule, resource, verb string) bool {
+		for _, r := range rules {
+			if slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb) {
+				return true
+			}
+		}
+		return false
+	}
+	var cluster, ns []rbacv1.PolicyRule
+	for _, r := range find[*rbacv1.ClusterRole](objs) {
+		cluster = append(cluster, r.Rules...)
+	}
+	for _, r := range find[*rbacv1.Role](objs) {
+		ns = append(ns, r.Rules...)
+	}
+	for _, want := range []struct {
+		rules          []rbacv1.PolicyRule
+		resource, verb string
+	}{
+		{cluster, "persistentvolumes", "create"}, {cluster, "persistentvolumes", "delete"}, {cluster, "persistentvolumes", "patch"},
+		{cluster, "persistentvolumeclaims", "watch"}, {cluster, "storageclasses", "get"}, {cluster, "nodes", "get"},
+		{cluster, "events", "create"}, {ns, "leases", "update"}, {ns, "pods", "create"}, {ns, "pods", "watch"}, {ns, "pods", "delete"},
+	} {
+		if !allowed(want.rules, want.resource, want.verb) {
+			t.Errorf("RBAC does not allow %s %s", want.verb, want.resource)
+		}
+	}
+	for _, r := range cluster {
+		if slices.Contains(r.Resources, "secrets") || slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") {
+			t.Errorf("ClusterRole rule too broad: %+v", r)
+		}
+	}
+}
+
+func TestDefaultClass(t *testing.T) {
+	classes := find[*storagev1.StorageClass](render(t, "overlays/hostpath"))
+	if len(classes) != 1 || classes[0].Annotations["storageclass.kubernetes.io/is-default-class"] != "true" {
+		t.Fatalf("the hostpath overlay's class must be the cluster default: %+v", classes)
+	}
+}
