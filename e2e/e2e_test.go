@@ -1,0 +1,442 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+)
+
+// TestE2E runs the suite in order on one cluster: dirpv is installed once, switched to
+// --local-root and back, and its leader is killed along the way.
+func TestE2E(t *testing.T) {
+	install(t, "install")
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"StatefulSetKeepsData", testStatefulSet},
+		{"PodDataSurvivesPod", testPodData},
+		{"HostPathThroughHelperPods", testHelperPods},
+		{"NFS", testNFS},
+		{"Reclaim", testReclaim},
+		{"BadInput", testBadInput},
+		{"LeaderFailover", testLeaderFailover},
+		{"LocalRootAndRollingUpdate", testLocalRoot},
+	} {
+		if !t.Run(tc.name, tc.fn) {
+			return // later cases build on a working install
+		}
+	}
+}
+
+// testStatefulSet is the seed scenario: the shipped StatefulSet example, no storageClassName, so
+// the default class; each replica's data survives the deletion of every pod.
+func testStatefulSet(t *testing.T) {
+	ns := namespace(t)
+	kubectl(t, "-n", ns, "apply", "-k", "testdata/web")
+	pods := []string{"web-0", "web-1", "web-2"}
+	for _, p := range pods {
+		podRunning(t, ns, p)
+	}
+	for i, p := range pods {
+		pv := bound(t, ns, "www-"+p)
+		if pv.Spec.StorageClassName != "dirpv-hostpath" || pv.Annotations["pv.kubernetes.io/provisioned-by"] != "dirpv.io/provisioner" {
+			t.Errorf("claim www-%s: PV %s class %q provisioned by %q", p, pv.Name, pv.Spec.StorageClassName, pv.Annotations["pv.kubernetes.io/provisioned-by"])
+		}
+		exec1(t, ns, p, "echo hello $(hostname) > /usr/share/nginx/html/index.html")
+		// The data is in the PV's directory on the node.
+		if b, err := os.ReadFile(filepath.Join(pvPath(pv), "index.html")); err != nil || string(b) != fmt.Sprintf("hello web-%d\n", i) {
+			t.Errorf("%s on the node: %q %v", pvPath(pv), b, err)
+		}
+	}
+	uids := map[string]string{}
+	for _, p := range pods {
+		got, _ := client.CoreV1().Pods(ns).Get(context.Background(), p, metav1.GetOptions{})
+		uids[p] = string(got.UID)
+	}
+	kubectl(t, "-n", ns, "delete", "pods", "-l", "app=nginx", "--wait=true")
+	for _, p := range pods {
+		poll(t, p+" recreated", func(ctx context.Context) (bool, error) {
+			got, err := client.CoreV1().Pods(ns).Get(ctx, p, metav1.GetOptions{})
+			return err == nil && string(got.UID) != uids[p], nil
+		})
+		podRunning(t, ns, p)
+		if got := strings.TrimSpace(exec1(t, ns, p, "cat /usr/share/nginx/html/index.html")); got != "hello "+p {
+			t.Errorf("%s reads %q after its pod was replaced, want %q", p, got, "hello "+p)
+		}
+	}
+}
+
+func testPodData(t *testing.T) {
+	ns := namespace(t)
+	claim(t, ns, "data", "")
+	pod(t, ns, "writer", "data")
+	exec1(t, ns, "writer", "echo kept > /data/file")
+	deletePod(t, ns, "writer")
+	pod(t, ns, "reader", "data")
+	if got := strings.TrimSpace(exec1(t, ns, "reader", "cat /data/file")); got != "kept" {
+		t.Fatalf("reader sees %q", got)
+	}
+}
+
+// watchHelpers counts helper pods created in dirpv's namespace until the test ends.
+func watchHelpers(t *testing.T) *atomic.Int32 {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w, err := client.CoreV1().Pods(dirpvNamespace).Watch(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int32
+	go func() {
+		for e := range w.ResultChan() {
+			if e.Type == watch.Added {
+				n.Add(1)
+			}
+		}
+	}()
+	return &n
+}
+
+// testHelperPods: a hostPath class with mode and owner; the directory is made and removed on
+// the node by helper pods, and the PV is pinned to the node.
+func testHelperPods(t *testing.T) {
+	helpers := watchHelpers(t)
+	ns := namespace(t)
+	claim(t, ns, "data", "e2e-hostpath-mode")
+	pod(t, ns, "app", "data")
+	pv := bound(t, ns, "data")
+	dir := pvPath(pv)
+	if !strings.HasPrefix(dir, basePath+"/e2e/"+ns+"-data-pvc-") || *pv.Spec.HostPath.Type != v1.HostPathDirectory {
+		t.Errorf("hostPath %s type %v", dir, *pv.Spec.HostPath.Type)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o750 || st.Uid != 1000 || st.Gid != 2000 {
+		t.Errorf("%s: mode %v owner %d:%d, want 0750 1000:2000", dir, fi.Mode().Perm(), st.Uid, st.Gid)
+	}
+	terms := pv.Spec.NodeAffinity.Required.NodeSelectorTerms
+	if len(terms) != 1 || terms[0].MatchExpressions[0].Key != v1.LabelHostname || terms[0].MatchExpressions[0].Values[0] != "node1" {
+		t.Errorf("node affinity %+v", terms)
+	}
+	if helpers.Load() < 1 {
+		t.Errorf("no helper pod was used to make %s", dir)
+	}
+	deletePod(t, ns, "app")
+	deleteClaim(t, ns, "data")
+	pvGone(t, pv.Name)
+	waitGone(t, dir)
+	if helpers.Load() < 2 {
+		t.Errorf("%d helper pods, want one to create and one to delete", helpers.Load())
+	}
+	left, _ := client.CoreV1().Pods(dirpvNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
+	if len(left.Items) != 0 {
+		t.Errorf("helper pods left behind: %d", len(left.Items))
+	}
+}
+
+// testNFS checks the export side: the PV's source, the class's mount options, the directory.
+func testNFS(t *testing.T) {
+	ns := namespace(t)
+	claim(t, ns, "shared", "e2e-nfs", func(c *v1.PersistentVolumeClaim) {
+		c.Spec.AccessModes = []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}
+	})
+	pv := bound(t, ns, "shared")
+	if pv.Spec.NFS.Path != "/exports/"+ns+"/shared" || len(pv.Spec.MountOptions) != 1 || pv.Spec.MountOptions[0] != "nfsvers=4.1" {
+		t.Errorf("PV source %+v mount options %v", pv.Spec.NFS, pv.Spec.MountOptions)
+	}
+	dir := onExport(t, pv)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o777 {
+		t.Fatalf("%s: %v %v", dir, fi, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deleteClaim(t, ns, "shared")
+	pvGone(t, pv.Name)
+	waitGone(t, dir)
+}
+
+func testReclaim(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+
+	t.Run("archive", func(t *testing.T) {
+		claim(t, ns, "arch", "e2e-nfs-archive")
+		pv := bound(t, ns, "arch")
+		dir := onExport(t, pv)
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte("old data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		deleteClaim(t, ns, "arch")
+		msg := event(t, "", pv.Name, "VolumeArchived", "archived as archived-")
+		pvGone(t, pv.Name)
+		archived := filepath.Join(exportDir, msg[strings.LastIndex(msg, " ")+1:])
+		if b, err := os.ReadFile(filepath.Join(archived, "f")); err != nil || string(b) != "old data" {
+			t.Errorf("archive %s: %q %v", archived, b, err)
+		}
+		if exists(dir) {
+			t.Errorf("%s still there after archiving", dir)
+		}
+	})
+
+	t.Run("onDelete retain", func(t *testing.T) {
+		claim(t, ns, "ret", "e2e-nfs-retain")
+		pv := bound(t, ns, "ret")
+		dir := onExport(t, pv)
+		deleteClaim(t, ns, "ret")
+		pvGone(t, pv.Name)
+		if !exists(dir) {
+			t.Errorf("%s removed despite onDelete: retain", dir)
+		}
+	})
+
+	t.Run("reclaimPolicy Retain", func(t *testing.T) {
+		claim(t, ns, "keep", "e2e-nfs-keep")
+		pv := bound(t, ns, "keep")
+		dir := onExport(t, pv)
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte("precious"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		deleteClaim(t, ns, "keep")
+		poll(t, "PV "+pv.Name+" Released", func(ctx context.Context) (bool, error) {
+			got, err := client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
+			return err == nil && got.Status.Phase == v1.VolumeReleased, nil
+		})
+		time.Sleep(3 * time.Second) // give a wrong reclaim a chance to happen
+		if b, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || string(b) != "precious" {
+			t.Errorf("data of a Retain PV: %q %v", b, err)
+		}
+		_ = client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{})
+	})
+
+	t.Run("class deleted before the claim", func(t *testing.T) {
+		sc := &storagev1.StorageClass{
+			ObjectMeta:  metav1.ObjectMeta{Name: "e2e-ephemeral-" + ns},
+			Provisioner: "dirpv.io/provisioner",
+			Parameters:  map[string]string{"backend": "nfs", "server": "nfs.e2e.test", "share": "/exports", "onDelete": "archive"},
+		}
+		if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		claim(t, ns, "orphan", sc.Name)
+		pv := bound(t, ns, "orphan")
+		dir := onExport(t, pv)
+		if err := client.StorageV1().StorageClasses().Delete(ctx, sc.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deleteClaim(t, ns, "orphan")
+		event(t, "", pv.Name, "VolumeArchived", "archived as")
+		pvGone(t, pv.Name)
+		if exists(dir) {
+			t.Errorf("%s not archived", dir)
+		}
+	})
+
+	t.Run("PV deleted before its claim", func(t *testing.T) {
+		claim(t, ns, "early", "e2e-nfs")
+		pv := bound(t, ns, "early")
+		dir := onExport(t, pv)
+		if err := client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// The PV stays while its claim exists (kubernetes.io/pv-protection) ...
+		time.Sleep(2 * time.Second)
+		if !exists(dir) {
+			t.Fatalf("%s removed while its claim still exists", dir)
+		}
+		// ... and the directory goes with it when the claim goes.
+		deleteClaim(t, ns, "early")
+		pvGone(t, pv.Name)
+		waitGone(t, dir)
+	})
+}
+
+// testBadInput: each bad input gets an event naming the problem, the claim stays Pending, and
+// nothing is written outside the roots.
+func testBadInput(t *testing.T) {
+	ns := namespace(t)
+	escape := filepath.Join(filepath.Dir(exportDir), "dirpv-e2e-escaped")
+	block := v1.PersistentVolumeBlock
+	tests := []struct {
+		claim  string
+		class  string
+		mutate func(*v1.PersistentVolumeClaim)
+		want   string
+	}{
+		{"traversal", "e2e-traversal", func(c *v1.PersistentVolumeClaim) {
+			c.Annotations = map[string]string{"dir": "../dirpv-e2e-escaped"}
+		}, `rendered "../dirpv-e2e-escaped": unsafe volume path: escapes its root`},
+		{"absolute", "e2e-traversal", func(c *v1.PersistentVolumeClaim) {
+			c.Annotations = map[string]string{"dir": escape}
+		}, "unsafe volume path: absolute"},
+		{"unknown-param", "e2e-unknown-param", nil, `parameter "archiveOnDelete": unknown parameter`},
+		{"immediate", "e2e-hostpath-immediate", nil, "requires volumeBindingMode: WaitForFirstConsumer"},
+		{"block", "e2e-nfs", func(c *v1.PersistentVolumeClaim) { c.Spec.VolumeMode = &block }, "block"},
+		{"unknown-export", "e2e-unknown-export", nil, "NFS export nfs.elsewhere.test:/data is not mounted in the provisioner"},
+	}
+	for _, tt := range tests {
+		mutate := []func(*v1.PersistentVolumeClaim){}
+		if tt.mutate != nil {
+			mutate = append(mutate, tt.mutate)
+		}
+		claim(t, ns, tt.claim, tt.class, mutate...)
+	}
+	for _, tt := range tests {
+		t.Run(tt.claim, func(t *testing.T) {
+			event(t, ns, tt.claim, "ProvisioningFailed", tt.want)
+			pvc, err := client.CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), tt.claim, metav1.GetOptions{})
+			if err != nil || pvc.Status.Phase != v1.ClaimPending {
+				t.Errorf("claim %s: %v %v", tt.claim, pvc.Status.Phase, err)
+			}
+		})
+	}
+	if exists(escape) {
+		t.Errorf("%s was created outside the export", escape)
+	}
+}
+
+func leader(t *testing.T) string {
+	t.Helper()
+	lease, err := client.CoordinationV1().Leases(dirpvNamespace).Get(context.Background(), leaseName, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+		t.Fatalf("lease: %v %+v", err, lease)
+	}
+	return *lease.Spec.HolderIdentity
+}
+
+// holderPod maps a Lease holder identity ("<pod>_<uuid>") to its pod.
+func holderPod(id string) string { return id[:strings.LastIndex(id, "_")] }
+
+// testLeaderFailover: two replicas, one leads; when its pod is deleted the other provisions the
+// next claim within seconds, and no claim gets two PVs.
+func testLeaderFailover(t *testing.T) {
+	ctx := context.Background()
+	pods, err := client.CoreV1().Pods(dirpvNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=provisioner"})
+	if err != nil || len(pods.Items) != 2 {
+		t.Fatalf("provisioner pods: %v %d", err, len(pods.Items))
+	}
+	old := leader(t)
+	start := time.Now()
+	if err := client.CoreV1().Pods(dirpvNamespace).Delete(ctx, holderPod(old), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ns := namespace(t)
+	claim(t, ns, "after-failover", "e2e-nfs")
+	bound(t, ns, "after-failover")
+	took := time.Since(start)
+	t.Logf("claim bound %v after the leader's pod was deleted", took.Round(100*time.Millisecond))
+	if took > 20*time.Second {
+		t.Errorf("failover took %v", took)
+	}
+	if now := leader(t); now == old {
+		t.Errorf("lease still held by the deleted pod %s", old)
+	}
+	pvs, _ := client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	perClaim := map[string]int{}
+	for _, pv := range pvs.Items {
+		if ref := pv.Spec.ClaimRef; ref != nil {
+			perClaim[ref.Namespace+"/"+ref.Name+"/"+string(ref.UID)]++
+		}
+	}
+	for c, n := range perClaim {
+		if n > 1 {
+			t.Errorf("claim %s has %d PVs", c, n)
+		}
+	}
+	kubectl(t, "-n", dirpvNamespace, "rollout", "status", "deployment/dirpv", "--timeout=2m")
+}
+
+// testLocalRoot switches dirpv to --local-root with a rolling update, measures the Lease
+// handover, and checks that hostPath work then runs without helper pods. It restores the
+// install overlay at the end.
+func testLocalRoot(t *testing.T) {
+	ctx := context.Background()
+	before := leader(t)
+	var handover atomic.Int64
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := client.CoordinationV1().Leases(dirpvNamespace).Watch(wctx, metav1.ListOptions{FieldSelector: "metadata.name=" + leaseName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := make(chan time.Time, 1)
+	pw, err := client.CoreV1().Pods(dirpvNamespace).Watch(wctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=provisioner"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for e := range pw.ResultChan() {
+			if p, ok := e.Object.(*v1.Pod); ok && p.Name == holderPod(before) && p.DeletionTimestamp != nil {
+				deleted <- time.Now()
+				return
+			}
+		}
+	}()
+	go func() {
+		var t0 time.Time // when the old leader's pod began terminating
+		for {
+			select {
+			case t0 = <-deleted:
+			case e, ok := <-w.ResultChan():
+				if !ok {
+					return
+				}
+				lease, ok := e.Object.(*coordinationv1.Lease)
+				if !ok || lease.Spec.HolderIdentity == nil || t0.IsZero() {
+					continue
+				}
+				if id := *lease.Spec.HolderIdentity; id != "" && id != before {
+					handover.Store(int64(time.Since(t0)))
+					return
+				}
+			}
+		}
+	}()
+	install(t, "localroot")
+	t.Cleanup(func() { install(t, "install") })
+	poll(t, "lease handed over", func(context.Context) (bool, error) { return handover.Load() != 0, nil })
+	took := time.Duration(handover.Load())
+	t.Logf("rolling update: lease handed over %v after the old leader's pod began terminating", took.Round(10*time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("handover took %v; the lease should be released on shutdown", took)
+	}
+
+	helpers := watchHelpers(t)
+	ns := namespace(t)
+	claim(t, ns, "local", "dirpv-hostpath")
+	pod(t, ns, "app", "local")
+	pv := bound(t, ns, "local")
+	if fi, err := os.Stat(pvPath(pv)); err != nil || fi.Mode().Perm() != 0o777 {
+		t.Fatalf("%s: %v %v", pvPath(pv), fi, err)
+	}
+	deletePod(t, ns, "app")
+	deleteClaim(t, ns, "local")
+	pvGone(t, pv.Name)
+	waitGone(t, pvPath(pv))
+	if n := helpers.Load(); n != 0 {
+		t.Errorf("%d helper pods used with --local-root", n)
+	}
+	if _, err := client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("PV %s: %v", pv.Name, err)
+	}
+}

@@ -1,0 +1,287 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Where the test cluster keeps things; see testdata/install.
+const (
+	dirpvNamespace = "dirpv"
+	basePath       = "/var/lib/dirpv"
+	exportDir      = "/var/lib/dirpv-e2e-export"
+	busybox        = "dirpv.io/busybox:1"
+	leaseName      = "dirpv.io-provisioner"
+	timeout        = 2 * time.Minute
+)
+
+var client kubernetes.Interface
+
+func TestMain(m *testing.M) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: KUBECONFIG:", err)
+		os.Exit(1)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	client = kubernetes.NewForConfigOrDie(cfg)
+	os.Exit(m.Run())
+}
+
+// kubectl runs kubectl and returns its output, failing the test on error.
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := kubectlErr(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func kubectlErr(args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command("kubectl", args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// install applies an overlay of testdata and waits until the Deployment has rolled out.
+func install(t *testing.T, overlay string) {
+	t.Helper()
+	kubectl(t, "apply", "-k", filepath.Join("testdata", overlay))
+	kubectl(t, "-n", dirpvNamespace, "rollout", "status", "deployment/dirpv", "--timeout=3m")
+}
+
+// namespace creates a namespace for one test; deleting it at the end reclaims its claims.
+func namespace(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	name := "e2e-" + rand.String(5)
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpDiagnostics(t, name)
+		}
+		_ = client.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
+	})
+	// Pods are refused until the service-account controller made the default account.
+	poll(t, "default ServiceAccount in "+name, func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	return name
+}
+
+func dumpDiagnostics(t *testing.T, ns string) {
+	for _, args := range [][]string{
+		{"get", "pvc,pods,events", "-n", ns, "-o", "wide"},
+		{"get", "pv,sc"},
+		{"-n", dirpvNamespace, "get", "pods,events", "-o", "wide"},
+		{"-n", dirpvNamespace, "logs", "-l", "app.kubernetes.io/component=provisioner", "--tail=60", "--prefix"},
+	} {
+		out, _ := kubectlErr(args...)
+		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
+	}
+}
+
+// poll waits for cond, failing the test after the suite's timeout.
+func poll(t *testing.T, what string, cond wait.ConditionWithContextFunc) {
+	t.Helper()
+	pollFor(t, timeout, what, cond)
+}
+
+func pollFor(t *testing.T, d time.Duration, what string, cond wait.ConditionWithContextFunc) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, d, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// claim creates a PVC; an empty class means the cluster default.
+func claim(t *testing.T, ns, name, class string, mutate ...func(*v1.PersistentVolumeClaim)) *v1.PersistentVolumeClaim {
+	t.Helper()
+	pvc := &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1.PersistentVolumeClaimSpec{
+			AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+			Resources:   v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	if class != "" {
+		pvc.Spec.StorageClassName = &class
+	}
+	for _, m := range mutate {
+		m(pvc)
+	}
+	pvc, err := client.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), pvc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pvc
+}
+
+// bound waits until the claim is Bound and returns its PV.
+func bound(t *testing.T, ns, name string) *v1.PersistentVolume {
+	t.Helper()
+	var pv *v1.PersistentVolume
+	poll(t, "claim "+ns+"/"+name+" bound", func(ctx context.Context) (bool, error) {
+		pvc, err := client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil || pvc.Status.Phase != v1.ClaimBound {
+			return false, nil
+		}
+		pv, err = client.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+		return err == nil, nil
+	})
+	return pv
+}
+
+// pod starts a busybox pod with the claim mounted at /data and waits until it runs.
+func pod(t *testing.T, ns, name, claimName string) {
+	t.Helper()
+	p := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1.PodSpec{
+			TerminationGracePeriodSeconds: ptr(int64(0)),
+			Containers: []v1.Container{{
+				Name: "app", Image: busybox, ImagePullPolicy: v1.PullNever,
+				Command:      []string{"sleep", "3600"},
+				VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},
+			}},
+			Volumes: []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{
+				PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: claimName},
+			}}},
+		},
+	}
+	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	podRunning(t, ns, name)
+}
+
+func podRunning(t *testing.T, ns, name string) {
+	t.Helper()
+	poll(t, "pod "+ns+"/"+name+" running", func(ctx context.Context) (bool, error) {
+		p, err := client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == v1.PodReady && c.Status == v1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// deletePod deletes a pod and waits until it is gone.
+func deletePod(t *testing.T, ns, name string) {
+	t.Helper()
+	err := client.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	poll(t, "pod "+ns+"/"+name+" gone", func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+}
+
+// deleteClaim deletes a claim and waits until it is gone.
+func deleteClaim(t *testing.T, ns, name string) {
+	t.Helper()
+	if err := client.CoreV1().PersistentVolumeClaims(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "claim "+ns+"/"+name+" gone", func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+}
+
+// pvGone waits until the PV no longer exists.
+func pvGone(t *testing.T, name string) {
+	t.Helper()
+	poll(t, "PV "+name+" gone", func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+}
+
+// exec runs a shell command in a pod's first container.
+func exec1(t *testing.T, ns, pod, script string) string {
+	t.Helper()
+	return kubectl(t, "-n", ns, "exec", pod, "--", "sh", "-c", script)
+}
+
+// event waits for an event with reason on the named object whose message contains want.
+func event(t *testing.T, ns, object, reason, want string) string {
+	t.Helper()
+	var msg string
+	var seen []string
+	poll(t, fmt.Sprintf("event %s on %s containing %q", reason, object, want), func(ctx context.Context) (bool, error) {
+		evs, err := client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + object})
+		if err != nil {
+			return false, nil
+		}
+		seen = seen[:0]
+		for _, e := range evs.Items {
+			seen = append(seen, e.Reason+": "+e.Message)
+			if e.Reason == reason && strings.Contains(e.Message, want) {
+				msg = e.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return msg
+}
+
+func pvPath(pv *v1.PersistentVolume) string {
+	if pv.Spec.HostPath != nil {
+		return pv.Spec.HostPath.Path
+	}
+	return pv.Spec.NFS.Path
+}
+
+// onExport maps an nfs PV's path to the export directory on this machine.
+func onExport(t *testing.T, pv *v1.PersistentVolume) string {
+	t.Helper()
+	if pv.Spec.NFS == nil || pv.Spec.NFS.Server != "nfs.e2e.test" || !strings.HasPrefix(pv.Spec.NFS.Path, "/exports/") {
+		t.Fatalf("PV %s: nfs source %+v", pv.Name, pv.Spec.NFS)
+	}
+	return filepath.Join(exportDir, strings.TrimPrefix(pv.Spec.NFS.Path, "/exports/"))
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+func waitGone(t *testing.T, p string) {
+	t.Helper()
+	poll(t, p+" removed", func(context.Context) (bool, error) { return !exists(p), nil })
+}
+
+func ptr[T any](v T) *T { return &v }
