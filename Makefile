@@ -5,7 +5,7 @@ IMAGE ?= dirpv.io/dirpv:v0.1.0
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build lint unit test image docker-image cluster-up cluster-down
+.PHONY: all build lint unit e2e test image docker-image cluster-up cluster-down demo demo-down
 
 all: build
 
@@ -21,7 +21,10 @@ lint: ## gofmt and go vet.
 unit: ## Unit tests (fake clients, real filesystem under temporary directories).
 	$(GO) test -race -count=1 ./...
 
-test: lint unit ## Everything: lint, unit tests.
+e2e: ## The end-to-end suite on a real local cluster (brought up and torn down unless one runs).
+	hack/e2e.sh
+
+test: lint unit e2e ## Everything: lint, unit tests, then the e2e suite on a real cluster.
 
 image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
 	DIRPV_IMAGE=$(IMAGE) hack/images.sh
@@ -33,4 +36,10 @@ cluster-up: ## A local single-node Kubernetes cluster, built from source.
 	hack/cluster-up.sh
 
 cluster-down:
+	hack/cluster-down.sh
+
+demo: ## A local cluster, dirpv from its manifests, the StatefulSet example; left running.
+	hack/demo.sh
+
+demo-down: ## Stop the demo cluster.
 	hack/cluster-down.sh

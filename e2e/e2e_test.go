@@ -99,10 +99,7 @@ func watchHelpers(t *testing.T) *atomic.Int32 {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	w, err := client.CoreV1().Pods(dirpvNamespace).Watch(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := watchPods(t, ctx, "app.kubernetes.io/component=helper")
 	var n atomic.Int32
 	go func() {
 		for e := range w.ResultChan() {
@@ -148,10 +145,10 @@ func testHelperPods(t *testing.T) {
 	if helpers.Load() < 2 {
 		t.Errorf("%d helper pods, want one to create and one to delete", helpers.Load())
 	}
-	left, _ := client.CoreV1().Pods(dirpvNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
-	if len(left.Items) != 0 {
-		t.Errorf("helper pods left behind: %d", len(left.Items))
-	}
+	poll(t, "helper pods deleted", func(ctx context.Context) (bool, error) {
+		left, err := client.CoreV1().Pods(dirpvNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
+		return err == nil && len(left.Items) == 0, nil
+	})
 }
 
 // testNFS checks the export side: the PV's source, the class's mount options, the directory.
@@ -375,15 +372,17 @@ func testLocalRoot(t *testing.T) {
 	var handover atomic.Int64
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := client.CoordinationV1().Leases(dirpvNamespace).Watch(wctx, metav1.ListOptions{FieldSelector: "metadata.name=" + leaseName})
+	leases, err := client.CoordinationV1().Leases(dirpvNamespace).List(wctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := client.CoordinationV1().Leases(dirpvNamespace).Watch(wctx, metav1.ListOptions{
+		FieldSelector: "metadata.name=" + leaseName, ResourceVersion: leases.ResourceVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
 	deleted := make(chan time.Time, 1)
-	pw, err := client.CoreV1().Pods(dirpvNamespace).Watch(wctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=provisioner"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pw := watchPods(t, wctx, "app.kubernetes.io/component=provisioner")
 	go func() {
 		for e := range pw.ResultChan() {
 			if p, ok := e.Object.(*v1.Pod); ok && p.Name == holderPod(before) && p.DeletionTimestamp != nil {

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -282,6 +283,23 @@ func exists(p string) bool {
 func waitGone(t *testing.T, p string) {
 	t.Helper()
 	poll(t, p+" removed", func(context.Context) (bool, error) { return !exists(p), nil })
+}
+
+// watchPods watches dirpv's pods with the label selector from a fresh list's resourceVersion (a
+// watch without one asks the apiserver for a consistent read from its cache, which the test
+// cluster's etcd 3.4 cannot serve).
+func watchPods(t *testing.T, ctx context.Context, selector string) watch.Interface {
+	t.Helper()
+	pods := client.CoreV1().Pods(dirpvNamespace)
+	list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := pods.Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Runs the end-to-end suite (e2e/, build tag e2e) on the local cluster. A cluster that is already
+# up (make demo) is used and left running; otherwise one is brought up and torn down afterwards.
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+started=no
+if ! kc get --raw /readyz >/dev/null 2>&1; then
+  started=yes
+  trap '"$HACK_DIR/cluster-down.sh"' EXIT
+  "$HACK_DIR/cluster-up.sh"
+else
+  log "using the running cluster"
+  "$HACK_DIR/images.sh"
+fi
+
+log "running the e2e suite"
+cd "$REPO_ROOT"
+status=0
+nsx env KUBECONFIG="$KUBECONFIG_ADMIN" go test -tags e2e -count=1 -timeout 40m -v ./e2e/ || status=$?
+if [ "$status" -ne 0 ] && [ "$started" = yes ]; then
+  mkdir -p "$WORK.logs"
+  cp "$WORK"/*.log "$WORK.logs/" 2>/dev/null || true
+  log "cluster logs kept in $WORK.logs/"
+fi
+exit "$status"
