@@ -47,22 +47,23 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// kubectl runs kubectl and returns its output, failing the test on error.
+// kubectl runs kubectl and returns its standard output, failing the test on error. Standard
+// error stays apart: kubectl exec prints stream warnings there that are not the command's output.
 func kubectl(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := kubectlErr(args...)
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command("kubectl", args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kubectl %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
-	return out
+	return stdout.String()
 }
 
+// kubectlErr runs kubectl for diagnostics: both outputs, and the error.
 func kubectlErr(args ...string) (string, error) {
-	var out bytes.Buffer
-	cmd := exec.Command("kubectl", args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	out, err := exec.Command("kubectl", args...).CombinedOutput()
+	return string(out), err
 }
 
 // install applies an overlay of testdata and waits until the Deployment has rolled out.
