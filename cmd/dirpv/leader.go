@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"net/http"
+	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes"
@@ -21,10 +22,38 @@ import (
 // election it releases the Lease on shutdown, so a rolling update hands over within a retry period,
 // and losing the Lease stops the controller and rejoins the election instead of exiting.
 type elector struct {
-	config   leaderelection.LeaderElectionConfig
-	watchdog *leaderelection.HealthzAdaptor
-	leading  atomic.Bool
+	config  leaderelection.LeaderElectionConfig
+	lock    *renewClock
+	leading atomic.Bool
+	// stale is how long a leader may go without renewing before /healthz fails.
+	stale time.Duration
 }
+
+// renewClock records when this replica last wrote the Lease. The health check reads it instead of
+// client-go's HealthzAdaptor, whose Check reads the elector's observed time without its lock and
+// races with renewals.
+type renewClock struct {
+	resourcelock.Interface
+	last atomic.Int64 // UnixNano of the last successful create or update
+}
+
+func (c *renewClock) Create(ctx context.Context, rec resourcelock.LeaderElectionRecord) error {
+	err := c.Interface.Create(ctx, rec)
+	if err == nil {
+		c.last.Store(time.Now().UnixNano())
+	}
+	return err
+}
+
+func (c *renewClock) Update(ctx context.Context, rec resourcelock.LeaderElectionRecord) error {
+	err := c.Interface.Update(ctx, rec)
+	if err == nil {
+		c.last.Store(time.Now().UnixNano())
+	}
+	return err
+}
+
+func (c *renewClock) since() time.Duration { return time.Since(time.Unix(0, c.last.Load())) }
 
 func newElector(opts *config.Options, client kubernetes.Interface, recorder record.EventRecorder) *elector {
 	id := opts.PodName
@@ -32,21 +61,23 @@ func newElector(opts *config.Options, client kubernetes.Interface, recorder reco
 		id, _ = os.Hostname()
 	}
 	id += "_" + string(uuid.NewUUID())
-	e := &elector{watchdog: leaderelection.NewLeaderHealthzAdaptor(opts.RenewDeadline)}
-	e.config = leaderelection.LeaderElectionConfig{
-		Lock: &resourcelock.LeaseLock{
-			LeaseMeta:  metaName(strings.ReplaceAll(opts.Name, "/", "-"), opts.LeaderElectNamespace),
-			Client:     client.CoordinationV1(),
-			LockConfig: resourcelock.ResourceLockConfig{Identity: id, EventRecorder: recorder},
+	lock := &renewClock{Interface: &resourcelock.LeaseLock{
+		LeaseMeta:  metaName(strings.ReplaceAll(opts.Name, "/", "-"), opts.LeaderElectNamespace),
+		Client:     client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id, EventRecorder: recorder},
+	}}
+	return &elector{
+		lock:  lock,
+		stale: opts.LeaseDuration + opts.RenewDeadline,
+		config: leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   opts.LeaseDuration,
+			RenewDeadline:   opts.RenewDeadline,
+			RetryPeriod:     opts.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            opts.Name,
 		},
-		LeaseDuration:   opts.LeaseDuration,
-		RenewDeadline:   opts.RenewDeadline,
-		RetryPeriod:     opts.RetryPeriod,
-		ReleaseOnCancel: true,
-		WatchDog:        e.watchdog,
-		Name:            opts.Name,
 	}
-	return e
 }
 
 // run campaigns until ctx ends, running work for each term it wins. work runs on this goroutine
@@ -65,7 +96,6 @@ func (e *elector) run(ctx context.Context, work func(context.Context)) error {
 		if err != nil {
 			return err
 		}
-		e.watchdog.SetLeaderElection(le)
 		ended := make(chan struct{})
 		go func() {
 			defer close(ended)
@@ -86,8 +116,17 @@ func (e *elector) run(ctx context.Context, work func(context.Context)) error {
 	return nil
 }
 
-// healthy fails when this replica believes it leads but has not renewed its Lease in time.
-func (e *elector) healthy(r *http.Request) error { return e.watchdog.Check(r) }
+// healthy fails when this replica believes it leads but has not renewed its Lease for longer than
+// the lease duration plus the renew deadline: its renew loop is stuck and a restart is the cure.
+func (e *elector) healthy() error {
+	if !e.leading.Load() {
+		return nil
+	}
+	if d := e.lock.since(); d > e.stale {
+		return fmt.Errorf("leading but the Lease was last renewed %s ago", d.Round(time.Second))
+	}
+	return nil
+}
 
 // isLeader reports whether this replica currently runs the controller.
 func (e *elector) isLeader() bool { return e.leading.Load() }

@@ -34,7 +34,7 @@ func handler(reg *prometheus.Registry, e *elector) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := e.healthy(r); err != nil {
+		if err := e.healthy(); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}

@@ -31,7 +31,7 @@ func TestHandler(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	reg, lib, own := newRegistry()
 	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
-		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 100 * time.Millisecond}
+		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 5 * time.Second} // no renewal during the test
 	e := newElector(opts, fake.NewClientset(), record.NewFakeRecorder(10))
 	srv := httptest.NewServer(handler(reg, e))
 	defer srv.Close()
@@ -52,6 +52,11 @@ func TestHandler(t *testing.T) {
 	}
 	if code, body := get(t, srv, "/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
+	}
+	// A leader whose renewals stopped must fail its liveness probe.
+	e.lock.last.Store(time.Now().Add(-time.Minute).UnixNano())
+	if code, body := get(t, srv, "/healthz"); code != 500 || !strings.Contains(body, "last renewed") {
+		t.Errorf("/healthz with a stale Lease: %d %q", code, body)
 	}
 	lib.PersistentVolumeDeleteTotal.WithLabelValues("dirpv-hostpath").Inc()
 	own.Operations.WithLabelValues("hostPath", "create", "success").Inc()
