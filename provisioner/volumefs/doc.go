@@ -29,4 +29,11 @@
 // volume (an ancestor has a marker) is refused. While a creator sets the directory up it
 // holds a lock on the marker, so that a concurrent retry for the same PV waits instead of
 // racing it.
+//
+// Delete, Archive and Scrub hold the marker lock too, so that operations on one volume
+// serialize across processes (within a process a path lock does, as flock is emulated with
+// POSIX locks on NFS). Scrub is the one operation that rewrites a marker (to record the
+// claim it scrubbed): it renames a complete new file over it, so readers see the old
+// marker or the new one. The lock belongs to the old inode; whoever waited for it notices
+// that the marker path now names another file and starts over on the new marker.
 package volumefs

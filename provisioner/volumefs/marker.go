@@ -8,8 +8,10 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,15 +48,7 @@ func publishMarker(root *os.Root, markerPath string, m Marker) (*os.File, error)
 	if err != nil {
 		return nil, err
 	}
-	var tmp string
-	var f *os.File
-	for range 10 {
-		tmp = fmt.Sprintf("%s.tmp-%08x", markerPath, rand.Uint32())
-		f, err = root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if !errors.Is(err, fs.ErrExist) {
-			break
-		}
-	}
+	tmp, f, err := createTemp(root, markerPath)
 	if err != nil {
 		return nil, fmt.Errorf("create marker %q: %w", markerPath, err)
 	}
@@ -95,6 +89,99 @@ func publishMarker(root *os.Root, markerPath string, m Marker) (*os.File, error)
 		return nil, fmt.Errorf("create marker %q: %w", markerPath, err)
 	}
 	return f, nil
+}
+
+// createTemp creates a new, unique temporary file beside markerPath (its name starts with a
+// dot like the marker's, so it can never be taken for a volume).
+func createTemp(root *os.Root, markerPath string) (string, *os.File, error) {
+	var err error
+	for range 10 {
+		tmp := fmt.Sprintf("%s.tmp-%08x", markerPath, rand.Uint32())
+		var f *os.File
+		f, err = root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			return tmp, f, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			break
+		}
+	}
+	return "", nil, err
+}
+
+// replaceMarker atomically replaces the marker at markerPath, which the caller holds locked
+// (lock, from lockMarker), with one holding m.
+//
+// The new content goes to a unique temporary file, is synced, and is renamed over the
+// marker, so readers see either the old or the new marker, never a partial one. The flock is
+// on the marker's inode, so after the rename the caller's lock is on the old, now unlinked
+// inode: the temporary file is locked before the rename and stays locked until
+// replaceMarker returns, and whoever was waiting for the old inode's lock finds, in
+// lockMarker, that the path no longer names the file it locked and starts over on the new
+// marker. Every operation that removes or replaces a marker holds its lock, so the marker
+// we hold cannot have been removed meanwhile (rename would silently bring it back); this is
+// checked anyway just before the rename.
+func replaceMarker(root *os.Root, markerPath string, lock *os.File, m Marker) error {
+	data, err := encodeMarker(m)
+	if err != nil {
+		return err
+	}
+	tmp, f, err := createTemp(root, markerPath)
+	if err != nil {
+		return fmt.Errorf("rewrite marker %q: %w", markerPath, err)
+	}
+	defer f.Close()
+	err = lockFile(f)
+	if err == nil {
+		err = writeAll(f, data)
+	}
+	if err == nil {
+		err = checkSameMarker(root, markerPath, lock)
+	}
+	if err == nil {
+		raceHook("marker-rename", markerPath)
+		err = root.Rename(tmp, markerPath)
+	}
+	if err != nil {
+		_ = root.Remove(tmp)
+		return fmt.Errorf("rewrite marker %q: %w", markerPath, err)
+	}
+	// Make the rename durable: a marker that reverts after a crash would let a late scrub for
+	// the old claim erase the next tenant's data.
+	if err := syncDir(root, filepath.Dir(markerPath)); err != nil {
+		return fmt.Errorf("rewrite marker %q: sync directory: %w", markerPath, err)
+	}
+	return nil
+}
+
+// checkSameMarker reports an error unless markerPath still names the file open as lock.
+func checkSameMarker(root *os.Root, markerPath string, lock *os.File) error {
+	fi, err := lock.Stat()
+	if err != nil {
+		return err
+	}
+	lfi, err := root.Lstat(markerPath)
+	if err != nil {
+		return fmt.Errorf("marker changed while locked: %w", err)
+	}
+	if !os.SameFile(fi, lfi) {
+		return errors.New("marker was replaced while locked")
+	}
+	return nil
+}
+
+// syncDir fsyncs the directory dir (relative to root). Filesystems that cannot sync a
+// directory (EINVAL) are tolerated.
+func syncDir(root *os.Root, dir string) error {
+	d, err := root.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return err
+	}
+	return nil
 }
 
 func linkUnsupported(err error) bool {
@@ -147,6 +234,29 @@ func lockMarker(root *os.Root, markerPath string) (*os.File, *Marker, error) {
 		return nil, nil, err
 	}
 	return f, m, nil
+}
+
+// lockCurrentMarker is lockMarker following the marker across replacements (Scrub renames
+// a rewritten marker over the one we may be waiting for) and removals: it returns the
+// current marker locked, or (nil, nil, nil) if there is none (any more).
+func lockCurrentMarker(root *os.Root, markerPath string) (*os.File, *Marker, error) {
+	for attempt := 0; ; attempt++ {
+		f, m, err := lockMarker(root, markerPath)
+		if !errors.Is(err, errRetry) {
+			return f, m, err
+		}
+		if _, lerr := root.Lstat(markerPath); errors.Is(lerr, fs.ErrNotExist) {
+			return nil, nil, nil
+		}
+		if attempt >= 100 {
+			return nil, nil, fmt.Errorf("marker %q keeps changing: %w", markerPath, err)
+		}
+		if attempt > 0 {
+			// Replaced markers are complete at once; an empty one (a creator without hard
+			// links between create and write, or one that died there) needs time.
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // openMarker opens a marker only if it is a regular file: never through a symlink, and

@@ -21,6 +21,8 @@ type Marker struct {
 	ClaimUID       string `json:"claimUID,omitempty"`
 	ClaimNamespace string `json:"claimNamespace,omitempty"`
 	ClaimName      string `json:"claimName,omitempty"`
+	// Recycled is the UID of the claim whose data was last scrubbed from the volume.
+	Recycled string `json:"recycled,omitempty"`
 }
 
 var (
@@ -31,6 +33,8 @@ var (
 	// ErrInvalidPath: the path is not local, is empty, is not clean, or has a component
 	// starting with ".".
 	ErrInvalidPath = errors.New("invalid volume path")
+	// ErrMissing: the volume directory does not exist (Scrub never recreates it).
+	ErrMissing = errors.New("volume directory is missing")
 )
 
 const (
@@ -312,8 +316,18 @@ func ReadMarker(root *os.Root, path string) (*Marker, error) {
 	return readMarker(root, MarkerName(path))
 }
 
-// readMarker reads a marker without locking; (nil, nil) if there is none.
+// readMarker reads a marker without locking; (nil, nil) if there is none. A marker that
+// Scrub replaces while we open it (errRetry) is read again.
 func readMarker(root *os.Root, markerPath string) (*Marker, error) {
+	for attempt := 0; ; attempt++ {
+		m, err := readMarkerOnce(root, markerPath)
+		if !errors.Is(err, errRetry) || attempt >= 10 {
+			return m, err
+		}
+	}
+}
+
+func readMarkerOnce(root *os.Root, markerPath string) (*Marker, error) {
 	f, err := openMarker(root, markerPath, os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -325,49 +339,59 @@ func readMarker(root *os.Root, markerPath string) (*Marker, error) {
 	return decodeMarker(f, markerPath)
 }
 
-// ownership is the shared first step of Delete and Archive: it returns the marker if the
-// volume at path is ours, and gone=true if there is nothing (left) to do.
-func ownership(root *os.Root, path, pv, op string) (m *Marker, gone bool, err error) {
+// ownership is the shared first step of Delete and Archive: if the volume at path is ours,
+// it returns its marker, locked (the caller closes lock), and gone=true if there is nothing
+// (left) to do. Holding the marker lock serializes Delete and Archive with Create and Scrub
+// of the same volume in other processes; in particular Scrub replaces the marker, and
+// lockMarker's same-file check makes us start over on the new one.
+func ownership(root *os.Root, path, pv, op string) (lock *os.File, m *Marker, gone bool, err error) {
 	if err := validatePath(path); err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	if pv == "" {
-		return nil, false, fmt.Errorf("%s volume %q: PV name is empty", op, path)
+		return nil, nil, false, fmt.Errorf("%s volume %q: PV name is empty", op, path)
 	}
 	ok, err := parentsExist(root, path)
 	if err != nil {
-		return nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
+		return nil, nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
 	}
 	if !ok {
-		return nil, true, nil
+		return nil, nil, true, nil
 	}
 	markerPath := MarkerName(path)
-	m, err = readMarker(root, markerPath)
+	lock, m, err = lockCurrentMarker(root, markerPath)
 	if err != nil {
-		return nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
+		return nil, nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
+	}
+	fail := func(err error) (*os.File, *Marker, bool, error) {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, nil, false, err
 	}
 	fi, err := root.Lstat(path)
 	exists := err == nil
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
+		return fail(fmt.Errorf("%s volume %q: %w", op, path, err))
 	}
 	switch {
 	case m == nil && !exists:
-		return nil, true, nil
+		return nil, nil, true, nil
 	case m == nil:
-		return nil, false, fmt.Errorf("%s volume %q: it has no marker: %w", op, path, ErrNotOwner)
+		return fail(fmt.Errorf("%s volume %q: it has no marker: %w", op, path, ErrNotOwner))
 	case m.PV != pv:
-		return nil, false, fmt.Errorf("%s volume %q: it belongs to another PV: %w", op, path, ErrNotOwner)
+		return fail(fmt.Errorf("%s volume %q: it belongs to another PV: %w", op, path, ErrNotOwner))
 	case !exists:
 		// Our marker outlived the directory (interrupted Delete/Archive): finish the job.
 		if err := root.Remove(markerPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, false, fmt.Errorf("%s volume %q: remove marker: %w", op, path, err)
+			return fail(fmt.Errorf("%s volume %q: remove marker: %w", op, path, err))
 		}
-		return nil, true, nil
+		lock.Close()
+		return nil, nil, true, nil
 	case !fi.IsDir():
-		return nil, false, fmt.Errorf("%s volume %q: it is not a directory (%v): %w", op, path, fi.Mode().Type(), ErrNotOwner)
+		return fail(fmt.Errorf("%s volume %q: it is not a directory (%v): %w", op, path, fi.Mode().Type(), ErrNotOwner))
 	}
-	return m, false, nil
+	return lock, m, false, nil
 }
 
 // Delete removes the volume directory and its marker. Already gone -> nil.
@@ -379,10 +403,11 @@ func Delete(root *os.Root, path, pv string) error {
 	}
 	unlock := lockPath(path)
 	defer unlock()
-	_, gone, err := ownership(root, path, pv, "delete")
+	lock, _, gone, err := ownership(root, path, pv, "delete")
 	if err != nil || gone {
 		return err
 	}
+	defer lock.Close()
 	if err := removeTree(root, path); err != nil {
 		return fmt.Errorf("delete volume %q: %w", path, err)
 	}
@@ -405,10 +430,11 @@ func Archive(root *os.Root, path, pv string, now time.Time) (string, error) {
 	}
 	unlock := lockPath(path)
 	defer unlock()
-	m, gone, err := ownership(root, path, pv, "archive")
+	lock, m, gone, err := ownership(root, path, pv, "archive")
 	if err != nil || gone {
 		return "", err
 	}
+	defer lock.Close()
 
 	parent, base := filepath.Dir(path), filepath.Base(path)
 	// Rename relative to one descriptor of the parent, so both names are single
