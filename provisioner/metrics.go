@@ -10,6 +10,8 @@ type Metrics struct {
 	Operations *prometheus.CounterVec
 	// Duration observes how long those operations took, helper pods included.
 	Duration *prometheus.HistogramVec
+	// Recycles counts recycled volumes and failed attempts.
+	Recycles *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -25,6 +27,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120},
 		}, []string{"backend", "operation"}),
 	}
-	reg.MustRegister(m.Operations, m.Duration)
+	m.Recycles = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "dirpv", Name: "recycles_total",
+		Help: "Released volumes scrubbed and made Available (success), or attempts that failed (error).",
+	}, []string{"result"})
+	reg.MustRegister(m.Operations, m.Duration, m.Recycles)
 	return m
 }
+
+// RecycleResult counts one recycle outcome.
+func (m *Metrics) RecycleResult(result string) { m.Recycles.WithLabelValues(result).Inc() }

@@ -55,7 +55,10 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
-	vol.OnDelete = class.OnDelete
+	vol.OnDelete, vol.Recycle = class.OnDelete, class.Recycle
+	if class.Recycle && sc.ReclaimPolicy != nil && *sc.ReclaimPolicy == v1.PersistentVolumeReclaimRetain {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %q: \"true\" conflicts with reclaimPolicy Retain (leave reclaimPolicy at Delete)", sc.Name, config.ParamRecycle)
+	}
 	vol.Path, err = pathname.Render(class.PathPattern, pathname.Data{
 		PVC: pathname.Claim{Namespace: claim.Namespace, Name: claim.Name, Labels: claim.Labels, Annotations: claim.Annotations},
 		PV:  pathname.Volume{Name: opts.PVName},
@@ -130,9 +133,16 @@ func buildPV(opts controller.ProvisionOptions, vol backend.Volume) *v1.Persisten
 	if vol.Backend == config.BackendNFS {
 		mountOptions = sc.MountOptions
 	}
+	var labels map[string]string
+	if vol.Recycle {
+		// dirpv recycles the volume itself; Retain keeps kube-controller-manager's in-tree
+		// recycler, which would race it, away.
+		policy = v1.PersistentVolumeReclaimRetain
+		labels = map[string]string{backend.LabelReclaim: backend.LabelRecycle}
+	}
 	source, affinity := vol.Source()
 	return &v1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName, Annotations: vol.Annotations()},
+		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName, Annotations: vol.Annotations(), Labels: labels},
 		Spec: v1.PersistentVolumeSpec{
 			PersistentVolumeReclaimPolicy: policy,
 			AccessModes:                   claim.Spec.AccessModes,

@@ -178,6 +178,29 @@ func TestProvisionNFS(t *testing.T) {
 	}
 }
 
+// TestProvisionRecycle: dirpv recycles the volume itself, so Kubernetes sees Retain and never
+// runs its own recycler on it; the real policy is recorded and labelled.
+func TestProvisionRecycle(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, _, _ := newTest(t, t.TempDir(), "")
+	pv, _, err := p.Provision(ctx, opts(nfsClass(map[string]string{"recycle": "true"}), claim(), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain ||
+		pv.Annotations[backend.AnnReclaim] != "Recycle" || pv.Labels[backend.LabelReclaim] != "recycle" {
+		t.Fatalf("policy %q annotations %v labels %v", pv.Spec.PersistentVolumeReclaimPolicy, pv.Annotations, pv.Labels)
+	}
+	vol, err := backend.FromPV(pv)
+	if err != nil || !vol.Recycle {
+		t.Fatalf("FromPV: %+v %v", vol, err)
+	}
+	plain, _, _ := p.Provision(ctx, opts(nfsClass(nil), claim(), nil))
+	if _, ok := plain.Annotations[backend.AnnReclaim]; ok || plain.Labels != nil {
+		t.Errorf("a plain volume is marked for recycling: %v %v", plain.Annotations, plain.Labels)
+	}
+}
+
 // TestProvisionRefused: every bad input fails with a message naming the problem, and nothing is
 // created on disk.
 func TestProvisionRefused(t *testing.T) {
@@ -214,6 +237,7 @@ func TestProvisionRefused(t *testing.T) {
 			claim(func(c *v1.PersistentVolumeClaim) { c.Annotations = map[string]string{"dir": "../../etc"} }), nil, `rendered "../../etc": unsafe volume path: escapes its root`},
 		{"absolute through annotation", nfsClass(map[string]string{"pathPattern": `{{index .PVC.Annotations "dir"}}`}),
 			claim(func(c *v1.PersistentVolumeClaim) { c.Annotations = map[string]string{"dir": "/etc"} }), nil, "absolute"},
+		{"recycle with reclaimPolicy Retain", hostPathClass(map[string]string{"recycle": "true"}), claim(), node1, `"recycle": "true" conflicts with reclaimPolicy Retain`},
 		{"missing label", nfsClass(map[string]string{"pathPattern": `{{.PVC.Labels.team}}`}), claim(), nil, `map has no entry for key "team"`},
 	}
 	for _, tt := range tests {

@@ -25,6 +25,13 @@ const (
 	AnnBasePath = "dirpv.io/base-path"
 	AnnPath     = "dirpv.io/path"
 	AnnOnDelete = "dirpv.io/on-delete"
+	// AnnReclaim is "Recycle" on volumes dirpv recycles itself; their Kubernetes policy is Retain.
+	AnnReclaim = "dirpv.io/reclaim"
+	// LabelReclaim mirrors AnnReclaim for `kubectl get pv -l dirpv.io/reclaim=recycle`.
+	LabelReclaim = "dirpv.io/reclaim"
+	// ReclaimRecycle is AnnReclaim's value; LabelRecycle is LabelReclaim's.
+	ReclaimRecycle = "Recycle"
+	LabelRecycle   = "recycle"
 )
 
 // ErrNodeGone means the node holding a hostPath volume no longer exists.
@@ -54,6 +61,8 @@ type Volume struct {
 	// Path is the directory relative to Share or BasePath.
 	Path     string
 	OnDelete config.OnDelete
+	// Recycle: released, the volume is scrubbed and offered to the next claim.
+	Recycle bool
 }
 
 // Root is the absolute path of the directory that Path is relative to, as the server or node sees it.
@@ -83,6 +92,9 @@ func (v Volume) Annotations() map[string]string {
 	} else {
 		a[AnnNode], a[AnnBasePath] = v.Node, v.BasePath
 	}
+	if v.Recycle {
+		a[AnnReclaim] = ReclaimRecycle
+	}
 	return a
 }
 
@@ -109,6 +121,10 @@ func FromPV(pv *v1.PersistentVolume) (Volume, error) {
 	v := Volume{
 		Backend: config.Backend(a[AnnBackend]), Path: a[AnnPath], OnDelete: config.OnDelete(a[AnnOnDelete]),
 		Server: a[AnnServer], Share: a[AnnShare], Node: a[AnnNode], BasePath: a[AnnBasePath],
+		Recycle: a[AnnReclaim] == ReclaimRecycle,
+	}
+	if r, ok := a[AnnReclaim]; ok && r != ReclaimRecycle {
+		return v, fmt.Errorf("annotation %s: %q is not %s", AnnReclaim, r, ReclaimRecycle)
 	}
 	if err := pathname.Validate(v.Path); err != nil {
 		return v, fmt.Errorf("annotation %s: %w", AnnPath, err)

@@ -42,6 +42,7 @@ const (
 	ParamMode        = "mode"
 	ParamUID         = "uid"
 	ParamGID         = "gid"
+	ParamRecycle     = "recycle"
 )
 
 // Defaults of StorageClass parameters.
@@ -62,6 +63,7 @@ var allowedParams = map[string][]Backend{
 	ParamMode:        nil,
 	ParamUID:         nil,
 	ParamGID:         nil,
+	ParamRecycle:     nil,
 }
 
 // Class is the validated form of a StorageClass's parameters.
@@ -79,6 +81,8 @@ type Class struct {
 	Mode fs.FileMode
 	UID  int
 	GID  int
+	// Recycle makes released volumes scrubbed and offered to the next claim instead of reclaimed.
+	Recycle bool
 }
 
 // ParseClass validates a StorageClass's parameters. Every problem is reported, each naming its key.
@@ -157,6 +161,15 @@ func ParseClass(params map[string]string) (*Class, error) {
 			bad(ParamMode, "%v", err)
 		} else {
 			c.Mode = m
+		}
+	}
+	if v, ok := params[ParamRecycle]; ok {
+		switch v {
+		case "true":
+			c.Recycle = true
+		case "false":
+		default:
+			bad(ParamRecycle, "%q is not one of true, false", v)
 		}
 	}
 	for key, dst := range map[string]*int{ParamUID: &c.UID, ParamGID: &c.GID} {

@@ -46,10 +46,23 @@ func TestParseClass(t *testing.T) {
 					t.Errorf("onDelete %q", c.OnDelete)
 				}
 			}},
+		{name: "recycle", params: map[string]string{"backend": "hostPath", "recycle": "true"},
+			check: func(t *testing.T, c *Class) {
+				if !c.Recycle {
+					t.Error("recycle not set")
+				}
+			}},
+		{name: "recycle off", params: map[string]string{"backend": "hostPath", "recycle": "false"},
+			check: func(t *testing.T, c *Class) {
+				if c.Recycle {
+					t.Error("recycle set")
+				}
+			}},
+		{name: "bad recycle", params: map[string]string{"backend": "hostPath", "recycle": "yes"}, wantErr: []string{`"recycle": "yes" is not one of true, false`}},
 		{name: "missing backend", params: map[string]string{}, wantErr: []string{`"backend": is required`}},
 		{name: "bad backend", params: map[string]string{"backend": "ceph"}, wantErr: []string{`"backend": "ceph" is not one of nfs, hostPath`}},
 		{name: "unknown key names it and the allowed keys", params: map[string]string{"backend": "hostPath", "archiveOnDelete": "true"},
-			wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: backend, basePath, gid, mode, onDelete, pathPattern, server, share, uid)`}},
+			wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: backend, basePath, gid, mode, onDelete, pathPattern, recycle, server, share, uid)`}},
 		{name: "nfs key on hostPath", params: map[string]string{"backend": "hostPath", "server": "x"},
 			wantErr: []string{`"server": applies only to backend nfs, not hostPath`}},
 		{name: "hostPath key on nfs", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "basePath": "/x"},

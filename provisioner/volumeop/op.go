@@ -24,6 +24,9 @@ const (
 	Create  Kind = "create"
 	Delete  Kind = "delete"
 	Archive Kind = "archive"
+	// Scrub empties a released volume for the next claim; Owner.ClaimUID names the claim whose
+	// data goes, so a repeated scrub for it is a no-op.
+	Scrub Kind = "scrub"
 )
 
 // Op is one operation on the volume directory Path, relative to a root.
@@ -44,6 +47,8 @@ type Op struct {
 type Result struct {
 	// Archive is the archived directory's path relative to the root.
 	Archive string `json:"archive,omitempty"`
+	// Scrubbed is false when the volume had already been scrubbed for the claim.
+	Scrubbed bool `json:"scrubbed,omitempty"`
 }
 
 // Apply performs op under root.
@@ -56,6 +61,9 @@ func Apply(root *os.Root, op Op) (Result, error) {
 	case Archive:
 		name, err := volumefs.Archive(root, op.Path, op.Owner.PV, op.Now)
 		return Result{Archive: name}, err
+	case Scrub:
+		scrubbed, err := volumefs.Scrub(root, op.Path, op.Owner.PV, op.Owner.ClaimUID)
+		return Result{Scrubbed: scrubbed}, err
 	}
 	return Result{}, fmt.Errorf("unknown operation %q", op.Kind)
 }
@@ -115,6 +123,8 @@ func (op Op) Args() []string {
 			fmt.Sprintf("--gid=%d", op.GID))
 	case Archive:
 		args = append(args, "--now="+op.Now.UTC().Format(time.RFC3339))
+	case Scrub:
+		args = append(args, "--claim-uid="+op.Owner.ClaimUID)
 	}
 	return args
 }
@@ -122,7 +132,7 @@ func (op Op) Args() []string {
 // ParseArgs is the inverse of Args.
 func ParseArgs(args []string) (Op, error) {
 	if len(args) == 0 {
-		return Op{}, errors.New("missing operation (create, delete or archive)")
+		return Op{}, errors.New("missing operation (create, delete, archive or scrub)")
 	}
 	op := Op{Kind: Kind(args[0])}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
@@ -143,8 +153,12 @@ func ParseArgs(args []string) (Op, error) {
 	}
 	switch op.Kind {
 	case Create, Delete, Archive:
+	case Scrub:
+		if op.Owner.ClaimUID == "" {
+			return Op{}, errors.New("scrub needs --claim-uid")
+		}
 	default:
-		return Op{}, fmt.Errorf("unknown operation %q (want create, delete or archive)", op.Kind)
+		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive or scrub)", op.Kind)
 	}
 	if op.Path == "" || op.Owner.PV == "" {
 		return Op{}, errors.New("--path and --pv are required")

@@ -1,0 +1,44 @@
+package volumeop
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"dirpv.io/dirpv/provisioner/volumefs"
+)
+
+func TestArgsRoundTrip(t *testing.T) {
+	owner := volumefs.Marker{PV: "pvc-1", ClaimUID: "u1", ClaimNamespace: "ns", ClaimName: "c"}
+	for _, op := range []Op{
+		{Kind: Create, Path: "ns/c", Owner: owner, Mode: 0o2770, UID: 1000, GID: -1},
+		{Kind: Delete, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1},
+		{Kind: Archive, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		{Kind: Scrub, Path: "a", Owner: volumefs.Marker{PV: "pvc-1", ClaimUID: "u1"}, Mode: 0o777, UID: -1, GID: -1},
+	} {
+		got, err := ParseArgs(op.Args())
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(op) {
+			t.Errorf("ParseArgs(%v) = %+v, %v; want %+v", op.Args(), got, err, op)
+		}
+	}
+}
+
+func TestParseArgsRefuses(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "missing operation"},
+		{[]string{"shred", "--path=a", "--pv=p"}, "unknown operation"},
+		{[]string{"create", "--pv=p"}, "--path and --pv are required"},
+		{[]string{"scrub", "--path=a", "--pv=p"}, "scrub needs --claim-uid"},
+		{[]string{"create", "--path=a", "--pv=p", "--mode=999"}, "--mode"},
+		{[]string{"archive", "--path=a", "--pv=p"}, "--now"},
+		{[]string{"delete", "--path=a", "--pv=p", "extra"}, "unexpected arguments"},
+	} {
+		if _, err := ParseArgs(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ParseArgs(%q) = %v, want %q", tt.args, err, tt.want)
+		}
+	}
+}
