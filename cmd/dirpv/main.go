@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -32,6 +33,7 @@ import (
 	"dirpv.io/dirpv/provisioner/backend/hostpath"
 	"dirpv.io/dirpv/provisioner/backend/nfs"
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/recycle"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -129,7 +131,25 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 			controller.Threadiness(opts.Workers),
 			controller.AddFinalizer(true),
 		)
+		// Recycling watches only volumes labelled for it; the annotation decides.
+		factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = backend.LabelReclaim + "=" + backend.LabelRecycle
+		}))
+		rc, err := recycle.New(client, opts.Name, prov.Backends, recorder, ownMetrics.RecycleResult, factory.Core().V1().PersistentVolumes())
+		if err != nil {
+			logger.Error(err, "Recycle controller not started")
+			pc.Run(ctx)
+			return
+		}
+		factory.Start(ctx.Done())
+		recycling := make(chan struct{})
+		go func() {
+			defer close(recycling)
+			rc.Run(ctx, opts.Workers)
+		}()
 		pc.Run(ctx)
+		<-recycling
+		factory.Shutdown()
 	}
 
 	elector := newElector(opts, client, recorder)

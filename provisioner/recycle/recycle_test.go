@@ -1,0 +1,250 @@
+package recycle
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2/ktesting"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+
+	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/volumeop"
+)
+
+const name = "dirpv.io/provisioner"
+
+// fakeBackend accepts volumes under /exports and records operations.
+type fakeBackend struct {
+	ops []volumeop.Op
+	err error
+}
+
+func (f *fakeBackend) Place(*config.Class, controller.ProvisionOptions) (backend.Volume, error) {
+	return backend.Volume{}, errors.New("not used")
+}
+func (f *fakeBackend) Allowed(v backend.Volume) error {
+	if v.Share != "/exports" {
+		return errors.New("export not mounted")
+	}
+	return nil
+}
+func (f *fakeBackend) Run(_ context.Context, _ backend.Volume, op volumeop.Op) (volumeop.Result, error) {
+	f.ops = append(f.ops, op)
+	return volumeop.Result{Scrubbed: true}, f.err
+}
+
+// releasedPV is a recycling volume released from claim ns/data with UID old-uid.
+func releasedPV(mutate ...func(*v1.PersistentVolume)) *v1.PersistentVolume {
+	vol := backend.Volume{Backend: config.BackendNFS, Server: "nfs", Share: "/exports", Path: "ns-data", OnDelete: config.OnDeleteDelete, Recycle: true}
+	source, _ := vol.Source()
+	ann := vol.Annotations()
+	ann["pv.kubernetes.io/provisioned-by"] = name
+	ann["pv.kubernetes.io/bound-by-controller"] = "yes"
+	pv := &v1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: "pvc-old", Annotations: ann, Labels: map[string]string{backend.LabelReclaim: backend.LabelRecycle}, ResourceVersion: "7"},
+		Spec: v1.PersistentVolumeSpec{
+			PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRetain,
+			PersistentVolumeSource:        source,
+			ClaimRef:                      &v1.ObjectReference{Namespace: "ns", Name: "data", UID: "old-uid"},
+		},
+		Status: v1.PersistentVolumeStatus{Phase: v1.VolumeReleased},
+	}
+	for _, m := range mutate {
+		m(pv)
+	}
+	return pv
+}
+
+func claim(uid string) *v1.PersistentVolumeClaim {
+	return &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "data", UID: types.UID(uid)}}
+}
+
+type fixture struct {
+	client *fake.Clientset
+	ctrl   *Controller
+	be     *fakeBackend
+	rec    *record.FakeRecorder
+	counts map[string]int
+}
+
+func newFixture(t *testing.T, ctx context.Context, objs ...runtime.Object) *fixture {
+	t.Helper()
+	f := &fixture{client: fake.NewClientset(objs...), be: &fakeBackend{}, rec: record.NewFakeRecorder(10), counts: map[string]int{}}
+	factory := informers.NewSharedInformerFactory(f.client, 0)
+	var err error
+	f.ctrl, err = New(f.client, name, map[config.Backend]backend.Backend{config.BackendNFS: f.be}, f.rec,
+		func(r string) { f.counts[r]++ }, factory.Core().V1().PersistentVolumes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The informers stop with their own context: Shutdown waits for them, and the test's context
+	// ends only after this cleanup has run.
+	ctx, cancel := context.WithCancel(ctx)
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	t.Cleanup(func() {
+		cancel()
+		factory.Shutdown()
+	})
+	return f
+}
+
+func (f *fixture) pv(t *testing.T) *v1.PersistentVolume {
+	t.Helper()
+	pv, err := f.client.CoreV1().PersistentVolumes().Get(context.Background(), "pvc-old", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pv
+}
+
+func (f *fixture) event() string {
+	select {
+	case e := <-f.rec.Events:
+		return e
+	default:
+		return ""
+	}
+}
+
+func TestSync(t *testing.T) {
+	tests := []struct {
+		name      string
+		pv        *v1.PersistentVolume
+		claim     *v1.PersistentVolumeClaim
+		scrubErr  error
+		recycled  bool
+		wantErr   bool
+		wantEvent string
+	}{
+		{name: "released, claim gone", pv: releasedPV(), recycled: true, wantEvent: "Normal VolumeRecycled Directory nfs:/exports/ns-data scrubbed"},
+		{name: "released, a new claim of the same name", pv: releasedPV(), claim: claim("new-uid"), recycled: true, wantEvent: "Normal VolumeRecycled"},
+		{name: "claim still exists", pv: releasedPV(), claim: claim("old-uid")},
+		{name: "bound", pv: releasedPV(func(pv *v1.PersistentVolume) { pv.Status.Phase = v1.VolumeBound })},
+		{name: "available", pv: releasedPV(func(pv *v1.PersistentVolume) { pv.Status.Phase = v1.VolumeAvailable; pv.Spec.ClaimRef = nil })},
+		{name: "policy changed to Recycle: left to Kubernetes", pv: releasedPV(func(pv *v1.PersistentVolume) {
+			pv.Spec.PersistentVolumeReclaimPolicy = v1.PersistentVolumeReclaimRecycle
+		})},
+		{name: "policy changed to Delete: left to Delete", pv: releasedPV(func(pv *v1.PersistentVolume) {
+			pv.Spec.PersistentVolumeReclaimPolicy = v1.PersistentVolumeReclaimDelete
+		})},
+		{name: "another provisioner's", pv: releasedPV(func(pv *v1.PersistentVolume) { pv.Annotations["pv.kubernetes.io/provisioned-by"] = "other" })},
+		{name: "not recycling", pv: releasedPV(func(pv *v1.PersistentVolume) { delete(pv.Annotations, backend.AnnReclaim) })},
+		{name: "being deleted", pv: releasedPV(func(pv *v1.PersistentVolume) {
+			pv.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+			pv.Finalizers = []string{"x"}
+		})},
+		{name: "scrub fails: stays Released, retried", pv: releasedPV(), scrubErr: errors.New("unlinkat busy: device or resource busy"),
+			wantErr: true, wantEvent: "Warning VolumeFailedRecycle scrubbing nfs:/exports/ns-data: unlinkat busy"},
+		{name: "node gone", pv: releasedPV(), scrubErr: backend.ErrNodeGone, wantEvent: "Warning VolumeFailedRecycle node"},
+		{name: "forged path refused", pv: releasedPV(func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnPath] = "../etc"
+			pv.Spec.NFS.Path = "/etc"
+		}), wantEvent: "Warning VolumeFailedRecycle refusing to recycle: annotation dirpv.io/path"},
+		{name: "export not served refused", pv: releasedPV(func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnShare] = "/"
+			pv.Spec.NFS.Path = "/ns-data"
+		}), wantEvent: "Warning VolumeFailedRecycle refusing to recycle: export not mounted"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			objs := []runtime.Object{tt.pv}
+			if tt.claim != nil {
+				objs = append(objs, tt.claim)
+			}
+			f := newFixture(t, ctx, objs...)
+			f.be.err = tt.scrubErr
+			err := f.ctrl.sync(ctx, "pvc-old")
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("sync: %v", err)
+			}
+			pv := f.pv(t)
+			if tt.recycled {
+				if len(f.be.ops) != 1 || f.be.ops[0].Kind != volumeop.Scrub || f.be.ops[0].Owner.ClaimUID != "old-uid" || f.be.ops[0].Owner.PV != "pvc-old" || f.be.ops[0].Path != "ns-data" {
+					t.Errorf("ops %+v", f.be.ops)
+				}
+				if pv.Spec.ClaimRef != nil || pv.Annotations["pv.kubernetes.io/bound-by-controller"] != "" {
+					t.Errorf("not unbound: %+v %v", pv.Spec.ClaimRef, pv.Annotations)
+				}
+				if f.counts["success"] != 1 {
+					t.Errorf("counts %v", f.counts)
+				}
+			} else {
+				if tt.scrubErr == nil && len(f.be.ops) != 0 {
+					t.Errorf("scrubbed: %+v", f.be.ops)
+				}
+				if tt.pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef == nil {
+					t.Error("unbound a volume that was not recycled")
+				}
+			}
+			if e := f.event(); !strings.HasPrefix(e, tt.wantEvent) || (tt.wantEvent == "") != (e == "") {
+				t.Errorf("event %q, want %q", e, tt.wantEvent)
+			}
+		})
+	}
+}
+
+// TestUnbindConflict: when the PV changed between the fresh read and the unbind, nothing is
+// unbound; the retry reads again and scrubs again (a no-op for the same claim) before unbinding.
+func TestUnbindConflict(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := newFixture(t, ctx, releasedPV())
+	conflicts := 1
+	f.client.PrependReactor("update", "persistentvolumes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts > 0 {
+			conflicts--
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "persistentvolumes"}, "pvc-old", errors.New("changed"))
+		}
+		return false, nil, nil
+	})
+	if err := f.ctrl.sync(ctx, "pvc-old"); !apierrors.IsConflict(errors.Unwrap(err)) {
+		t.Fatalf("first sync: %v", err)
+	}
+	if f.pv(t).Spec.ClaimRef == nil {
+		t.Fatal("unbound despite the conflict")
+	}
+	if err := f.ctrl.sync(ctx, "pvc-old"); err != nil {
+		t.Fatal(err)
+	}
+	if f.pv(t).Spec.ClaimRef != nil || len(f.be.ops) != 2 || f.be.ops[1].Owner.ClaimUID != "old-uid" {
+		t.Fatalf("claimRef %+v ops %+v", f.pv(t).Spec.ClaimRef, f.be.ops)
+	}
+}
+
+// TestRun: the controller picks up a volume as it becomes Released.
+func TestRun(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	f := newFixture(t, ctx, releasedPV(func(pv *v1.PersistentVolume) { pv.Status.Phase = v1.VolumeBound }))
+	done := make(chan struct{})
+	go func() { defer close(done); f.ctrl.Run(ctx, 2) }()
+	pv := f.pv(t)
+	pv.Status.Phase = v1.VolumeReleased
+	if _, err := f.client.CoreV1().PersistentVolumes().UpdateStatus(ctx, pv, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		return f.pv(t).Spec.ClaimRef == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("not recycled: %v", err)
+	}
+	cancel()
+	<-done
+}
