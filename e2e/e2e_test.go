@@ -35,6 +35,8 @@ func TestE2E(t *testing.T) {
 		{"NFS", testNFS},
 		{"Reclaim", testReclaim},
 		{"BadInput", testBadInput},
+		{"Recycle", testRecycle},
+		{"RecycleStatefulSet", testRecycleStatefulSet},
 		{"LeaderFailover", testLeaderFailover},
 		{"LocalRootAndRollingUpdate", testLocalRoot},
 	} {
@@ -437,5 +439,150 @@ func testLocalRoot(t *testing.T) {
 	}
 	if _, err := client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("PV %s: %v", pv.Name, err)
+	}
+}
+
+// pvPhase waits until the PV reaches phase.
+func pvPhase(t *testing.T, name string, phase v1.PersistentVolumePhase) *v1.PersistentVolume {
+	t.Helper()
+	var pv *v1.PersistentVolume
+	poll(t, "PV "+name+" "+string(phase), func(ctx context.Context) (bool, error) {
+		var err error
+		pv, err = client.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+		return err == nil && pv.Status.Phase == phase, nil
+	})
+	return pv
+}
+
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range des {
+		names = append(names, d.Name())
+	}
+	return names
+}
+
+// testRecycle: a released volume is scrubbed (symlinks planted in it are removed, never
+// followed), becomes Available, and the next claim binds it and sees none of the old data.
+func testRecycle(t *testing.T) {
+	ns := namespace(t)
+	claim(t, ns, "sibling", "e2e-recycle-hostpath")
+	pod(t, ns, "sibling-app", "sibling")
+	exec1(t, ns, "sibling-app", "echo sibling data > /data/keep")
+	sibling := pvPath(bound(t, ns, "sibling"))
+
+	claim(t, ns, "first", "e2e-recycle-hostpath")
+	pod(t, ns, "first-app", "first")
+	exec1(t, ns, "first-app", "mkdir -p /data/a/b && echo old > /data/a/b/f && echo old > /data/ro && chmod 0444 /data/ro && chmod 0555 /data/a")
+	pv := bound(t, ns, "first")
+	dir := pvPath(pv)
+	if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain || pv.Labels["dirpv.io/reclaim"] != "recycle" || pv.Annotations["dirpv.io/reclaim"] != "Recycle" {
+		t.Errorf("PV policy %s labels %v", pv.Spec.PersistentVolumeReclaimPolicy, pv.Labels)
+	}
+	// Links a tenant could plant: to the sibling volume as the node sees it, as the helper pod
+	// sees it, and relatively.
+	for name, target := range map[string]string{
+		"to-sibling-host": sibling,
+		"to-sibling-pod":  "/data/" + filepath.Base(sibling),
+		"to-sibling-rel":  "../" + filepath.Base(sibling),
+		"to-root":         "/",
+		"to-parent":       "..",
+		"to-sibling-dir":  filepath.Dir(sibling) + "/" + filepath.Base(sibling) + "/",
+	} {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deletePod(t, ns, "first-app")
+	deleteClaim(t, ns, "first")
+	pvPhase(t, pv.Name, v1.VolumeAvailable)
+	event(t, "", pv.Name, "VolumeRecycled", "scrubbed")
+	if left := entries(t, dir); len(left) != 0 {
+		t.Errorf("recycled volume still holds %v", left)
+	}
+	if b, err := os.ReadFile(filepath.Join(sibling, "keep")); err != nil || string(b) != "sibling data\n" {
+		t.Errorf("sibling volume damaged: %q %v", b, err)
+	}
+
+	claim(t, ns, "second", "e2e-recycle-hostpath")
+	pod(t, ns, "second-app", "second")
+	if got := bound(t, ns, "second"); got.Name != pv.Name {
+		t.Errorf("the next claim got PV %s, not the recycled %s", got.Name, pv.Name)
+	}
+	if seen := strings.TrimSpace(exec1(t, ns, "second-app", "ls -A /data")); seen != "" {
+		t.Errorf("the next tenant sees %q", seen)
+	}
+
+	// nfs: scrubbed on the export, then bound again.
+	claim(t, ns, "shared", "e2e-recycle-nfs")
+	npv := bound(t, ns, "shared")
+	ndir := onExport(t, npv)
+	if err := os.WriteFile(filepath.Join(ndir, "old"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deleteClaim(t, ns, "shared")
+	pvPhase(t, npv.Name, v1.VolumeAvailable)
+	if left := entries(t, ndir); len(left) != 0 {
+		t.Errorf("recycled nfs volume still holds %v", left)
+	}
+	claim(t, ns, "shared-again", "e2e-recycle-nfs")
+	if got := bound(t, ns, "shared-again"); got.Name != npv.Name {
+		t.Errorf("the next nfs claim got PV %s, not the recycled %s", got.Name, npv.Name)
+	}
+}
+
+// classPVs lists the PVs of a class.
+func classPVs(t *testing.T, class string) map[string]bool {
+	t.Helper()
+	pvs, err := client.CoreV1().PersistentVolumes().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, pv := range pvs.Items {
+		if pv.Spec.StorageClassName == class {
+			names[pv.Name] = true
+		}
+	}
+	return names
+}
+
+// testRecycleStatefulSet: scaled 3 -> 1 -> 3 with whenScaled: Delete, the StatefulSet gets its two
+// recycled volumes back, empty, and no new PV is made.
+func testRecycleStatefulSet(t *testing.T) {
+	ns := namespace(t)
+	kubectl(t, "-n", ns, "apply", "-k", "testdata/recycle-web")
+	for _, p := range []string{"rweb-0", "rweb-1", "rweb-2"} {
+		podRunning(t, ns, p)
+	}
+	before := classPVs(t, "e2e-recycle-sts")
+	if len(before) != 3 {
+		t.Fatalf("PVs of the class: %v", before)
+	}
+	released := []string{bound(t, ns, "www-rweb-1").Name, bound(t, ns, "www-rweb-2").Name}
+	kubectl(t, "-n", ns, "scale", "statefulset/rweb", "--replicas=1")
+	for _, name := range released {
+		pvPhase(t, name, v1.VolumeAvailable)
+	}
+	kubectl(t, "-n", ns, "scale", "statefulset/rweb", "--replicas=3")
+	for _, p := range []string{"rweb-1", "rweb-2"} {
+		podRunning(t, ns, p)
+		if seen := strings.TrimSpace(exec1(t, ns, p, "cat /tmp/seen")); seen != "" {
+			t.Errorf("%s started on a volume holding %q", p, seen)
+		}
+	}
+	after := classPVs(t, "e2e-recycle-sts")
+	if len(after) != 3 {
+		t.Errorf("PVs after scaling back: %v (before: %v)", after, before)
+	}
+	for name := range after {
+		if !before[name] {
+			t.Errorf("new PV %s made instead of reusing a recycled one", name)
+		}
 	}
 }
