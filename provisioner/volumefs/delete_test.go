@@ -1,15 +1,11 @@
 package volumefs
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 )
@@ -268,8 +264,6 @@ func TestDeleteRefusesOrSkips(t *testing.T) {
 
 var errAny = errors.New("any error")
 
-const nonRootEnv = "DIRPV_VOLUMEFS_NONROOT_DIR"
-
 // lockedTree fills dir with what a non-root owner cannot simply remove.
 func lockedTree(t *testing.T, dir string) {
 	writeFile(t, dir+"/ro/f", "x", 0o444)
@@ -319,71 +313,7 @@ func runNonRootDelete(t *testing.T, dir string) {
 }
 
 // TestDeleteNonRootChild is the subprocess half of TestDeleteNonRoot.
-func TestDeleteNonRootChild(t *testing.T) {
-	dir := os.Getenv(nonRootEnv)
-	if dir == "" {
-		t.Skip("helper process for TestDeleteNonRoot")
-	}
-	runNonRootDelete(t, dir)
-	if !t.Failed() {
-		fmt.Println("NONROOT-DELETE-OK")
-	}
-}
+func TestDeleteNonRootChild(t *testing.T) { nonRootChild(t, runNonRootDelete) }
 
-// TestDeleteNonRoot checks the permission fallback of Delete as an unprivileged owner: in
-// a subprocess running as nobody when we are root (root ignores permissions).
-func TestDeleteNonRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		runNonRootDelete(t, t.TempDir())
-		return
-	}
-	const nobody = 65534
-	base, err := os.MkdirTemp("", "volumefs-nonroot-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The test binary usually sits in a private build directory: copy it where nobody can run it.
-	bin := filepath.Join(base, "volumefs.test")
-	if err := copyFile(os.Args[0], bin, 0o755); err != nil {
-		t.Skipf("cannot copy test binary: %v", err)
-	}
-	dir := filepath.Join(base, "root")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(dir, nobody, nobody); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-test.run=^TestDeleteNonRootChild$", "-test.v", "-test.count=1")
-	cmd.Dir = base
-	cmd.Env = append(os.Environ(), nonRootEnv+"="+dir, "HOME="+base)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
-	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("NONROOT-DELETE-OK")) {
-		if err != nil && strings.Contains(err.Error(), "permission denied") {
-			t.Skipf("cannot run the test binary as nobody (noexec /tmp?): %v", err)
-		}
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-}
-
-func copyFile(src, dst string, perm fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
+// TestDeleteNonRoot checks the permission fallback of Delete as an unprivileged owner.
+func TestDeleteNonRoot(t *testing.T) { asNonRoot(t, "TestDeleteNonRootChild", runNonRootDelete) }

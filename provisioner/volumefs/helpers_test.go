@@ -1,10 +1,14 @@
 package volumefs
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -164,4 +168,81 @@ func statT(t *testing.T, path string) *syscall.Stat_t {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t)
+}
+
+// nonRootEnv carries the directory a child test process works in as nobody.
+const nonRootEnv = "DIRPV_VOLUMEFS_NONROOT_DIR"
+
+// asNonRoot runs run(t, dir) as the unprivileged owner of a fresh dir: directly when the test
+// is not root, else (root ignores permissions) in a subprocess of the test binary running as
+// nobody, which runs only the test named child; child must call nonRootChild with run.
+func asNonRoot(t *testing.T, child string, run func(*testing.T, string)) {
+	if os.Geteuid() != 0 {
+		run(t, t.TempDir())
+		return
+	}
+	const nobody = 65534
+	base, err := os.MkdirTemp("", "volumefs-nonroot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The test binary usually sits in a private build directory: copy it where nobody can run it.
+	bin := filepath.Join(base, "volumefs.test")
+	if err := copyFile(os.Args[0], bin, 0o755); err != nil {
+		t.Skipf("cannot copy test binary: %v", err)
+	}
+	dir := filepath.Join(base, "root")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^"+child+"$", "-test.v", "-test.count=1")
+	cmd.Dir = base
+	cmd.Env = append(os.Environ(), nonRootEnv+"="+dir, "HOME="+base)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte(nonRootOK)) {
+		if err != nil && strings.Contains(err.Error(), "permission denied") {
+			t.Skipf("cannot run the test binary as nobody (noexec /tmp?): %v", err)
+		}
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+// nonRootOK is what a child prints when run passed.
+const nonRootOK = "NONROOT-CHILD-OK"
+
+// nonRootChild is the body of a child test of asNonRoot; outside the subprocess it skips.
+func nonRootChild(t *testing.T, run func(*testing.T, string)) {
+	dir := os.Getenv(nonRootEnv)
+	if dir == "" {
+		t.Skip("helper process for a non-root test")
+	}
+	run(t, dir)
+	if !t.Failed() {
+		fmt.Println(nonRootOK)
+	}
+}
+
+func copyFile(src, dst string, perm fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

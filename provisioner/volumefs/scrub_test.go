@@ -1,12 +1,10 @@
 package volumefs
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -816,8 +814,6 @@ func TestScrubReadersSeeWholeMarkers(t *testing.T) {
 	assertNoTempFiles(t, dir)
 }
 
-const nonRootScrubEnv = "DIRPV_VOLUMEFS_NONROOT_SCRUB_DIR"
-
 // runNonRootScrub must run as the non-root owner of dir: the permission fallback is needed
 // for the tree, and for the volume directory itself (0o500, 0o000), whose mode Scrub must
 // then restore.
@@ -859,53 +855,7 @@ func runNonRootScrub(t *testing.T, dir string) {
 }
 
 // TestScrubNonRootChild is the subprocess half of TestScrubNonRoot.
-func TestScrubNonRootChild(t *testing.T) {
-	dir := os.Getenv(nonRootScrubEnv)
-	if dir == "" {
-		t.Skip("helper process for TestScrubNonRoot")
-	}
-	runNonRootScrub(t, dir)
-	if !t.Failed() {
-		fmt.Println("NONROOT-SCRUB-OK")
-	}
-}
+func TestScrubNonRootChild(t *testing.T) { nonRootChild(t, runNonRootScrub) }
 
-// TestScrubNonRoot checks the permission fallback of Scrub as an unprivileged owner: in a
-// subprocess running as nobody when we are root (root ignores permissions).
-func TestScrubNonRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		runNonRootScrub(t, t.TempDir())
-		return
-	}
-	const nobody = 65534
-	base, err := os.MkdirTemp("", "volumefs-nonroot-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(base, "volumefs.test")
-	if err := copyFile(os.Args[0], bin, 0o755); err != nil {
-		t.Skipf("cannot copy test binary: %v", err)
-	}
-	dir := filepath.Join(base, "root")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(dir, nobody, nobody); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-test.run=^TestScrubNonRootChild$", "-test.v", "-test.count=1")
-	cmd.Dir = base
-	cmd.Env = append(os.Environ(), nonRootScrubEnv+"="+dir, "HOME="+base)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
-	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("NONROOT-SCRUB-OK")) {
-		if err != nil && strings.Contains(err.Error(), "permission denied") {
-			t.Skipf("cannot run the test binary as nobody (noexec /tmp?): %v", err)
-		}
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-}
+// TestScrubNonRoot checks the permission fallback of Scrub as an unprivileged owner.
+func TestScrubNonRoot(t *testing.T) { asNonRoot(t, "TestScrubNonRootChild", runNonRootScrub) }
