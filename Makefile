@@ -5,18 +5,22 @@ IMAGE ?= dirpv.io/dirpv:v0.1.0
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build lint unit e2e test image docker-image cluster-up cluster-down demo demo-down
+.PHONY: all build tools lint unit e2e test image docker-image cluster-up cluster-down demo demo-down
 
 all: build
 
 build: ## Build bin/dirpv (static).
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/dirpv ./cmd/dirpv
 
-lint: ## gofmt and go vet.
+tools: ## Debian packages and the Kubernetes binaries (kubectl included), built once into a cache.
+	hack/install-deps.sh
+	hack/kube-build.sh
+
+lint: ## gofmt, go vet, and every overlay renders (with the kubectl that `make tools` built).
 	@out=$$(gofmt -l cmd provisioner e2e hack); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	kubectl kustomize manifests/overlays/hostpath >/dev/null
-	kubectl kustomize manifests/overlays/nfs >/dev/null
+	$(GO) vet -tags e2e ./e2e/
+	. hack/lib.sh && for o in hostpath nfs; do kubectl kustomize manifests/overlays/$$o >/dev/null; done
 
 unit: ## Unit tests (fake clients, real filesystem under temporary directories).
 	$(GO) test -race -count=1 ./...
@@ -24,7 +28,7 @@ unit: ## Unit tests (fake clients, real filesystem under temporary directories).
 e2e: ## The end-to-end suite on a real local cluster (brought up and torn down unless one runs).
 	hack/e2e.sh
 
-test: lint unit e2e ## Everything: lint, unit tests, then the e2e suite on a real cluster.
+test: tools lint unit e2e ## Everything: tools, lint, unit tests, then the e2e suite on a real cluster.
 
 image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
 	DIRPV_IMAGE=$(IMAGE) hack/images.sh

@@ -40,7 +40,7 @@ write_kubectl_wrapper() {
   cat >"$WORK/kubectl" <<EOF
 #!/bin/sh
 # kubectl for the local dirpv cluster (its apiserver is reachable only inside netns $NETNS).
-exec nsenter --net=/var/run/netns/$NETNS kubectl --kubeconfig $KUBECONFIG_ADMIN "\$@"
+exec nsenter --net=/var/run/netns/$NETNS $KBIN/kubectl --kubeconfig $KUBECONFIG_ADMIN "\$@"
 EOF
   chmod 755 "$WORK/kubectl"
 }
@@ -49,7 +49,7 @@ print_usage() {
   log "cluster is up (${1}s): node $NODE_NAME at $NODE_IP, Kubernetes v$KVER"
   cat >&2 <<EOF
     kubectl:   $WORK/kubectl get pods -A
-               (or: nsenter --net=/var/run/netns/$NETNS kubectl --kubeconfig $KUBECONFIG_ADMIN ...)
+               (or: nsenter --net=/var/run/netns/$NETNS $KBIN/kubectl --kubeconfig $KUBECONFIG_ADMIN ...)
     images:    $DIRPV_IMAGE  $BUSYBOX_IMAGE  (imagePullPolicy: Never or IfNotPresent)
     re-import: hack/images.sh        logs: $WORK/*.log
     stop:      hack/cluster-down.sh

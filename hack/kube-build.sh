@@ -1,12 +1,12 @@
 #!/bin/bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy at
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl at
 # $KVER from the Go module proxy into $KBIN. No container registry or GitHub is needed.
-# Skipped when all five binaries are already there. Cold: ~12 min on 2 cores; warm: seconds.
+# Skipped when all six binaries are already there. Cold: ~12 min on 2 cores; warm: seconds.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 have_all() {
   local c
@@ -41,7 +41,7 @@ kmod="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/v$KVER.mod"
 } >>go.mod
 grep -q ' => k8s.io/api v' go.mod || { echo "kube-build: no staging modules found in $kmod" >&2; exit 1; }
 
-# Blank imports so `go mod tidy` resolves everything the five commands need.
+# Blank imports so `go mod tidy` resolves everything the commands need.
 {
   printf '//go:build tools\n\npackage tools\n\nimport (\n'
   for c in "${CMDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done

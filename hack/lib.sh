@@ -24,7 +24,8 @@ BUSYBOX_IMAGE=dirpv.io/busybox:1
 CTR_SOCK=$WORK/containerd/containerd.sock
 KUBECONFIG_ADMIN=$WORK/admin.kubeconfig
 
-export PATH=/usr/local/go/bin:$PATH
+# The kubectl built with the cluster comes first: it matches the server version.
+export PATH=$KBIN:/usr/local/go/bin:$PATH
 
 # log prints a timestamped progress line to stderr.
 log() { printf '==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
