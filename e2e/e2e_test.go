@@ -334,6 +334,19 @@ func testLeaderFailover(t *testing.T) {
 	if err != nil || len(pods.Items) != 2 {
 		t.Fatalf("provisioner pods: %v %d", err, len(pods.Items))
 	}
+	// A helper pod as a crashed leader leaves behind: the next leader deletes it.
+	leftover := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "dirpv-create-leftover", Namespace: dirpvNamespace,
+			Labels: map[string]string{"app.kubernetes.io/name": "dirpv", "app.kubernetes.io/component": "helper"}},
+		Spec: v1.PodSpec{
+			TerminationGracePeriodSeconds: ptr(int64(0)),
+			RestartPolicy:                 v1.RestartPolicyNever,
+			Containers:                    []v1.Container{{Name: "helper", Image: busybox, ImagePullPolicy: v1.PullNever, Command: []string{"sleep", "3600"}}},
+		},
+	}
+	if _, err := client.CoreV1().Pods(dirpvNamespace).Create(ctx, leftover, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	old := leader(t)
 	start := time.Now()
 	if err := client.CoreV1().Pods(dirpvNamespace).Delete(ctx, holderPod(old), metav1.DeleteOptions{}); err != nil {
@@ -350,6 +363,10 @@ func testLeaderFailover(t *testing.T) {
 	if now := leader(t); now == old {
 		t.Errorf("lease still held by the deleted pod %s", old)
 	}
+	poll(t, "the leftover helper pod deleted by the new leader", func(ctx context.Context) (bool, error) {
+		_, err := client.CoreV1().Pods(dirpvNamespace).Get(ctx, leftover.Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
 	pvs, _ := client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
 	perClaim := map[string]int{}
 	for _, pv := range pvs.Items {

@@ -106,13 +106,14 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "dirpv"})
 
+	helper := &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy}
 	prov := &provisioner.Provisioner{
 		Backends: map[config.Backend]backend.Backend{
 			config.BackendNFS: &nfs.Backend{Exports: opts.NFSExports, Timeout: opts.OperationTimeout},
 			config.BackendHostPath: &hostpath.Backend{
 				Client: client, Root: opts.HostPathRoot, LocalRoot: opts.LocalRoot, LocalNode: opts.NodeName,
 				Timeout: opts.OperationTimeout,
-				Helper:  &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy},
+				Helper:  helper,
 			},
 		},
 		Recorder: recorder,
@@ -124,6 +125,11 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	// runController runs one term of the provisioning controller: a ProvisionController cannot be
 	// restarted once its queues are shut down, so every term gets a new one.
 	runController := func(ctx context.Context) {
+		if n, err := helper.DeleteLeftovers(ctx); err != nil {
+			logger.Error(err, "Deleting helper pods left by a previous leader")
+		} else if n > 0 {
+			logger.Info("Deleted helper pods left by a previous leader", "count", n)
+		}
 		pc := controller.NewProvisionController(logger, client, opts.Name, prov,
 			controller.LeaderElection(false), // elected here, with a released Lease on shutdown
 			controller.MetricsPort(0),        // served by our own HTTP server

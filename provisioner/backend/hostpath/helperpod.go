@@ -8,6 +8,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -98,6 +99,33 @@ func (r *PodRunner) Pod(node, basePath string, op volumeop.Op) *v1.Pod {
 			}},
 		},
 	}
+}
+
+// helperSelector selects every helper pod in the namespace.
+const helperSelector = "app.kubernetes.io/name=dirpv," + LabelComponent + "=" + ComponentHelper
+
+// DeleteLeftovers deletes the helper pods a previous leader left behind (it crashed, or lost
+// its Lease, before deleting them), and returns how many. Call it when a term begins, before
+// this replica runs helpers of its own: only the leader runs them. A leftover still at work is
+// safe to stop, as every operation is idempotent and its volume's claim or PV is retried.
+func (r *PodRunner) DeleteLeftovers(ctx context.Context) (int, error) {
+	pods := r.Client.CoreV1().Pods(r.Namespace)
+	list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: helperSelector})
+	if err != nil {
+		return 0, fmt.Errorf("listing helper pods: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, p := range list.Items {
+		err := pods.Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		switch {
+		case err == nil:
+			n++
+		case !apierrors.IsNotFound(err):
+			errs = append(errs, fmt.Errorf("deleting helper pod %s: %w", p.Name, err))
+		}
+	}
+	return n, errors.Join(errs...)
 }
 
 // Run creates the helper pod, waits until it ends (or ctx does), returns its result and deletes it.

@@ -180,3 +180,37 @@ func TestRunRefusesBasePathOutsideRoot(t *testing.T) {
 		t.Fatalf("err %v, pods created %d", err, created.Load())
 	}
 }
+
+func TestDeleteLeftovers(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	r := &PodRunner{Namespace: "dirpv", Image: "img"}
+	leftover := r.Pod("node1", "/var/lib/dirpv", createOp)
+	leftover.Name = "dirpv-create-abcde"
+	elsewhere := leftover.DeepCopy()
+	elsewhere.Namespace = "team"
+	provisioner := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "dirpv-7d9f-x", Namespace: "dirpv",
+		Labels: map[string]string{"app.kubernetes.io/name": "dirpv", LabelComponent: "provisioner"}}}
+	r.Client = fake.NewClientset(leftover, elsewhere, provisioner)
+
+	n, err := r.DeleteLeftovers(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteLeftovers = %d, %v; want 1 deleted", n, err)
+	}
+	var left []string
+	for _, ns := range []string{"dirpv", "team"} {
+		pods, err := r.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods.Items {
+			left = append(left, p.Namespace+"/"+p.Name)
+		}
+	}
+	slices.Sort(left)
+	if want := []string{"dirpv/dirpv-7d9f-x", "team/dirpv-create-abcde"}; !slices.Equal(left, want) {
+		t.Errorf("pods left %v, want %v", left, want)
+	}
+	if n, err := r.DeleteLeftovers(ctx); err != nil || n != 0 {
+		t.Errorf("second DeleteLeftovers = %d, %v; want 0", n, err)
+	}
+}
