@@ -11,9 +11,11 @@ import (
 // Scrub removes every entry inside the volume directory path, keeping the directory itself (mode,
 // owner) and its marker, and records claimUID in the marker's Recycled field. claimUID is the
 // claim whose data is being scrubbed (the one the PV was released from). If the marker already
-// says Recycled == claimUID, Scrub does nothing and returns (false, nil): a retry after a crash
-// between scrub and unbind is safe, and a late or duplicated Scrub for the old claim never
-// erases data a newer claim has written since. Returns (true, nil) when it scrubbed.
+// says Recycled == claimUID, Scrub removes nothing: it returns (false, nil) if the directory is
+// still empty (a retry after a crash between scrub and unbind), and ErrWrittenSince if not, so
+// a late or duplicated Scrub for the old claim never erases data a newer claim has written
+// since, and the volume is never reported clean with data in it. Returns (true, nil) when it
+// scrubbed.
 //
 // The marker must exist and name pv, else ErrNotOwner and nothing is touched; a non-directory
 // at path is ErrNotOwner too. A missing directory is ErrMissing: it is never recreated, so a
@@ -72,6 +74,12 @@ func Scrub(root *os.Root, path, pv, claimUID string) (bool, error) {
 		return false, fmt.Errorf("scrub volume %q: it is not a directory (%v): %w", path, fi.Mode().Type(), ErrNotOwner)
 	}
 	if m.Recycled == claimUID {
+		// Already scrubbed for this claim. Entries there now were written since: by a newer
+		// claim (this is a late scrub) or behind Kubernetes' back. Neither may be erased, and
+		// the volume may not be offered as empty either.
+		if err := checkEmpty(root, path); err != nil {
+			return false, fmt.Errorf("scrub volume %q: already scrubbed for claim %s, but %w", path, claimUID, err)
+		}
 		return false, nil
 	}
 
@@ -138,6 +146,23 @@ func scrubDir(root *os.Root, path string, fi fs.FileInfo) error {
 	}
 	if err := dir.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("sync: %w", err)
+	}
+	return nil
+}
+
+// checkEmpty returns an ErrWrittenSince error naming an entry if the directory at path has any.
+func checkEmpty(root *os.Root, path string) error {
+	vol, err := root.OpenRoot(path)
+	if err != nil {
+		return err
+	}
+	defer vol.Close()
+	names, err := readNames(vol)
+	if err != nil {
+		return err
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("it holds %q (of %d entries): %w", names[0], len(names), ErrWrittenSince)
 	}
 	return nil
 }

@@ -229,8 +229,9 @@ func TestScrub(t *testing.T) {
 	}
 }
 
-// TestScrubOncePerClaim: a repeated Scrub for the claim already scrubbed must not erase
-// what the next claim wrote since; a Scrub for that next claim does.
+// TestScrubOncePerClaim: a repeated Scrub for the claim already scrubbed succeeds on a clean
+// volume, and must neither erase nor pass over what the next claim wrote since; a Scrub for
+// that next claim does erase it.
 func TestScrubOncePerClaim(t *testing.T) {
 	r, dir, _ := testRoot(t)
 	if err := Create(r, scrubOpts("v", "pv")); err != nil {
@@ -242,12 +243,17 @@ func TestScrubOncePerClaim(t *testing.T) {
 		t.Fatalf("Scrub(uid-1) = %v, %v", scrubbed, err)
 	}
 	assertNames(t, dir+"/v")
+	// A retry (a crash between scrub and unbind) finds it clean.
+	if scrubbed, err := Scrub(r, "v", "pv", "uid-1"); err != nil || scrubbed {
+		t.Fatalf("repeated Scrub(uid-1) = %v, %v; want false, nil", scrubbed, err)
+	}
 
 	// The next tenant writes; a late or duplicated scrub for the old claim comes in.
 	writeFile(t, dir+"/v/new-tenant/data", "new", 0o644)
 	for range 2 {
-		if scrubbed, err := Scrub(r, "v", "pv", "uid-1"); err != nil || scrubbed {
-			t.Fatalf("repeated Scrub(uid-1) = %v, %v; want false, nil", scrubbed, err)
+		scrubbed, err := Scrub(r, "v", "pv", "uid-1")
+		if !errors.Is(err, ErrWrittenSince) || scrubbed || !strings.Contains(err.Error(), `"new-tenant"`) {
+			t.Fatalf("late Scrub(uid-1) = %v, %v; want false, ErrWrittenSince naming new-tenant", scrubbed, err)
 		}
 	}
 	assertFile(t, dir+"/v/new-tenant/data", "new")

@@ -35,6 +35,8 @@ var (
 	ErrInvalidPath = errors.New("invalid volume path")
 	// ErrMissing: the volume directory does not exist (Scrub never recreates it).
 	ErrMissing = errors.New("volume directory is missing")
+	// ErrWrittenSince: Scrub found entries in a volume already scrubbed for the same claim.
+	ErrWrittenSince = errors.New("entries were written after the volume was scrubbed; not scrubbing them again, as they may be a newer claim's")
 )
 
 const (
