@@ -551,6 +551,25 @@ func testRecycle(t *testing.T) {
 	if got := bound(t, ns, "shared-again"); got.Name != npv.Name {
 		t.Errorf("the next nfs claim got PV %s, not the recycled %s", got.Name, npv.Name)
 	}
+
+	// Deleting a recycling PV reclaims its directory by the class's onDelete, though its
+	// Kubernetes policy is Retain: a bound one once its claim goes, a pool one at once.
+	ctx := context.Background()
+	if err := client.CoreV1().PersistentVolumes().Delete(ctx, npv.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deleteClaim(t, ns, "shared-again")
+	pvGone(t, npv.Name)
+	waitGone(t, ndir)
+
+	deletePod(t, ns, "second-app")
+	deleteClaim(t, ns, "second")
+	pvPhase(t, pv.Name, v1.VolumeAvailable)
+	if err := client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pvGone(t, pv.Name)
+	waitGone(t, dir)
 }
 
 // classPVs lists the PVs of a class.

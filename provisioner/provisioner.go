@@ -134,15 +134,17 @@ func buildPV(opts controller.ProvisionOptions, vol backend.Volume) *v1.Persisten
 		mountOptions = sc.MountOptions
 	}
 	var labels map[string]string
+	var finalizers []string
 	if vol.Recycle {
 		// dirpv recycles the volume itself; Retain keeps kube-controller-manager's in-tree
 		// recycler, which would race it, away.
 		policy = v1.PersistentVolumeReclaimRetain
 		labels = map[string]string{backend.LabelReclaim: backend.LabelRecycle}
+		finalizers = []string{backend.FinalizerReclaim}
 	}
 	source, affinity := vol.Source()
 	return &v1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName, Annotations: vol.Annotations(), Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName, Annotations: vol.Annotations(), Labels: labels, Finalizers: finalizers},
 		Spec: v1.PersistentVolumeSpec{
 			PersistentVolumeReclaimPolicy: policy,
 			AccessModes:                   claim.Spec.AccessModes,
@@ -161,16 +163,9 @@ func ptrTo[T any](v T) *T { return &v }
 // after checking that record against the PV's source and this process's configured roots.
 func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error {
 	logger := klog.FromContext(ctx).WithValues("PV", klog.KObj(pv))
-	vol, err := backend.FromPV(pv)
+	vol, b, err := p.locate(pv)
 	if err != nil {
-		return fmt.Errorf("refusing to reclaim: %w; nothing on disk was touched", err)
-	}
-	b := p.Backends[vol.Backend]
-	if b == nil {
-		return fmt.Errorf("refusing to reclaim: backend %s is not enabled in this provisioner; nothing on disk was touched", vol.Backend)
-	}
-	if err := b.Allowed(vol); err != nil {
-		return fmt.Errorf("refusing to reclaim: %w; nothing on disk was touched", err)
+		return fmt.Errorf("refusing to reclaim: %w; %w", err, ErrRefused)
 	}
 	op := volumeop.Op{Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}}
 	switch vol.OnDelete {
@@ -194,6 +189,46 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 	}
 	logger.V(2).Info("Volume reclaimed", "volume", vol.String(), "action", vol.OnDelete)
 	return nil
+}
+
+// ErrRefused marks a PV whose recorded directory dirpv will not touch: its annotations are
+// invalid or point outside the configured roots. Only an edit of the PV can change that.
+var ErrRefused = errors.New("nothing on disk was touched")
+
+// Scrub empties the directory of a released recycling PV for its next claim; claimUID is the
+// claim it was released from (see volumefs.Scrub). It reports whether it removed anything.
+// A PV whose recorded location is refused gets ErrRefused; a node that is gone, backend.ErrNodeGone.
+func (p *Provisioner) Scrub(ctx context.Context, pv *v1.PersistentVolume, claimUID string) (bool, error) {
+	vol, b, err := p.locate(pv)
+	if err != nil {
+		return false, fmt.Errorf("refusing to recycle: %w; %w", err, ErrRefused)
+	}
+	op := volumeop.Op{Kind: volumeop.Scrub, Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name, ClaimUID: claimUID}}
+	res, err := p.run(ctx, b, vol, op)
+	if errors.Is(err, backend.ErrNodeGone) {
+		return false, fmt.Errorf("node %s no longer exists: %w", vol.Node, err)
+	}
+	if err != nil {
+		return false, fmt.Errorf("scrubbing %s: %w", vol, err)
+	}
+	return res.Scrubbed, nil
+}
+
+// locate reads the volume a PV records and checks it against this provisioner's backends and
+// roots: forged or foreign annotations are refused before anything touches a disk.
+func (p *Provisioner) locate(pv *v1.PersistentVolume) (backend.Volume, backend.Backend, error) {
+	vol, err := backend.FromPV(pv)
+	if err != nil {
+		return vol, nil, err
+	}
+	b := p.Backends[vol.Backend]
+	if b == nil {
+		return vol, nil, fmt.Errorf("backend %s is not enabled in this provisioner", vol.Backend)
+	}
+	if err := b.Allowed(vol); err != nil {
+		return vol, nil, err
+	}
+	return vol, b, nil
 }
 
 // run performs op and records its metrics.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -188,16 +189,66 @@ func TestProvisionRecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain ||
-		pv.Annotations[backend.AnnReclaim] != "Recycle" || pv.Labels[backend.LabelReclaim] != "recycle" {
-		t.Fatalf("policy %q annotations %v labels %v", pv.Spec.PersistentVolumeReclaimPolicy, pv.Annotations, pv.Labels)
+		pv.Annotations[backend.AnnReclaim] != "Recycle" || pv.Labels[backend.LabelReclaim] != "recycle" ||
+		!slices.Equal(pv.Finalizers, []string{backend.FinalizerReclaim}) {
+		t.Fatalf("policy %q annotations %v labels %v finalizers %v", pv.Spec.PersistentVolumeReclaimPolicy, pv.Annotations, pv.Labels, pv.Finalizers)
 	}
 	vol, err := backend.FromPV(pv)
 	if err != nil || !vol.Recycle {
 		t.Fatalf("FromPV: %+v %v", vol, err)
 	}
 	plain, _, _ := p.Provision(ctx, opts(nfsClass(nil), claim(), nil))
-	if _, ok := plain.Annotations[backend.AnnReclaim]; ok || plain.Labels != nil {
-		t.Errorf("a plain volume is marked for recycling: %v %v", plain.Annotations, plain.Labels)
+	if _, ok := plain.Annotations[backend.AnnReclaim]; ok || plain.Labels != nil || plain.Finalizers != nil {
+		t.Errorf("a plain volume is marked for recycling: %v %v %v", plain.Annotations, plain.Labels, plain.Finalizers)
+	}
+}
+
+func TestScrub(t *testing.T) {
+	tests := []struct {
+		name      string
+		forge     func(pv *v1.PersistentVolume)
+		runErr    error
+		wantErr   error
+		wantInErr string
+	}{
+		{name: "scrubbed"},
+		{name: "failure reported", runErr: errors.New("device or resource busy"), wantInErr: "scrubbing 10.0.0.5:/exports/team-data-pvc-1234: device or resource busy"},
+		{name: "node gone", runErr: backend.ErrNodeGone, wantErr: backend.ErrNodeGone},
+		{name: "forged path refused", forge: func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnPath] = "../etc"
+			pv.Spec.NFS.Path = "/etc"
+		}, wantErr: ErrRefused, wantInErr: "refusing to recycle: annotation dirpv.io/path"},
+		{name: "export not served refused", forge: func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnShare] = "/"
+			pv.Spec.NFS.Path = "/team-data-pvc-1234"
+		}, wantErr: ErrRefused, wantInErr: "not mounted"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			p, fn, _, _ := newTest(t, t.TempDir(), "")
+			pv := provisioned(t, p, nfsClass(map[string]string{"recycle": "true"}), nil)
+			if tt.forge != nil {
+				tt.forge(pv)
+			}
+			fn.ops = nil
+			fn.run = func(volumeop.Op) (volumeop.Result, error) { return volumeop.Result{Scrubbed: true}, tt.runErr }
+			scrubbed, err := p.Scrub(ctx, pv, "old-uid")
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) || tt.wantInErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantInErr)) ||
+				tt.wantErr == nil && tt.wantInErr == "" && (err != nil || !scrubbed) {
+				t.Fatalf("Scrub = %v, %v; want %v containing %q", scrubbed, err, tt.wantErr, tt.wantInErr)
+			}
+			if errors.Is(tt.wantErr, ErrRefused) {
+				if len(fn.ops) != 0 {
+					t.Errorf("refused PV still touched disk: %+v", fn.ops)
+				}
+				return
+			}
+			if len(fn.ops) != 1 || fn.ops[0].Kind != volumeop.Scrub || fn.ops[0].Path != "team-data-pvc-1234" ||
+				fn.ops[0].Owner.PV != "pvc-1234" || fn.ops[0].Owner.ClaimUID != "old-uid" {
+				t.Errorf("ops %+v", fn.ops)
+			}
+		})
 	}
 }
 

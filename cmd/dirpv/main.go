@@ -141,7 +141,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.LabelSelector = backend.LabelReclaim + "=" + backend.LabelRecycle
 		}))
-		rc, err := recycle.New(client, opts.Name, prov.Backends, recorder, ownMetrics.RecycleResult, factory.Core().V1().PersistentVolumes())
+		rc, err := recycle.New(client, opts.Name, prov, recorder, ownMetrics.RecycleResult, factory.Core().V1().PersistentVolumes())
 		if err != nil {
 			logger.Error(err, "Recycle controller not started")
 			pc.Run(ctx)

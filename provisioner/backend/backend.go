@@ -32,6 +32,9 @@ const (
 	// ReclaimRecycle is AnnReclaim's value; LabelRecycle is LabelReclaim's.
 	ReclaimRecycle = "Recycle"
 	LabelRecycle   = "recycle"
+	// FinalizerReclaim is on recycling PVs: deleting one reclaims its directory by its onDelete
+	// first, as their Kubernetes policy, Retain, would leave it behind.
+	FinalizerReclaim = "dirpv.io/reclaim-directory"
 )
 
 // ErrNodeGone means the node holding a hostPath volume no longer exists.

@@ -3,14 +3,17 @@
 // so the next claim of its class that fits binds to it instead of getting a new volume.
 //
 // Such volumes carry the Kubernetes policy Retain, so kube-controller-manager's own recycler never
-// touches them, and the annotation dirpv.io/reclaim: Recycle, which this controller acts on. It
-// runs on the leader only.
+// touches them, and the annotation dirpv.io/reclaim: Recycle, which this controller acts on. As
+// Retain would leave the directory of a deleted PV behind, they also carry dirpv's finalizer: a
+// deleted recycling PV is reclaimed by its onDelete like any other once it is no longer bound.
+// The controller runs on the leader only.
 package recycle
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,10 +29,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
+	"dirpv.io/dirpv/provisioner"
 	"dirpv.io/dirpv/provisioner/backend"
-	"dirpv.io/dirpv/provisioner/config"
-	"dirpv.io/dirpv/provisioner/volumefs"
-	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
 // Event reasons, on the PV.
@@ -38,6 +39,9 @@ const (
 	ReasonVolumeRecycled = "VolumeRecycled"
 	// ReasonVolumeFailedRecycle: the volume stays Released; the message says why.
 	ReasonVolumeFailedRecycle = "VolumeFailedRecycle"
+	// ReasonVolumeFailedDelete: a deleted recycling PV's directory could not be reclaimed; the
+	// PV stays until it can (the library's reason for the same failure).
+	ReasonVolumeFailedDelete = "VolumeFailedDelete"
 )
 
 const (
@@ -45,11 +49,19 @@ const (
 	annBoundByController = "pv.kubernetes.io/bound-by-controller"
 )
 
+// Volumes does the work on disk; *provisioner.Provisioner is one.
+type Volumes interface {
+	// Scrub empties a released PV's directory for the next claim (see provisioner.Scrub).
+	Scrub(ctx context.Context, pv *v1.PersistentVolume, claimUID string) (bool, error)
+	// Delete reclaims a PV's directory by its onDelete.
+	Delete(ctx context.Context, pv *v1.PersistentVolume) error
+}
+
 // Controller recycles released volumes.
 type Controller struct {
 	client   kubernetes.Interface
 	name     string
-	backends map[config.Backend]backend.Backend
+	volumes  Volumes
 	recorder record.EventRecorder
 	results  ResultCounter
 	pvs      corelisters.PersistentVolumeLister
@@ -61,10 +73,10 @@ type Controller struct {
 type ResultCounter func(result string)
 
 // New returns a controller for the volumes of provisioner name that informer sees.
-func New(client kubernetes.Interface, name string, backends map[config.Backend]backend.Backend, recorder record.EventRecorder,
+func New(client kubernetes.Interface, name string, volumes Volumes, recorder record.EventRecorder,
 	results ResultCounter, informer coreinformers.PersistentVolumeInformer) (*Controller, error) {
 	c := &Controller{
-		client: client, name: name, backends: backends, recorder: recorder, results: results,
+		client: client, name: name, volumes: volumes, recorder: recorder, results: results,
 		pvs: informer.Lister(), synced: informer.Informer().HasSynced,
 		// A failed scrub is retried with backoff: from a second up to five minutes.
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -79,8 +91,10 @@ func New(client kubernetes.Interface, name string, backends map[config.Backend]b
 }
 
 func (c *Controller) enqueue(obj any) {
-	if pv, ok := obj.(*v1.PersistentVolume); ok && c.skip(pv) == "" {
-		c.queue.Add(pv.Name)
+	if pv, ok := obj.(*v1.PersistentVolume); ok {
+		if a, _ := c.decide(pv); a != none {
+			c.queue.Add(pv.Name)
+		}
 	}
 }
 
@@ -115,7 +129,7 @@ func (c *Controller) next(ctx context.Context) bool {
 	}
 	defer c.queue.Done(name)
 	if err := c.sync(ctx, name); err != nil {
-		klog.FromContext(ctx).Error(err, "Recycling failed; retrying with backoff", "PV", name)
+		klog.FromContext(ctx).Error(err, "Recycle controller: retrying with backoff", "PV", name)
 		c.queue.AddRateLimited(name)
 		return true
 	}
@@ -123,31 +137,52 @@ func (c *Controller) next(ctx context.Context) bool {
 	return true
 }
 
-// skip returns why pv is not a volume to recycle now, or "".
-func (c *Controller) skip(pv *v1.PersistentVolume) string {
+// action is what sync does with a PV.
+type action string
+
+const (
+	none    action = "none"
+	protect action = "add finalizer"    // a PV from before dirpv had it
+	recycle action = "recycle"          // scrub the released volume and unbind it
+	reclaim action = "reclaim"          // the PV is being deleted: its onDelete, then drop the finalizer
+	release action = "remove finalizer" // someone changed the policy: dirpv stands back
+)
+
+// decide returns what to do with pv, and why.
+func (c *Controller) decide(pv *v1.PersistentVolume) (action, string) {
+	protected := slices.Contains(pv.Finalizers, backend.FinalizerReclaim)
 	switch {
 	case pv.Annotations[annProvisionedBy] != c.name:
-		return "not provisioned by " + c.name
-	case pv.Annotations[backend.AnnReclaim] != backend.ReclaimRecycle:
-		return "not a recycling volume"
-	case pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain:
-		// Someone changed the policy: Delete is the provisioner's, Recycle is Kubernetes' own.
-		return "reclaim policy changed to " + string(pv.Spec.PersistentVolumeReclaimPolicy)
+		return none, "not provisioned by " + c.name
+	case pv.Annotations[backend.AnnReclaim] != backend.ReclaimRecycle || pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain:
+		// Delete is the provisioner's to act on, Recycle Kubernetes' own.
+		if protected {
+			return release, "no longer a recycling volume: reclaim policy " + string(pv.Spec.PersistentVolumeReclaimPolicy)
+		}
+		return none, "not a recycling volume"
+	case pv.DeletionTimestamp != nil && !protected:
+		return none, "being deleted"
+	case pv.DeletionTimestamp != nil && pv.Status.Phase == v1.VolumeBound:
+		return none, "being deleted, still bound"
 	case pv.DeletionTimestamp != nil:
-		return "being deleted"
+		return reclaim, "deleted"
+	case !protected:
+		return protect, "finalizer missing"
 	case pv.Status.Phase != v1.VolumeReleased:
-		return "not Released"
+		return none, "not Released"
 	case pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.UID == "":
-		return "no claim to release"
+		return none, "no claim to release"
 	}
-	return ""
+	return recycle, "released"
 }
 
-// sync recycles one volume if it is Released. Its decisions rest on a fresh read, not the cache:
-// erasing data on a stale view could erase the next claim's.
+// sync acts on one volume. Its decisions rest on a fresh read, not the cache: erasing data on a
+// stale view could erase the next claim's.
 func (c *Controller) sync(ctx context.Context, name string) error {
 	logger := klog.FromContext(ctx).WithValues("PV", name)
-	if cached, err := c.pvs.Get(name); err != nil || c.skip(cached) != "" {
+	if cached, err := c.pvs.Get(name); err != nil {
+		return nil
+	} else if a, _ := c.decide(cached); a == none {
 		return nil
 	}
 	pv, err := c.client.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
@@ -156,10 +191,39 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 	} else if err != nil {
 		return err
 	}
-	if why := c.skip(pv); why != "" {
-		logger.V(4).Info("Not recycling", "reason", why)
-		return nil
+	a, why := c.decide(pv)
+	logger.V(4).Info("Recycle controller", "action", string(a), "reason", why)
+	switch a {
+	case protect:
+		pv.Finalizers = append(pv.Finalizers, backend.FinalizerReclaim)
+		return c.update(ctx, pv, "adding finalizer")
+	case release:
+		pv.Finalizers = slices.DeleteFunc(pv.Finalizers, func(f string) bool { return f == backend.FinalizerReclaim })
+		return c.update(ctx, pv, "removing finalizer")
+	case reclaim:
+		return c.reclaim(ctx, pv)
+	case recycle:
+		return c.recycle(ctx, pv)
 	}
+	return nil
+}
+
+// reclaim runs the onDelete of a deleted recycling PV, then lets the deletion finish.
+func (c *Controller) reclaim(ctx context.Context, pv *v1.PersistentVolume) error {
+	if err := c.volumes.Delete(ctx, pv); err != nil {
+		c.recorder.Event(pv, v1.EventTypeWarning, ReasonVolumeFailedDelete, err.Error())
+		if errors.Is(err, provisioner.ErrRefused) {
+			return nil // only an edit of the PV can change this, and that requeues it
+		}
+		return err
+	}
+	pv.Finalizers = slices.DeleteFunc(pv.Finalizers, func(f string) bool { return f == backend.FinalizerReclaim })
+	return c.update(ctx, pv, "removing finalizer")
+}
+
+// recycle scrubs a released volume whose claim is gone, then unbinds it.
+func (c *Controller) recycle(ctx context.Context, pv *v1.PersistentVolume) error {
+	logger := klog.FromContext(ctx).WithValues("PV", pv.Name)
 	ref := pv.Spec.ClaimRef
 	claim, err := c.client.CoreV1().PersistentVolumeClaims(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	switch {
@@ -170,44 +234,34 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 		return err
 	}
 
-	vol, err := backend.FromPV(pv)
-	b := c.backends[vol.Backend]
-	if err == nil && b == nil {
-		err = fmt.Errorf("backend %s is not enabled in this provisioner", vol.Backend)
-	}
-	if err == nil {
-		err = b.Allowed(vol)
-	}
+	scrubbed, err := c.volumes.Scrub(ctx, pv, string(ref.UID))
 	if err != nil {
-		// Not retried: only an edit of the PV can change this, and that requeues it.
-		c.fail(pv, fmt.Errorf("refusing to recycle: %w; nothing on disk was touched", err))
-		return nil
-	}
-	op := volumeop.Op{Kind: volumeop.Scrub, Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name, ClaimUID: string(ref.UID)}}
-	res, err := b.Run(ctx, vol, op)
-	if errors.Is(err, backend.ErrNodeGone) {
-		c.fail(pv, fmt.Errorf("node %s no longer exists: %w", vol.Node, err))
-		return nil
-	}
-	if err != nil {
-		c.fail(pv, fmt.Errorf("scrubbing %s: %w", vol, err))
+		c.results("error")
+		c.recorder.Event(pv, v1.EventTypeWarning, ReasonVolumeFailedRecycle, err.Error())
+		if errors.Is(err, provisioner.ErrRefused) || errors.Is(err, backend.ErrNodeGone) {
+			return nil // not retried: only an edit of the PV can change this, and that requeues it
+		}
 		return err
 	}
-	logger.V(2).Info("Volume scrubbed", "volume", vol.String(), "claimUID", ref.UID, "alreadyScrubbed", !res.Scrubbed)
+	logger.V(2).Info("Volume scrubbed", "claimUID", ref.UID, "alreadyScrubbed", !scrubbed)
 
 	// Unbind with the resourceVersion read above: if anything changed meanwhile the update
 	// fails, and the next round starts from a fresh read (the scrub is then a no-op).
 	pv.Spec.ClaimRef = nil
 	delete(pv.Annotations, annBoundByController)
-	if _, err := c.client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("unbinding recycled PV: %w", err)
+	if err := c.update(ctx, pv, "unbinding recycled PV"); err != nil {
+		return err
 	}
 	c.results("success")
+	vol, _ := backend.FromPV(pv) // valid: Scrub checked it
 	c.recorder.Eventf(pv, v1.EventTypeNormal, ReasonVolumeRecycled, "Directory %s scrubbed; the volume is Available for the next claim", vol)
 	return nil
 }
 
-func (c *Controller) fail(pv *v1.PersistentVolume, err error) {
-	c.results("error")
-	c.recorder.Event(pv, v1.EventTypeWarning, ReasonVolumeFailedRecycle, err.Error())
+// update writes pv back with the resourceVersion it was read with.
+func (c *Controller) update(ctx context.Context, pv *v1.PersistentVolume, what string) error {
+	if _, err := c.client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }

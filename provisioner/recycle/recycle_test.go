@@ -3,6 +3,7 @@ package recycle
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
+	"dirpv.io/dirpv/provisioner"
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/volumeop"
@@ -45,7 +47,11 @@ func (f *fakeBackend) Allowed(v backend.Volume) error {
 }
 func (f *fakeBackend) Run(_ context.Context, _ backend.Volume, op volumeop.Op) (volumeop.Result, error) {
 	f.ops = append(f.ops, op)
-	return volumeop.Result{Scrubbed: true}, f.err
+	res := volumeop.Result{Scrubbed: op.Kind == volumeop.Scrub}
+	if op.Kind == volumeop.Archive {
+		res.Archive = "archived-" + op.Path
+	}
+	return res, f.err
 }
 
 // releasedPV is a recycling volume released from claim ns/data with UID old-uid.
@@ -56,7 +62,8 @@ func releasedPV(mutate ...func(*v1.PersistentVolume)) *v1.PersistentVolume {
 	ann["pv.kubernetes.io/provisioned-by"] = name
 	ann["pv.kubernetes.io/bound-by-controller"] = "yes"
 	pv := &v1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: "pvc-old", Annotations: ann, Labels: map[string]string{backend.LabelReclaim: backend.LabelRecycle}, ResourceVersion: "7"},
+		ObjectMeta: metav1.ObjectMeta{Name: "pvc-old", Annotations: ann, Labels: map[string]string{backend.LabelReclaim: backend.LabelRecycle},
+			Finalizers: []string{backend.FinalizerReclaim}, ResourceVersion: "7"},
 		Spec: v1.PersistentVolumeSpec{
 			PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRetain,
 			PersistentVolumeSource:        source,
@@ -87,8 +94,9 @@ func newFixture(t *testing.T, ctx context.Context, objs ...runtime.Object) *fixt
 	f := &fixture{client: fake.NewClientset(objs...), be: &fakeBackend{}, rec: record.NewFakeRecorder(10), counts: map[string]int{}}
 	factory := informers.NewSharedInformerFactory(f.client, 0)
 	var err error
-	f.ctrl, err = New(f.client, name, map[config.Backend]backend.Backend{config.BackendNFS: f.be}, f.rec,
-		func(r string) { f.counts[r]++ }, factory.Core().V1().PersistentVolumes())
+	// The real provisioner checks each PV's record and runs the operations on the fake backend.
+	prov := &provisioner.Provisioner{Backends: map[config.Backend]backend.Backend{config.BackendNFS: f.be}, Recorder: f.rec, Now: time.Now}
+	f.ctrl, err = New(f.client, name, prov, f.rec, func(r string) { f.counts[r]++ }, factory.Core().V1().PersistentVolumes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +200,78 @@ func TestSync(t *testing.T) {
 				if tt.pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef == nil {
 					t.Error("unbound a volume that was not recycled")
 				}
+			}
+			if e := f.event(); !strings.HasPrefix(e, tt.wantEvent) || (tt.wantEvent == "") != (e == "") {
+				t.Errorf("event %q, want %q", e, tt.wantEvent)
+			}
+		})
+	}
+}
+
+// TestFinalizer: recycling PVs carry dirpv's finalizer, so that deleting one reclaims its
+// directory by its onDelete (its Kubernetes policy, Retain, would leave it behind).
+func TestFinalizer(t *testing.T) {
+	deleting := func(phase v1.PersistentVolumePhase) func(*v1.PersistentVolume) {
+		return func(pv *v1.PersistentVolume) {
+			pv.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+			pv.Status.Phase = phase
+			if phase == v1.VolumeAvailable {
+				pv.Spec.ClaimRef = nil
+			}
+		}
+	}
+	tests := []struct {
+		name          string
+		pv            *v1.PersistentVolume
+		runErr        error
+		wantOp        volumeop.Kind
+		wantFinalizer bool
+		wantErr       bool
+		wantEvent     string
+	}{
+		{name: "added to a PV that lacks it", pv: releasedPV(func(pv *v1.PersistentVolume) {
+			pv.Finalizers, pv.Status.Phase = nil, v1.VolumeBound
+		}), wantFinalizer: true},
+		{name: "deleted while bound: waits", pv: releasedPV(deleting(v1.VolumeBound)), wantFinalizer: true},
+		{name: "deleted, released: reclaimed", pv: releasedPV(deleting(v1.VolumeReleased)), wantOp: volumeop.Delete},
+		{name: "deleted, available: reclaimed", pv: releasedPV(deleting(v1.VolumeAvailable)), wantOp: volumeop.Delete},
+		{name: "deleted, onDelete archive", pv: releasedPV(deleting(v1.VolumeAvailable), func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnOnDelete] = string(config.OnDeleteArchive)
+		}), wantOp: volumeop.Archive, wantEvent: "Normal VolumeArchived"},
+		{name: "reclaim fails: kept, retried", pv: releasedPV(deleting(v1.VolumeReleased)), runErr: errors.New("device or resource busy"),
+			wantOp: volumeop.Delete, wantFinalizer: true, wantErr: true, wantEvent: "Warning VolumeFailedDelete device or resource busy"},
+		{name: "forged: refused, kept", pv: releasedPV(deleting(v1.VolumeReleased), func(pv *v1.PersistentVolume) {
+			pv.Annotations[backend.AnnPath] = "../etc"
+			pv.Spec.NFS.Path = "/etc"
+		}), wantFinalizer: true, wantEvent: "Warning VolumeFailedDelete refusing to reclaim: annotation dirpv.io/path"},
+		{name: "policy changed to Delete: released to the provisioner", pv: releasedPV(func(pv *v1.PersistentVolume) {
+			pv.Spec.PersistentVolumeReclaimPolicy = v1.PersistentVolumeReclaimDelete
+		})},
+		{name: "another provisioner's: untouched", pv: releasedPV(deleting(v1.VolumeReleased), func(pv *v1.PersistentVolume) {
+			pv.Annotations["pv.kubernetes.io/provisioned-by"] = "other"
+		}), wantFinalizer: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			f := newFixture(t, ctx, tt.pv)
+			f.be.err = tt.runErr
+			if err := f.ctrl.sync(ctx, "pvc-old"); (err != nil) != tt.wantErr {
+				t.Fatalf("sync: %v", err)
+			}
+			var kinds []volumeop.Kind
+			for _, op := range f.be.ops {
+				kinds = append(kinds, op.Kind)
+			}
+			if want := []volumeop.Kind{tt.wantOp}; tt.wantOp == "" && len(kinds) != 0 || tt.wantOp != "" && !slices.Equal(kinds, want) {
+				t.Errorf("operations %v, want %q", kinds, tt.wantOp)
+			}
+			pv := f.pv(t)
+			if got := slices.Contains(pv.Finalizers, backend.FinalizerReclaim); got != tt.wantFinalizer {
+				t.Errorf("finalizers %v, want ours: %v", pv.Finalizers, tt.wantFinalizer)
+			}
+			if (pv.Spec.ClaimRef == nil) != (tt.pv.Spec.ClaimRef == nil) {
+				t.Errorf("claimRef changed to %+v", pv.Spec.ClaimRef)
 			}
 			if e := f.event(); !strings.HasPrefix(e, tt.wantEvent) || (tt.wantEvent == "") != (e == "") {
 				t.Errorf("event %q, want %q", e, tt.wantEvent)
