@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -130,31 +131,28 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		} else if n > 0 {
 			logger.Info("Deleted helper pods left by a previous leader", "count", n)
 		}
+		// One PV cache per term, shared by the provisioning and the recycle controller.
+		factory := informers.NewSharedInformerFactory(client, controller.DefaultResyncPeriod)
+		pvs := factory.Core().V1().PersistentVolumes()
 		pc := controller.NewProvisionController(logger, client, opts.Name, prov,
 			controller.LeaderElection(false), // elected here, with a released Lease on shutdown
 			controller.MetricsPort(0),        // served by our own HTTP server
 			controller.MetricsInstance(libMetrics),
 			controller.Threadiness(opts.Workers),
 			controller.AddFinalizer(true),
+			controller.VolumesInformer(pvs.Informer()),
 		)
-		// Recycling watches only volumes labelled for it; the annotation decides.
-		factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = backend.LabelReclaim + "=" + backend.LabelRecycle
-		}))
-		rc, err := recycle.New(client, opts.Name, prov, recorder, ownMetrics.RecycleResult, factory.Core().V1().PersistentVolumes())
+		rc, err := recycle.New(client, opts.Name, prov, recorder, ownMetrics.RecycleResult, pvs)
 		if err != nil {
 			logger.Error(err, "Recycle controller not started")
-			pc.Run(ctx)
-			return
 		}
 		factory.Start(ctx.Done())
-		recycling := make(chan struct{})
-		go func() {
-			defer close(recycling)
-			rc.Run(ctx, opts.Workers)
-		}()
+		var recycling sync.WaitGroup
+		if rc != nil {
+			recycling.Go(func() { rc.Run(ctx, opts.Workers) })
+		}
 		pc.Run(ctx)
-		<-recycling
+		recycling.Wait()
 		factory.Shutdown()
 	}
 

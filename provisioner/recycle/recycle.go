@@ -72,7 +72,8 @@ type Controller struct {
 // ResultCounter counts recycles by result ("success" or "error").
 type ResultCounter func(result string)
 
-// New returns a controller for the volumes of provisioner name that informer sees.
+// New returns a controller for the volumes of provisioner name that informer sees (all PVs: it
+// picks dirpv's recycling ones itself, so the provisioning controller can share the cache).
 func New(client kubernetes.Interface, name string, volumes Volumes, recorder record.EventRecorder,
 	results ResultCounter, informer coreinformers.PersistentVolumeInformer) (*Controller, error) {
 	c := &Controller{
@@ -83,11 +84,13 @@ func New(client kubernetes.Interface, name string, volumes Volumes, recorder rec
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "recycle"}),
 	}
-	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueue,
 		UpdateFunc: func(_, obj any) { c.enqueue(obj) },
-	})
-	return c, err
+	}); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 func (c *Controller) enqueue(obj any) {
