@@ -107,10 +107,15 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "dirpv"})
 
+	nfsBackend := &nfs.Backend{Exports: opts.NFSExports, Timeout: opts.OperationTimeout}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "dirpv", Name: "nfs_operations_blocked",
+		Help: "Operations on NFS exports still blocked past their deadline (a hung server).",
+	}, func() float64 { return float64(nfsBackend.Stalls.Count()) }))
 	helper := &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy}
 	prov := &provisioner.Provisioner{
 		Backends: map[config.Backend]backend.Backend{
-			config.BackendNFS: &nfs.Backend{Exports: opts.NFSExports, Timeout: opts.OperationTimeout},
+			config.BackendNFS: nfsBackend,
 			config.BackendHostPath: &hostpath.Backend{
 				Client: client, Root: opts.HostPathRoot, LocalRoot: opts.LocalRoot, LocalNode: opts.NodeName,
 				Timeout: opts.OperationTimeout,
@@ -159,7 +164,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	elector := newElector(opts, client, recorder)
 	serveErr := make(chan error, 1)
 	if opts.HTTPAddress != "" {
-		go func() { serveErr <- serve(ctx, opts.HTTPAddress, reg, elector) }()
+		go func() { serveErr <- serve(ctx, opts.HTTPAddress, reg, elector, nfsBackend.Stalls.Err) }()
 	}
 	if opts.LeaderElect {
 		err = elector.run(ctx, runController)

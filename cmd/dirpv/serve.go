@@ -13,8 +13,8 @@ import (
 )
 
 // serve answers /healthz, /readyz and /metrics on addr until ctx ends.
-func serve(ctx context.Context, addr string, reg *prometheus.Registry, e *elector) error {
-	srv := &http.Server{Addr: addr, Handler: handler(reg, e), ReadHeaderTimeout: 10 * time.Second}
+func serve(ctx context.Context, addr string, reg *prometheus.Registry, e *elector, blocked func() error) error {
+	srv := &http.Server{Addr: addr, Handler: handler(reg, e, blocked), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -29,8 +29,10 @@ func serve(ctx context.Context, addr string, reg *prometheus.Registry, e *electo
 }
 
 // handler serves the probes and metrics: /healthz fails when this replica leads but has not
-// renewed its Lease in time; /readyz tells whether it leads or stands by.
-func handler(reg *prometheus.Registry, e *elector) http.Handler {
+// renewed its Lease in time; /readyz tells whether it leads or stands by, and fails while
+// blocked reports operations stuck on a hung NFS export (a restart would not cure that, so it
+// is not a liveness failure).
+func handler(reg *prometheus.Registry, e *elector, blocked func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -41,6 +43,10 @@ func handler(reg *prometheus.Registry, e *elector) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := blocked(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		role := "standby"
 		if e.isLeader() {
 			role = "leader"

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +35,13 @@ func TestHandler(t *testing.T) {
 	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 5 * time.Second} // no renewal during the test
 	e := newElector(opts, fake.NewClientset(), record.NewFakeRecorder(10))
-	srv := httptest.NewServer(handler(reg, e))
+	var blocked atomic.Pointer[error] // what the NFS backend's Stalls.Err would say
+	srv := httptest.NewServer(handler(reg, e, func() error {
+		if p := blocked.Load(); p != nil {
+			return *p
+		}
+		return nil
+	}))
 	defer srv.Close()
 
 	if code, body := get(t, srv, "/readyz"); code != 200 || body != "ok: standby\n" {
@@ -53,6 +61,16 @@ func TestHandler(t *testing.T) {
 	if code, body := get(t, srv, "/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
+	// A hung NFS export makes the leader not ready, naming it; it stays live.
+	hung := errors.New("operations blocked: NFS export srv:/data: delete ns-data has been blocked for 3m0s past its deadline")
+	blocked.Store(&hung)
+	if code, body := get(t, srv, "/readyz"); code != 503 || !strings.Contains(body, "NFS export srv:/data") {
+		t.Errorf("/readyz with a hung export: %d %q", code, body)
+	}
+	if code, _ := get(t, srv, "/healthz"); code != 200 {
+		t.Errorf("/healthz with a hung export: %d", code)
+	}
+	blocked.Store(nil)
 	// A leader whose renewals stopped must fail its liveness probe.
 	e.lock.last.Store(time.Now().Add(-time.Minute).UnixNano())
 	if code, body := get(t, srv, "/healthz"); code != 500 || !strings.Contains(body, "last renewed") {

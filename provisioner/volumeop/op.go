@@ -70,21 +70,34 @@ func Apply(root *os.Root, op Op) (Result, error) {
 
 // RunLocal performs op in the directory dir/sub, creating sub if needed, without following
 // symlinks out of dir. It gives up waiting when ctx ends: a call blocked on a hung mount cannot be
-// interrupted, but the caller is not held hostage by it.
+// interrupted, but the caller is not held hostage by it (Stalls also keeps track of such calls).
 func RunLocal(ctx context.Context, dir, sub string, op Op) (Result, error) {
+	return runLocal(ctx, dir, op, func() (Result, error) { return runIn(dir, sub, op) }, nil)
+}
+
+// runLocal runs run on its own goroutine and waits for it until ctx ends. If ctx ends first and
+// onStall is set, onStall is called and the function it returns is called once run returns.
+func runLocal(ctx context.Context, dir string, op Op, run func() (Result, error), onStall func() func()) (Result, error) {
 	type outcome struct {
 		res Result
 		err error
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		res, err := runIn(dir, sub, op)
+		res, err := run()
 		done <- outcome{res, err}
 	}()
 	select {
 	case o := <-done:
 		return o.res, o.err
 	case <-ctx.Done():
+		if onStall != nil {
+			returned := onStall()
+			go func() {
+				<-done
+				returned()
+			}()
+		}
 		return Result{}, fmt.Errorf("%s %s in %s: %w", op.Kind, op.Path, dir, context.Cause(ctx))
 	}
 }

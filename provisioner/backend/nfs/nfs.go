@@ -19,6 +19,9 @@ import (
 type Backend struct {
 	Exports config.NFSExports
 	Timeout time.Duration
+	// Stalls tracks operations blocked past Timeout on a hung export; while one is, the export
+	// takes no new operations.
+	Stalls volumeop.Stalls
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -57,5 +60,5 @@ func (b *Backend) Run(ctx context.Context, v backend.Volume, op volumeop.Op) (vo
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, b.Timeout, fmt.Errorf("no answer from NFS export %s:%s within %v", v.Server, v.Share, b.Timeout))
 	defer cancel()
-	return volumeop.RunLocal(ctx, e.LocalPath, "", op)
+	return b.Stalls.RunLocal(ctx, "NFS export "+v.Server+":"+v.Share, e.LocalPath, "", op)
 }
