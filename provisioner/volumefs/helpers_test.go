@@ -246,3 +246,90 @@ func copyFile(src, dst string, perm fs.FileMode) error {
 	}
 	return out.Close()
 }
+
+// refusal is a volume layout an operation must refuse (wantErr; errAny: some other error) or,
+// where wantErr is nil, skip as done; check then verifies that nothing was harmed.
+type refusal struct {
+	name    string
+	setup   func(t *testing.T, r *os.Root, dir string)
+	path    string
+	wantErr error
+	check   func(t *testing.T, dir string)
+}
+
+// notOurs are layouts holding what is not the PV "pv"'s to touch: Delete, Archive and Scrub
+// must all refuse them and leave them as they are.
+func notOurs() []refusal {
+	return []refusal{{
+		name: "another PV's volume",
+		setup: func(t *testing.T, r *os.Root, dir string) {
+			mustCreate(t, r, "v", "pv-other")
+			writeFile(t, dir+"/v/data", "x", 0o644)
+		},
+		path:    "v",
+		wantErr: ErrNotOwner,
+		check: func(t *testing.T, dir string) {
+			assertFile(t, dir+"/v/data", "x")
+			assertNames(t, dir, "v", ".v.dirpv")
+			if m := markerOnDisk(t, dir+"/.v.dirpv"); m != owner("pv-other") {
+				t.Errorf("marker = %+v", m)
+			}
+		},
+	}, {
+		name:    "no marker",
+		setup:   func(t *testing.T, r *os.Root, dir string) { writeFile(t, dir+"/v/data", "x", 0o644) },
+		path:    "v",
+		wantErr: ErrNotOwner,
+		check: func(t *testing.T, dir string) {
+			assertFile(t, dir+"/v/data", "x")
+			assertNames(t, dir, "v")
+		},
+	}, {
+		name: "corrupt marker",
+		setup: func(t *testing.T, r *os.Root, dir string) {
+			writeFile(t, dir+"/v/data", "x", 0o644)
+			writeFile(t, dir+"/.v.dirpv", `{"pv":`, 0o600)
+		},
+		path:    "v",
+		wantErr: ErrNotOwner,
+		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/v/data", "x") },
+	}, {
+		name: "marker is a symlink to our marker",
+		setup: func(t *testing.T, r *os.Root, dir string) {
+			writeFile(t, dir+"/x/data", "x", 0o644)
+			writeFile(t, dir+"/.y.dirpv", `{"pv":"pv"}`, 0o600)
+			symlink(t, ".y.dirpv", dir+"/.x.dirpv")
+		},
+		path:    "x",
+		wantErr: ErrNotOwner,
+		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/x/data", "x") },
+	}, {
+		name: "volume replaced by a symlink to a sibling",
+		setup: func(t *testing.T, r *os.Root, dir string) {
+			mustCreate(t, r, "v", "pv")
+			os.Remove(dir + "/v")
+			mustCreate(t, r, "sib", "pv")
+			writeFile(t, dir+"/sib/data", "x", 0o644)
+			symlink(t, "sib", dir+"/v")
+		},
+		path:    "v",
+		wantErr: ErrNotOwner,
+		check: func(t *testing.T, dir string) {
+			assertFile(t, dir+"/sib/data", "x")
+			if m := markerOnDisk(t, dir+"/.v.dirpv"); m != owner("pv") {
+				t.Errorf("marker = %+v", m)
+			}
+		},
+	}, {
+		name: "parent is a symlink",
+		setup: func(t *testing.T, r *os.Root, dir string) {
+			mustCreate(t, r, "real/v", "pv")
+			writeFile(t, dir+"/real/v/data", "x", 0o644)
+			symlink(t, "real", dir+"/ln")
+		},
+		path: "ln/v",
+		// Not ErrNotOwner, but an error: links in volume paths are never resolved.
+		wantErr: errAny,
+		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/real/v/data", "x") },
+	}}
+}

@@ -336,28 +336,7 @@ func TestScrubBusyEntry(t *testing.T) {
 }
 
 func TestScrubRefuses(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		setup     func(t *testing.T, r *os.Root, dir string)
-		path      string
-		pv, claim string // default "pv", "uid-1"
-		wantErr   error  // errAny: some error
-		check     func(t *testing.T, dir string)
-	}{{
-		name: "another PV's volume",
-		setup: func(t *testing.T, r *os.Root, dir string) {
-			mustCreate(t, r, "v", "pv-other")
-			writeFile(t, dir+"/v/data", "x", 0o644)
-		},
-		path:    "v",
-		wantErr: ErrNotOwner,
-		check: func(t *testing.T, dir string) {
-			assertFile(t, dir+"/v/data", "x")
-			if m := markerOnDisk(t, dir+"/.v.dirpv"); m != owner("pv-other") {
-				t.Errorf("marker = %+v", m)
-			}
-		},
-	}, {
+	cases := append([]refusal{{
 		name: "another PV's marker, no directory",
 		setup: func(t *testing.T, r *os.Root, dir string) {
 			writeFile(t, dir+"/.v.dirpv", `{"pv":"pv-other"}`, 0o600)
@@ -365,34 +344,6 @@ func TestScrubRefuses(t *testing.T) {
 		path:    "v",
 		wantErr: ErrNotOwner,
 		check:   func(t *testing.T, dir string) { assertNames(t, dir, ".v.dirpv") },
-	}, {
-		name:    "no marker",
-		setup:   func(t *testing.T, r *os.Root, dir string) { writeFile(t, dir+"/v/data", "x", 0o644) },
-		path:    "v",
-		wantErr: ErrNotOwner,
-		check: func(t *testing.T, dir string) {
-			assertFile(t, dir+"/v/data", "x")
-			assertNames(t, dir, "v")
-		},
-	}, {
-		name: "corrupt marker",
-		setup: func(t *testing.T, r *os.Root, dir string) {
-			writeFile(t, dir+"/v/data", "x", 0o644)
-			writeFile(t, dir+"/.v.dirpv", `{"pv":`, 0o600)
-		},
-		path:    "v",
-		wantErr: ErrNotOwner,
-		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/v/data", "x") },
-	}, {
-		name: "marker is a symlink to our marker",
-		setup: func(t *testing.T, r *os.Root, dir string) {
-			writeFile(t, dir+"/x/data", "x", 0o644)
-			writeFile(t, dir+"/.y.dirpv", `{"pv":"pv"}`, 0o600)
-			symlink(t, ".y.dirpv", dir+"/.x.dirpv")
-		},
-		path:    "x",
-		wantErr: ErrNotOwner,
-		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/x/data", "x") },
 	}, {
 		name:    "nothing there",
 		setup:   func(t *testing.T, r *os.Root, dir string) {},
@@ -431,65 +382,12 @@ func TestScrubRefuses(t *testing.T) {
 		path:    "v",
 		wantErr: ErrNotOwner,
 		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/v", "file") },
-	}, {
-		name: "volume replaced by a symlink to a sibling",
-		setup: func(t *testing.T, r *os.Root, dir string) {
-			mustCreate(t, r, "v", "pv")
-			os.Remove(dir + "/v")
-			mustCreate(t, r, "sib", "pv")
-			writeFile(t, dir+"/sib/data", "x", 0o644)
-			symlink(t, "sib", dir+"/v")
-		},
-		path:    "v",
-		wantErr: ErrNotOwner,
-		check: func(t *testing.T, dir string) {
-			assertFile(t, dir+"/sib/data", "x")
-			if m := markerOnDisk(t, dir+"/.v.dirpv"); m != owner("pv") {
-				t.Errorf("marker = %+v", m)
-			}
-		},
-	}, {
-		name: "parent is a symlink",
-		setup: func(t *testing.T, r *os.Root, dir string) {
-			mustCreate(t, r, "real/v", "pv")
-			writeFile(t, dir+"/real/v/data", "x", 0o644)
-			symlink(t, "real", dir+"/ln")
-		},
-		path:    "ln/v",
-		wantErr: errAny,
-		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/real/v/data", "x") },
-	}, {
-		name: "empty PV name",
-		setup: func(t *testing.T, r *os.Root, dir string) {
-			mustCreate(t, r, "v", "pv")
-			writeFile(t, dir+"/v/data", "x", 0o644)
-		},
-		path:    "v",
-		pv:      "-",
-		wantErr: errAny,
-		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/v/data", "x") },
-	}, {
-		name: "empty claim UID",
-		setup: func(t *testing.T, r *os.Root, dir string) {
-			mustCreate(t, r, "v", "pv")
-			writeFile(t, dir+"/v/data", "x", 0o644)
-		},
-		path:    "v",
-		claim:   "-",
-		wantErr: errAny,
-		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/v/data", "x") },
-	}} {
+	}}, notOurs()...)
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r, dir, _ := testRoot(t)
 			tc.setup(t, r, dir)
-			pv, claim := "pv", "uid-1"
-			if tc.pv == "-" {
-				pv = ""
-			}
-			if tc.claim == "-" {
-				claim = ""
-			}
-			scrubbed, err := Scrub(r, tc.path, pv, claim)
+			scrubbed, err := Scrub(r, tc.path, "pv", "uid-1")
 			t.Logf("error: %v", err)
 			if scrubbed || err == nil {
 				t.Fatalf("Scrub = %v, %v; want false and an error", scrubbed, err)
@@ -506,6 +404,19 @@ func TestScrubRefuses(t *testing.T) {
 			tc.check(t, dir)
 			assertNoTempFiles(t, dir)
 		})
+	}
+}
+
+// TestScrubNeedsOwner: without a PV name or claim UID Scrub touches nothing.
+func TestScrubNeedsOwner(t *testing.T) {
+	for _, tc := range []struct{ pv, claim string }{{"", "uid-1"}, {"pv", ""}} {
+		r, dir, _ := testRoot(t)
+		mustCreate(t, r, "v", "pv")
+		writeFile(t, dir+"/v/data", "x", 0o644)
+		if scrubbed, err := Scrub(r, "v", tc.pv, tc.claim); err == nil || scrubbed || errors.Is(err, ErrNotOwner) {
+			t.Errorf("Scrub(pv %q, claim %q) = %v, %v; want an error of its own", tc.pv, tc.claim, scrubbed, err)
+		}
+		assertFile(t, dir+"/v/data", "x")
 	}
 }
 
