@@ -4,7 +4,7 @@
 # kubelet and kube-proxy run as plain processes inside the network namespace $NETNS, with
 # PID files and logs in $WORK. Images come from hack/images.sh (imported, never pulled).
 #
-#   hack/cluster-up.sh          # ~15-20 s with cached binaries; ~12 min more the first time
+#   hack/cluster-up.sh          # ~15-20 s with cached binaries; ~6 min more the first time
 #   $WORK/kubectl get nodes     # kubectl wrapper written at the end
 #   hack/cluster-down.sh        # stops it and removes $WORK
 #

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl at
 # $KVER from the Go module proxy into $KBIN. No container registry or GitHub is needed.
-# Skipped when all six binaries are already there. Cold: ~12 min on 2 cores; warm: seconds.
+# Skipped when all six binaries are already there. Cold: ~6 min on 2 cores; warm: seconds.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,7 +16,7 @@ if have_all; then
   exit 0
 fi
 
-log "building Kubernetes v$KVER binaries into $KBIN (cold: ~12 min)"
+log "building Kubernetes v$KVER binaries into $KBIN (cold: ~6 min on 2 cores)"
 mkdir -p "$(dirname "$KBIN")"
 src=$(mktemp -d)
 # Build next to $KBIN (same filesystem) so the final move is a rename: an interrupted
