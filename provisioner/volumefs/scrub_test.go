@@ -506,9 +506,15 @@ func TestScrubThenOtherOps(t *testing.T) {
 // in-process lock and with only the marker lock (as between two processes).
 func TestScrubConcurrent(t *testing.T) {
 	const rounds = 50
-	fill := func(t *testing.T, dir, path string) {
+	// filled returns a fresh root holding the volume path of PV "pv", with data and a symlink.
+	filled := func(t *testing.T, path string) (r *os.Root, dir, outer string) {
+		r, dir, outer = testRoot(t)
+		if err := Create(r, scrubOpts(path, "pv")); err != nil {
+			t.Fatal(err)
+		}
 		writeFile(t, filepath.Join(dir, path, "data/f"), "x", 0o644)
 		symlink(t, "..", filepath.Join(dir, path, "up"))
+		return r, dir, outer
 	}
 	for _, serial := range []bool{true, false} {
 		t.Run(fmt.Sprintf("inprocesslock=%v", serial), func(t *testing.T) {
@@ -517,11 +523,7 @@ func TestScrubConcurrent(t *testing.T) {
 			t.Run("Delete", func(t *testing.T) {
 				var scrubbedFirst, deletedFirst int
 				for i := range rounds {
-					r, dir, outer := testRoot(t)
-					if err := Create(r, scrubOpts("ns/v", "pv")); err != nil {
-						t.Fatal(err)
-					}
-					fill(t, dir, "ns/v")
+					r, dir, outer := filled(t, "ns/v")
 					var scrubbed bool
 					var serr, derr error
 					var wg sync.WaitGroup
@@ -547,11 +549,7 @@ func TestScrubConcurrent(t *testing.T) {
 
 			t.Run("Archive", func(t *testing.T) {
 				for i := range rounds {
-					r, dir, _ := testRoot(t)
-					if err := Create(r, scrubOpts("v", "pv")); err != nil {
-						t.Fatal(err)
-					}
-					fill(t, dir, "v")
+					r, dir, _ := filled(t, "v")
 					var scrubbed bool
 					var arch string
 					var serr, aerr error
@@ -584,11 +582,7 @@ func TestScrubConcurrent(t *testing.T) {
 
 			t.Run("Scrub of the same claim", func(t *testing.T) {
 				for i := range rounds / 5 {
-					r, dir, _ := testRoot(t)
-					if err := Create(r, scrubOpts("v", "pv")); err != nil {
-						t.Fatal(err)
-					}
-					fill(t, dir, "v")
+					r, dir, _ := filled(t, "v")
 					var n atomic.Int32
 					var wg sync.WaitGroup
 					for range 8 {
@@ -615,11 +609,7 @@ func TestScrubConcurrent(t *testing.T) {
 
 			t.Run("Create retry", func(t *testing.T) {
 				for i := range rounds {
-					r, dir, _ := testRoot(t)
-					if err := Create(r, scrubOpts("v", "pv")); err != nil {
-						t.Fatal(err)
-					}
-					fill(t, dir, "v")
+					r, dir, _ := filled(t, "v")
 					var scrubbed bool
 					var serr, cerr error
 					var wg sync.WaitGroup
