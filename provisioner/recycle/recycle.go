@@ -201,8 +201,7 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 		pv.Finalizers = append(pv.Finalizers, backend.FinalizerReclaim)
 		return c.update(ctx, pv, "adding finalizer")
 	case release:
-		pv.Finalizers = slices.DeleteFunc(pv.Finalizers, func(f string) bool { return f == backend.FinalizerReclaim })
-		return c.update(ctx, pv, "removing finalizer")
+		return c.dropFinalizer(ctx, pv)
 	case reclaim:
 		return c.reclaim(ctx, pv)
 	case recycle:
@@ -220,6 +219,11 @@ func (c *Controller) reclaim(ctx context.Context, pv *v1.PersistentVolume) error
 		}
 		return err
 	}
+	return c.dropFinalizer(ctx, pv)
+}
+
+// dropFinalizer removes dirpv's finalizer from pv.
+func (c *Controller) dropFinalizer(ctx context.Context, pv *v1.PersistentVolume) error {
 	pv.Finalizers = slices.DeleteFunc(pv.Finalizers, func(f string) bool { return f == backend.FinalizerReclaim })
 	return c.update(ctx, pv, "removing finalizer")
 }

@@ -50,26 +50,20 @@ func Scrub(root *os.Root, path, pv, claimUID string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("scrub volume %q: %w", path, err)
 	}
-	if lock == nil {
-		_, err := root.Lstat(path)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return false, fmt.Errorf("scrub volume %q: %w", path, ErrMissing)
-		case err != nil:
-			return false, fmt.Errorf("scrub volume %q: %w", path, err)
-		}
-		return false, fmt.Errorf("scrub volume %q: it has no marker: %w", path, ErrNotOwner)
-	}
-	defer lock.Close()
-	if m.PV != pv {
-		return false, fmt.Errorf("scrub volume %q: it belongs to another PV: %w", path, ErrNotOwner)
+	if lock != nil {
+		defer lock.Close()
 	}
 	fi, err := root.Lstat(path)
+	missing := errors.Is(err, fs.ErrNotExist)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return false, fmt.Errorf("scrub volume %q: %w", path, ErrMissing)
-	case err != nil:
+	case err != nil && !missing:
 		return false, fmt.Errorf("scrub volume %q: %w", path, err)
+	case lock != nil && m.PV != pv:
+		return false, fmt.Errorf("scrub volume %q: it belongs to another PV: %w", path, ErrNotOwner)
+	case missing:
+		return false, fmt.Errorf("scrub volume %q: %w", path, ErrMissing)
+	case lock == nil:
+		return false, fmt.Errorf("scrub volume %q: it has no marker: %w", path, ErrNotOwner)
 	case !fi.IsDir():
 		return false, fmt.Errorf("scrub volume %q: it is not a directory (%v): %w", path, fi.Mode().Type(), ErrNotOwner)
 	}
