@@ -72,6 +72,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		Owner: volumefs.Marker{PV: opts.PVName, ClaimUID: string(claim.UID), ClaimNamespace: claim.Namespace, ClaimName: claim.Name},
 	}
 	if _, err := p.run(ctx, b, vol, op); err != nil {
+		err = fmt.Errorf("making %s: %w", vol, err)
 		switch {
 		case errors.Is(err, backend.ErrNodeGone):
 			// Let the scheduler pick another node.
@@ -134,12 +135,16 @@ func buildPV(opts controller.ProvisionOptions, vol backend.Volume) *v1.Persisten
 		mountOptions = sc.MountOptions
 	}
 	var labels map[string]string
-	var finalizers []string
 	if vol.Recycle {
 		// dirpv recycles the volume itself; Retain keeps kube-controller-manager's in-tree
 		// recycler, which would race it, away.
 		policy = v1.PersistentVolumeReclaimRetain
 		labels = map[string]string{backend.LabelReclaim: backend.LabelRecycle}
+	}
+	var finalizers []string
+	if policy == v1.PersistentVolumeReclaimRetain {
+		// Kubernetes never tells a provisioner about a deleted Retain PV: dirpv's finalizer
+		// lets it reclaim (recycling) or release (Retain) the directory first.
 		finalizers = []string{backend.FinalizerReclaim}
 	}
 	source, affinity := vol.Source()
@@ -162,32 +167,49 @@ func ptrTo[T any](v T) *T { return &v }
 // Delete implements controller.Provisioner. It acts only on what the PV recorded at provision time,
 // after checking that record against the PV's source and this process's configured roots.
 func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error {
+	return p.reclaim(ctx, pv, "")
+}
+
+// Release hands the directory of a deleted PV whose Kubernetes policy is Retain over to the
+// operator: it stays, and no later PV (one restored from a backup, say, or made by hand with
+// the same name) can reclaim it.
+func (p *Provisioner) Release(ctx context.Context, pv *v1.PersistentVolume) error {
+	return p.reclaim(ctx, pv, "reclaimPolicy Retain")
+}
+
+// reclaim runs the PV's onDelete, or, if retained names a policy that keeps the directory,
+// releases it to the operator.
+func (p *Provisioner) reclaim(ctx context.Context, pv *v1.PersistentVolume, retained string) error {
 	logger := klog.FromContext(ctx).WithValues("PV", klog.KObj(pv))
 	vol, b, err := p.locate(pv)
 	if err != nil {
 		return fmt.Errorf("refusing to reclaim: %w; %w", err, ErrRefused)
 	}
-	op := volumeop.Op{Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}}
-	switch vol.OnDelete {
-	case config.OnDeleteRetain:
-		p.Recorder.Eventf(pv, v1.EventTypeNormal, ReasonVolumeRetained, "Directory %s kept (onDelete: retain)", vol)
-		return nil
-	case config.OnDeleteArchive:
-		op.Kind, op.Now = volumeop.Archive, p.Now()
+	if retained == "" && vol.OnDelete == config.OnDeleteRetain {
+		retained = "onDelete: retain"
+	}
+	op := volumeop.Op{Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}, Now: p.Now()}
+	switch {
+	case retained != "":
+		op.Kind, op.Why = volumeop.Release, fmt.Sprintf("kept (%s) when PV %s was deleted", retained, pv.Name)
+	case vol.OnDelete == config.OnDeleteArchive:
+		op.Kind = volumeop.Archive
 	default:
 		op.Kind = volumeop.Delete
 	}
 	res, err := p.run(ctx, b, vol, op)
 	switch {
 	case errors.Is(err, backend.ErrNodeGone):
-		p.Recorder.Eventf(pv, v1.EventTypeWarning, ReasonNodeGone, "Node %s no longer exists: directory %s was not reclaimed", vol.Node, vol.FullPath())
+		p.Recorder.Eventf(pv, v1.EventTypeWarning, ReasonNodeGone, "Directory %s was not reclaimed: %v", vol.FullPath(), err)
 		return nil
 	case err != nil:
-		return err
+		return fmt.Errorf("%s %s: %w", op.Kind, vol, err)
+	case op.Kind == volumeop.Release:
+		p.Recorder.Eventf(pv, v1.EventTypeNormal, ReasonVolumeRetained, "Directory %s kept (%s); it is the operator's now, and no PV can reclaim it", vol, retained)
 	case op.Kind == volumeop.Archive && res.Archive != "":
 		p.Recorder.Eventf(pv, v1.EventTypeNormal, ReasonVolumeArchived, "Directory %s archived as %s", vol, res.Archive)
 	}
-	logger.V(2).Info("Volume reclaimed", "volume", vol.String(), "action", vol.OnDelete)
+	logger.V(2).Info("Volume reclaimed", "volume", vol.String(), "action", string(op.Kind))
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
@@ -24,24 +25,30 @@ import (
 	"dirpv.io/dirpv/provisioner/backend/hostpath"
 	"dirpv.io/dirpv/provisioner/backend/nfs"
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
-// fakeBackend places volumes like the real backends but records operations instead of running them.
+// fakeBackend places volumes like the real backends but records operations instead of running
+// them, unless run says what to do or passThrough has the real backend run them.
 type fakeBackend struct {
-	real backend.Backend
-	ops  []volumeop.Op
-	run  func(volumeop.Op) (volumeop.Result, error)
+	real        backend.Backend
+	ops         []volumeop.Op
+	run         func(volumeop.Op) (volumeop.Result, error)
+	passThrough bool
 }
 
 func (f *fakeBackend) Place(c *config.Class, o controller.ProvisionOptions) (backend.Volume, error) {
 	return f.real.Place(c, o)
 }
 func (f *fakeBackend) Allowed(v backend.Volume) error { return f.real.Allowed(v) }
-func (f *fakeBackend) Run(_ context.Context, _ backend.Volume, op volumeop.Op) (volumeop.Result, error) {
+func (f *fakeBackend) Run(ctx context.Context, v backend.Volume, op volumeop.Op) (volumeop.Result, error) {
 	f.ops = append(f.ops, op)
-	if f.run != nil {
+	switch {
+	case f.run != nil:
 		return f.run(op)
+	case f.passThrough:
+		return f.real.Run(ctx, v, op)
 	}
 	return volumeop.Result{}, nil
 }
@@ -53,7 +60,7 @@ var testNow = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
 func newTest(t *testing.T, nfsDir, localRoot string) (*Provisioner, *fakeBackend, *fakeBackend, *record.FakeRecorder) {
 	exports := config.NFSExports{{Server: "10.0.0.5", Share: "/exports", LocalPath: nfsDir}}
 	fn := &fakeBackend{real: &nfs.Backend{Exports: exports, Timeout: time.Minute}}
-	fh := &fakeBackend{real: &hostpath.Backend{Client: fake.NewClientset(), Root: "/var/lib/dirpv", LocalRoot: localRoot, Timeout: time.Minute}}
+	fh := &fakeBackend{real: &hostpath.Backend{Client: fake.NewClientset(node1), Root: "/var/lib/dirpv", LocalRoot: localRoot, Timeout: time.Minute}}
 	rec := record.NewFakeRecorder(10)
 	p := &Provisioner{
 		Backends: map[config.Backend]backend.Backend{config.BackendNFS: fn, config.BackendHostPath: fh},
@@ -101,7 +108,7 @@ func claim(mutate ...func(*v1.PersistentVolumeClaim)) *v1.PersistentVolumeClaim 
 	return c
 }
 
-var node1 = &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", Labels: map[string]string{v1.LabelHostname: "host-1"}}}
+var node1 = &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", UID: "uid-node1", Labels: map[string]string{v1.LabelHostname: "host-1"}}}
 
 func opts(sc *storagev1.StorageClass, pvc *v1.PersistentVolumeClaim, node *v1.Node) controller.ProvisionOptions {
 	return controller.ProvisionOptions{StorageClass: sc, PVC: pvc, PVName: "pvc-1234", SelectedNode: node}
@@ -139,8 +146,8 @@ func TestProvisionHostPath(t *testing.T) {
 	if *pv.Spec.VolumeMode != v1.PersistentVolumeFilesystem || len(pv.Spec.AccessModes) != 1 || pv.Spec.AccessModes[0] != v1.ReadWriteOnce {
 		t.Errorf("mode %v access %v", *pv.Spec.VolumeMode, pv.Spec.AccessModes)
 	}
-	want := map[string]string{backend.AnnBackend: "hostPath", backend.AnnNode: "node1", backend.AnnBasePath: "/var/lib/dirpv",
-		backend.AnnPath: "team-data-pvc-1234", backend.AnnOnDelete: "delete"}
+	want := map[string]string{backend.AnnBackend: "hostPath", backend.AnnNode: "node1", backend.AnnNodeUID: "uid-node1",
+		backend.AnnBasePath: "/var/lib/dirpv", backend.AnnPath: "team-data-pvc-1234", backend.AnnOnDelete: "delete"}
 	for k, v := range want {
 		if pv.Annotations[k] != v {
 			t.Errorf("annotation %s = %q, want %q", k, pv.Annotations[k], v)
@@ -148,6 +155,11 @@ func TestProvisionHostPath(t *testing.T) {
 	}
 	if pv.Name != "pvc-1234" {
 		t.Errorf("name %q", pv.Name)
+	}
+	// Kubernetes tells nobody about a deleted Retain PV: dirpv's finalizer lets it release the
+	// directory to the operator first.
+	if !slices.Equal(pv.Finalizers, []string{backend.FinalizerReclaim}) {
+		t.Errorf("finalizers %v", pv.Finalizers)
 	}
 }
 
@@ -364,9 +376,10 @@ func TestDelete(t *testing.T) {
 		{name: "delete", sc: hostPathClass(nil), node: node1, wantOp: volumeop.Delete},
 		{name: "archive", sc: nfsClass(map[string]string{"onDelete": "archive"}), wantOp: volumeop.Archive,
 			result: volumeop.Result{Archive: "archived-x"}, wantEvent: "Normal VolumeArchived Directory 10.0.0.5:/exports/team-data-pvc-1234 archived as archived-x"},
-		{name: "retain", sc: nfsClass(map[string]string{"onDelete": "retain"}), wantEvent: "Normal VolumeRetained"},
-		{name: "node gone", sc: hostPathClass(nil), node: node1, wantOp: volumeop.Delete, runErr: backend.ErrNodeGone,
-			wantEvent: "Warning VolumeNodeGone Node node1 no longer exists"},
+		{name: "retain", sc: nfsClass(map[string]string{"onDelete": "retain"}), wantOp: volumeop.Release,
+			wantEvent: "Normal VolumeRetained Directory 10.0.0.5:/exports/team-data-pvc-1234 kept (onDelete: retain)"},
+		{name: "node gone", sc: hostPathClass(nil), node: node1, wantOp: volumeop.Delete, runErr: fmt.Errorf("node node1 no longer exists: %w", backend.ErrNodeGone),
+			wantEvent: "Warning VolumeNodeGone Directory /var/lib/dirpv/team-data-pvc-1234 was not reclaimed: node node1 no longer exists"},
 		{name: "failure reported", sc: hostPathClass(nil), node: node1, wantOp: volumeop.Delete, runErr: errors.New("permission denied"), wantErr: "permission denied"},
 		{name: "forged path", sc: hostPathClass(nil), node: node1, forge: func(pv *v1.PersistentVolume) {
 			pv.Annotations[backend.AnnPath] = "../../etc"
@@ -419,8 +432,11 @@ func TestDelete(t *testing.T) {
 			if tt.wantOp == "" && len(ops) != 0 || tt.wantOp != "" && (len(ops) != 1 || ops[0].Kind != tt.wantOp || ops[0].Owner.PV != "pvc-1234") {
 				t.Errorf("ops %+v, want %q", ops, tt.wantOp)
 			}
-			if tt.wantOp == volumeop.Archive && !ops[0].Now.Equal(testNow) {
-				t.Errorf("archive time %v", ops[0].Now)
+			if (tt.wantOp == volumeop.Archive || tt.wantOp == volumeop.Release) && !ops[0].Now.Equal(testNow) {
+				t.Errorf("%s time %v", tt.wantOp, ops[0].Now)
+			}
+			if tt.wantOp == volumeop.Release && ops[0].Why != "kept (onDelete: retain) when PV pvc-1234 was deleted" {
+				t.Errorf("release reason %q", ops[0].Why)
 			}
 			var event string
 			select {
@@ -440,12 +456,7 @@ func TestRealFilesystem(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	exportDir, localRoot := t.TempDir(), t.TempDir()
 	p, fn, fh, _ := newTest(t, exportDir, localRoot)
-	fn.run = func(op volumeop.Op) (volumeop.Result, error) {
-		return fn.real.Run(ctx, backend.Volume{Server: "10.0.0.5", Share: "/exports"}, op)
-	}
-	fh.run = func(op volumeop.Op) (volumeop.Result, error) {
-		return fh.real.Run(ctx, backend.Volume{Backend: config.BackendHostPath, Node: "node1", BasePath: "/var/lib/dirpv/fast"}, op)
-	}
+	fn.passThrough, fh.passThrough = true, true
 
 	hp := provisioned(t, p, hostPathClass(map[string]string{"basePath": "/var/lib/dirpv/fast", "mode": "0750"}), node1)
 	dir := filepath.Join(localRoot, "fast", "team-data-pvc-1234")
@@ -476,5 +487,217 @@ func TestRealFilesystem(t *testing.T) {
 	archived := filepath.Join(exportDir, "archived-team-data-pvc-1234-20261122T080000Z", "keep")
 	if b, err := os.ReadFile(archived); err != nil || string(b) != "data" {
 		t.Fatalf("archive: %q %v", b, err)
+	}
+}
+
+func TestRelease(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, fn, _, rec := newTest(t, t.TempDir(), "")
+	pv := provisioned(t, p, nfsClass(nil), nil)
+	fn.ops = nil
+	if err := p.Release(ctx, pv); err != nil {
+		t.Fatal(err)
+	}
+	if len(fn.ops) != 1 || fn.ops[0].Kind != volumeop.Release || fn.ops[0].Owner.PV != "pvc-1234" ||
+		fn.ops[0].Why != "kept (reclaimPolicy Retain) when PV pvc-1234 was deleted" || !fn.ops[0].Now.Equal(testNow) {
+		t.Errorf("ops %+v", fn.ops)
+	}
+	if e := <-rec.Events; !strings.HasPrefix(e, "Normal VolumeRetained Directory 10.0.0.5:/exports/team-data-pvc-1234 kept (reclaimPolicy Retain)") {
+		t.Errorf("event %q", e)
+	}
+}
+
+// realTest is newTest with both backends working on temporary directories: the export, and
+// the node's --hostpath-root.
+func realTest(t *testing.T) (p *Provisioner, exportDir, hostRoot string) {
+	exportDir, hostRoot = t.TempDir(), t.TempDir()
+	p, fn, fh, _ := newTest(t, exportDir, hostRoot)
+	fn.passThrough, fh.passThrough = true, true
+	return p, exportDir, hostRoot
+}
+
+// provision runs Provision for claim name in namespace team.
+func provision(ctx context.Context, p *Provisioner, sc *storagev1.StorageClass, name string) (*v1.PersistentVolume, error) {
+	c := claim(func(c *v1.PersistentVolumeClaim) { c.Name, c.UID = name, types.UID("uid-"+name) })
+	o := opts(sc, c, node1)
+	o.PVName = "pvc-" + name
+	if sc.Parameters["backend"] == "nfs" {
+		o.SelectedNode = nil
+	}
+	pv, _, err := p.Provision(ctx, o)
+	return pv, err
+}
+
+// TestNestedClasses: a class whose root lies below another class's may never have its volumes
+// made inside one of that class's volumes, or the other way round, whichever is used first.
+// Every class's volumes are checked from the operator's root (--hostpath-root, the export).
+func TestNestedClasses(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		outer      *storagev1.StorageClass // pathPattern {{.PVC.Name}}: a claim named "fast" ...
+		inner      *storagev1.StorageClass // ... gets the directory that is this class's root
+		root       func(exportDir, hostRoot string) string
+		innerClaim string // the inner class's volume, relative to root
+	}{{
+		name:       "hostPath",
+		outer:      hostPathClass(map[string]string{"basePath": "/var/lib/dirpv", "pathPattern": "{{.PVC.Name}}"}),
+		inner:      hostPathClass(map[string]string{"basePath": "/var/lib/dirpv/fast"}),
+		root:       func(_, hostRoot string) string { return hostRoot },
+		innerClaim: "fast/team-b-pvc-b",
+	}, {
+		name:       "nfs",
+		outer:      nfsClass(map[string]string{"pathPattern": "{{.PVC.Name}}"}),
+		inner:      nfsClass(map[string]string{"share": "/exports/fast"}),
+		root:       func(exportDir, _ string) string { return exportDir },
+		innerClaim: "fast/team-b-pvc-b",
+	}} {
+		t.Run(tc.name+"/outer first", func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			p, exportDir, hostRoot := realTest(t)
+			root := tc.root(exportDir, hostRoot)
+			if _, err := provision(ctx, p, tc.outer, "fast"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := provision(ctx, p, tc.inner, "b")
+			if !errors.Is(err, volumefs.ErrNested) {
+				t.Fatalf("inner class's claim: %v, want ErrNested", err)
+			}
+			t.Logf("refused: %v", err)
+			if names := dirNames(t, filepath.Join(root, "fast")); len(names) != 0 {
+				t.Errorf("made inside the outer class's volume: %v", names)
+			}
+		})
+		t.Run(tc.name+"/inner first", func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			p, exportDir, hostRoot := realTest(t)
+			root := tc.root(exportDir, hostRoot)
+			inner, err := provision(ctx, p, tc.inner, "b")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(root, tc.innerClaim, "data"), []byte("b's"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err = provision(ctx, p, tc.outer, "fast")
+			if !errors.Is(err, volumefs.ErrNotOwner) {
+				t.Fatalf("outer class's claim named fast: %v, want ErrNotOwner", err)
+			}
+			t.Logf("refused: %v", err)
+			// Had it been made, deleting it would take the inner class's volumes with it.
+			if err := p.Delete(ctx, inner); err != nil {
+				t.Fatal(err)
+			}
+			if names := dirNames(t, filepath.Join(root, "fast")); len(names) != 0 {
+				t.Errorf("left in the inner class's root: %v", names)
+			}
+		})
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestForgedPVAfterRelease: a directory released to the operator (kept, archived, or kept by a
+// deleted Retain PV) cannot be reclaimed through a later PV of the same name with onDelete
+// delete (a PV restored from a backup, or made by hand).
+func TestForgedPVAfterRelease(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		sc      *storagev1.StorageClass
+		release func(*Provisioner, context.Context, *v1.PersistentVolume) error
+		forge   func(pv *v1.PersistentVolume, exportDir string) string // returns the directory it now names
+	}{{
+		name:    "onDelete retain",
+		sc:      nfsClass(map[string]string{"onDelete": "retain"}),
+		release: (*Provisioner).Delete,
+	}, {
+		name: "reclaimPolicy Retain, PV deleted",
+		sc: func() *storagev1.StorageClass {
+			sc := nfsClass(nil)
+			sc.ReclaimPolicy = ptrTo(v1.PersistentVolumeReclaimRetain)
+			return sc
+		}(),
+		release: (*Provisioner).Release,
+	}, {
+		name:    "archived",
+		sc:      nfsClass(map[string]string{"onDelete": "archive"}),
+		release: (*Provisioner).Delete,
+		forge: func(pv *v1.PersistentVolume, exportDir string) string {
+			arch := "archived-team-data-pvc-1234-20261122T080000Z"
+			pv.Annotations[backend.AnnPath] = arch
+			pv.Spec.NFS.Path = "/exports/" + arch
+			return filepath.Join(exportDir, arch)
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			p, exportDir, _ := realTest(t)
+			pv := provisioned(t, p, tc.sc, nil)
+			dir := filepath.Join(exportDir, "team-data-pvc-1234")
+			if err := os.WriteFile(filepath.Join(dir, "data"), []byte("precious"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.release(p, ctx, pv.DeepCopy()); err != nil {
+				t.Fatal(err)
+			}
+			forged := pv.DeepCopy()
+			forged.Annotations[backend.AnnOnDelete] = string(config.OnDeleteDelete)
+			if tc.forge != nil {
+				dir = tc.forge(forged, exportDir)
+			}
+			err := p.Delete(ctx, forged)
+			if !errors.Is(err, volumefs.ErrReleased) {
+				t.Fatalf("Delete of the forged PV = %v, want ErrReleased", err)
+			}
+			t.Logf("refused: %v", err)
+			if b, err := os.ReadFile(filepath.Join(dir, "data")); err != nil || string(b) != "precious" {
+				t.Errorf("released data: %q %v", b, err)
+			}
+		})
+	}
+}
+
+// TestNodeRecreated: a node deleted and joined again (a new Node UID) gets no operation on the
+// volumes it had: reclaiming them is skipped with a warning, as for a node that is gone.
+func TestNodeRecreated(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, hostRoot := realTest(t)
+	pv := provisioned(t, p, hostPathClass(nil), node1)
+	dir := filepath.Join(hostRoot, "team-data-pvc-1234")
+	if err := os.WriteFile(filepath.Join(dir, "data"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fh := p.Backends[config.BackendHostPath].(*fakeBackend)
+	again := node1.DeepCopy()
+	again.UID = "uid-node1-again"
+	fh.real.(*hostpath.Backend).Client = fake.NewClientset(again)
+	rec := p.Recorder.(*record.FakeRecorder)
+	if err := p.Delete(ctx, pv); err != nil {
+		t.Fatal(err)
+	}
+	if e := <-rec.Events; !strings.Contains(e, "VolumeNodeGone") || !strings.Contains(e, "deleted and joined again") {
+		t.Errorf("event %q", e)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "data")); err != nil || string(b) != "x" {
+		t.Errorf("data: %q %v", b, err)
+	}
+	// A forged PV that names the new Node UID finds the old one in the marker.
+	forged := pv.DeepCopy()
+	forged.Annotations[backend.AnnNodeUID] = "uid-node1-again"
+	if err := p.Delete(ctx, forged); !errors.Is(err, volumefs.ErrNotOwner) {
+		t.Errorf("Delete of the forged PV = %v, want ErrNotOwner", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "data")); err != nil || string(b) != "x" {
+		t.Errorf("data: %q %v", b, err)
 	}
 }

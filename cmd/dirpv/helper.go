@@ -22,7 +22,7 @@ func runHelper(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("helper: %w", err)
 	}
-	res, err := volumeop.RunLocal(ctx, *root, "", op)
+	res, err := volumeop.RunLocal(ctx, *root, op)
 	msg := volumeop.EncodeResult(res)
 	if err != nil {
 		msg = err.Error()

@@ -18,10 +18,13 @@ import (
 
 // Annotations recorded on every PV dirpv provisions.
 const (
-	AnnBackend  = "dirpv.io/backend"
-	AnnServer   = "dirpv.io/server"
-	AnnShare    = "dirpv.io/share"
-	AnnNode     = "dirpv.io/node"
+	AnnBackend = "dirpv.io/backend"
+	AnnServer  = "dirpv.io/server"
+	AnnShare   = "dirpv.io/share"
+	AnnNode    = "dirpv.io/node"
+	// AnnNodeUID is the UID of the Node object a hostPath volume was made under: a node that is
+	// deleted and joins again gets a new one, and its old volumes are left alone.
+	AnnNodeUID  = "dirpv.io/node-uid"
 	AnnBasePath = "dirpv.io/base-path"
 	AnnPath     = "dirpv.io/path"
 	AnnOnDelete = "dirpv.io/on-delete"
@@ -47,7 +50,8 @@ type Backend interface {
 	Place(class *config.Class, opts controller.ProvisionOptions) (Volume, error)
 	// Allowed checks that a volume recorded on a PV lies within this process's configured roots.
 	Allowed(v Volume) error
-	// Run performs op in the root directory of v (the export or basePath).
+	// Run performs op on v; op.Path is v.Path, and Run makes it relative to the operator's root
+	// (the export's mount, --hostpath-root) where the operation runs.
 	Run(ctx context.Context, v Volume, op volumeop.Op) (volumeop.Result, error)
 }
 
@@ -57,8 +61,9 @@ type Volume struct {
 	// Server and Share: nfs.
 	Server string
 	Share  string
-	// Node and BasePath: hostPath. Hostname is the node's kubernetes.io/hostname label.
+	// Node, NodeUID and BasePath: hostPath. Hostname is the node's kubernetes.io/hostname label.
 	Node     string
+	NodeUID  string
 	Hostname string
 	BasePath string
 	// Path is the directory relative to Share or BasePath.
@@ -94,6 +99,9 @@ func (v Volume) Annotations() map[string]string {
 		a[AnnServer], a[AnnShare] = v.Server, v.Share
 	} else {
 		a[AnnNode], a[AnnBasePath] = v.Node, v.BasePath
+		if v.NodeUID != "" {
+			a[AnnNodeUID] = v.NodeUID
+		}
 	}
 	if v.Recycle {
 		a[AnnReclaim] = ReclaimRecycle
@@ -123,7 +131,7 @@ func FromPV(pv *v1.PersistentVolume) (Volume, error) {
 	a := pv.Annotations
 	v := Volume{
 		Backend: config.Backend(a[AnnBackend]), Path: a[AnnPath], OnDelete: config.OnDelete(a[AnnOnDelete]),
-		Server: a[AnnServer], Share: a[AnnShare], Node: a[AnnNode], BasePath: a[AnnBasePath],
+		Server: a[AnnServer], Share: a[AnnShare], Node: a[AnnNode], NodeUID: a[AnnNodeUID], BasePath: a[AnnBasePath],
 		Recycle: a[AnnReclaim] == ReclaimRecycle,
 	}
 	if r, ok := a[AnnReclaim]; ok && r != ReclaimRecycle {

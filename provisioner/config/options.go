@@ -170,8 +170,39 @@ func (e NFSExports) Find(server, share string) *NFSExport {
 	return nil
 }
 
+// Containing returns the outermost export of server that share lies within (share itself or a
+// directory below it), and share's path relative to it ("." for the export itself); nil if
+// there is none. Working in the outermost export lets every check see the volumes of every
+// class on that export, whatever share each names.
+func (e NFSExports) Containing(server, share string) (*NFSExport, string) {
+	var best *NFSExport
+	for i := range e {
+		if e[i].Server == server && Within(e[i].Share, share) && (best == nil || len(e[i].Share) < len(best.Share)) {
+			best = &e[i]
+		}
+	}
+	if best == nil {
+		return nil, ""
+	}
+	rel, _ := RelWithin(best.Share, share)
+	return best, rel
+}
+
 // Within reports whether p is root or lies below it. Both must be clean absolute paths.
 func Within(root, p string) bool {
+	_, ok := RelWithin(root, p)
+	return ok
+}
+
+// RelWithin returns p relative to root ("." for root itself) if p is root or lies below it.
+// Both must be clean absolute paths.
+func RelWithin(root, p string) (string, bool) {
 	rel, ok := strings.CutPrefix(p, root)
-	return ok && (rel == "" || root == "/" || strings.HasPrefix(rel, "/")) && path.Clean(p) == p
+	if !ok || (rel != "" && root != "/" && !strings.HasPrefix(rel, "/")) || path.Clean(p) != p {
+		return "", false
+	}
+	if rel = strings.TrimPrefix(rel, "/"); rel == "" {
+		rel = "."
+	}
+	return rel, true
 }

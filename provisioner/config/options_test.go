@@ -70,18 +70,56 @@ func TestWithin(t *testing.T) {
 	tests := []struct {
 		root, p string
 		want    bool
+		rel     string
 	}{
-		{"/var/lib/dirpv", "/var/lib/dirpv", true},
-		{"/var/lib/dirpv", "/var/lib/dirpv/a", true},
-		{"/var/lib/dirpv", "/var/lib/dirpvx", false},
-		{"/var/lib/dirpv", "/var/lib", false},
-		{"/var/lib/dirpv", "/etc", false},
-		{"/var/lib/dirpv", "/var/lib/dirpv/../../etc", false},
-		{"/", "/etc", true},
+		{"/var/lib/dirpv", "/var/lib/dirpv", true, "."},
+		{"/var/lib/dirpv", "/var/lib/dirpv/a", true, "a"},
+		{"/var/lib/dirpv", "/var/lib/dirpv/a/b", true, "a/b"},
+		{"/var/lib/dirpv", "/var/lib/dirpvx", false, ""},
+		{"/var/lib/dirpv", "/var/lib", false, ""},
+		{"/var/lib/dirpv", "/etc", false, ""},
+		{"/var/lib/dirpv", "/var/lib/dirpv/../../etc", false, ""},
+		{"/", "/etc", true, "etc"},
+		{"/", "/", true, "."},
 	}
 	for _, tt := range tests {
 		if got := Within(tt.root, tt.p); got != tt.want {
 			t.Errorf("Within(%q, %q) = %v", tt.root, tt.p, got)
+		}
+		if rel, ok := RelWithin(tt.root, tt.p); ok != tt.want || rel != tt.rel {
+			t.Errorf("RelWithin(%q, %q) = %q, %v; want %q", tt.root, tt.p, rel, ok, tt.rel)
+		}
+	}
+}
+
+// TestContaining: a share is served from the outermost mounted export of its server that holds it.
+func TestContaining(t *testing.T) {
+	var e NFSExports
+	for _, v := range []string{"nfs1:/exports/fast=/mnt/fast", "nfs1:/exports=/mnt/all", "nfs2:/data=/mnt/data"} {
+		if err := e.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		server, share string
+		local, rel    string
+	}{
+		{"nfs1", "/exports", "/mnt/all", "."},
+		{"nfs1", "/exports/fast", "/mnt/all", "fast"},
+		{"nfs1", "/exports/team/a", "/mnt/all", "team/a"},
+		{"nfs2", "/data/x", "/mnt/data", "x"},
+		{"nfs2", "/exports", "", ""},
+		{"nfs1", "/export", "", ""},
+		{"nfs3", "/exports", "", ""},
+	}
+	for _, tt := range tests {
+		x, rel := e.Containing(tt.server, tt.share)
+		local := ""
+		if x != nil {
+			local = x.LocalPath
+		}
+		if local != tt.local || rel != tt.rel {
+			t.Errorf("Containing(%s, %s) = %q, %q; want %q, %q", tt.server, tt.share, local, rel, tt.local, tt.rel)
 		}
 	}
 }

@@ -6,6 +6,10 @@
 // touches them, and the annotation dirpv.io/reclaim: Recycle, which this controller acts on. As
 // Retain would leave the directory of a deleted PV behind, they also carry dirpv's finalizer: a
 // deleted recycling PV is reclaimed by its onDelete like any other once it is no longer bound.
+//
+// Every other PV with Kubernetes policy Retain carries the finalizer too: Kubernetes tells no
+// provisioner about a deleted Retain PV, and its directory, kept, must be released to the
+// operator (marked so that no later PV of the same name can reclaim it) before the PV goes.
 // The controller runs on the leader only.
 package recycle
 
@@ -55,6 +59,8 @@ type Volumes interface {
 	Scrub(ctx context.Context, pv *v1.PersistentVolume, claimUID string) (bool, error)
 	// Delete reclaims a PV's directory by its onDelete.
 	Delete(ctx context.Context, pv *v1.PersistentVolume) error
+	// Release hands the directory of a deleted Retain PV over to the operator.
+	Release(ctx context.Context, pv *v1.PersistentVolume) error
 }
 
 // Controller recycles released volumes.
@@ -144,33 +150,40 @@ func (c *Controller) next(ctx context.Context) bool {
 type action string
 
 const (
-	none    action = "none"
-	protect action = "add finalizer"    // a PV from before dirpv had it
-	recycle action = "recycle"          // scrub the released volume and unbind it
-	reclaim action = "reclaim"          // the PV is being deleted: its onDelete, then drop the finalizer
-	release action = "remove finalizer" // someone changed the policy: dirpv stands back
+	none      action = "none"
+	protect   action = "add finalizer"           // a PV from before dirpv had it
+	recycle   action = "recycle"                 // scrub the released volume and unbind it
+	reclaim   action = "reclaim"                 // a recycling PV is being deleted: its onDelete, then drop the finalizer
+	keep      action = "release to the operator" // a Retain PV is being deleted: release its directory, then drop the finalizer
+	standBack action = "remove finalizer"        // someone changed the policy: dirpv stands back
 )
 
 // decide returns what to do with pv, and why.
 func (c *Controller) decide(pv *v1.PersistentVolume) (action, string) {
 	protected := slices.Contains(pv.Finalizers, backend.FinalizerReclaim)
+	recycling := pv.Annotations[backend.AnnReclaim] == backend.ReclaimRecycle
+	deleted := pv.DeletionTimestamp != nil
 	switch {
 	case pv.Annotations[annProvisionedBy] != c.name:
 		return none, "not provisioned by " + c.name
-	case pv.Annotations[backend.AnnReclaim] != backend.ReclaimRecycle || pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain:
+	case pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain:
 		// Delete is the provisioner's to act on, Recycle Kubernetes' own.
 		if protected {
-			return release, "no longer a recycling volume: reclaim policy " + string(pv.Spec.PersistentVolumeReclaimPolicy)
+			return standBack, "reclaim policy " + string(pv.Spec.PersistentVolumeReclaimPolicy)
 		}
-		return none, "not a recycling volume"
-	case pv.DeletionTimestamp != nil && !protected:
+		return none, "not Retain"
+	case deleted && !protected:
 		return none, "being deleted"
-	case pv.DeletionTimestamp != nil && pv.Status.Phase == v1.VolumeBound:
+	case deleted && pv.Status.Phase == v1.VolumeBound:
 		return none, "being deleted, still bound"
-	case pv.DeletionTimestamp != nil:
+	case deleted && recycling:
 		return reclaim, "deleted"
+	case deleted:
+		return keep, "deleted"
 	case !protected:
 		return protect, "finalizer missing"
+	case !recycling:
+		return none, "Retain: nothing to do until it is deleted"
 	case pv.Status.Phase != v1.VolumeReleased:
 		return none, "not Released"
 	case pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.UID == "":
@@ -200,19 +213,22 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 	case protect:
 		pv.Finalizers = append(pv.Finalizers, backend.FinalizerReclaim)
 		return c.update(ctx, pv, "adding finalizer")
-	case release:
+	case standBack:
 		return c.dropFinalizer(ctx, pv)
 	case reclaim:
-		return c.reclaim(ctx, pv)
+		return c.finish(ctx, pv, c.volumes.Delete)
+	case keep:
+		return c.finish(ctx, pv, c.volumes.Release)
 	case recycle:
 		return c.recycle(ctx, pv)
 	}
 	return nil
 }
 
-// reclaim runs the onDelete of a deleted recycling PV, then lets the deletion finish.
-func (c *Controller) reclaim(ctx context.Context, pv *v1.PersistentVolume) error {
-	if err := c.volumes.Delete(ctx, pv); err != nil {
+// finish reclaims (Delete: by its onDelete) or releases (Release) the directory of a deleted
+// PV, then lets the deletion finish.
+func (c *Controller) finish(ctx context.Context, pv *v1.PersistentVolume, reclaim func(context.Context, *v1.PersistentVolume) error) error {
+	if err := reclaim(ctx, pv); err != nil {
 		c.recorder.Event(pv, v1.EventTypeWarning, ReasonVolumeFailedDelete, err.Error())
 		if errors.Is(err, provisioner.ErrRefused) {
 			return nil // only an edit of the PV can change this, and that requeues it

@@ -77,6 +77,12 @@ func releasedPV(mutate ...func(*v1.PersistentVolume)) *v1.PersistentVolume {
 	return pv
 }
 
+// retained makes a recycling PV a plain Retain one.
+func retained(pv *v1.PersistentVolume) {
+	delete(pv.Annotations, backend.AnnReclaim)
+	pv.Labels = nil
+}
+
 func claim(uid string) *v1.PersistentVolumeClaim {
 	return &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "data", UID: types.UID(uid)}}
 }
@@ -239,7 +245,7 @@ func TestFinalizer(t *testing.T) {
 			pv.Annotations[backend.AnnOnDelete] = string(config.OnDeleteArchive)
 		}), wantOp: volumeop.Archive, wantEvent: "Normal VolumeArchived"},
 		{name: "reclaim fails: kept, retried", pv: releasedPV(deleting(v1.VolumeReleased)), runErr: errors.New("device or resource busy"),
-			wantOp: volumeop.Delete, wantFinalizer: true, wantErr: true, wantEvent: "Warning VolumeFailedDelete device or resource busy"},
+			wantOp: volumeop.Delete, wantFinalizer: true, wantErr: true, wantEvent: "Warning VolumeFailedDelete delete nfs:/exports/ns-data: device or resource busy"},
 		{name: "forged: refused, kept", pv: releasedPV(deleting(v1.VolumeReleased), func(pv *v1.PersistentVolume) {
 			pv.Annotations[backend.AnnPath] = "../etc"
 			pv.Spec.NFS.Path = "/etc"
@@ -250,6 +256,21 @@ func TestFinalizer(t *testing.T) {
 		{name: "another provisioner's: untouched", pv: releasedPV(deleting(v1.VolumeReleased), func(pv *v1.PersistentVolume) {
 			pv.Annotations["pv.kubernetes.io/provisioned-by"] = "other"
 		}), wantFinalizer: true},
+		// Plain Retain PVs: the directory stays, released to the operator when the PV goes.
+		{name: "Retain: added to a PV that lacks it", pv: releasedPV(retained, func(pv *v1.PersistentVolume) {
+			pv.Finalizers, pv.Status.Phase = nil, v1.VolumeBound
+		}), wantFinalizer: true},
+		{name: "Retain: released, not deleted: nothing", pv: releasedPV(retained), wantFinalizer: true},
+		{name: "Retain: deleted while bound: waits", pv: releasedPV(retained, deleting(v1.VolumeBound)), wantFinalizer: true},
+		{name: "Retain: deleted: directory released", pv: releasedPV(retained, deleting(v1.VolumeReleased)),
+			wantOp: volumeop.Release, wantEvent: "Normal VolumeRetained Directory nfs:/exports/ns-data kept (reclaimPolicy Retain)"},
+		{name: "Retain: deleted, node gone: let go with a warning", pv: releasedPV(retained, deleting(v1.VolumeReleased)),
+			runErr: backend.ErrNodeGone, wantOp: volumeop.Release, wantEvent: "Warning VolumeNodeGone"},
+		{name: "Retain: release fails: kept, retried", pv: releasedPV(retained, deleting(v1.VolumeReleased)), runErr: errors.New("read-only file system"),
+			wantOp: volumeop.Release, wantFinalizer: true, wantErr: true, wantEvent: "Warning VolumeFailedDelete release nfs:/exports/ns-data: read-only file system"},
+		{name: "Retain changed to Delete: stands back", pv: releasedPV(retained, func(pv *v1.PersistentVolume) {
+			pv.Spec.PersistentVolumeReclaimPolicy = v1.PersistentVolumeReclaimDelete
+		})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

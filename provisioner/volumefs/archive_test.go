@@ -47,7 +47,7 @@ func TestArchive(t *testing.T) {
 			writeFile(t, filepath.Join(dir, tc.path, "sub/data"), "tenant data", 0o600)
 			symlink(t, "/", filepath.Join(dir, tc.path, "slash"))
 
-			got, err := Archive(r, tc.path, "pv", archiveNow)
+			got, err := Archive(r, tc.path, own("pv"), archiveNow)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,8 +60,10 @@ func TestArchive(t *testing.T) {
 			if l, err := os.Readlink(filepath.Join(dir, tc.want, "slash")); err != nil || l != "/" {
 				t.Errorf("symlink in archive: %q %v", l, err)
 			}
-			if m := markerOnDisk(t, filepath.Join(dir, MarkerName(tc.want))); m != owner("pv") {
-				t.Errorf("archive marker = %+v", m)
+			want := owner("pv")
+			want.Released = "archived from " + filepath.Base(tc.path) + " at " + archiveNow.UTC().Format(time.RFC3339)
+			if m := markerOnDisk(t, filepath.Join(dir, MarkerName(tc.want))); m != want {
+				t.Errorf("archive marker = %+v, want %+v", m, want)
 			}
 			if got := modeBits(t, filepath.Join(dir, tc.want)); got != o.Mode {
 				t.Errorf("archive mode = %v", got)
@@ -72,12 +74,14 @@ func TestArchive(t *testing.T) {
 			assertNames(t, filepath.Join(dir, filepath.Dir(tc.path)), filepath.Base(tc.want), "."+filepath.Base(tc.want)+".dirpv")
 			// A new volume of another PV can take the old name; the archive stays the old PV's.
 			mustCreate(t, r, tc.path, "pv2")
-			if err := Delete(r, tc.want, "pv2"); !errors.Is(err, ErrNotOwner) {
+			if err := Delete(r, tc.want, own("pv2")); !errors.Is(err, ErrNotOwner) {
 				t.Errorf("other PV deleting the archive: %v", err)
 			}
-			if err := Delete(r, tc.want, "pv"); err != nil {
-				t.Errorf("deleting the archive: %v", err)
+			// Nor can the old PV, or a later PV of the same name: the archive is the operator's.
+			if err := Delete(r, tc.want, own("pv")); !errors.Is(err, ErrReleased) {
+				t.Errorf("deleting the archive through its PV: %v, want ErrReleased", err)
 			}
+			assertExists(t, filepath.Join(dir, tc.want, "slash"))
 		}
 	})
 }
@@ -93,7 +97,7 @@ func TestArchiveNameTaken(t *testing.T) {
 			taken: func(t *testing.T, r *os.Root, dir string) {
 				mustCreate(t, r, "v", "pv-old")
 				writeFile(t, dir+"/v/data", "old", 0o644)
-				if got, err := Archive(r, "v", "pv-old", archiveNow); err != nil || got != "archived-v-"+archiveStamp {
+				if got, err := Archive(r, "v", own("pv-old"), archiveNow); err != nil || got != "archived-v-"+archiveStamp {
 					t.Fatalf("first archive: %q %v", got, err)
 				}
 			},
@@ -154,7 +158,7 @@ func TestArchiveNameTaken(t *testing.T) {
 				mustCreate(t, r, "v", "pv")
 				writeFile(t, dir+"/v/data", "new", 0o644)
 
-				got, err := Archive(r, "v", "pv", archiveNow)
+				got, err := Archive(r, "v", own("pv"), archiveNow)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -171,7 +175,7 @@ func TestArchiveNameTaken(t *testing.T) {
 
 				// And the next one gets -3.
 				mustCreate(t, r, "v", "pv3")
-				if got, err := Archive(r, "v", "pv3", archiveNow); err != nil || got != "archived-v-"+archiveStamp+"-3" {
+				if got, err := Archive(r, "v", own("pv3"), archiveNow); err != nil || got != "archived-v-"+archiveStamp+"-3" {
 					t.Errorf("third archive = %q, %v", got, err)
 				}
 				assertNoTempFiles(t, dir)
@@ -196,7 +200,7 @@ func TestArchiveRefusesOrSkips(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, dir, _ := testRoot(t)
 			tc.setup(t, r, dir)
-			got, err := Archive(r, tc.path, "pv", archiveNow)
+			got, err := Archive(r, tc.path, own("pv"), archiveNow)
 			switch {
 			case got != "":
 				t.Errorf("Archive = %q, %v; want no archive", got, err)

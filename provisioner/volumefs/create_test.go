@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"dirpv.io/dirpv/provisioner/pathname"
 )
 
 func TestMarkerName(t *testing.T) {
@@ -38,10 +40,10 @@ func TestInvalidPaths(t *testing.T) {
 			if err := Create(r, opts(p, "pv")); !errors.Is(err, ErrInvalidPath) {
 				t.Errorf("Create: err = %v, want ErrInvalidPath", err)
 			}
-			if err := Delete(r, p, "pv"); !errors.Is(err, ErrInvalidPath) {
+			if err := Delete(r, p, own("pv")); !errors.Is(err, ErrInvalidPath) {
 				t.Errorf("Delete: err = %v, want ErrInvalidPath", err)
 			}
-			if _, err := Archive(r, p, "pv", time.Now()); !errors.Is(err, ErrInvalidPath) {
+			if _, err := Archive(r, p, own("pv"), time.Now()); !errors.Is(err, ErrInvalidPath) {
 				t.Errorf("Archive: err = %v, want ErrInvalidPath", err)
 			}
 			if _, err := ReadMarker(r, p); !errors.Is(err, ErrInvalidPath) {
@@ -54,7 +56,7 @@ func TestInvalidPaths(t *testing.T) {
 
 func TestCreateLongBase(t *testing.T) {
 	r, dir, _ := testRoot(t)
-	long := strings.Repeat("x", maxBaseLen+1)
+	long := strings.Repeat("x", pathname.MaxComponent+1)
 	if err := Create(r, opts(long, "pv")); !errors.Is(err, ErrInvalidPath) {
 		t.Errorf("Create(%d bytes): err = %v, want ErrInvalidPath", len(long), err)
 	}
@@ -65,7 +67,7 @@ func TestCreateLongBase(t *testing.T) {
 	if len(worst) > 255 {
 		t.Errorf("worst-case archive marker temp name is %d bytes", len(worst))
 	}
-	ok := strings.Repeat("y", maxBaseLen)
+	ok := strings.Repeat("y", pathname.MaxComponent)
 	mustCreate(t, r, ok, "pv")
 	now := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i := range 12 {
@@ -73,7 +75,7 @@ func TestCreateLongBase(t *testing.T) {
 			t.Fatal(err)
 		}
 		writeFile(t, filepath.Join(dir, MarkerName(ok)), `{"pv":"pv"}`, 0o600)
-		if _, err := Archive(r, ok, "pv", now); err != nil {
+		if _, err := Archive(r, ok, own("pv"), now); err != nil {
 			t.Fatalf("archive %d: %v", i, err)
 		}
 	}

@@ -122,7 +122,7 @@ func TestDelete(t *testing.T) {
 			vol := filepath.Join(dir, "ns/v")
 			tc.fill(t, e, vol)
 
-			if err := Delete(r, "ns/v", "pv"); err != nil {
+			if err := Delete(r, "ns/v", own("pv")); err != nil {
 				t.Fatalf("Delete: %v", err)
 			}
 			assertGone(t, vol)
@@ -144,7 +144,7 @@ func TestDelete(t *testing.T) {
 			}
 
 			// Deleting again is a no-op.
-			if err := Delete(r, "ns/v", "pv"); err != nil {
+			if err := Delete(r, "ns/v", own("pv")); err != nil {
 				t.Errorf("second Delete: %v", err)
 			}
 		})
@@ -183,7 +183,7 @@ func TestDeleteRefusesOrSkips(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, dir, _ := testRoot(t)
 			tc.setup(t, r, dir)
-			err := Delete(r, tc.path, "pv")
+			err := Delete(r, tc.path, own("pv"))
 			switch {
 			case tc.wantErr == nil && err != nil:
 				t.Errorf("Delete: %v", err)
@@ -233,16 +233,16 @@ func runNonRootDelete(t *testing.T, dir string) {
 	if err := r.RemoveAll("probe"); !errors.Is(err, fs.ErrPermission) {
 		t.Fatalf("plain RemoveAll of the fixture: err = %v, want a permission error", err)
 	}
-	makeDirsWritable(r, "probe")
-	if err := r.RemoveAll("probe"); err != nil {
+	if err := removeVolume(r, "probe"); err != nil {
 		t.Fatal(err)
 	}
+	assertGone(t, dir+"/probe")
 
 	if err := Create(r, opts("ns/v", "pv")); err != nil {
 		t.Fatal(err)
 	}
 	lockedTree(t, dir+"/ns/v")
-	if err := Delete(r, "ns/v", "pv"); err != nil {
+	if err := Delete(r, "ns/v", own("pv")); err != nil {
 		t.Fatalf("Delete as uid %d: %v", os.Geteuid(), err)
 	}
 	assertNames(t, dir+"/ns")

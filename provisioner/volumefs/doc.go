@@ -1,6 +1,13 @@
 // Package volumefs does all filesystem work for dirpv volume directories under a root
 // directory (an NFS export, or a base path on a node).
 //
+// # Paths
+//
+// Paths are relative to the operator's root (--hostpath-root on a node, the mount of an NFS
+// export), not to a StorageClass's base directory: "fast/ns-claim" for a class whose basePath
+// is <root>/fast. So every check sees every class's volumes, and a class whose base directory
+// lies inside another class's volume is refused like any other nested path.
+//
 // # The os.Root rule
 //
 // Tenants control the contents of their volume directory and partly control its relative
@@ -8,10 +15,10 @@
 // link out of the root, whatever a tenant plants. Plain os.* path functions are never used
 // on paths under the root. Inside the root we go further, because os.Root does follow
 // symbolic links that stay inside it (even for Chmod, Chown and OpenFile with O_NOFOLLOW):
-// parent components of a volume path must be real directories, the volume path itself is
-// checked with Lstat, attributes are applied through a descriptor of the directory we
-// verified, and the recursive walks used while deleting are confined to a root opened at
-// the volume itself.
+// ancestors of a volume path must be real directories, the volume path itself is checked
+// with Lstat, attributes are applied through a descriptor of the directory we verified, and
+// removal (Delete, Scrub) works on descriptors only, one component at a time, with a fixed
+// number of them open whatever the depth of the tree (see emptyDir).
 //
 // # Markers
 //
@@ -26,14 +33,19 @@
 // written; link(2) is also the NFS-safe exclusive create). Whoever creates the marker owns
 // the path: a directory that exists without a marker belongs to no one and is never
 // adopted, a marker naming another PV is never overridden, and a path below another
-// volume (an ancestor has a marker) is refused. While a creator sets the directory up it
-// holds a lock on the marker, so that a concurrent retry for the same PV waits instead of
-// racing it.
+// volume (an ancestor has a marker) is refused by every operation. While a creator sets the
+// directory up it holds a lock on the marker, so that a concurrent retry for the same PV
+// waits instead of racing it.
 //
-// Delete, Archive and Scrub hold the marker lock too, so that operations on one volume
-// serialize across processes (within a process a path lock does, as flock is emulated with
-// POSIX locks on NFS). Scrub is the one operation that rewrites a marker (to record the
-// claim it scrubbed): it renames a complete new file over it, so readers see the old
-// marker or the new one. The lock belongs to the old inode; whoever waited for it notices
-// that the marker path now names another file and starts over on the new marker.
+// A marker also records the Node UID a node-local volume was made under (a node that is
+// deleted and joins again gets a new one, and its old volumes are left alone), and whether
+// the volume was released to the operator (kept or archived when its PV went): a released
+// volume is never changed again, whatever PV later names it.
+//
+// Delete, Archive, Release and Scrub hold the marker lock too, so that operations on one
+// volume serialize across processes (within a process a path lock does, as flock is
+// emulated with POSIX locks on NFS). Scrub and Release rewrite a marker (to record the
+// claim scrubbed, or the release): they rename a complete new file over it, so readers see
+// the old marker or the new one. The lock belongs to the old inode; whoever waited for it
+// notices that the marker path now names another file and starts over on the new marker.
 package volumefs

@@ -331,5 +331,62 @@ func notOurs() []refusal {
 		// Not ErrNotOwner, but an error: links in volume paths are never resolved.
 		wantErr: errAny,
 		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/real/v/data", "x") },
+	}, {
+		// A tenant writes what looks like a volume and its marker inside its own volume "a";
+		// a PV naming "a/x" must not get to it (nor could its tenant's data be "a/x"'s).
+		name: "marker planted inside another volume",
+		setup: func(t *testing.T, r *os.Root, dir string) {
+			mustCreate(t, r, "a", "pv-a")
+			writeFile(t, dir+"/a/.x.dirpv", `{"pv":"pv"}`, 0o644)
+			writeFile(t, dir+"/a/x/data", "x", 0o644)
+		},
+		path:    "a/x",
+		wantErr: ErrNested,
+		check: func(t *testing.T, dir string) {
+			assertFile(t, dir+"/a/x/data", "x")
+			assertFile(t, dir+"/a/.x.dirpv", `{"pv":"pv"}`)
+		},
+	}, {
+		name: releasedCase,
+		setup: func(t *testing.T, r *os.Root, dir string) {
+			mustCreate(t, r, "v", "pv")
+			writeFile(t, dir+"/v/data", "x", 0o644)
+			if err := Release(r, "v", own("pv"), "kept (onDelete: retain)"); err != nil {
+				t.Fatal(err)
+			}
+		},
+		path:    "v",
+		wantErr: ErrReleased,
+		check: func(t *testing.T, dir string) {
+			assertFile(t, dir+"/v/data", "x")
+			if m := markerOnDisk(t, dir+"/.v.dirpv"); m.PV != "pv" || m.Released != "kept (onDelete: retain)" {
+				t.Errorf("marker = %+v", m)
+			}
+		},
+	}, {
+		// The node was deleted and joined again: the volume was left behind when it went.
+		name: "made on an earlier incarnation of the node",
+		setup: func(t *testing.T, r *os.Root, dir string) {
+			o := opts("v", "pv")
+			o.Owner.NodeUID = "node-uid-old"
+			if err := Create(r, o); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, dir+"/v/data", "x", 0o644)
+		},
+		path:    "v",
+		wantErr: ErrNotOwner,
+		check: func(t *testing.T, dir string) {
+			assertFile(t, dir+"/v/data", "x")
+			if m := markerOnDisk(t, dir+"/.v.dirpv"); m.NodeUID != "node-uid-old" || m.Released != "" {
+				t.Errorf("marker = %+v", m)
+			}
+		},
 	}}
 }
+
+// releasedCase names the notOurs case of a released volume (Release itself accepts it again).
+const releasedCase = "released to the operator"
+
+// own is the Owner of PV pv on a volume that is not node-local.
+func own(pv string) Owner { return Owner{PV: pv} }

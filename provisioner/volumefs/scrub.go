@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"syscall"
 )
 
@@ -23,13 +24,15 @@ import (
 // removed (a mount point, say), the error names it and the marker is left as it was, so a
 // retry scrubs again.
 //
+// Scrub refuses a volume inside another volume (ErrNested) and a released one (ErrReleased).
+//
 // Scrub holds the in-process path lock and the marker's lock throughout, so it serializes
 // with Create, Delete and Archive of the same volume, also in other processes.
-func Scrub(root *os.Root, path, pv, claimUID string) (bool, error) {
+func Scrub(root *os.Root, path string, o Owner, claimUID string) (bool, error) {
 	if err := validatePath(path); err != nil {
 		return false, err
 	}
-	if pv == "" {
+	if o.PV == "" {
 		return false, fmt.Errorf("scrub volume %q: PV name is empty", path)
 	}
 	if claimUID == "" {
@@ -38,7 +41,7 @@ func Scrub(root *os.Root, path, pv, claimUID string) (bool, error) {
 	unlock := lockPath(path)
 	defer unlock()
 
-	ok, err := parentsExist(root, path)
+	ok, err := checkAncestors(root, path)
 	if err != nil {
 		return false, fmt.Errorf("scrub volume %q: %w", path, err)
 	}
@@ -52,14 +55,15 @@ func Scrub(root *os.Root, path, pv, claimUID string) (bool, error) {
 	}
 	if lock != nil {
 		defer lock.Close()
+		if err := m.allows(o, "scrub", path); err != nil {
+			return false, err
+		}
 	}
 	fi, err := root.Lstat(path)
 	missing := errors.Is(err, fs.ErrNotExist)
 	switch {
 	case err != nil && !missing:
 		return false, fmt.Errorf("scrub volume %q: %w", path, err)
-	case lock != nil && m.PV != pv:
-		return false, fmt.Errorf("scrub volume %q: it belongs to another PV: %w", path, ErrNotOwner)
 	case missing:
 		return false, fmt.Errorf("scrub volume %q: %w", path, ErrMissing)
 	case lock == nil:
@@ -67,17 +71,27 @@ func Scrub(root *os.Root, path, pv, claimUID string) (bool, error) {
 	case !fi.IsDir():
 		return false, fmt.Errorf("scrub volume %q: it is not a directory (%v): %w", path, fi.Mode().Type(), ErrNotOwner)
 	}
+	parent, vol, err := openVolume(root, path)
+	if err != nil {
+		return false, fmt.Errorf("scrub volume %q: %w", path, err)
+	}
+	defer parent.Close()
+	defer vol.Close()
+	if vfi, err := vol.Stat(); err != nil || !os.SameFile(fi, vfi) {
+		return false, fmt.Errorf("scrub volume %q: directory was replaced while in use", path)
+	}
+
 	if m.Recycled == claimUID {
 		// Already scrubbed for this claim. Entries there now were written since: by a newer
 		// claim (this is a late scrub) or behind Kubernetes' back. Neither may be erased, and
 		// the volume may not be offered as empty either.
-		if err := checkEmpty(root, path); err != nil {
+		if err := checkEmpty(vol); err != nil {
 			return false, fmt.Errorf("scrub volume %q: already scrubbed for claim %s, but %w", path, claimUID, err)
 		}
 		return false, nil
 	}
 
-	if err := scrubDir(root, path, fi); err != nil {
+	if err := scrubDir(vol, fi.Mode()&dirModeBits); err != nil {
 		return false, fmt.Errorf("scrub volume %q: %w", path, err)
 	}
 	raceHook("scrub-marker", path)
@@ -89,90 +103,47 @@ func Scrub(root *os.Root, path, pv, claimUID string) (bool, error) {
 	return true, nil
 }
 
-// scrubDir empties the directory at path, which Lstat saw as fi, through a root opened at
-// the directory itself: symbolic links inside it can reach neither the parent nor a sibling
-// volume. The directory's mode is restored if the permission fallback changed it, and its
-// emptiness is made durable before the caller records the scrub in the marker.
-func scrubDir(root *os.Root, path string, fi fs.FileInfo) error {
-	mode := fi.Mode() & dirModeBits
-	vol, dir, err := openDir(root, path)
-	chmodded := false
-	if errors.Is(err, fs.ErrPermission) && mode&0o700 != 0o700 {
-		// Not root, and no read or search permission on the volume directory itself: add
-		// u+rwx as Delete's fallback does (restored below). Its parent is not writable by
-		// the tenant, so path is still the directory Lstat saw; checked once it is open.
-		if cerr := root.Chmod(path, mode|0o700); cerr != nil {
-			return err
-		}
-		chmodded = true
-		vol, dir, err = openDir(root, path)
-	}
-	if err == nil {
-		defer vol.Close()
-		defer dir.Close()
-		var dfi fs.FileInfo
-		if dfi, err = dir.Stat(); err == nil && !os.SameFile(fi, dfi) {
-			err = errors.New("directory was replaced while in use")
-		}
-	}
-	if err != nil {
-		if chmodded {
-			_ = root.Chmod(path, mode)
-		}
-		return err
-	}
+// dirModeBits are the bits of a directory's mode that Create sets and Scrub keeps.
+const dirModeBits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 
-	err = removeContents(vol, dir)
+// scrubDir empties the volume directory open as vol, whose mode was mode: nothing outside it
+// can be reached (see emptyDir). Its mode is restored if the permission fallback changed it,
+// and its emptiness is made durable before the caller records the scrub in the marker.
+func scrubDir(vol *os.File, mode fs.FileMode) error {
+	err := emptyDir(vol)
 	if err == nil {
 		var left []string
-		left, err = readNames(vol)
+		left, err = dirNames(int(vol.Fd()), -1)
 		if err == nil && len(left) > 0 {
 			// Written while we removed, presumably: a retry will try again.
+			slices.Sort(left)
 			err = fmt.Errorf("%q (of %d entries) is still there after removal", left[0], len(left))
 		}
 	}
-	// Last, as the mode may be one that keeps us from reading the directory.
-	if merr := restoreMode(dir, mode); err == nil {
+	if merr := restoreMode(vol, mode); err == nil {
 		err = merr
 	}
 	if err != nil {
 		return err
 	}
-	if err := dir.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+	if err := vol.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
 }
 
-// checkEmpty returns an ErrWrittenSince error naming an entry if the directory at path has any.
-func checkEmpty(root *os.Root, path string) error {
-	vol, err := root.OpenRoot(path)
-	if err != nil {
-		return err
-	}
-	defer vol.Close()
-	names, err := readNames(vol)
+// checkEmpty returns an ErrWrittenSince error naming an entry if the directory open as dir
+// has any.
+func checkEmpty(dir *os.File) error {
+	names, err := dirNames(int(dir.Fd()), -1)
 	if err != nil {
 		return err
 	}
 	if len(names) > 0 {
+		slices.Sort(names)
 		return fmt.Errorf("it holds %q (of %d entries): %w", names[0], len(names), ErrWrittenSince)
 	}
 	return nil
-}
-
-// openDir opens the directory at path as a root of its own, and an open descriptor of it.
-func openDir(root *os.Root, path string) (*os.Root, *os.File, error) {
-	vol, err := root.OpenRoot(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	dir, err := vol.Open(".")
-	if err != nil {
-		vol.Close()
-		return nil, nil, err
-	}
-	return vol, dir, nil
 }
 
 // restoreMode sets the mode of dir back to mode if it differs.

@@ -191,7 +191,7 @@ func TestScrub(t *testing.T) {
 				t.Fatal("fixture left the volume empty")
 			}
 
-			scrubbed, err := Scrub(r, "ns/v", "pv", "uid-pv")
+			scrubbed, err := Scrub(r, "ns/v", own("pv"), "uid-pv")
 			if err != nil || !scrubbed {
 				t.Fatalf("Scrub = %v, %v; want true, nil", scrubbed, err)
 			}
@@ -222,7 +222,7 @@ func TestScrub(t *testing.T) {
 			assertNoTempFiles(t, outer)
 
 			// The same claim again: nothing to do.
-			if scrubbed, err := Scrub(r, "ns/v", "pv", "uid-pv"); err != nil || scrubbed {
+			if scrubbed, err := Scrub(r, "ns/v", own("pv"), "uid-pv"); err != nil || scrubbed {
 				t.Errorf("second Scrub = %v, %v; want false, nil", scrubbed, err)
 			}
 		})
@@ -239,19 +239,19 @@ func TestScrubOncePerClaim(t *testing.T) {
 	}
 	before := stateOf(t, dir+"/v")
 	writeFile(t, dir+"/v/old-tenant", "old", 0o644)
-	if scrubbed, err := Scrub(r, "v", "pv", "uid-1"); err != nil || !scrubbed {
+	if scrubbed, err := Scrub(r, "v", own("pv"), "uid-1"); err != nil || !scrubbed {
 		t.Fatalf("Scrub(uid-1) = %v, %v", scrubbed, err)
 	}
 	assertNames(t, dir+"/v")
 	// A retry (a crash between scrub and unbind) finds it clean.
-	if scrubbed, err := Scrub(r, "v", "pv", "uid-1"); err != nil || scrubbed {
+	if scrubbed, err := Scrub(r, "v", own("pv"), "uid-1"); err != nil || scrubbed {
 		t.Fatalf("repeated Scrub(uid-1) = %v, %v; want false, nil", scrubbed, err)
 	}
 
 	// The next tenant writes; a late or duplicated scrub for the old claim comes in.
 	writeFile(t, dir+"/v/new-tenant/data", "new", 0o644)
 	for range 2 {
-		scrubbed, err := Scrub(r, "v", "pv", "uid-1")
+		scrubbed, err := Scrub(r, "v", own("pv"), "uid-1")
 		if !errors.Is(err, ErrWrittenSince) || scrubbed || !strings.Contains(err.Error(), `"new-tenant"`) {
 			t.Fatalf("late Scrub(uid-1) = %v, %v; want false, ErrWrittenSince naming new-tenant", scrubbed, err)
 		}
@@ -262,7 +262,7 @@ func TestScrubOncePerClaim(t *testing.T) {
 	}
 
 	// That tenant's claim is released in turn.
-	if scrubbed, err := Scrub(r, "v", "pv", "uid-2"); err != nil || !scrubbed {
+	if scrubbed, err := Scrub(r, "v", own("pv"), "uid-2"); err != nil || !scrubbed {
 		t.Fatalf("Scrub(uid-2) = %v, %v", scrubbed, err)
 	}
 	assertNames(t, dir+"/v")
@@ -306,14 +306,16 @@ func TestScrubBusyEntry(t *testing.T) {
 	t.Cleanup(unmount)
 	writeFile(t, mnt+"/in-mount", "x", 0o644)
 
-	scrubbed, err := Scrub(r, "v", "pv", "uid-1")
+	scrubbed, err := Scrub(r, "v", own("pv"), "uid-1")
 	if err == nil || scrubbed {
 		t.Fatalf("Scrub with a mount point inside = %v, %v; want an error", scrubbed, err)
 	}
 	t.Logf("error: %v", err)
-	if !strings.Contains(err.Error(), `"mnt"`) || !errors.Is(err, syscall.EBUSY) {
-		t.Errorf("error does not name the busy entry: %v", err)
+	if !strings.Contains(err.Error(), `mnt`) || !errors.Is(err, errMountPoint) {
+		t.Errorf("error does not name the mount point: %v", err)
 	}
+	// The other filesystem is not entered, let alone emptied.
+	assertFile(t, mnt+"/in-mount", "x")
 	if m := markerOnDisk(t, dir+"/.v.dirpv"); m != owner("pv") {
 		t.Errorf("marker after a failed scrub = %+v, want it unchanged", m)
 	}
@@ -326,7 +328,7 @@ func TestScrubBusyEntry(t *testing.T) {
 	// Once the mount is gone, the retry scrubs again.
 	unmount()
 	writeFile(t, dir+"/v/b", "b", 0o644)
-	if scrubbed, err := Scrub(r, "v", "pv", "uid-1"); err != nil || !scrubbed {
+	if scrubbed, err := Scrub(r, "v", own("pv"), "uid-1"); err != nil || !scrubbed {
 		t.Fatalf("retry = %v, %v; want true, nil", scrubbed, err)
 	}
 	assertNames(t, dir+"/v")
@@ -387,7 +389,7 @@ func TestScrubRefuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, dir, _ := testRoot(t)
 			tc.setup(t, r, dir)
-			scrubbed, err := Scrub(r, tc.path, "pv", "uid-1")
+			scrubbed, err := Scrub(r, tc.path, own("pv"), "uid-1")
 			t.Logf("error: %v", err)
 			if scrubbed || err == nil {
 				t.Fatalf("Scrub = %v, %v; want false and an error", scrubbed, err)
@@ -413,7 +415,7 @@ func TestScrubNeedsOwner(t *testing.T) {
 		r, dir, _ := testRoot(t)
 		mustCreate(t, r, "v", "pv")
 		writeFile(t, dir+"/v/data", "x", 0o644)
-		if scrubbed, err := Scrub(r, "v", tc.pv, tc.claim); err == nil || scrubbed || errors.Is(err, ErrNotOwner) {
+		if scrubbed, err := Scrub(r, "v", own(tc.pv), tc.claim); err == nil || scrubbed || errors.Is(err, ErrNotOwner) {
 			t.Errorf("Scrub(pv %q, claim %q) = %v, %v; want an error of its own", tc.pv, tc.claim, scrubbed, err)
 		}
 		assertFile(t, dir+"/v/data", "x")
@@ -425,7 +427,7 @@ func TestScrubInvalidPaths(t *testing.T) {
 	mustCreate(t, r, "v", "pv")
 	writeFile(t, dir+"/v/data", "x", 0o644)
 	for _, p := range []string{"", ".", "..", "/v", "/", "../v", "v/..", "a/../v", "v/", "./v", "a//v", ".v", "a/.v", ".v.dirpv"} {
-		if scrubbed, err := Scrub(r, p, "pv", "uid-1"); !errors.Is(err, ErrInvalidPath) || scrubbed {
+		if scrubbed, err := Scrub(r, p, own("pv"), "uid-1"); !errors.Is(err, ErrInvalidPath) || scrubbed {
 			t.Errorf("Scrub(%q) = %v, %v; want ErrInvalidPath", p, scrubbed, err)
 		}
 	}
@@ -441,7 +443,7 @@ func TestScrubThenOtherOps(t *testing.T) {
 			t.Fatal(err)
 		}
 		writeFile(t, dir+"/"+p+"/data", "x", 0o644)
-		if scrubbed, err := Scrub(r, p, "pv-"+p, "uid-1"); err != nil || !scrubbed {
+		if scrubbed, err := Scrub(r, p, own("pv-"+p), "uid-1"); err != nil || !scrubbed {
 			t.Fatalf("Scrub(%s) = %v, %v", p, scrubbed, err)
 		}
 	}
@@ -461,37 +463,41 @@ func TestScrubThenOtherOps(t *testing.T) {
 	if err := Create(r, scrubOpts("a", "pv-x")); !errors.Is(err, ErrNotOwner) {
 		t.Errorf("Create by another PV: %v, want ErrNotOwner", err)
 	}
-	if err := Delete(r, "a", "pv-x"); !errors.Is(err, ErrNotOwner) {
+	if err := Delete(r, "a", own("pv-x")); !errors.Is(err, ErrNotOwner) {
 		t.Errorf("Delete by another PV: %v, want ErrNotOwner", err)
 	}
 	if m := markerOnDisk(t, dir+"/.a.dirpv"); m != recycled("pv-a", "uid-1") {
 		t.Errorf("marker = %+v", m)
 	}
 	// Archive carries the rewritten marker along.
-	arch, err := Archive(r, "a", "pv-a", archiveNow)
+	arch, err := Archive(r, "a", own("pv-a"), archiveNow)
 	if err != nil {
 		t.Fatal(err)
 	}
 	assertGone(t, dir+"/a")
 	assertGone(t, dir+"/.a.dirpv")
-	if m := markerOnDisk(t, filepath.Join(dir, MarkerName(arch))); m != recycled("pv-a", "uid-1") {
-		t.Errorf("archive marker = %+v", m)
+	want := recycled("pv-a", "uid-1")
+	want.Released = "archived from a at " + archiveNow.UTC().Format(time.RFC3339)
+	if m := markerOnDisk(t, filepath.Join(dir, MarkerName(arch))); m != want {
+		t.Errorf("archive marker = %+v, want %+v", m, want)
 	}
 	if m, err := ReadMarker(r, arch); err != nil || m == nil || m.Recycled != "uid-1" {
 		t.Errorf("ReadMarker(archive) = %+v, %v", m, err)
 	}
-	// An archive can be scrubbed too, and deleted.
-	if scrubbed, err := Scrub(r, arch, "pv-a", "uid-1"); err != nil || scrubbed {
-		t.Errorf("Scrub(archive, same claim) = %v, %v", scrubbed, err)
+	// The archive is the operator's now: neither scrubbed nor deleted through its old PV.
+	if scrubbed, err := Scrub(r, arch, own("pv-a"), "uid-2"); !errors.Is(err, ErrReleased) || scrubbed {
+		t.Errorf("Scrub(archive) = %v, %v; want ErrReleased", scrubbed, err)
 	}
-	if err := Delete(r, arch, "pv-a"); err != nil {
-		t.Errorf("Delete(archive): %v", err)
+	if err := Delete(r, arch, own("pv-a")); !errors.Is(err, ErrReleased) {
+		t.Errorf("Delete(archive) = %v; want ErrReleased", err)
 	}
+	os.RemoveAll(filepath.Join(dir, arch))
+	os.Remove(filepath.Join(dir, MarkerName(arch)))
 	// Delete of a scrubbed volume.
-	if err := Delete(r, "b", "pv-b"); err != nil {
+	if err := Delete(r, "b", own("pv-b")); err != nil {
 		t.Errorf("Delete: %v", err)
 	}
-	if scrubbed, err := Scrub(r, "b", "pv-b", "uid-2"); !errors.Is(err, ErrMissing) || scrubbed {
+	if scrubbed, err := Scrub(r, "b", own("pv-b"), "uid-2"); !errors.Is(err, ErrMissing) || scrubbed {
 		t.Errorf("Scrub after Delete = %v, %v; want ErrMissing", scrubbed, err)
 	}
 	assertNames(t, dir)
@@ -527,8 +533,8 @@ func TestScrubConcurrent(t *testing.T) {
 					var scrubbed bool
 					var serr, derr error
 					var wg sync.WaitGroup
-					wg.Go(func() { scrubbed, serr = Scrub(r, "ns/v", "pv", "uid-1") })
-					wg.Go(func() { derr = Delete(r, "ns/v", "pv") })
+					wg.Go(func() { scrubbed, serr = Scrub(r, "ns/v", own("pv"), "uid-1") })
+					wg.Go(func() { derr = Delete(r, "ns/v", own("pv")) })
 					wg.Wait()
 					if derr != nil {
 						t.Errorf("round %d: Delete: %v", i, derr)
@@ -554,14 +560,18 @@ func TestScrubConcurrent(t *testing.T) {
 					var arch string
 					var serr, aerr error
 					var wg sync.WaitGroup
-					wg.Go(func() { scrubbed, serr = Scrub(r, "v", "pv", "uid-1") })
-					wg.Go(func() { arch, aerr = Archive(r, "v", "pv", archiveNow) })
+					wg.Go(func() { scrubbed, serr = Scrub(r, "v", own("pv"), "uid-1") })
+					wg.Go(func() { arch, aerr = Archive(r, "v", own("pv"), archiveNow) })
 					wg.Wait()
 					if aerr != nil {
 						t.Fatalf("round %d: Archive: %v", i, aerr)
 					}
 					assertNames(t, dir, arch, "."+arch+".dirpv")
 					m := markerOnDisk(t, filepath.Join(dir, MarkerName(arch)))
+					if !strings.HasPrefix(m.Released, "archived from v at ") {
+						t.Errorf("round %d: archive marker = %+v, want it released", i, m)
+					}
+					m.Released = ""
 					switch {
 					case serr == nil && scrubbed:
 						// Scrubbed, then archived: the archive is empty and says so.
@@ -587,7 +597,7 @@ func TestScrubConcurrent(t *testing.T) {
 					var wg sync.WaitGroup
 					for range 8 {
 						wg.Go(func() {
-							scrubbed, err := Scrub(r, "v", "pv", "uid-1")
+							scrubbed, err := Scrub(r, "v", own("pv"), "uid-1")
 							if err != nil {
 								t.Errorf("round %d: Scrub: %v", i, err)
 							}
@@ -613,7 +623,7 @@ func TestScrubConcurrent(t *testing.T) {
 					var scrubbed bool
 					var serr, cerr error
 					var wg sync.WaitGroup
-					wg.Go(func() { scrubbed, serr = Scrub(r, "v", "pv", "uid-1") })
+					wg.Go(func() { scrubbed, serr = Scrub(r, "v", own("pv"), "uid-1") })
 					wg.Go(func() { cerr = Create(r, scrubOpts("v", "pv")) })
 					wg.Wait()
 					if serr != nil || !scrubbed || cerr != nil {
@@ -656,7 +666,7 @@ func TestScrubWaiterSeesNewMarker(t *testing.T) {
 		}
 		once.Do(func() {
 			go func() {
-				scrubbed, err := Scrub(r, "v", "pv", "uid-1")
+				scrubbed, err := Scrub(r, "v", own("pv"), "uid-1")
 				other <- result{scrubbed, err}
 			}()
 			select {
@@ -666,7 +676,7 @@ func TestScrubWaiterSeesNewMarker(t *testing.T) {
 			}
 		})
 	})
-	if scrubbed, err := Scrub(r, "v", "pv", "uid-1"); err != nil || !scrubbed {
+	if scrubbed, err := Scrub(r, "v", own("pv"), "uid-1"); err != nil || !scrubbed {
 		t.Fatalf("Scrub = %v, %v", scrubbed, err)
 	}
 	select {
@@ -708,7 +718,7 @@ func TestScrubReadersSeeWholeMarkers(t *testing.T) {
 		})
 	}
 	for i := range 300 {
-		if scrubbed, err := Scrub(r, "v", "pv", fmt.Sprintf("uid-%d", i)); err != nil || !scrubbed {
+		if scrubbed, err := Scrub(r, "v", own("pv"), fmt.Sprintf("uid-%d", i)); err != nil || !scrubbed {
 			t.Fatalf("Scrub %d = %v, %v", i, scrubbed, err)
 		}
 	}
@@ -745,7 +755,7 @@ func runNonRootScrub(t *testing.T, dir string) {
 			t.Fatalf("plain remove in the fixture: err = %v, want a permission error", err)
 		}
 		before := stateOf(t, vol)
-		if scrubbed, err := Scrub(r, path, "pv", "uid-1"); err != nil || !scrubbed {
+		if scrubbed, err := Scrub(r, path, own("pv"), "uid-1"); err != nil || !scrubbed {
 			t.Fatalf("Scrub of a %v volume as uid %d = %v, %v", volMode, os.Geteuid(), scrubbed, err)
 		}
 		if got := stateOf(t, vol); got != before {

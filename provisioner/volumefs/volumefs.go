@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"dirpv.io/dirpv/provisioner/pathname"
 )
 
 // Marker is the ownership record of one volume directory. It is stored as JSON in a file beside
@@ -21,17 +23,32 @@ type Marker struct {
 	ClaimUID       string `json:"claimUID,omitempty"`
 	ClaimNamespace string `json:"claimNamespace,omitempty"`
 	ClaimName      string `json:"claimName,omitempty"`
+	// NodeUID is the UID of the Node object a node-local volume was made on. A node that is
+	// deleted and joins again gets a new UID: its old volumes were left behind when it went, and
+	// no PV may reach them through the new Node.
+	NodeUID string `json:"nodeUID,omitempty"`
 	// Recycled is the UID of the claim whose data was last scrubbed from the volume.
 	Recycled string `json:"recycled,omitempty"`
+	// Released says how and when the volume was handed over to the operator (kept or archived
+	// when its PV went). dirpv never changes a released volume again, whatever PV names it.
+	Released string `json:"released,omitempty"`
+}
+
+// Owner is who asks to act on a volume: the PV, and for a node-local volume the UID of the
+// Node object it is on now.
+type Owner struct {
+	PV      string
+	NodeUID string
 }
 
 var (
 	// ErrNotOwner: the directory (or its marker) belongs to another PV, or to none.
 	ErrNotOwner = errors.New("volume directory is not owned by this PV")
+	// ErrReleased: the volume was handed over to the operator; nothing may change it.
+	ErrReleased = errors.New("volume was released to the operator; dirpv does not touch it again")
 	// ErrNested: the path lies inside another volume directory (an ancestor has a marker).
 	ErrNested = errors.New("volume path lies inside another volume")
-	// ErrInvalidPath: the path is not local, is empty, is not clean, or has a component
-	// starting with ".".
+	// ErrInvalidPath: the path is not a safe relative volume path (see pathname.Validate).
 	ErrInvalidPath = errors.New("invalid volume path")
 	// ErrMissing: the volume directory does not exist (Scrub never recreates it).
 	ErrMissing = errors.New("volume directory is missing")
@@ -43,11 +60,6 @@ const (
 	markerSuffix = ".dirpv"
 	// archiveTimeFormat is the UTC timestamp in archive names.
 	archiveTimeFormat = "20060102T150405Z"
-	// maxBaseLen bounds the last path component at Create time so that the archive's
-	// temporary marker name (".archived-<base>-<ts>-NNN.dirpv.tmp-xxxxxxxx", 50 bytes plus
-	// base) still fits NAME_MAX (255): a volume that cannot be archived would only fail
-	// when its PV is released, long after anyone could fix its name.
-	maxBaseLen = 200
 	// maxArchiveSuffix bounds the "-2", "-3", ... search.
 	maxArchiveSuffix = 999
 )
@@ -66,22 +78,13 @@ func MarkerName(path string) string {
 	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+markerSuffix)
 }
 
+// validatePath checks a volume path relative to the operator's root (the class's base
+// directory and the rendered pathPattern) by the one rule for volume paths. Names starting
+// with "." are never volumes (markers and temporary files are), and no component may exceed
+// pathname.MaxComponent bytes, which keeps archive and marker names within NAME_MAX.
 func validatePath(path string) error {
-	if path == "" {
-		return fmt.Errorf("%w: empty", ErrInvalidPath)
-	}
-	if !filepath.IsLocal(path) {
-		return fmt.Errorf("%w %q: not a local relative path", ErrInvalidPath, path)
-	}
-	if filepath.Clean(path) != path {
-		return fmt.Errorf("%w %q: not clean (want %q)", ErrInvalidPath, path, filepath.Clean(path))
-	}
-	for _, c := range strings.Split(path, string(filepath.Separator)) {
-		// Dot names are reserved for markers and temporary files; "." and ".." are caught
-		// here too.
-		if strings.HasPrefix(c, ".") {
-			return fmt.Errorf("%w %q: component %q starts with a dot", ErrInvalidPath, path, c)
-		}
+	if err := pathname.Validate(path); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrInvalidPath, path, err)
 	}
 	return nil
 }
@@ -98,11 +101,11 @@ func Create(root *os.Root, opt CreateOptions) error {
 	if err := validatePath(path); err != nil {
 		return err
 	}
-	if base := filepath.Base(path); len(base) > maxBaseLen {
-		return fmt.Errorf("%w %q: last component is longer than %d bytes", ErrInvalidPath, path, maxBaseLen)
-	}
 	if opt.Owner.PV == "" {
 		return fmt.Errorf("create volume %q: owner PV name is empty", path)
+	}
+	if opt.Owner.Released != "" || opt.Owner.Recycled != "" {
+		return fmt.Errorf("create volume %q: a new volume is neither released nor recycled", path)
 	}
 	mode, err := dirMode(opt.Mode)
 	if err != nil {
@@ -158,7 +161,7 @@ func createOnce(root *os.Root, path string, mode fs.FileMode, uid, gid int, owne
 			}
 			if errors.Is(err, fs.ErrExist) {
 				// A directory without marker (or a file, or a symlink) belongs to none: never adopt it.
-				return fmt.Errorf("volume %q already exists without a marker: %w%s", path, ErrNotOwner, cleanup)
+				return fmt.Errorf("volume %q already exists, and not as a volume (a directory without an ownership marker, such as another StorageClass's base directory, or some other file): %w%s", path, ErrNotOwner, cleanup)
 			}
 			return fmt.Errorf("create volume %q: %w%s", path, err, cleanup)
 		}
@@ -174,8 +177,8 @@ func createOnce(root *os.Root, path string, mode fs.FileMode, uid, gid int, owne
 		return err
 	}
 	defer lock.Close()
-	if m.PV != owner.PV {
-		return fmt.Errorf("volume %q belongs to another PV: %w", path, ErrNotOwner)
+	if err := m.allows(Owner{PV: owner.PV, NodeUID: owner.NodeUID}, "create", path); err != nil {
+		return err
 	}
 	// Retry by the same PV. Holding the marker lock means no same-PV creator is between
 	// marker and mkdir, so a directory that appears now was made by someone else.
@@ -248,10 +251,15 @@ func checkNoMarker(root *os.Root, ancestor, path string) error {
 	}
 }
 
-// parentsExist reports whether every proper ancestor of path exists as a real directory.
-// A symbolic link among them is an error (os.Root would follow it within the root, and we
-// cannot tell whose volume lies behind it); any other non-directory means path cannot exist.
-func parentsExist(root *os.Root, path string) (bool, error) {
+// checkAncestors reports whether every proper ancestor of path exists as a real directory,
+// and refuses a path inside another volume (an ancestor with a marker, ErrNested). A symbolic
+// link among the ancestors is an error (os.Root would follow it within the root, and we cannot
+// tell whose volume lies behind it); any other non-directory means path cannot exist.
+//
+// Paths are relative to the operator's root, not a class's base directory, so a volume is
+// found whatever class made it: a class whose base directory lies inside another class's
+// volume is refused like any other nested path.
+func checkAncestors(root *os.Root, path string) (bool, error) {
 	parts := strings.Split(path, string(filepath.Separator))
 	for i := 1; i < len(parts); i++ {
 		p := filepath.Join(parts[:i]...)
@@ -268,8 +276,25 @@ func parentsExist(root *os.Root, path string) (bool, error) {
 		if !fi.IsDir() {
 			return false, nil
 		}
+		if err := checkNoMarker(root, p, path); err != nil {
+			return false, err
+		}
 	}
 	return true, nil
+}
+
+// allows checks that m lets o act on the volume at path: same PV, same incarnation of the
+// node, not released (except to release it again: op "release").
+func (m *Marker) allows(o Owner, op, path string) error {
+	switch {
+	case m.PV != o.PV:
+		return fmt.Errorf("%s volume %q: it belongs to another PV: %w", op, path, ErrNotOwner)
+	case m.NodeUID != "" && m.NodeUID != o.NodeUID:
+		return fmt.Errorf("%s volume %q: it was made on another incarnation of its node (Node UID %s, now %q): %w", op, path, m.NodeUID, o.NodeUID, ErrNotOwner)
+	case m.Released != "" && op != "release":
+		return fmt.Errorf("%s volume %q: %s: %w", op, path, m.Released, ErrReleased)
+	}
+	return nil
 }
 
 // applyAttrs sets owner and mode of the directory at path through a descriptor of the very
@@ -311,7 +336,7 @@ func ReadMarker(root *os.Root, path string) (*Marker, error) {
 	if err := validatePath(path); err != nil {
 		return nil, err
 	}
-	ok, err := parentsExist(root, path)
+	ok, err := checkAncestors(root, path)
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -341,19 +366,19 @@ func readMarkerOnce(root *os.Root, markerPath string) (*Marker, error) {
 	return decodeMarker(f, markerPath)
 }
 
-// ownership is the shared first step of Delete and Archive: if the volume at path is ours,
-// it returns its marker, locked (the caller closes lock), and gone=true if there is nothing
-// (left) to do. Holding the marker lock serializes Delete and Archive with Create and Scrub
-// of the same volume in other processes; in particular Scrub replaces the marker, and
-// lockMarker's same-file check makes us start over on the new one.
-func ownership(root *os.Root, path, pv, op string) (lock *os.File, m *Marker, gone bool, err error) {
+// ownership is the shared first step of Delete, Archive and Release: if the volume at path
+// is o's, it returns its marker, locked (the caller closes lock), and gone=true if there is
+// nothing (left) to do. Holding the marker lock serializes them with Create and Scrub of the
+// same volume in other processes; in particular Scrub replaces the marker, and lockMarker's
+// same-file check makes us start over on the new one.
+func ownership(root *os.Root, path string, o Owner, op string) (lock *os.File, m *Marker, gone bool, err error) {
 	if err := validatePath(path); err != nil {
 		return nil, nil, false, err
 	}
-	if pv == "" {
+	if o.PV == "" {
 		return nil, nil, false, fmt.Errorf("%s volume %q: PV name is empty", op, path)
 	}
-	ok, err := parentsExist(root, path)
+	ok, err := checkAncestors(root, path)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
 	}
@@ -381,8 +406,11 @@ func ownership(root *os.Root, path, pv, op string) (lock *os.File, m *Marker, go
 		return nil, nil, true, nil
 	case m == nil:
 		return fail(fmt.Errorf("%s volume %q: it has no marker: %w", op, path, ErrNotOwner))
-	case m.PV != pv:
-		return fail(fmt.Errorf("%s volume %q: it belongs to another PV: %w", op, path, ErrNotOwner))
+	}
+	if err := m.allows(o, op, path); err != nil {
+		return fail(err)
+	}
+	switch {
 	case !exists:
 		// Our marker outlived the directory (interrupted Delete/Archive): finish the job.
 		if err := root.Remove(markerPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -397,20 +425,20 @@ func ownership(root *os.Root, path, pv, op string) (lock *os.File, m *Marker, go
 }
 
 // Delete removes the volume directory and its marker. Already gone -> nil.
-// A directory without marker or with another PV's marker is left alone (ErrNotOwner).
+// A directory without marker, with another PV's marker, or released is left alone.
 // The marker is removed last, so an interrupted Delete can be retried.
-func Delete(root *os.Root, path, pv string) error {
+func Delete(root *os.Root, path string, o Owner) error {
 	if err := validatePath(path); err != nil {
 		return err
 	}
 	unlock := lockPath(path)
 	defer unlock()
-	lock, _, gone, err := ownership(root, path, pv, "delete")
+	lock, _, gone, err := ownership(root, path, o, "delete")
 	if err != nil || gone {
 		return err
 	}
 	defer lock.Close()
-	if err := removeTree(root, path); err != nil {
+	if err := removeVolume(root, path); err != nil {
 		return fmt.Errorf("delete volume %q: %w", path, err)
 	}
 	if err := root.Remove(MarkerName(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -419,20 +447,49 @@ func Delete(root *os.Root, path, pv string) error {
 	return nil
 }
 
+// Release hands the volume over to the operator: its marker records why (e.g. "kept
+// (onDelete: retain) at 2026-11-25T08:00:00Z"), and from then on no operation of any PV
+// changes it. Releasing it again, or a volume already gone, is a no-op.
+func Release(root *os.Root, path string, o Owner, why string) error {
+	if why == "" {
+		return fmt.Errorf("release volume %q: no reason given", path)
+	}
+	if err := validatePath(path); err != nil {
+		return err
+	}
+	unlock := lockPath(path)
+	defer unlock()
+	lock, m, gone, err := ownership(root, path, o, "release")
+	if err != nil || gone {
+		return err
+	}
+	defer lock.Close()
+	if m.Released != "" {
+		return nil
+	}
+	updated := *m
+	updated.Released = why
+	if err := replaceMarker(root, MarkerName(path), lock, updated); err != nil {
+		return fmt.Errorf("release volume %q: %w", path, err)
+	}
+	return nil
+}
+
 // Archive renames the directory to "archived-<base>-<UTC timestamp 20060102T150405Z>" in the same parent
 // (and its marker alongside, renamed to the archive's marker name), never overwriting anything:
 // if the name is taken, append "-2", "-3", ... Returns the archive's relative path.
-// Directory already gone -> ("", nil).
+// Directory already gone -> ("", nil). The archive is released to the operator: its marker
+// still names the PV, and says so.
 //
 // If the directory was moved but the old marker could not be removed, the archive's path
 // is returned together with the error; a retry then removes the stale marker.
-func Archive(root *os.Root, path, pv string, now time.Time) (string, error) {
+func Archive(root *os.Root, path string, o Owner, now time.Time) (string, error) {
 	if err := validatePath(path); err != nil {
 		return "", err
 	}
 	unlock := lockPath(path)
 	defer unlock()
-	lock, m, gone, err := ownership(root, path, pv, "archive")
+	lock, m, gone, err := ownership(root, path, o, "archive")
 	if err != nil || gone {
 		return "", err
 	}
@@ -448,6 +505,8 @@ func Archive(root *os.Root, path, pv string, now time.Time) (string, error) {
 	defer pdir.Close()
 
 	stamp := now.UTC().Format(archiveTimeFormat)
+	archived := *m
+	archived.Released = fmt.Sprintf("archived from %s at %s", base, now.UTC().Format(time.RFC3339))
 	for n := 1; n <= maxArchiveSuffix; n++ {
 		name := "archived-" + base + "-" + stamp
 		if n > 1 {
@@ -456,7 +515,7 @@ func Archive(root *os.Root, path, pv string, now time.Time) (string, error) {
 		newPath := filepath.Join(parent, name)
 		// Reserving the archive's marker first keeps a concurrent Create or Archive from
 		// claiming the name between our check and the rename.
-		reserved, err := publishMarker(root, MarkerName(newPath), *m)
+		reserved, err := publishMarker(root, MarkerName(newPath), archived)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}

@@ -27,20 +27,27 @@ const (
 	// Scrub empties a released volume for the next claim; Owner.ClaimUID names the claim whose
 	// data goes, so a repeated scrub for it is a no-op.
 	Scrub Kind = "scrub"
+	// Release hands a volume over to the operator (Why says how): nothing touches it again.
+	Release Kind = "release"
 )
 
-// Op is one operation on the volume directory Path, relative to a root.
+// Op is one operation on the volume directory Path, relative to the operator's root
+// (--hostpath-root on a node, the mount of an NFS export).
 type Op struct {
 	Kind Kind
 	Path string
-	// Owner identifies the volume; only Owner.PV matters for Delete and Archive.
+	// Owner identifies the volume. Create records it; the other operations check Owner.PV and,
+	// for node-local volumes, Owner.NodeUID (the UID of the Node object the volume is on now).
 	Owner volumefs.Marker
 	// Mode, UID and GID apply to Create; UID and GID are -1 when unset.
 	Mode fs.FileMode
 	UID  int
 	GID  int
-	// Now names archives; it is fixed by the caller so that a retried archive is not renamed twice.
+	// Now names archives and dates releases; it is fixed by the caller so that a retried
+	// archive is not renamed twice.
 	Now time.Time
+	// Why is what Release records, e.g. "kept (onDelete: retain)".
+	Why string
 }
 
 // Result is what an operation reports back.
@@ -53,26 +60,29 @@ type Result struct {
 
 // Apply performs op under root.
 func Apply(root *os.Root, op Op) (Result, error) {
+	o := volumefs.Owner{PV: op.Owner.PV, NodeUID: op.Owner.NodeUID}
 	switch op.Kind {
 	case Create:
 		return Result{}, volumefs.Create(root, volumefs.CreateOptions{Path: op.Path, Mode: op.Mode, UID: op.UID, GID: op.GID, Owner: op.Owner})
 	case Delete:
-		return Result{}, volumefs.Delete(root, op.Path, op.Owner.PV)
+		return Result{}, volumefs.Delete(root, op.Path, o)
 	case Archive:
-		name, err := volumefs.Archive(root, op.Path, op.Owner.PV, op.Now)
+		name, err := volumefs.Archive(root, op.Path, o, op.Now)
 		return Result{Archive: name}, err
 	case Scrub:
-		scrubbed, err := volumefs.Scrub(root, op.Path, op.Owner.PV, op.Owner.ClaimUID)
+		scrubbed, err := volumefs.Scrub(root, op.Path, o, op.Owner.ClaimUID)
 		return Result{Scrubbed: scrubbed}, err
+	case Release:
+		return Result{}, volumefs.Release(root, op.Path, o, op.Why+" at "+op.Now.UTC().Format(time.RFC3339))
 	}
 	return Result{}, fmt.Errorf("unknown operation %q", op.Kind)
 }
 
-// RunLocal performs op in the directory dir/sub, creating sub if needed, without following
-// symlinks out of dir. It gives up waiting when ctx ends: a call blocked on a hung mount cannot be
-// interrupted, but the caller is not held hostage by it (Stalls also keeps track of such calls).
-func RunLocal(ctx context.Context, dir, sub string, op Op) (Result, error) {
-	return runLocal(ctx, dir, op, func() (Result, error) { return runIn(dir, sub, op) }, nil)
+// RunLocal performs op in the directory dir without following symlinks out of it. It gives up
+// waiting when ctx ends: a call blocked on a hung mount cannot be interrupted, but the caller
+// is not held hostage by it (Stalls also keeps track of such calls).
+func RunLocal(ctx context.Context, dir string, op Op) (Result, error) {
+	return runLocal(ctx, dir, op, func() (Result, error) { return runIn(dir, op) }, nil)
 }
 
 // runLocal runs run on its own goroutine and waits for it until ctx ends. If ctx ends first and
@@ -102,29 +112,21 @@ func runLocal(ctx context.Context, dir string, op Op, run func() (Result, error)
 	}
 }
 
-func runIn(dir, sub string, op Op) (Result, error) {
+func runIn(dir string, op Op) (Result, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return Result{}, err
 	}
 	defer root.Close()
-	if sub != "" && sub != "." {
-		if err := root.MkdirAll(sub, 0o755); err != nil {
-			return Result{}, err
-		}
-		inner, err := root.OpenRoot(sub)
-		if err != nil {
-			return Result{}, err
-		}
-		defer inner.Close()
-		root = inner
-	}
 	return Apply(root, op)
 }
 
 // Args encodes op as the arguments of `dirpv helper`.
 func (op Op) Args() []string {
 	args := []string{string(op.Kind), "--path=" + op.Path, "--pv=" + op.Owner.PV}
+	if op.Owner.NodeUID != "" {
+		args = append(args, "--node-uid="+op.Owner.NodeUID)
+	}
 	switch op.Kind {
 	case Create:
 		args = append(args,
@@ -138,6 +140,8 @@ func (op Op) Args() []string {
 		args = append(args, "--now="+op.Now.UTC().Format(time.RFC3339))
 	case Scrub:
 		args = append(args, "--claim-uid="+op.Owner.ClaimUID)
+	case Release:
+		args = append(args, "--why="+op.Why, "--now="+op.Now.UTC().Format(time.RFC3339))
 	}
 	return args
 }
@@ -145,7 +149,7 @@ func (op Op) Args() []string {
 // ParseArgs is the inverse of Args.
 func ParseArgs(args []string) (Op, error) {
 	if len(args) == 0 {
-		return Op{}, errors.New("missing operation (create, delete, archive or scrub)")
+		return Op{}, errors.New("missing operation (create, delete, archive, scrub or release)")
 	}
 	op := Op{Kind: Kind(args[0])}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
@@ -154,10 +158,12 @@ func ParseArgs(args []string) (Op, error) {
 	fs.StringVar(&op.Owner.ClaimUID, "claim-uid", "", "claim UID recorded in the marker")
 	fs.StringVar(&op.Owner.ClaimNamespace, "claim-namespace", "", "claim namespace recorded in the marker")
 	fs.StringVar(&op.Owner.ClaimName, "claim-name", "", "claim name recorded in the marker")
+	fs.StringVar(&op.Owner.NodeUID, "node-uid", "", "UID of the Node object a node-local volume is on")
+	fs.StringVar(&op.Why, "why", "", "what release records")
 	mode := fs.String("mode", config.FormatMode(config.DefaultMode), "octal mode of a new directory")
 	fs.IntVar(&op.UID, "uid", -1, "owner of a new directory; -1: unchanged")
 	fs.IntVar(&op.GID, "gid", -1, "group of a new directory; -1: unchanged")
-	now := fs.String("now", "", "archive time, RFC 3339")
+	now := fs.String("now", "", "archive or release time, RFC 3339")
 	if err := fs.Parse(args[1:]); err != nil {
 		return Op{}, err
 	}
@@ -170,8 +176,12 @@ func ParseArgs(args []string) (Op, error) {
 		if op.Owner.ClaimUID == "" {
 			return Op{}, errors.New("scrub needs --claim-uid")
 		}
+	case Release:
+		if op.Why == "" {
+			return Op{}, errors.New("release needs --why")
+		}
 	default:
-		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive or scrub)", op.Kind)
+		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub or release)", op.Kind)
 	}
 	if op.Path == "" || op.Owner.PV == "" {
 		return Op{}, errors.New("--path and --pv are required")
@@ -180,7 +190,7 @@ func ParseArgs(args []string) (Op, error) {
 	if op.Mode, err = config.ParseMode(*mode); err != nil {
 		return Op{}, fmt.Errorf("--mode: %w", err)
 	}
-	if op.Kind == Archive {
+	if op.Kind == Archive || op.Kind == Release {
 		if op.Now, err = time.Parse(time.RFC3339, *now); err != nil {
 			return Op{}, fmt.Errorf("--now: %w", err)
 		}

@@ -16,6 +16,9 @@ func TestArgsRoundTrip(t *testing.T) {
 		{Kind: Delete, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1},
 		{Kind: Archive, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 		{Kind: Scrub, Path: "a", Owner: volumefs.Marker{PV: "pvc-1", ClaimUID: "u1"}, Mode: 0o777, UID: -1, GID: -1},
+		{Kind: Release, Path: "base/a", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Mode: 0o777, UID: -1, GID: -1,
+			Why: "kept (onDelete: retain)", Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		{Kind: Create, Path: "ns/c", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Mode: 0o777, UID: -1, GID: -1},
 	} {
 		got, err := ParseArgs(op.Args())
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(op) {
@@ -35,6 +38,8 @@ func TestParseArgsRefuses(t *testing.T) {
 		{[]string{"scrub", "--path=a", "--pv=p"}, "scrub needs --claim-uid"},
 		{[]string{"create", "--path=a", "--pv=p", "--mode=999"}, "--mode"},
 		{[]string{"archive", "--path=a", "--pv=p"}, "--now"},
+		{[]string{"release", "--path=a", "--pv=p", "--now=2026-01-02T03:04:05Z"}, "release needs --why"},
+		{[]string{"release", "--path=a", "--pv=p", "--why=kept"}, "--now"},
 		{[]string{"delete", "--path=a", "--pv=p", "extra"}, "unexpected arguments"},
 	} {
 		if _, err := ParseArgs(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {

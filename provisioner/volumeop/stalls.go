@@ -26,10 +26,10 @@ type stall struct {
 	count int       // operations still blocked
 }
 
-// RunLocal performs op in dir/sub (see RunLocal), refusing at once while an earlier operation
+// RunLocal performs op in dir (see RunLocal), refusing at once while an earlier operation
 // under name is still blocked.
-func (s *Stalls) RunLocal(ctx context.Context, name, dir, sub string, op Op) (Result, error) {
-	return s.run(ctx, name, dir, op, func() (Result, error) { return runIn(dir, sub, op) })
+func (s *Stalls) RunLocal(ctx context.Context, name, dir string, op Op) (Result, error) {
+	return s.run(ctx, name, dir, op, func() (Result, error) { return runIn(dir, op) })
 }
 
 func (s *Stalls) run(ctx context.Context, name, dir string, op Op, run func() (Result, error)) (Result, error) {

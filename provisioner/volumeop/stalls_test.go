@@ -53,7 +53,7 @@ func TestStalls(t *testing.T) {
 	// Another export is served as usual, through the real filesystem.
 	dir := t.TempDir()
 	create := Op{Kind: Create, Path: "ns-other", Mode: 0o750, UID: -1, GID: -1, Owner: volumefs.Marker{PV: "pvc-1", ClaimUID: "uid-1"}}
-	if _, err := s.RunLocal(context.Background(), "srv:/other", dir, "", create); err != nil {
+	if _, err := s.RunLocal(context.Background(), "srv:/other", dir, create); err != nil {
 		t.Fatalf("operation on another export: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "ns-other")); err != nil {

@@ -40,9 +40,12 @@ type PodRunner struct {
 	PullPolicy v1.PullPolicy
 }
 
-// Pod builds the helper pod for op on node: dirpv's own image, no shell, only basePath mounted,
-// root with just the capabilities that mkdir, chown, chmod and delete of tenant files need.
-func (r *PodRunner) Pod(node, basePath string, op volumeop.Op) *v1.Pod {
+// Pod builds the helper pod for op on node: dirpv's own image, no shell, only root (the
+// node's --hostpath-root, which every class's basePath lies within) mounted, and root with
+// just the capabilities that mkdir, chown, chmod and delete of tenant files need. It mounts
+// root rather than the class's basePath because the checks for volumes nested in other
+// volumes look at every directory from root down to the volume.
+func (r *PodRunner) Pod(node, root string, op volumeop.Op) *v1.Pod {
 	dirOrCreate := v1.HostPathDirectoryOrCreate
 	args := append([]string{"helper", "--root=" + HelperMountPath}, op.Args()...)
 	return &v1.Pod{
@@ -71,7 +74,7 @@ func (r *PodRunner) Pod(node, basePath string, op volumeop.Op) *v1.Pod {
 			SecurityContext: &v1.PodSecurityContext{SeccompProfile: &v1.SeccompProfile{Type: v1.SeccompProfileTypeRuntimeDefault}},
 			Volumes: []v1.Volume{{
 				Name:         "data",
-				VolumeSource: v1.VolumeSource{HostPath: &v1.HostPathVolumeSource{Path: basePath, Type: &dirOrCreate}},
+				VolumeSource: v1.VolumeSource{HostPath: &v1.HostPathVolumeSource{Path: root, Type: &dirOrCreate}},
 			}},
 			Containers: []v1.Container{{
 				Name:                     helperContainer,
@@ -129,10 +132,10 @@ func (r *PodRunner) DeleteLeftovers(ctx context.Context) (int, error) {
 }
 
 // Run creates the helper pod, waits until it ends (or ctx does), returns its result and deletes it.
-func (r *PodRunner) Run(ctx context.Context, node, basePath string, op volumeop.Op) (volumeop.Result, error) {
+func (r *PodRunner) Run(ctx context.Context, node, root string, op volumeop.Op) (volumeop.Result, error) {
 	logger := klog.FromContext(ctx)
 	pods := r.Client.CoreV1().Pods(r.Namespace)
-	pod, err := pods.Create(ctx, r.Pod(node, basePath, op), metav1.CreateOptions{})
+	pod, err := pods.Create(ctx, r.Pod(node, root, op), metav1.CreateOptions{})
 	if err != nil {
 		return volumeop.Result{}, fmt.Errorf("creating helper pod on node %s: %w", node, err)
 	}

@@ -7,7 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"path"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -19,6 +19,7 @@ import (
 
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/pathname"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
@@ -53,36 +54,56 @@ func (b *Backend) Place(class *config.Class, opts controller.ProvisionOptions) (
 	if hostname == "" {
 		hostname = node.Name
 	}
-	v := backend.Volume{Backend: config.BackendHostPath, Node: node.Name, Hostname: hostname, BasePath: class.BasePath}
+	v := backend.Volume{Backend: config.BackendHostPath, Node: node.Name, NodeUID: string(node.UID), Hostname: hostname, BasePath: class.BasePath}
 	return v, b.Allowed(v)
 }
 
-// Allowed implements backend.Backend: basePath must lie within --hostpath-root.
+// Allowed implements backend.Backend: basePath must lie within --hostpath-root, and below it
+// only in directories that can hold volumes (no names starting with ".", which are dirpv's).
 func (b *Backend) Allowed(v backend.Volume) error {
-	if !config.Within(b.Root, v.BasePath) {
-		return fmt.Errorf("basePath %s is not within the provisioner's --hostpath-root %s", v.BasePath, b.Root)
-	}
-	return nil
+	_, err := b.base(v)
+	return err
 }
 
-// Run implements backend.Backend. It returns backend.ErrNodeGone when the node no longer exists.
+// base is v's basePath relative to --hostpath-root ("." for the root itself).
+func (b *Backend) base(v backend.Volume) (string, error) {
+	rel, ok := config.RelWithin(b.Root, v.BasePath)
+	if !ok {
+		return "", fmt.Errorf("basePath %s is not within the provisioner's --hostpath-root %s", v.BasePath, b.Root)
+	}
+	if rel != "." {
+		if err := pathname.Validate(rel); err != nil {
+			return "", fmt.Errorf("basePath %s: %w", v.BasePath, err)
+		}
+	}
+	return rel, nil
+}
+
+// Run implements backend.Backend. Every operation runs in --hostpath-root of the volume's node,
+// whatever the class's basePath, so that a volume of any class is seen by every check. It
+// returns backend.ErrNodeGone when the node no longer exists, or was deleted and joined again
+// since the volume was made (its Node UID changed).
 func (b *Backend) Run(ctx context.Context, v backend.Volume, op volumeop.Op) (volumeop.Result, error) {
-	if err := b.Allowed(v); err != nil {
+	base, err := b.base(v)
+	if err != nil {
 		return volumeop.Result{}, err
 	}
+	op.Path = path.Join(base, op.Path)
 	ctx, cancel := context.WithTimeoutCause(ctx, b.Timeout, fmt.Errorf("%s on node %s took longer than %v", op.Kind, v.Node, b.Timeout))
 	defer cancel()
-	if b.LocalRoot != "" && (b.LocalNode == "" || b.LocalNode == v.Node) {
-		rel, err := filepath.Rel(b.Root, v.BasePath)
-		if err != nil {
-			return volumeop.Result{}, err
-		}
-		return volumeop.RunLocal(ctx, b.LocalRoot, rel, op)
-	}
-	if _, err := b.Client.CoreV1().Nodes().Get(ctx, v.Node, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-		return volumeop.Result{}, fmt.Errorf("node %s: %w", v.Node, backend.ErrNodeGone)
-	} else if err != nil {
+	node, err := b.Client.CoreV1().Nodes().Get(ctx, v.Node, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return volumeop.Result{}, fmt.Errorf("node %s no longer exists: %w", v.Node, backend.ErrNodeGone)
+	case err != nil:
 		return volumeop.Result{}, err
+	case v.NodeUID != "" && string(node.UID) != v.NodeUID:
+		return volumeop.Result{}, fmt.Errorf("node %s was deleted and joined again since the volume was made (Node UID %s, now %s): %w",
+			v.Node, v.NodeUID, node.UID, backend.ErrNodeGone)
 	}
-	return b.Helper.Run(ctx, v.Node, v.BasePath, op)
+	op.Owner.NodeUID = string(node.UID)
+	if b.LocalRoot != "" && (b.LocalNode == "" || b.LocalNode == v.Node) {
+		return volumeop.RunLocal(ctx, b.LocalRoot, op)
+	}
+	return b.Helper.Run(ctx, v.Node, b.Root, op)
 }

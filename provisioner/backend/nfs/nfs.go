@@ -5,6 +5,7 @@ package nfs
 import (
 	"context"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/pathname"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
@@ -32,13 +34,26 @@ func (b *Backend) Place(class *config.Class, _ controller.ProvisionOptions) (bac
 	return v, b.Allowed(v)
 }
 
-// Allowed implements backend.Backend: the export must be one this pod has mounted.
+// Allowed implements backend.Backend: the share must be an export this pod has mounted, or a
+// directory inside one, holding no names that start with "." (those are dirpv's).
 func (b *Backend) Allowed(v backend.Volume) error {
-	if b.Exports.Find(v.Server, v.Share) == nil {
-		return fmt.Errorf("NFS export %s:%s is not mounted in the provisioner (it serves: %s); add --nfs-export=%s:%s=/local/path and its volume to the Deployment",
+	_, _, err := b.export(v)
+	return err
+}
+
+// export returns the mounted export v lies in and v's share relative to it.
+func (b *Backend) export(v backend.Volume) (*config.NFSExport, string, error) {
+	e, rel := b.Exports.Containing(v.Server, v.Share)
+	if e == nil {
+		return nil, "", fmt.Errorf("NFS export %s:%s is not mounted in the provisioner (it serves: %s); add --nfs-export=%s:%s=/local/path and its volume to the Deployment",
 			v.Server, v.Share, b.served(), v.Server, v.Share)
 	}
-	return nil
+	if rel != "." {
+		if err := pathname.Validate(rel); err != nil {
+			return nil, "", fmt.Errorf("share %s (in export %s:%s): %w", v.Share, e.Server, e.Share, err)
+		}
+	}
+	return e, rel, nil
 }
 
 func (b *Backend) served() string {
@@ -52,13 +67,15 @@ func (b *Backend) served() string {
 	return strings.Join(s, ", ")
 }
 
-// Run implements backend.Backend.
+// Run implements backend.Backend. Operations run in the outermost mounted export that holds
+// the share, so that volumes of every class on that export are seen by every check.
 func (b *Backend) Run(ctx context.Context, v backend.Volume, op volumeop.Op) (volumeop.Result, error) {
-	e := b.Exports.Find(v.Server, v.Share)
-	if e == nil {
-		return volumeop.Result{}, b.Allowed(v)
+	e, rel, err := b.export(v)
+	if err != nil {
+		return volumeop.Result{}, err
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, b.Timeout, fmt.Errorf("no answer from NFS export %s:%s within %v", v.Server, v.Share, b.Timeout))
+	op.Path = path.Join(rel, op.Path)
+	ctx, cancel := context.WithTimeoutCause(ctx, b.Timeout, fmt.Errorf("no answer from NFS export %s:%s within %v", e.Server, e.Share, b.Timeout))
 	defer cancel()
-	return b.Stalls.RunLocal(ctx, "NFS export "+v.Server+":"+v.Share, e.LocalPath, "", op)
+	return b.Stalls.RunLocal(ctx, "NFS export "+e.Server+":"+e.Share, e.LocalPath, op)
 }
