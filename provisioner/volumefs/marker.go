@@ -290,6 +290,13 @@ func decodeMarker(f *os.File, markerPath string) (*Marker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read marker %q: %w", markerPath, err)
 	}
+	return parseMarker(data, markerPath)
+}
+
+// parseMarker decodes a marker's content. Markers are written by dirpv only, but live where an
+// operator (or a bug) may change them: anything that is not a complete marker is ErrNotOwner,
+// and an empty one errRetry (a creator may still be writing it).
+func parseMarker(data []byte, markerPath string) (*Marker, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("marker %q is empty (still being written?): %w", markerPath, errRetry)
 	}

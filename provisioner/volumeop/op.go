@@ -9,8 +9,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"slices"
+	"strconv"
 	"time"
 
 	"dirpv.io/dirpv/provisioner/config"
@@ -121,44 +124,56 @@ func runIn(dir string, op Op) (Result, error) {
 	return Apply(root, op)
 }
 
+// kindFlags lists the flags of each operation besides --path, --pv and --node-uid.
+var kindFlags = map[Kind][]string{
+	Create:  {"claim-uid", "claim-namespace", "claim-name", "mode", "uid", "gid"},
+	Delete:  nil,
+	Archive: {"now"},
+	Scrub:   {"claim-uid"},
+	Release: {"why", "now"},
+}
+
+// flagValues is op's value of every flag, as Args writes it.
+func (op Op) flagValues() map[string]string {
+	return map[string]string{
+		"path": op.Path, "pv": op.Owner.PV, "node-uid": op.Owner.NodeUID,
+		"claim-uid": op.Owner.ClaimUID, "claim-namespace": op.Owner.ClaimNamespace, "claim-name": op.Owner.ClaimName,
+		"mode": config.FormatMode(op.Mode), "uid": strconv.Itoa(op.UID), "gid": strconv.Itoa(op.GID),
+		"now": op.Now.UTC().Format(time.RFC3339), "why": op.Why,
+	}
+}
+
 // Args encodes op as the arguments of `dirpv helper`.
 func (op Op) Args() []string {
+	v := op.flagValues()
 	args := []string{string(op.Kind), "--path=" + op.Path, "--pv=" + op.Owner.PV}
 	if op.Owner.NodeUID != "" {
 		args = append(args, "--node-uid="+op.Owner.NodeUID)
 	}
-	switch op.Kind {
-	case Create:
-		args = append(args,
-			"--claim-uid="+op.Owner.ClaimUID,
-			"--claim-namespace="+op.Owner.ClaimNamespace,
-			"--claim-name="+op.Owner.ClaimName,
-			"--mode="+config.FormatMode(op.Mode),
-			fmt.Sprintf("--uid=%d", op.UID),
-			fmt.Sprintf("--gid=%d", op.GID))
-	case Archive:
-		args = append(args, "--now="+op.Now.UTC().Format(time.RFC3339))
-	case Scrub:
-		args = append(args, "--claim-uid="+op.Owner.ClaimUID)
-	case Release:
-		args = append(args, "--why="+op.Why, "--now="+op.Now.UTC().Format(time.RFC3339))
+	for _, name := range kindFlags[op.Kind] {
+		args = append(args, "--"+name+"="+v[name])
 	}
 	return args
 }
 
-// ParseArgs is the inverse of Args.
+// ParseArgs is the inverse of Args. A flag the operation does not take is an error.
 func ParseArgs(args []string) (Op, error) {
 	if len(args) == 0 {
 		return Op{}, errors.New("missing operation (create, delete, archive, scrub or release)")
 	}
 	op := Op{Kind: Kind(args[0])}
+	takes, known := kindFlags[op.Kind]
+	if !known {
+		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub or release)", op.Kind)
+	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // the error says it all
 	fs.StringVar(&op.Path, "path", "", "volume directory relative to the root")
 	fs.StringVar(&op.Owner.PV, "pv", "", "PV that owns the directory")
+	fs.StringVar(&op.Owner.NodeUID, "node-uid", "", "UID of the Node object a node-local volume is on")
 	fs.StringVar(&op.Owner.ClaimUID, "claim-uid", "", "claim UID recorded in the marker")
 	fs.StringVar(&op.Owner.ClaimNamespace, "claim-namespace", "", "claim namespace recorded in the marker")
 	fs.StringVar(&op.Owner.ClaimName, "claim-name", "", "claim name recorded in the marker")
-	fs.StringVar(&op.Owner.NodeUID, "node-uid", "", "UID of the Node object a node-local volume is on")
 	fs.StringVar(&op.Why, "why", "", "what release records")
 	mode := fs.String("mode", config.FormatMode(config.DefaultMode), "octal mode of a new directory")
 	fs.IntVar(&op.UID, "uid", -1, "owner of a new directory; -1: unchanged")
@@ -170,27 +185,31 @@ func ParseArgs(args []string) (Op, error) {
 	if fs.NArg() > 0 {
 		return Op{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	switch op.Kind {
-	case Create, Delete, Archive:
-	case Scrub:
-		if op.Owner.ClaimUID == "" {
-			return Op{}, errors.New("scrub needs --claim-uid")
+	var errs []error
+	fs.Visit(func(f *flag.Flag) {
+		switch {
+		case f.Name == "path", f.Name == "pv", f.Name == "node-uid", slices.Contains(takes, f.Name):
+		default:
+			errs = append(errs, fmt.Errorf("--%s does not apply to %s", f.Name, op.Kind))
 		}
-	case Release:
-		if op.Why == "" {
-			return Op{}, errors.New("release needs --why")
-		}
-	default:
-		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub or release)", op.Kind)
+	})
+	if len(errs) > 0 {
+		return Op{}, errors.Join(errs...)
 	}
 	if op.Path == "" || op.Owner.PV == "" {
 		return Op{}, errors.New("--path and --pv are required")
+	}
+	switch {
+	case op.Kind == Scrub && op.Owner.ClaimUID == "":
+		return Op{}, errors.New("scrub needs --claim-uid")
+	case op.Kind == Release && op.Why == "":
+		return Op{}, errors.New("release needs --why")
 	}
 	var err error
 	if op.Mode, err = config.ParseMode(*mode); err != nil {
 		return Op{}, fmt.Errorf("--mode: %w", err)
 	}
-	if op.Kind == Archive || op.Kind == Release {
+	if slices.Contains(takes, "now") {
 		if op.Now, err = time.Parse(time.RFC3339, *now); err != nil {
 			return Op{}, fmt.Errorf("--now: %w", err)
 		}

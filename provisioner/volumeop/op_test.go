@@ -41,6 +41,8 @@ func TestParseArgsRefuses(t *testing.T) {
 		{[]string{"release", "--path=a", "--pv=p", "--now=2026-01-02T03:04:05Z"}, "release needs --why"},
 		{[]string{"release", "--path=a", "--pv=p", "--why=kept"}, "--now"},
 		{[]string{"delete", "--path=a", "--pv=p", "extra"}, "unexpected arguments"},
+		{[]string{"delete", "--path=a", "--pv=p", "--why=x"}, "--why does not apply to delete"},
+		{[]string{"scrub", "--path=a", "--pv=p", "--claim-uid=u", "--mode=0700"}, "--mode does not apply to scrub"},
 	} {
 		if _, err := ParseArgs(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("ParseArgs(%q) = %v, want %q", tt.args, err, tt.want)

@@ -1,0 +1,47 @@
+package volumeop
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"dirpv.io/dirpv/provisioner/volumefs"
+)
+
+// FuzzParseArgs: a helper pod's arguments never make ParseArgs panic, and whatever it accepts
+// encodes (Args) to arguments that parse to the same operation.
+func FuzzParseArgs(f *testing.F) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, op := range []Op{
+		{Kind: Create, Path: "ns/c", Owner: volumefs.Marker{PV: "pvc-1", ClaimUID: "u1", ClaimNamespace: "ns", ClaimName: "c", NodeUID: "n"}, Mode: 0o2770, UID: 1000, GID: -1},
+		{Kind: Delete, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}},
+		{Kind: Archive, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Now: now},
+		{Kind: Scrub, Path: "a", Owner: volumefs.Marker{PV: "pvc-1", ClaimUID: "u1"}},
+		{Kind: Release, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Why: "kept (onDelete: retain)", Now: now},
+	} {
+		f.Add(strings.Join(op.Args(), "\x00"))
+	}
+	f.Add("create\x00--path=../x\x00--pv=p\x00--mode=7777\x00--uid=-2")
+	f.Add("archive\x00--path=a\x00--pv=p\x00--now=2026-01-02T03:04:05+09:00")
+	f.Add("scrub\x00-path\x00a\x00-pv=p\x00-claim-uid=u\x00--\x00x")
+	f.Fuzz(func(t *testing.T, joined string) {
+		op, err := ParseArgs(strings.Split(joined, "\x00"))
+		if err != nil {
+			return
+		}
+		if op.Path == "" || op.Owner.PV == "" {
+			t.Fatalf("accepted an operation without a path or PV: %+v", op)
+		}
+		again, err := ParseArgs(op.Args())
+		if err != nil {
+			t.Fatalf("%+v: its own arguments %q do not parse: %v", op, op.Args(), err)
+		}
+		if !again.Now.Equal(op.Now) {
+			t.Fatalf("time %v came back as %v", op.Now, again.Now)
+		}
+		again.Now = op.Now
+		if again != op {
+			t.Fatalf("%+v came back as %+v", op, again)
+		}
+	})
+}
