@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+
+	"dirpv.io/dirpv/provisioner/pathname"
 )
 
 // Backend names where a class's directories live.
@@ -142,7 +144,7 @@ func ParseClass(params map[string]string) (*Class, error) {
 	}
 	if strings.TrimSpace(pattern) == "" {
 		bad(ParamPathPattern, "must not be empty")
-	} else if t, err := ParsePathPattern(pattern); err != nil {
+	} else if t, err := pathname.Parse(pattern); err != nil {
 		bad(ParamPathPattern, "%v", err)
 	} else {
 		c.PathPattern = t
@@ -187,12 +189,6 @@ func ParseClass(params map[string]string) (*Class, error) {
 		return nil, fmt.Errorf("invalid StorageClass parameters: %w", errors.Join(errs...))
 	}
 	return c, nil
-}
-
-// ParsePathPattern parses a pathPattern. A missing label or annotation is an error at render time,
-// never an empty path component.
-func ParsePathPattern(pattern string) (*template.Template, error) {
-	return template.New(ParamPathPattern).Option("missingkey=error").Parse(pattern)
 }
 
 // ParseMode parses an octal permission mode such as "0775" or "2770" into a FileMode.

@@ -4,7 +4,16 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+
+	"dirpv.io/dirpv/provisioner/pathname"
 )
+
+// claimData is what tests render patterns with.
+var claimData = pathname.Data{
+	PVC: pathname.Claim{Namespace: "team-a", Name: "www-web-0",
+		Labels: pathname.Labels{"app": "web"}, Annotations: pathname.Annotations{"example.com/team": "blue", "dir": "data"}},
+	PV: pathname.Volume{Name: "pvc-0a1b"},
+}
 
 func TestParseClass(t *testing.T) {
 	tests := []struct {
@@ -20,6 +29,9 @@ func TestParseClass(t *testing.T) {
 				if c.Backend != BackendHostPath || c.BasePath != DefaultBasePath || c.OnDelete != OnDeleteDelete ||
 					c.Mode != 0o777 || c.UID != -1 || c.GID != -1 || c.PathPattern == nil {
 					t.Errorf("got %+v", c)
+				}
+				if p, err := pathname.Render(c.PathPattern, claimData); p != "team-a-www-web-0-pvc-0a1b" || err != nil {
+					t.Errorf("default pathPattern rendered %q, %v", p, err)
 				}
 			},
 		},
@@ -87,6 +99,19 @@ func TestParseClass(t *testing.T) {
 		{name: "bad uid", params: map[string]string{"backend": "hostPath", "uid": "-1"}, wantErr: []string{`"uid": "-1" is not a number`}},
 		{name: "bad gid", params: map[string]string{"backend": "hostPath", "gid": "root"}, wantErr: []string{`"gid": "root" is not a number`}},
 		{name: "bad template", params: map[string]string{"backend": "hostPath", "pathPattern": "{{.PVC.Name"}, wantErr: []string{`"pathPattern":`}},
+		{name: "unknown function", params: map[string]string{"backend": "hostPath", "pathPattern": "{{env .PVC.Name}}"}, wantErr: []string{`"pathPattern":`, `function "env" not defined`}},
+		{name: "pattern reading an annotation", params: map[string]string{"backend": "hostPath", "pathPattern": `{{index .PVC.Annotations "example.com/team"}}/{{.PVC.Name}}`},
+			check: func(t *testing.T, c *Class) {
+				if p, err := pathname.Render(c.PathPattern, claimData); p != "blue/www-web-0" || err != nil {
+					t.Errorf("rendered %q, %v", p, err)
+				}
+			}},
+		{name: "pattern reading a missing label", params: map[string]string{"backend": "hostPath", "pathPattern": `x{{index .PVC.Labels "team"}}/{{.PVC.Name}}`},
+			check: func(t *testing.T, c *Class) {
+				if p, err := pathname.Render(c.PathPattern, claimData); err == nil || !strings.Contains(err.Error(), `label "team" is not set on the claim`) {
+					t.Errorf("rendered %q, %v", p, err)
+				}
+			}},
 		{name: "empty pattern", params: map[string]string{"backend": "hostPath", "pathPattern": " "}, wantErr: []string{`"pathPattern": must not be empty`}},
 		{name: "all problems reported", params: map[string]string{"backend": "hostPath", "mode": "x", "foo": "1"},
 			wantErr: []string{`"foo": unknown`, `"mode": "x"`}},

@@ -1,6 +1,6 @@
-// Package pathname renders a StorageClass's pathPattern for one claim and checks that the result is
-// a safe directory name relative to the volume root. PVC labels and annotations are tenant input,
-// so the check runs on the rendered result, never on the pattern.
+// Package pathname parses a StorageClass's pathPattern, renders it for one claim and checks that
+// the result is a safe directory name relative to the volume root. PVC labels and annotations are
+// tenant input, so the check runs on the rendered result, never on the pattern.
 package pathname
 
 import (
@@ -26,9 +26,16 @@ var ErrUnsafe = errors.New("unsafe volume path")
 type Claim struct {
 	Namespace   string
 	Name        string
+	Labels      Labels
+	Annotations Annotations
+}
+
+// Labels and Annotations are distinct types so that a missing key can be reported as a missing
+// label or a missing annotation.
+type (
 	Labels      map[string]string
 	Annotations map[string]string
-}
+)
 
 // Volume is what a pattern may read of the PV.
 type Volume struct {
@@ -39,6 +46,43 @@ type Volume struct {
 type Data struct {
 	PVC Claim
 	PV  Volume
+}
+
+// Parse parses a pathPattern. A missing label or annotation is an error at render time, never an
+// empty path component: missingkey=error covers {{.PVC.Labels.k}}, and index is replaced by one
+// that refuses a missing key (the builtin returns "" for it).
+func Parse(pattern string) (*template.Template, error) {
+	return template.New("pathPattern").
+		Option("missingkey=error").
+		Funcs(template.FuncMap{"index": index}).
+		Parse(pattern)
+}
+
+// index is {{index .PVC.Labels "k"}} and {{index .PVC.Annotations "k"}}, the only way to read keys
+// such as "example.com/team", with an error for a missing key.
+func index(m any, keys ...any) (string, error) {
+	var kind string
+	var values map[string]string
+	switch m := m.(type) {
+	case Labels:
+		kind, values = "label", m
+	case Annotations:
+		kind, values = "annotation", m
+	default:
+		return "", fmt.Errorf("index reads only .PVC.Labels and .PVC.Annotations, not a value of type %T", m)
+	}
+	if len(keys) != 1 {
+		return "", fmt.Errorf("index of the %ss takes one key, not %d", kind, len(keys))
+	}
+	key, ok := keys[0].(string)
+	if !ok {
+		return "", fmt.Errorf("index of the %ss takes a string key, not a value of type %T", kind, keys[0])
+	}
+	v, ok := values[key]
+	if !ok {
+		return "", fmt.Errorf("%s %q is not set on the claim", kind, key)
+	}
+	return v, nil
 }
 
 // Render executes the pattern and validates the result.

@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"dirpv.io/dirpv/provisioner/config"
 )
 
 func data(labels, annotations map[string]string) Data {
@@ -25,11 +23,28 @@ func TestRender(t *testing.T) {
 		want        string
 		wantErr     string
 	}{
-		{name: "default", pattern: config.DefaultPathPattern, want: "team-a-www-web-0-pvc-0a1b"},
 		{name: "nested", pattern: "{{.PVC.Namespace}}/{{.PVC.Name}}", want: "team-a/www-web-0"},
 		{name: "label", pattern: "{{.PVC.Labels.app}}/{{.PV.Name}}", labels: map[string]string{"app": "web"}, want: "web/pvc-0a1b"},
 		{name: "annotation", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "data"}, want: "data"},
+		{name: "label by index", pattern: `x{{index .PVC.Labels "app"}}/{{.PVC.Name}}`, labels: map[string]string{"app": "web"}, want: "xweb/www-web-0"},
+		{name: "annotation key with a slash", pattern: `{{index .PVC.Annotations "example.com/team"}}/{{.PVC.Name}}`,
+			annotations: map[string]string{"example.com/team": "blue"}, want: "blue/www-web-0"},
+		{name: "empty label value is not missing", pattern: `x{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": ""}, want: "x"},
+		// A missing key fails even inside with, if and or (cases below). A pattern renders something
+		// for a missing key only when its author chooses so explicitly: by testing the whole map with
+		// if, or by ranging over it and comparing keys.
+		{name: "range chooses the missing case", pattern: `x{{range $k, $v := .PVC.Labels}}{{if eq $k "app"}}-{{$v}}{{end}}{{end}}`, want: "x"},
+		{name: "if chooses the missing case", pattern: `{{if .PVC.Labels}}{{.PVC.Labels.app}}{{else}}none{{end}}`, want: "none"},
 		{name: "missing label is an error", pattern: "{{.PVC.Labels.app}}", wantErr: "map has no entry"},
+		{name: "missing label field in with", pattern: "{{with .PVC.Labels.app}}{{.}}{{end}}x", wantErr: `map has no entry for key "app"`},
+		{name: "missing label by index", pattern: `x{{index .PVC.Labels "team"}}/{{.PVC.Name}}`, labels: map[string]string{"app": "web"}, wantErr: `label "team" is not set on the claim`},
+		{name: "missing label on a claim without labels", pattern: `x{{index .PVC.Labels "team"}}`, wantErr: `label "team" is not set on the claim`},
+		{name: "missing annotation", pattern: `x{{index .PVC.Annotations "example.com/team"}}`, wantErr: `annotation "example.com/team" is not set on the claim`},
+		{name: "missing annotation in with", pattern: `{{with index .PVC.Annotations "dir"}}{{.}}{{else}}x{{end}}`, wantErr: `annotation "dir" is not set on the claim`},
+		{name: "missing annotation in or", pattern: `{{or (index .PVC.Annotations "dir") "x"}}`, wantErr: `annotation "dir" is not set on the claim`},
+		{name: "index of something else", pattern: `{{index .PVC.Name 0}}`, wantErr: "index reads only .PVC.Labels and .PVC.Annotations, not a value of type string"},
+		{name: "index with two keys", pattern: `{{index .PVC.Labels "a" "b"}}`, wantErr: "index of the labels takes one key, not 2"},
+		{name: "index with a number", pattern: `{{index .PVC.Annotations 1}}`, wantErr: "index of the annotations takes a string key, not a value of type int"},
 		{name: "unknown field", pattern: "{{.PVC.Spec}}", wantErr: "can't evaluate field Spec"},
 		{name: "traversal", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
 		{name: "traversal inside", pattern: `a/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
@@ -48,7 +63,7 @@ func TestRender(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tmpl, err := config.ParsePathPattern(tt.pattern)
+			tmpl, err := Parse(tt.pattern)
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
@@ -63,6 +78,14 @@ func TestRender(t *testing.T) {
 				t.Fatalf("Render = %q, %v; want %q", got, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParse(t *testing.T) {
+	for _, pattern := range []string{"{{.PVC.Name", "{{nosuchfunc}}", "{{end}}"} {
+		if _, err := Parse(pattern); err == nil {
+			t.Errorf("Parse(%q) succeeded", pattern)
+		}
 	}
 }
 
