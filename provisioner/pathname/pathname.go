@@ -87,15 +87,26 @@ func index(m any, keys ...any) (string, error) {
 
 // Render executes the pattern and validates the result.
 func Render(t *template.Template, d Data) (string, error) {
-	var b strings.Builder
-	if err := t.Execute(&b, d); err != nil {
+	var w limitWriter
+	if err := t.Execute(&w, d); err != nil {
 		return "", fmt.Errorf("pathPattern: %w", err)
 	}
-	p := b.String()
+	p := w.String()
 	if err := Validate(p); err != nil {
 		return "", fmt.Errorf("pathPattern rendered %q: %w", p, err)
 	}
 	return p, nil
+}
+
+// limitWriter stops a pattern as soon as its output is too long to be accepted, so that a pattern
+// such as {{range 1000000000}}x{{end}} cannot exhaust memory.
+type limitWriter struct{ strings.Builder }
+
+func (w *limitWriter) Write(p []byte) (int, error) {
+	if w.Len()+len(p) > MaxPath {
+		return 0, fmt.Errorf("%w: longer than %d bytes", ErrUnsafe, MaxPath)
+	}
+	return w.Builder.Write(p)
 }
 
 // Validate accepts a non-empty, clean, relative path that stays below its root and has no hidden
