@@ -226,7 +226,8 @@ func FormatMode(m fs.FileMode) string {
 }
 
 // CleanAbsolute accepts an absolute path that is already clean (no "..", "//" or trailing "/"),
-// so what an operator wrote is exactly what is used.
+// so what an operator wrote is exactly what is used, and that follows the character rule of
+// volume paths.
 func CleanAbsolute(p string) (string, error) {
 	if !path.IsAbs(p) {
 		return "", fmt.Errorf("%q is not an absolute path", p)
@@ -234,13 +235,11 @@ func CleanAbsolute(p string) (string, error) {
 	if path.Clean(p) != p {
 		return "", fmt.Errorf("%q is not a clean path (want %q)", p, path.Clean(p))
 	}
-	if strings.ContainsFunc(p, isControl) {
-		return "", fmt.Errorf("%q contains control characters", p)
+	if err := pathname.CheckCharacters(p); err != nil {
+		return "", fmt.Errorf("%q: %w", p, err)
 	}
 	return p, nil
 }
-
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

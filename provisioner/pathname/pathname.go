@@ -1,6 +1,7 @@
 // Package pathname parses a StorageClass's pathPattern, renders it for one claim and checks that
 // the result is a safe directory name relative to the volume root. PVC labels and annotations are
-// tenant input, so the check runs on the rendered result, never on the pattern.
+// tenant input, so the check runs on the rendered result, never on the pattern. The character rule
+// of that check also applies to the absolute paths an operator configures (CheckCharacters).
 package pathname
 
 import (
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Limits on a rendered path. Linux allows 255 bytes per name; 200 leaves room for the archive
@@ -109,8 +112,9 @@ func (w *limitWriter) Write(p []byte) (int, error) {
 	return w.Builder.Write(p)
 }
 
-// Validate accepts a non-empty, clean, relative path that stays below its root and has no hidden
-// or control-character components. Hidden names are reserved for dirpv's ownership markers.
+// Validate accepts a non-empty, clean, relative path that stays below its root, follows the
+// character rule of CheckCharacters, and has no backslashes or hidden components. Hidden names are
+// reserved for dirpv's ownership markers.
 func Validate(p string) error {
 	switch {
 	case p == "":
@@ -123,8 +127,11 @@ func Validate(p string) error {
 		return fmt.Errorf("%w: escapes its root", ErrUnsafe)
 	case path.Clean(p) != p:
 		return fmt.Errorf("%w: not clean (empty, \".\" or \"..\" components, or a trailing slash)", ErrUnsafe)
-	case strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }):
-		return fmt.Errorf("%w: control characters or backslashes", ErrUnsafe)
+	case strings.Contains(p, `\`):
+		return fmt.Errorf("%w: contains a backslash", ErrUnsafe)
+	}
+	if err := CheckCharacters(p); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnsafe, err)
 	}
 	for _, c := range strings.Split(p, "/") {
 		switch {
@@ -135,4 +142,43 @@ func Validate(p string) error {
 		}
 	}
 	return nil
+}
+
+// CheckCharacters is the character rule for every path dirpv makes or uses, relative or absolute:
+// valid UTF-8; no control characters (Unicode Cc: C0, DEL, C1), no invisible format characters
+// (Cf: bidi overrides, zero-width characters, soft hyphen, BOM, ...) and no line or paragraph
+// separators (Zl, Zp), as they hide or disguise what a name is; and no component that begins or
+// ends with white space, which is almost always a mistake nobody can see. The offending character
+// is named as U+XXXX, never echoed raw, since errors become events.
+func CheckCharacters(p string) error {
+	for i, r := range p {
+		if r == utf8.RuneError && !strings.HasPrefix(p[i:], string(utf8.RuneError)) {
+			return fmt.Errorf("invalid UTF-8 at byte %d", i)
+		}
+		if what := refused(r); what != "" {
+			return fmt.Errorf("%s %U", what, r)
+		}
+	}
+	for c := range strings.SplitSeq(p, "/") {
+		if r, _ := utf8.DecodeRuneInString(c); unicode.IsSpace(r) {
+			return fmt.Errorf("component %q starts with white space %U", c, r)
+		}
+		if r, _ := utf8.DecodeLastRuneInString(c); unicode.IsSpace(r) {
+			return fmt.Errorf("component %q ends with white space %U", c, r)
+		}
+	}
+	return nil
+}
+
+// refused names the kind of a character no path may contain, or returns "".
+func refused(r rune) string {
+	switch {
+	case unicode.Is(unicode.Cc, r):
+		return "control character"
+	case unicode.Is(unicode.Cf, r):
+		return "invisible format character"
+	case unicode.In(r, unicode.Zl, unicode.Zp):
+		return "line or paragraph separator"
+	}
+	return ""
 }

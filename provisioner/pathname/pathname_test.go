@@ -2,9 +2,12 @@ package pathname
 
 import (
 	"errors"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 )
 
 func data(labels, annotations map[string]string) Data {
@@ -26,6 +29,7 @@ func TestRender(t *testing.T) {
 		{name: "nested", pattern: "{{.PVC.Namespace}}/{{.PVC.Name}}", want: "team-a/www-web-0"},
 		{name: "label", pattern: "{{.PVC.Labels.app}}/{{.PV.Name}}", labels: map[string]string{"app": "web"}, want: "web/pvc-0a1b"},
 		{name: "annotation", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "data"}, want: "data"},
+		{name: "UTF-8 and inner spaces", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "é/日本/🚀/a b"}, want: "é/日本/🚀/a b"},
 		{name: "label by index", pattern: `x{{index .PVC.Labels "app"}}/{{.PVC.Name}}`, labels: map[string]string{"app": "web"}, want: "xweb/www-web-0"},
 		{name: "annotation key with a slash", pattern: `{{index .PVC.Annotations "example.com/team"}}/{{.PVC.Name}}`,
 			annotations: map[string]string{"example.com/team": "blue"}, want: "blue/www-web-0"},
@@ -57,7 +61,10 @@ func TestRender(t *testing.T) {
 		{name: "trailing slash", pattern: `{{.PVC.Name}}/`, wantErr: "not clean"},
 		{name: "hidden", pattern: `.{{.PVC.Name}}`, wantErr: "starts with"},
 		{name: "marker name", pattern: `a/.b.dirpv`, wantErr: "starts with"},
-		{name: "newline", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\nb"}, wantErr: "control"},
+		{name: "newline", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\nb"}, wantErr: `rendered "a\nb": unsafe volume path: control character U+000A`},
+		{name: "bidi override", pattern: `{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": "a\u202Eb"}, wantErr: `rendered "a\u202eb": unsafe volume path: invisible format character U+202E`},
+		{name: "invalid UTF-8", pattern: `x/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\xffb"}, wantErr: `rendered "x/a\xffb": unsafe volume path: invalid UTF-8 at byte 3`},
+		{name: "trailing space", pattern: `{{index .PVC.Annotations "dir"}}/x`, annotations: map[string]string{"dir": "a "}, wantErr: `component "a " ends with white space U+0020`},
 		{name: "backslash", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": `..\x`}, wantErr: "backslash"},
 		{name: "long component", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x", 201)}, wantErr: "longer than 200"},
 		{name: "long path", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x/", 600) + "x"}, wantErr: "longer than 1024"},
@@ -90,29 +97,120 @@ func TestParse(t *testing.T) {
 	}
 }
 
-// FuzzValidate checks that whatever Validate accepts stays strictly inside its root.
+// validateTests also seed FuzzValidate.
+var validateTests = []struct {
+	path    string
+	wantErr string // "" means accepted
+}{
+	{path: "a"},
+	{path: "a/b"},
+	{path: "team-a/www-web-0"},
+	{path: "é"},
+	{path: "日本/データ"},
+	{path: "🚀"},
+	{path: "a b"},
+	{path: "a\u00a0b"}, // no-break space inside a name
+	{path: "a\u00adb", wantErr: "invisible format character U+00AD"}, // soft hyphen
+	{path: "\ufffd"}, // the replacement character itself is valid UTF-8
+	{path: "a...b"},
+	{path: strings.Repeat("x", MaxComponent)},
+
+	{path: "", wantErr: "empty"},
+	{path: "../a", wantErr: "escapes its root"},
+	{path: "a/../..", wantErr: "escapes its root"},
+	{path: "x/..", wantErr: "not clean"},
+	{path: "/x", wantErr: "absolute"},
+	{path: ".", wantErr: "starts with"},
+	{path: "a/./b", wantErr: "not clean"},
+	{path: "a//b", wantErr: "not clean"},
+	{path: "a/", wantErr: "not clean"},
+	{path: ".x", wantErr: `component ".x" starts with "."`},
+	{path: "a/.dirpv", wantErr: `component ".dirpv" starts with "."`},
+	{path: `a\..\b`, wantErr: "backslash"},
+	{path: strings.Repeat("x", MaxComponent+1), wantErr: "component longer than 200 bytes"},
+	{path: strings.Repeat("x/", MaxPath/2) + "x", wantErr: "longer than 1024 bytes"},
+
+	{path: "a\x00b", wantErr: "control character U+0000"},
+	{path: "a\nb", wantErr: "control character U+000A"},
+	{path: "a\tb", wantErr: "control character U+0009"},
+	{path: "a\x1bb", wantErr: "control character U+001B"},
+	{path: "a\x7fb", wantErr: "control character U+007F"},
+	{path: "a\u0085b", wantErr: "control character U+0085"},
+	{path: "a\u009bb", wantErr: "control character U+009B"},
+	{path: "a\u202eb", wantErr: "invisible format character U+202E"},
+	{path: "a\u2066b", wantErr: "invisible format character U+2066"},
+	{path: "a\u200bb", wantErr: "invisible format character U+200B"},
+	{path: "a\u200db", wantErr: "invisible format character U+200D"},
+	{path: "\ufeffa", wantErr: "invisible format character U+FEFF"},
+	{path: "a\u2028b", wantErr: "line or paragraph separator U+2028"},
+	{path: "a\u2029b", wantErr: "line or paragraph separator U+2029"},
+	{path: "a\xffb", wantErr: "invalid UTF-8 at byte 1"},
+	{path: "a/\xc3", wantErr: "invalid UTF-8 at byte 2"},
+	{path: "\xed\xa0\x80", wantErr: "invalid UTF-8 at byte 0"}, // an encoded surrogate
+	{path: " a", wantErr: `component " a" starts with white space U+0020`},
+	{path: "x/a ", wantErr: `component "a " ends with white space U+0020`},
+	{path: "a/\u3000b", wantErr: "starts with white space U+3000"},
+	{path: "a\u00a0/b", wantErr: "ends with white space U+00A0"},
+}
+
+func TestValidate(t *testing.T) {
+	for _, tt := range validateTests {
+		err := Validate(tt.path)
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("Validate(%q) = %v, want nil", tt.path, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("Validate(%q) = %v, want error containing %q", tt.path, err, tt.wantErr)
+		case err != nil && !errors.Is(err, ErrUnsafe):
+			t.Errorf("Validate(%q) = %v, not wrapping ErrUnsafe", tt.path, err)
+		case err != nil && hasRefused(err.Error()):
+			t.Errorf("Validate(%q) = %q, echoing a refused character", tt.path, err)
+		}
+	}
+}
+
+// isRefused is the character rule as the README states it, written independently of refused.
+func isRefused(r rune) bool { return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) }
+
+func hasRefused(s string) bool { return !utf8.ValidString(s) || strings.ContainsFunc(s, isRefused) }
+
+// FuzzValidate checks that whatever Validate accepts follows every rule and stays strictly inside
+// its root.
 func FuzzValidate(f *testing.F) {
-	for _, s := range []string{"a", "a/b", "../a", "a/../..", "/x", ".", "a/./b", "a//b", ".x", "a\\..\\b", "x/.."} {
-		f.Add(s)
+	for _, tt := range validateTests {
+		f.Add(tt.path)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
 		if Validate(p) != nil {
 			return
 		}
-		if !filepath.IsLocal(p) {
-			t.Fatalf("accepted non-local %q", p)
-		}
-		joined := filepath.Join("/root", p)
-		if !strings.HasPrefix(joined, "/root/") {
-			t.Fatalf("accepted %q escaping to %q", p, joined)
-		}
-		for _, c := range strings.Split(p, "/") {
-			if c == "" || c == "." || c == ".." || strings.HasPrefix(c, ".") {
-				t.Fatalf("accepted %q with component %q", p, c)
-			}
-		}
+		checkAccepted(t, p)
 		if !errors.Is(Validate("../"+p), ErrUnsafe) {
 			t.Fatalf("accepted ../%s", p)
 		}
 	})
+}
+
+// checkAccepted fails unless p is a path Validate may accept.
+func checkAccepted(t *testing.T, p string) {
+	t.Helper()
+	if len(p) == 0 || len(p) > MaxPath {
+		t.Fatalf("accepted %q of %d bytes", p, len(p))
+	}
+	if hasRefused(p) || strings.Contains(p, `\`) {
+		t.Fatalf("accepted %q with a refused character", p)
+	}
+	if !filepath.IsLocal(p) || path.Clean(p) != p {
+		t.Fatalf("accepted non-local or unclean %q", p)
+	}
+	if joined := filepath.Join("/root", p); !strings.HasPrefix(joined, "/root/") {
+		t.Fatalf("accepted %q escaping to %q", p, joined)
+	}
+	for _, c := range strings.Split(p, "/") {
+		first, _ := utf8.DecodeRuneInString(c)
+		last, _ := utf8.DecodeLastRuneInString(c)
+		if c == "" || c == ".." || strings.HasPrefix(c, ".") || len(c) > MaxComponent || unicode.IsSpace(first) || unicode.IsSpace(last) {
+			t.Fatalf("accepted %q with component %q", p, c)
+		}
+	}
 }
