@@ -17,59 +17,63 @@ func data(labels, annotations map[string]string) Data {
 	}
 }
 
+// renderTests also seed FuzzRender, with the values of label "app" and annotation "dir".
+var renderTests = []struct {
+	name        string
+	pattern     string
+	annotations map[string]string
+	labels      map[string]string
+	want        string
+	wantErr     string
+}{
+	{name: "nested", pattern: "{{.PVC.Namespace}}/{{.PVC.Name}}", want: "team-a/www-web-0"},
+	{name: "label", pattern: "{{.PVC.Labels.app}}/{{.PV.Name}}", labels: map[string]string{"app": "web"}, want: "web/pvc-0a1b"},
+	{name: "annotation", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "data"}, want: "data"},
+	{name: "label by index", pattern: `x{{index .PVC.Labels "app"}}/{{.PVC.Name}}`, labels: map[string]string{"app": "web"}, want: "xweb/www-web-0"},
+	{name: "annotation key with a slash", pattern: `{{index .PVC.Annotations "example.com/team"}}/{{.PVC.Name}}`,
+		annotations: map[string]string{"example.com/team": "blue"}, want: "blue/www-web-0"},
+	{name: "empty label value is not missing", pattern: `x{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": ""}, want: "x"},
+	{name: "UTF-8 and inner spaces", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "é/日本/🚀/a b"}, want: "é/日本/🚀/a b"},
+	// A missing key fails even inside with, if and or (cases below). A pattern renders something
+	// for a missing key only when its author chooses so explicitly: by testing the whole map with
+	// if, or by ranging over it and comparing keys.
+	{name: "range chooses the missing case", pattern: `x{{range $k, $v := .PVC.Labels}}{{if eq $k "app"}}-{{$v}}{{end}}{{end}}`, want: "x"},
+	{name: "if chooses the missing case", pattern: `{{if .PVC.Labels}}{{.PVC.Labels.app}}{{else}}none{{end}}`, want: "none"},
+
+	{name: "missing label field", pattern: "{{.PVC.Labels.app}}", wantErr: `map has no entry for key "app"`},
+	{name: "missing label field in with", pattern: "{{with .PVC.Labels.app}}{{.}}{{end}}x", wantErr: `map has no entry for key "app"`},
+	{name: "missing label by index", pattern: `x{{index .PVC.Labels "team"}}/{{.PVC.Name}}`, labels: map[string]string{"app": "web"}, wantErr: `label "team" is not set on the claim`},
+	{name: "missing label on a claim without labels", pattern: `x{{index .PVC.Labels "team"}}`, wantErr: `label "team" is not set on the claim`},
+	{name: "missing annotation", pattern: `x{{index .PVC.Annotations "example.com/team"}}`, wantErr: `annotation "example.com/team" is not set on the claim`},
+	{name: "missing annotation in with", pattern: `{{with index .PVC.Annotations "dir"}}{{.}}{{else}}x{{end}}`, wantErr: `annotation "dir" is not set on the claim`},
+	{name: "missing annotation in or", pattern: `{{or (index .PVC.Annotations "dir") "x"}}`, wantErr: `annotation "dir" is not set on the claim`},
+	{name: "index of something else", pattern: `{{index .PVC.Name 0}}`, wantErr: "index reads only .PVC.Labels and .PVC.Annotations, not a value of type string"},
+	{name: "index with two keys", pattern: `{{index .PVC.Labels "a" "b"}}`, wantErr: "index of the labels takes one key, not 2"},
+	{name: "index with a number", pattern: `{{index .PVC.Annotations 1}}`, wantErr: "index of the annotations takes a string key, not a value of type int"},
+	{name: "unknown field", pattern: "{{.PVC.Spec}}", wantErr: "can't evaluate field Spec"},
+	{name: "endless output", pattern: "{{range 1000000000}}x{{end}}", wantErr: "longer than 1024 bytes"},
+
+	{name: "traversal", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
+	{name: "traversal inside", pattern: `a/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
+	{name: "absolute", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "/etc"}, wantErr: "absolute"},
+	{name: "root itself", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "."}, wantErr: "starts with"},
+	{name: "parent", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": ".."}, wantErr: "escapes"},
+	{name: "empty", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": ""}, wantErr: "empty"},
+	{name: "empty component", pattern: `a/{{index .PVC.Annotations "dir"}}/b`, annotations: map[string]string{"dir": ""}, wantErr: "not clean"},
+	{name: "trailing slash", pattern: `{{.PVC.Name}}/`, wantErr: "not clean"},
+	{name: "hidden", pattern: `.{{.PVC.Name}}`, wantErr: "starts with"},
+	{name: "marker name", pattern: `a/.b.dirpv`, wantErr: "starts with"},
+	{name: "newline", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\nb"}, wantErr: `rendered "a\nb": unsafe volume path: control character U+000A`},
+	{name: "bidi override", pattern: `{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": "a\u202Eb"}, wantErr: `rendered "a\u202eb": unsafe volume path: invisible format character U+202E`},
+	{name: "invalid UTF-8", pattern: `x/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\xffb"}, wantErr: `rendered "x/a\xffb": unsafe volume path: invalid UTF-8 at byte 3`},
+	{name: "trailing space", pattern: `{{index .PVC.Annotations "dir"}}/x`, annotations: map[string]string{"dir": "a "}, wantErr: `component "a " ends with white space U+0020`},
+	{name: "backslash", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": `..\x`}, wantErr: "backslash"},
+	{name: "long component", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x", 201)}, wantErr: "longer than 200"},
+	{name: "long path", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x/", 600) + "x"}, wantErr: "longer than 1024"},
+}
+
 func TestRender(t *testing.T) {
-	tests := []struct {
-		name        string
-		pattern     string
-		annotations map[string]string
-		labels      map[string]string
-		want        string
-		wantErr     string
-	}{
-		{name: "nested", pattern: "{{.PVC.Namespace}}/{{.PVC.Name}}", want: "team-a/www-web-0"},
-		{name: "label", pattern: "{{.PVC.Labels.app}}/{{.PV.Name}}", labels: map[string]string{"app": "web"}, want: "web/pvc-0a1b"},
-		{name: "annotation", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "data"}, want: "data"},
-		{name: "UTF-8 and inner spaces", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "é/日本/🚀/a b"}, want: "é/日本/🚀/a b"},
-		{name: "label by index", pattern: `x{{index .PVC.Labels "app"}}/{{.PVC.Name}}`, labels: map[string]string{"app": "web"}, want: "xweb/www-web-0"},
-		{name: "annotation key with a slash", pattern: `{{index .PVC.Annotations "example.com/team"}}/{{.PVC.Name}}`,
-			annotations: map[string]string{"example.com/team": "blue"}, want: "blue/www-web-0"},
-		{name: "empty label value is not missing", pattern: `x{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": ""}, want: "x"},
-		// A missing key fails even inside with, if and or (cases below). A pattern renders something
-		// for a missing key only when its author chooses so explicitly: by testing the whole map with
-		// if, or by ranging over it and comparing keys.
-		{name: "range chooses the missing case", pattern: `x{{range $k, $v := .PVC.Labels}}{{if eq $k "app"}}-{{$v}}{{end}}{{end}}`, want: "x"},
-		{name: "if chooses the missing case", pattern: `{{if .PVC.Labels}}{{.PVC.Labels.app}}{{else}}none{{end}}`, want: "none"},
-		{name: "missing label is an error", pattern: "{{.PVC.Labels.app}}", wantErr: "map has no entry"},
-		{name: "missing label field in with", pattern: "{{with .PVC.Labels.app}}{{.}}{{end}}x", wantErr: `map has no entry for key "app"`},
-		{name: "missing label by index", pattern: `x{{index .PVC.Labels "team"}}/{{.PVC.Name}}`, labels: map[string]string{"app": "web"}, wantErr: `label "team" is not set on the claim`},
-		{name: "missing label on a claim without labels", pattern: `x{{index .PVC.Labels "team"}}`, wantErr: `label "team" is not set on the claim`},
-		{name: "missing annotation", pattern: `x{{index .PVC.Annotations "example.com/team"}}`, wantErr: `annotation "example.com/team" is not set on the claim`},
-		{name: "missing annotation in with", pattern: `{{with index .PVC.Annotations "dir"}}{{.}}{{else}}x{{end}}`, wantErr: `annotation "dir" is not set on the claim`},
-		{name: "missing annotation in or", pattern: `{{or (index .PVC.Annotations "dir") "x"}}`, wantErr: `annotation "dir" is not set on the claim`},
-		{name: "index of something else", pattern: `{{index .PVC.Name 0}}`, wantErr: "index reads only .PVC.Labels and .PVC.Annotations, not a value of type string"},
-		{name: "index with two keys", pattern: `{{index .PVC.Labels "a" "b"}}`, wantErr: "index of the labels takes one key, not 2"},
-		{name: "index with a number", pattern: `{{index .PVC.Annotations 1}}`, wantErr: "index of the annotations takes a string key, not a value of type int"},
-		{name: "unknown field", pattern: "{{.PVC.Spec}}", wantErr: "can't evaluate field Spec"},
-		{name: "endless output", pattern: "{{range 1000000000}}x{{end}}", wantErr: "longer than 1024 bytes"},
-		{name: "traversal", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
-		{name: "traversal inside", pattern: `a/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
-		{name: "absolute", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "/etc"}, wantErr: "absolute"},
-		{name: "root itself", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "."}, wantErr: "starts with"},
-		{name: "parent", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": ".."}, wantErr: "escapes"},
-		{name: "empty", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": ""}, wantErr: "empty"},
-		{name: "empty component", pattern: `a/{{index .PVC.Annotations "dir"}}/b`, annotations: map[string]string{"dir": ""}, wantErr: "not clean"},
-		{name: "trailing slash", pattern: `{{.PVC.Name}}/`, wantErr: "not clean"},
-		{name: "hidden", pattern: `.{{.PVC.Name}}`, wantErr: "starts with"},
-		{name: "marker name", pattern: `a/.b.dirpv`, wantErr: "starts with"},
-		{name: "newline", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\nb"}, wantErr: `rendered "a\nb": unsafe volume path: control character U+000A`},
-		{name: "bidi override", pattern: `{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": "a\u202Eb"}, wantErr: `rendered "a\u202eb": unsafe volume path: invisible format character U+202E`},
-		{name: "invalid UTF-8", pattern: `x/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\xffb"}, wantErr: `rendered "x/a\xffb": unsafe volume path: invalid UTF-8 at byte 3`},
-		{name: "trailing space", pattern: `{{index .PVC.Annotations "dir"}}/x`, annotations: map[string]string{"dir": "a "}, wantErr: `component "a " ends with white space U+0020`},
-		{name: "backslash", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": `..\x`}, wantErr: "backslash"},
-		{name: "long component", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x", 201)}, wantErr: "longer than 200"},
-		{name: "long path", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x/", 600) + "x"}, wantErr: "longer than 1024"},
-	}
-	for _, tt := range tests {
+	for _, tt := range renderTests {
 		t.Run(tt.name, func(t *testing.T) {
 			tmpl, err := Parse(tt.pattern)
 			if err != nil {
@@ -213,4 +217,30 @@ func checkAccepted(t *testing.T, p string) {
 			t.Fatalf("accepted %q with component %q", p, c)
 		}
 	}
+}
+
+// FuzzRender renders fuzzed patterns with fuzzed claim data: whatever Render returns must be a safe
+// path, and its errors must not echo refused characters that the pattern itself does not contain.
+func FuzzRender(f *testing.F) {
+	for _, tt := range renderTests {
+		f.Add(tt.pattern, tt.labels["app"], tt.annotations["dir"])
+	}
+	f.Fuzz(func(t *testing.T, pattern, label, annotation string) {
+		tmpl, err := Parse(pattern)
+		if err != nil {
+			return
+		}
+		d := data(map[string]string{"app": label}, map[string]string{"dir": annotation, "example.com/team": annotation})
+		p, err := Render(tmpl, d)
+		if err != nil {
+			if !hasRefused(pattern) && hasRefused(err.Error()) {
+				t.Fatalf("error %q echoes a refused character", err)
+			}
+			return
+		}
+		if err := Validate(p); err != nil {
+			t.Fatalf("Render returned %q, which Validate refuses: %v", p, err)
+		}
+		checkAccepted(t, p)
+	})
 }
