@@ -102,7 +102,8 @@ func Render(t *template.Template, d Data) (string, error) {
 }
 
 // limitWriter stops a pattern as soon as its output is too long to be accepted, so that a pattern
-// such as {{range 1000000000}}x{{end}} cannot exhaust memory.
+// such as {{range 1000000000}}x{{end}} cannot exhaust memory (it can still loop for long without
+// writing: text/template has no time limit).
 type limitWriter struct{ strings.Builder }
 
 func (w *limitWriter) Write(p []byte) (int, error) {
