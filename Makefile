@@ -5,7 +5,7 @@ IMAGE ?= dirpv.io/dirpv:v0.1.0
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build tools lint unit e2e test image docker-image cluster-up cluster-down demo demo-down
+.PHONY: all build tools lint unit fuzz e2e test image docker-image cluster-up cluster-down demo demo-down
 
 all: build
 
@@ -24,6 +24,22 @@ lint: ## gofmt, go vet, and every overlay renders (with the kubectl that `make t
 
 unit: ## Unit tests (fake clients, real filesystem under temporary directories).
 	$(GO) test -race -count=1 ./...
+
+# Fuzz targets, as ./package/FuzzName; append to add one.
+FUZZ_TARGETS := \
+	./provisioner/config/FuzzParseClass \
+	./provisioner/pathname/FuzzRender \
+	./provisioner/pathname/FuzzValidate
+FUZZTIME ?= 10s
+
+# go test fuzzes one target per run: one recipe line per target (the blank line ends each).
+define fuzz-target
+	$(GO) test -run='^$$' -fuzz='^$(notdir $(1))$$' -fuzztime=$(FUZZTIME) $(dir $(1))
+
+endef
+
+fuzz: ## Run each fuzz target for FUZZTIME (10s unless set).
+	$(foreach t,$(FUZZ_TARGETS),$(call fuzz-target,$(t)))
 
 e2e: ## The end-to-end suite on a real local cluster (brought up and torn down unless one runs).
 	hack/e2e.sh

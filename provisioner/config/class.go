@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+
+	"dirpv.io/dirpv/provisioner/pathname"
 )
 
 // Backend names where a class's directories live.
@@ -142,7 +144,7 @@ func ParseClass(params map[string]string) (*Class, error) {
 	}
 	if strings.TrimSpace(pattern) == "" {
 		bad(ParamPathPattern, "must not be empty")
-	} else if t, err := ParsePathPattern(pattern); err != nil {
+	} else if t, err := pathname.Parse(pattern); err != nil {
 		bad(ParamPathPattern, "%v", err)
 	} else {
 		c.PathPattern = t
@@ -189,12 +191,6 @@ func ParseClass(params map[string]string) (*Class, error) {
 	return c, nil
 }
 
-// ParsePathPattern parses a pathPattern. A missing label or annotation is an error at render time,
-// never an empty path component.
-func ParsePathPattern(pattern string) (*template.Template, error) {
-	return template.New(ParamPathPattern).Option("missingkey=error").Parse(pattern)
-}
-
 // ParseMode parses an octal permission mode such as "0775" or "2770" into a FileMode.
 func ParseMode(s string) (fs.FileMode, error) {
 	n, err := strconv.ParseUint(s, 8, 32)
@@ -230,7 +226,8 @@ func FormatMode(m fs.FileMode) string {
 }
 
 // CleanAbsolute accepts an absolute path that is already clean (no "..", "//" or trailing "/"),
-// so what an operator wrote is exactly what is used.
+// so what an operator wrote is exactly what is used, and that follows the character rule of
+// volume paths.
 func CleanAbsolute(p string) (string, error) {
 	if !path.IsAbs(p) {
 		return "", fmt.Errorf("%q is not an absolute path", p)
@@ -238,13 +235,11 @@ func CleanAbsolute(p string) (string, error) {
 	if path.Clean(p) != p {
 		return "", fmt.Errorf("%q is not a clean path (want %q)", p, path.Clean(p))
 	}
-	if strings.ContainsFunc(p, isControl) {
-		return "", fmt.Errorf("%q contains control characters", p)
+	if err := pathname.CheckCharacters(p); err != nil {
+		return "", fmt.Errorf("%q: %w", p, err)
 	}
 	return p, nil
 }
-
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

@@ -2,96 +2,132 @@ package config
 
 import (
 	"io/fs"
+	"path"
+	"path/filepath"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
+
+	"dirpv.io/dirpv/provisioner/pathname"
 )
 
+// claimData is what tests render patterns with.
+var claimData = pathname.Data{
+	PVC: pathname.Claim{Namespace: "team-a", Name: "www-web-0",
+		Labels: pathname.Labels{"app": "web"}, Annotations: pathname.Annotations{"example.com/team": "blue", "dir": "data"}},
+	PV: pathname.Volume{Name: "pvc-0a1b"},
+}
+
+// classTests also seed FuzzParseClass.
+var classTests = []struct {
+	name    string
+	params  map[string]string
+	check   func(t *testing.T, c *Class)
+	wantErr []string
+}{
+	{
+		name:   "hostPath defaults",
+		params: map[string]string{"backend": "hostPath"},
+		check: func(t *testing.T, c *Class) {
+			if c.Backend != BackendHostPath || c.BasePath != DefaultBasePath || c.OnDelete != OnDeleteDelete ||
+				c.Mode != 0o777 || c.UID != -1 || c.GID != -1 || c.PathPattern == nil {
+				t.Errorf("got %+v", c)
+			}
+			if p, err := pathname.Render(c.PathPattern, claimData); p != "team-a-www-web-0-pvc-0a1b" || err != nil {
+				t.Errorf("default pathPattern rendered %q, %v", p, err)
+			}
+		},
+	},
+	{
+		name: "nfs full",
+		params: map[string]string{"backend": "nfs", "server": "10.0.0.5", "share": "/exports/k8s",
+			"pathPattern": "{{.PVC.Namespace}}/{{.PVC.Name}}", "onDelete": "archive", "mode": "2770", "uid": "1000", "gid": "2000"},
+		check: func(t *testing.T, c *Class) {
+			if c.Server != "10.0.0.5" || c.Share != "/exports/k8s" || c.OnDelete != OnDeleteArchive ||
+				c.Mode != fs.ModeSetgid|0o770 || c.UID != 1000 || c.GID != 2000 {
+				t.Errorf("got %+v", c)
+			}
+		},
+	},
+	{name: "custom basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/fast"},
+		check: func(t *testing.T, c *Class) {
+			if c.BasePath != "/var/lib/dirpv/fast" {
+				t.Errorf("basePath %q", c.BasePath)
+			}
+		}},
+	{name: "retain", params: map[string]string{"backend": "hostPath", "onDelete": "retain"},
+		check: func(t *testing.T, c *Class) {
+			if c.OnDelete != OnDeleteRetain {
+				t.Errorf("onDelete %q", c.OnDelete)
+			}
+		}},
+	{name: "recycle", params: map[string]string{"backend": "hostPath", "recycle": "true"},
+		check: func(t *testing.T, c *Class) {
+			if !c.Recycle {
+				t.Error("recycle not set")
+			}
+		}},
+	{name: "recycle off", params: map[string]string{"backend": "hostPath", "recycle": "false"},
+		check: func(t *testing.T, c *Class) {
+			if c.Recycle {
+				t.Error("recycle set")
+			}
+		}},
+	{name: "bad recycle", params: map[string]string{"backend": "hostPath", "recycle": "yes"}, wantErr: []string{`"recycle": "yes" is not one of true, false`}},
+	{name: "missing backend", params: map[string]string{}, wantErr: []string{`"backend": is required`}},
+	{name: "bad backend", params: map[string]string{"backend": "ceph"}, wantErr: []string{`"backend": "ceph" is not one of nfs, hostPath`}},
+	{name: "unknown key names it and the allowed keys", params: map[string]string{"backend": "hostPath", "archiveOnDelete": "true"},
+		wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: backend, basePath, gid, mode, onDelete, pathPattern, recycle, server, share, uid)`}},
+	{name: "nfs key on hostPath", params: map[string]string{"backend": "hostPath", "server": "x"},
+		wantErr: []string{`"server": applies only to backend nfs, not hostPath`}},
+	{name: "hostPath key on nfs", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "basePath": "/x"},
+		wantErr: []string{`"basePath": applies only to backend hostPath, not nfs`}},
+	{name: "nfs needs server and share", params: map[string]string{"backend": "nfs"},
+		wantErr: []string{`"server": is required`, `"share": is required`}},
+	{name: "relative share", params: map[string]string{"backend": "nfs", "server": "s", "share": "exports"},
+		wantErr: []string{`"share": "exports" is not an absolute path`}},
+	{name: "unclean share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/exports/../etc"},
+		wantErr: []string{`"share": "/exports/../etc" is not a clean path`}},
+	{name: "bad server", params: map[string]string{"backend": "nfs", "server": "a/b", "share": "/e"},
+		wantErr: []string{`"server": "a/b" is not a host name`}},
+	{name: "relative basePath", params: map[string]string{"backend": "hostPath", "basePath": "var/lib"},
+		wantErr: []string{`"basePath": "var/lib" is not an absolute path`}},
+	{name: "traversing basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/../../etc"},
+		wantErr: []string{`"basePath": "/var/lib/dirpv/../../etc" is not a clean path`}},
+	{name: "bad onDelete", params: map[string]string{"backend": "hostPath", "onDelete": "shred"},
+		wantErr: []string{`"onDelete": "shred" is not one of delete, retain, archive`}},
+	{name: "bad mode", params: map[string]string{"backend": "hostPath", "mode": "0999"}, wantErr: []string{`"mode": "0999" is not an octal mode`}},
+	{name: "mode too big", params: map[string]string{"backend": "hostPath", "mode": "17777"}, wantErr: []string{`"mode": "17777"`}},
+	{name: "mode too short", params: map[string]string{"backend": "hostPath", "mode": "7"}, wantErr: []string{`"mode": "7"`}},
+	{name: "bad uid", params: map[string]string{"backend": "hostPath", "uid": "-1"}, wantErr: []string{`"uid": "-1" is not a number`}},
+	{name: "uid too big", params: map[string]string{"backend": "hostPath", "uid": "2147483648"}, wantErr: []string{`"uid": "2147483648" is not a number from 0 to 2147483647`}},
+	{name: "bad gid", params: map[string]string{"backend": "hostPath", "gid": "root"}, wantErr: []string{`"gid": "root" is not a number`}},
+	{name: "bad template", params: map[string]string{"backend": "hostPath", "pathPattern": "{{.PVC.Name"}, wantErr: []string{`"pathPattern":`}},
+	{name: "unknown function", params: map[string]string{"backend": "hostPath", "pathPattern": "{{env .PVC.Name}}"}, wantErr: []string{`"pathPattern":`, `function "env" not defined`}},
+	{name: "pattern reading an annotation", params: map[string]string{"backend": "hostPath", "pathPattern": `{{index .PVC.Annotations "example.com/team"}}/{{.PVC.Name}}`},
+		check: func(t *testing.T, c *Class) {
+			if p, err := pathname.Render(c.PathPattern, claimData); p != "blue/www-web-0" || err != nil {
+				t.Errorf("rendered %q, %v", p, err)
+			}
+		}},
+	{name: "pattern reading a missing label", params: map[string]string{"backend": "hostPath", "pathPattern": `x{{index .PVC.Labels "team"}}/{{.PVC.Name}}`},
+		check: func(t *testing.T, c *Class) {
+			if p, err := pathname.Render(c.PathPattern, claimData); err == nil || !strings.Contains(err.Error(), `label "team" is not set on the claim`) {
+				t.Errorf("rendered %q, %v", p, err)
+			}
+		}},
+	{name: "control character in basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv\u0085"},
+		wantErr: []string{`"basePath": "/var/lib/dirpv\u0085": control character U+0085`}},
+	{name: "trailing space in share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/exports/k8s "},
+		wantErr: []string{`"share": "/exports/k8s ": component "k8s " ends with white space U+0020`}},
+	{name: "empty pattern", params: map[string]string{"backend": "hostPath", "pathPattern": " "}, wantErr: []string{`"pathPattern": must not be empty`}},
+	{name: "all problems reported", params: map[string]string{"backend": "hostPath", "mode": "x", "foo": "1"},
+		wantErr: []string{`"foo": unknown`, `"mode": "x"`}},
+}
+
 func TestParseClass(t *testing.T) {
-	tests := []struct {
-		name    string
-		params  map[string]string
-		check   func(t *testing.T, c *Class)
-		wantErr []string
-	}{
-		{
-			name:   "hostPath defaults",
-			params: map[string]string{"backend": "hostPath"},
-			check: func(t *testing.T, c *Class) {
-				if c.Backend != BackendHostPath || c.BasePath != DefaultBasePath || c.OnDelete != OnDeleteDelete ||
-					c.Mode != 0o777 || c.UID != -1 || c.GID != -1 || c.PathPattern == nil {
-					t.Errorf("got %+v", c)
-				}
-			},
-		},
-		{
-			name: "nfs full",
-			params: map[string]string{"backend": "nfs", "server": "10.0.0.5", "share": "/exports/k8s",
-				"pathPattern": "{{.PVC.Namespace}}/{{.PVC.Name}}", "onDelete": "archive", "mode": "2770", "uid": "1000", "gid": "2000"},
-			check: func(t *testing.T, c *Class) {
-				if c.Server != "10.0.0.5" || c.Share != "/exports/k8s" || c.OnDelete != OnDeleteArchive ||
-					c.Mode != fs.ModeSetgid|0o770 || c.UID != 1000 || c.GID != 2000 {
-					t.Errorf("got %+v", c)
-				}
-			},
-		},
-		{name: "custom basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/fast"},
-			check: func(t *testing.T, c *Class) {
-				if c.BasePath != "/var/lib/dirpv/fast" {
-					t.Errorf("basePath %q", c.BasePath)
-				}
-			}},
-		{name: "retain", params: map[string]string{"backend": "hostPath", "onDelete": "retain"},
-			check: func(t *testing.T, c *Class) {
-				if c.OnDelete != OnDeleteRetain {
-					t.Errorf("onDelete %q", c.OnDelete)
-				}
-			}},
-		{name: "recycle", params: map[string]string{"backend": "hostPath", "recycle": "true"},
-			check: func(t *testing.T, c *Class) {
-				if !c.Recycle {
-					t.Error("recycle not set")
-				}
-			}},
-		{name: "recycle off", params: map[string]string{"backend": "hostPath", "recycle": "false"},
-			check: func(t *testing.T, c *Class) {
-				if c.Recycle {
-					t.Error("recycle set")
-				}
-			}},
-		{name: "bad recycle", params: map[string]string{"backend": "hostPath", "recycle": "yes"}, wantErr: []string{`"recycle": "yes" is not one of true, false`}},
-		{name: "missing backend", params: map[string]string{}, wantErr: []string{`"backend": is required`}},
-		{name: "bad backend", params: map[string]string{"backend": "ceph"}, wantErr: []string{`"backend": "ceph" is not one of nfs, hostPath`}},
-		{name: "unknown key names it and the allowed keys", params: map[string]string{"backend": "hostPath", "archiveOnDelete": "true"},
-			wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: backend, basePath, gid, mode, onDelete, pathPattern, recycle, server, share, uid)`}},
-		{name: "nfs key on hostPath", params: map[string]string{"backend": "hostPath", "server": "x"},
-			wantErr: []string{`"server": applies only to backend nfs, not hostPath`}},
-		{name: "hostPath key on nfs", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "basePath": "/x"},
-			wantErr: []string{`"basePath": applies only to backend hostPath, not nfs`}},
-		{name: "nfs needs server and share", params: map[string]string{"backend": "nfs"},
-			wantErr: []string{`"server": is required`, `"share": is required`}},
-		{name: "relative share", params: map[string]string{"backend": "nfs", "server": "s", "share": "exports"},
-			wantErr: []string{`"share": "exports" is not an absolute path`}},
-		{name: "unclean share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/exports/../etc"},
-			wantErr: []string{`"share": "/exports/../etc" is not a clean path`}},
-		{name: "bad server", params: map[string]string{"backend": "nfs", "server": "a/b", "share": "/e"},
-			wantErr: []string{`"server": "a/b" is not a host name`}},
-		{name: "relative basePath", params: map[string]string{"backend": "hostPath", "basePath": "var/lib"},
-			wantErr: []string{`"basePath": "var/lib" is not an absolute path`}},
-		{name: "traversing basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/../../etc"},
-			wantErr: []string{`"basePath": "/var/lib/dirpv/../../etc" is not a clean path`}},
-		{name: "bad onDelete", params: map[string]string{"backend": "hostPath", "onDelete": "shred"},
-			wantErr: []string{`"onDelete": "shred" is not one of delete, retain, archive`}},
-		{name: "bad mode", params: map[string]string{"backend": "hostPath", "mode": "0999"}, wantErr: []string{`"mode": "0999" is not an octal mode`}},
-		{name: "mode too big", params: map[string]string{"backend": "hostPath", "mode": "17777"}, wantErr: []string{`"mode": "17777"`}},
-		{name: "mode too short", params: map[string]string{"backend": "hostPath", "mode": "7"}, wantErr: []string{`"mode": "7"`}},
-		{name: "bad uid", params: map[string]string{"backend": "hostPath", "uid": "-1"}, wantErr: []string{`"uid": "-1" is not a number`}},
-		{name: "bad gid", params: map[string]string{"backend": "hostPath", "gid": "root"}, wantErr: []string{`"gid": "root" is not a number`}},
-		{name: "bad template", params: map[string]string{"backend": "hostPath", "pathPattern": "{{.PVC.Name"}, wantErr: []string{`"pathPattern":`}},
-		{name: "empty pattern", params: map[string]string{"backend": "hostPath", "pathPattern": " "}, wantErr: []string{`"pathPattern": must not be empty`}},
-		{name: "all problems reported", params: map[string]string{"backend": "hostPath", "mode": "x", "foo": "1"},
-			wantErr: []string{`"foo": unknown`, `"mode": "x"`}},
-	}
-	for _, tt := range tests {
+	for _, tt := range classTests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := ParseClass(tt.params)
 			if len(tt.wantErr) > 0 {
@@ -121,6 +157,149 @@ func TestModeRoundTrip(t *testing.T) {
 		}
 		if got := FormatMode(m); got != s {
 			t.Errorf("FormatMode(ParseMode(%q)) = %q", s, got)
+		}
+	}
+}
+
+func TestCleanAbsolute(t *testing.T) {
+	tests := []struct {
+		path    string
+		wantErr string // "" means accepted
+	}{
+		{path: "/"},
+		{path: "/var/lib/dirpv"},
+		{path: "/mnt/é/日本/🚀"},
+		{path: "/mnt/a b"},
+		{path: "/mnt/.hidden"},
+		{path: `/mnt/a\b`},
+
+		{path: "", wantErr: "is not an absolute path"},
+		{path: "var/lib", wantErr: "is not an absolute path"},
+		{path: "/a/../b", wantErr: `is not a clean path (want "/b")`},
+		{path: "/a/", wantErr: "is not a clean path"},
+		{path: "//a", wantErr: "is not a clean path"},
+		{path: "/a\x00", wantErr: "control character U+0000"},
+		{path: "/a\nb", wantErr: "control character U+000A"},
+		{path: "/a\x7f", wantErr: "control character U+007F"},
+		{path: "/a\u0085", wantErr: "control character U+0085"},
+		{path: "/a\u202eb", wantErr: "invisible format character U+202E"},
+		{path: "/a\u200bb", wantErr: "invisible format character U+200B"},
+		{path: "/a\u2028b", wantErr: "line or paragraph separator U+2028"},
+		{path: "/a\xffb", wantErr: "invalid UTF-8 at byte 2"},
+		{path: "/a /b", wantErr: `component "a " ends with white space U+0020`},
+		{path: "/a/ b", wantErr: `component " b" starts with white space U+0020`},
+	}
+	for _, tt := range tests {
+		got, err := CleanAbsolute(tt.path)
+		switch {
+		case tt.wantErr == "" && (err != nil || got != tt.path):
+			t.Errorf("CleanAbsolute(%q) = %q, %v; want it unchanged", tt.path, got, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("CleanAbsolute(%q) = %q, %v; want error containing %q", tt.path, got, err, tt.wantErr)
+		case err != nil && hasRefused(err.Error()):
+			t.Errorf("CleanAbsolute(%q) = %q, echoing a refused character", tt.path, err)
+		}
+	}
+}
+
+// hasRefused reports whether s breaks the character rule, as the README states it.
+func hasRefused(s string) bool {
+	return !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool {
+		return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
+	})
+}
+
+// FuzzParseClass parses StorageClass parameters made of up to eight fuzzed "key=value" strings
+// and checks what a parsed Class promises.
+func FuzzParseClass(f *testing.F) {
+	for _, tt := range classTests {
+		var kv [8]string
+		if len(tt.params) > len(kv) {
+			f.Fatalf("test %q has more parameters than FuzzParseClass takes", tt.name)
+		}
+		i := 0
+		for _, k := range sortedKeys(tt.params) {
+			kv[i] = k + "=" + tt.params[k]
+			i++
+		}
+		f.Add(kv[0], kv[1], kv[2], kv[3], kv[4], kv[5], kv[6], kv[7])
+	}
+	f.Fuzz(func(t *testing.T, kv0, kv1, kv2, kv3, kv4, kv5, kv6, kv7 string) {
+		params := map[string]string{}
+		for _, kv := range []string{kv0, kv1, kv2, kv3, kv4, kv5, kv6, kv7} {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				params[k] = v
+			}
+		}
+		c, err := ParseClass(params)
+		if err != nil {
+			if c != nil {
+				t.Fatalf("ParseClass returned %+v with error %v", c, err)
+			}
+			return
+		}
+		for k := range params {
+			if _, ok := allowedParams[k]; !ok {
+				t.Fatalf("accepted unknown parameter %q", k)
+			}
+		}
+		switch c.Backend {
+		case BackendNFS:
+			if c.Server == "" || strings.ContainsAny(c.Server, "/ \t\n") {
+				t.Fatalf("accepted server %q", c.Server)
+			}
+			checkAbsolute(t, "share", c.Share)
+			if _, ok := params[ParamBasePath]; ok {
+				t.Fatalf("accepted basePath for backend nfs")
+			}
+		case BackendHostPath:
+			checkAbsolute(t, "basePath", c.BasePath)
+			if _, ok := params[ParamShare]; ok {
+				t.Fatalf("accepted share for backend hostPath")
+			}
+		default:
+			t.Fatalf("accepted backend %q", c.Backend)
+		}
+		switch c.OnDelete {
+		case OnDeleteDelete, OnDeleteRetain, OnDeleteArchive:
+		default:
+			t.Fatalf("accepted onDelete %q", c.OnDelete)
+		}
+		if c.Mode&^(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
+			t.Fatalf("accepted mode %v", c.Mode)
+		}
+		if m, err := ParseMode(FormatMode(c.Mode)); err != nil || m != c.Mode {
+			t.Fatalf("mode %v does not round-trip: %v, %v", c.Mode, m, err)
+		}
+		for _, id := range []int{c.UID, c.GID} {
+			if id < -1 || id > 1<<31-1 {
+				t.Fatalf("accepted uid/gid %d", id)
+			}
+		}
+		if c.PathPattern == nil {
+			t.Fatal("no pathPattern")
+		}
+		p, err := pathname.Render(c.PathPattern, claimData)
+		if err != nil {
+			return
+		}
+		if err := pathname.Validate(p); err != nil || !filepath.IsLocal(p) {
+			t.Fatalf("pathPattern rendered %q, which is not a safe relative path: %v", p, err)
+		}
+	})
+}
+
+// checkAbsolute fails unless p is a clean absolute path following the character rule.
+func checkAbsolute(t *testing.T, what, p string) {
+	t.Helper()
+	if !path.IsAbs(p) || path.Clean(p) != p || hasRefused(p) {
+		t.Fatalf("accepted %s %q", what, p)
+	}
+	for _, c := range strings.Split(p, "/") {
+		first, _ := utf8.DecodeRuneInString(c)
+		last, _ := utf8.DecodeLastRuneInString(c)
+		if unicode.IsSpace(first) || unicode.IsSpace(last) {
+			t.Fatalf("accepted %s %q with component %q", what, p, c)
 		}
 	}
 }

@@ -1,6 +1,7 @@
-// Package pathname renders a StorageClass's pathPattern for one claim and checks that the result is
-// a safe directory name relative to the volume root. PVC labels and annotations are tenant input,
-// so the check runs on the rendered result, never on the pattern.
+// Package pathname parses a StorageClass's pathPattern, renders it for one claim and checks that
+// the result is a safe directory name relative to the volume root. PVC labels and annotations are
+// tenant input, so the check runs on the rendered result, never on the pattern. The character rule
+// of that check also applies to the absolute paths an operator configures (CheckCharacters).
 package pathname
 
 import (
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Limits on a rendered path. Linux allows 255 bytes per name; 200 leaves room for the archive
@@ -26,9 +29,16 @@ var ErrUnsafe = errors.New("unsafe volume path")
 type Claim struct {
 	Namespace   string
 	Name        string
+	Labels      Labels
+	Annotations Annotations
+}
+
+// Labels and Annotations are distinct types so that a missing key can be reported as a missing
+// label or a missing annotation.
+type (
 	Labels      map[string]string
 	Annotations map[string]string
-}
+)
 
 // Volume is what a pattern may read of the PV.
 type Volume struct {
@@ -41,21 +51,71 @@ type Data struct {
 	PV  Volume
 }
 
+// Parse parses a pathPattern. A missing label or annotation is an error at render time, never an
+// empty path component: missingkey=error covers {{.PVC.Labels.k}}, and index is replaced by one
+// that refuses a missing key (the builtin returns "" for it).
+func Parse(pattern string) (*template.Template, error) {
+	return template.New("pathPattern").
+		Option("missingkey=error").
+		Funcs(template.FuncMap{"index": index}).
+		Parse(pattern)
+}
+
+// index is {{index .PVC.Labels "k"}} and {{index .PVC.Annotations "k"}}, the only way to read keys
+// such as "example.com/team", with an error for a missing key.
+func index(m any, keys ...any) (string, error) {
+	var kind string
+	var values map[string]string
+	switch m := m.(type) {
+	case Labels:
+		kind, values = "label", m
+	case Annotations:
+		kind, values = "annotation", m
+	default:
+		return "", fmt.Errorf("index reads only .PVC.Labels and .PVC.Annotations, not a value of type %T", m)
+	}
+	if len(keys) != 1 {
+		return "", fmt.Errorf("index of the %ss takes one key, not %d", kind, len(keys))
+	}
+	key, ok := keys[0].(string)
+	if !ok {
+		return "", fmt.Errorf("index of the %ss takes a string key, not a value of type %T", kind, keys[0])
+	}
+	v, ok := values[key]
+	if !ok {
+		return "", fmt.Errorf("%s %q is not set on the claim", kind, key)
+	}
+	return v, nil
+}
+
 // Render executes the pattern and validates the result.
 func Render(t *template.Template, d Data) (string, error) {
-	var b strings.Builder
-	if err := t.Execute(&b, d); err != nil {
+	var w limitWriter
+	if err := t.Execute(&w, d); err != nil {
 		return "", fmt.Errorf("pathPattern: %w", err)
 	}
-	p := b.String()
+	p := w.String()
 	if err := Validate(p); err != nil {
 		return "", fmt.Errorf("pathPattern rendered %q: %w", p, err)
 	}
 	return p, nil
 }
 
-// Validate accepts a non-empty, clean, relative path that stays below its root and has no hidden
-// or control-character components. Hidden names are reserved for dirpv's ownership markers.
+// limitWriter stops a pattern as soon as its output is too long to be accepted, so that a pattern
+// such as {{range 1000000000}}x{{end}} cannot exhaust memory (it can still loop for long without
+// writing: text/template has no time limit).
+type limitWriter struct{ strings.Builder }
+
+func (w *limitWriter) Write(p []byte) (int, error) {
+	if w.Len()+len(p) > MaxPath {
+		return 0, fmt.Errorf("%w: longer than %d bytes", ErrUnsafe, MaxPath)
+	}
+	return w.Builder.Write(p)
+}
+
+// Validate accepts a non-empty, clean, relative path that stays below its root, follows the
+// character rule of CheckCharacters, and has no backslashes or hidden components. Hidden names are
+// reserved for dirpv's ownership markers.
 func Validate(p string) error {
 	switch {
 	case p == "":
@@ -68,8 +128,11 @@ func Validate(p string) error {
 		return fmt.Errorf("%w: escapes its root", ErrUnsafe)
 	case path.Clean(p) != p:
 		return fmt.Errorf("%w: not clean (empty, \".\" or \"..\" components, or a trailing slash)", ErrUnsafe)
-	case strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }):
-		return fmt.Errorf("%w: control characters or backslashes", ErrUnsafe)
+	case strings.Contains(p, `\`):
+		return fmt.Errorf("%w: contains a backslash", ErrUnsafe)
+	}
+	if err := CheckCharacters(p); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnsafe, err)
 	}
 	for _, c := range strings.Split(p, "/") {
 		switch {
@@ -80,4 +143,43 @@ func Validate(p string) error {
 		}
 	}
 	return nil
+}
+
+// CheckCharacters is the character rule for every path dirpv makes or uses, relative or absolute:
+// valid UTF-8; no control characters (Unicode Cc: C0, DEL, C1), no invisible format characters
+// (Cf: bidi overrides, zero-width characters, soft hyphen, BOM, ...) and no line or paragraph
+// separators (Zl, Zp), as they hide or disguise what a name is; and no component that begins or
+// ends with white space, which is almost always a mistake nobody can see. The offending character
+// is named as U+XXXX, never echoed raw, since errors become events.
+func CheckCharacters(p string) error {
+	for i, r := range p {
+		if r == utf8.RuneError && !strings.HasPrefix(p[i:], string(utf8.RuneError)) {
+			return fmt.Errorf("invalid UTF-8 at byte %d", i)
+		}
+		if what := refused(r); what != "" {
+			return fmt.Errorf("%s %U", what, r)
+		}
+	}
+	for c := range strings.SplitSeq(p, "/") {
+		if r, _ := utf8.DecodeRuneInString(c); unicode.IsSpace(r) {
+			return fmt.Errorf("component %q starts with white space %U", c, r)
+		}
+		if r, _ := utf8.DecodeLastRuneInString(c); unicode.IsSpace(r) {
+			return fmt.Errorf("component %q ends with white space %U", c, r)
+		}
+	}
+	return nil
+}
+
+// refused names the kind of a character no path may contain, or returns "".
+func refused(r rune) string {
+	switch {
+	case unicode.Is(unicode.Cc, r):
+		return "control character"
+	case unicode.Is(unicode.Cf, r):
+		return "invisible format character"
+	case unicode.In(r, unicode.Zl, unicode.Zp):
+		return "line or paragraph separator"
+	}
+	return ""
 }

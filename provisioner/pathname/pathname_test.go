@@ -2,11 +2,12 @@ package pathname
 
 import (
 	"errors"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"dirpv.io/dirpv/provisioner/config"
+	"unicode"
+	"unicode/utf8"
 )
 
 func data(labels, annotations map[string]string) Data {
@@ -16,39 +17,67 @@ func data(labels, annotations map[string]string) Data {
 	}
 }
 
+// renderTests also seed FuzzRender, with the values of label "app" and annotation "dir".
+var renderTests = []struct {
+	name        string
+	pattern     string
+	annotations map[string]string
+	labels      map[string]string
+	want        string
+	wantErr     string
+}{
+	{name: "nested", pattern: "{{.PVC.Namespace}}/{{.PVC.Name}}", want: "team-a/www-web-0"},
+	{name: "label", pattern: "{{.PVC.Labels.app}}/{{.PV.Name}}", labels: map[string]string{"app": "web"}, want: "web/pvc-0a1b"},
+	{name: "annotation", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "data"}, want: "data"},
+	{name: "label by index", pattern: `x{{index .PVC.Labels "app"}}/{{.PVC.Name}}`, labels: map[string]string{"app": "web"}, want: "xweb/www-web-0"},
+	{name: "annotation key with a slash", pattern: `{{index .PVC.Annotations "example.com/team"}}/{{.PVC.Name}}`,
+		annotations: map[string]string{"example.com/team": "blue"}, want: "blue/www-web-0"},
+	{name: "empty label value is not missing", pattern: `x{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": ""}, want: "x"},
+	{name: "UTF-8 and inner spaces", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "é/日本/🚀/a b"}, want: "é/日本/🚀/a b"},
+	// A missing key fails even inside with, if and or (cases below). A pattern renders something
+	// for a missing key only when its author chooses so explicitly: by testing the whole map with
+	// if, or by ranging over it and comparing keys.
+	{name: "range chooses the missing case", pattern: `x{{range $k, $v := .PVC.Labels}}{{if eq $k "app"}}-{{$v}}{{end}}{{end}}`, want: "x"},
+	{name: "if chooses the missing case", pattern: `{{if .PVC.Labels}}{{.PVC.Labels.app}}{{else}}none{{end}}`, want: "none"},
+
+	{name: "missing label field", pattern: "{{.PVC.Labels.app}}", wantErr: `map has no entry for key "app"`},
+	{name: "missing label field in with", pattern: "{{with .PVC.Labels.app}}{{.}}{{end}}x", wantErr: `map has no entry for key "app"`},
+	{name: "missing label by index", pattern: `x{{index .PVC.Labels "team"}}/{{.PVC.Name}}`, labels: map[string]string{"app": "web"}, wantErr: `label "team" is not set on the claim`},
+	{name: "missing label on a claim without labels", pattern: `x{{index .PVC.Labels "team"}}`, wantErr: `label "team" is not set on the claim`},
+	{name: "missing annotation", pattern: `x{{index .PVC.Annotations "example.com/team"}}`, wantErr: `annotation "example.com/team" is not set on the claim`},
+	{name: "missing annotation in with", pattern: `{{with index .PVC.Annotations "dir"}}{{.}}{{else}}x{{end}}`, wantErr: `annotation "dir" is not set on the claim`},
+	{name: "missing annotation in or", pattern: `{{or (index .PVC.Annotations "dir") "x"}}`, wantErr: `annotation "dir" is not set on the claim`},
+	{name: "index of something else", pattern: `{{index .PVC.Name 0}}`, wantErr: "index reads only .PVC.Labels and .PVC.Annotations, not a value of type string"},
+	{name: "index with two keys", pattern: `{{index .PVC.Labels "a" "b"}}`, wantErr: "index of the labels takes one key, not 2"},
+	{name: "index with a number", pattern: `{{index .PVC.Annotations 1}}`, wantErr: "index of the annotations takes a string key, not a value of type int"},
+	{name: "unknown field", pattern: "{{.PVC.Spec}}", wantErr: "can't evaluate field Spec"},
+	// Stopped while executing, not refused afterwards (that error would start "pathPattern rendered").
+	// A small count: an input that loops long without output stalls fuzzing.
+	{name: "output stops at MaxPath", pattern: "{{range 2000}}x{{end}}", wantErr: "pathPattern: unsafe volume path: longer than 1024 bytes"},
+
+	{name: "traversal", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
+	{name: "traversal inside", pattern: `a/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
+	{name: "absolute", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "/etc"}, wantErr: "absolute"},
+	{name: "root itself", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "."}, wantErr: "starts with"},
+	{name: "parent", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": ".."}, wantErr: "escapes"},
+	{name: "empty", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": ""}, wantErr: "empty"},
+	{name: "empty component", pattern: `a/{{index .PVC.Annotations "dir"}}/b`, annotations: map[string]string{"dir": ""}, wantErr: "not clean"},
+	{name: "trailing slash", pattern: `{{.PVC.Name}}/`, wantErr: "not clean"},
+	{name: "hidden", pattern: `.{{.PVC.Name}}`, wantErr: "starts with"},
+	{name: "marker name", pattern: `a/.b.dirpv`, wantErr: "starts with"},
+	{name: "newline", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\nb"}, wantErr: `rendered "a\nb": unsafe volume path: control character U+000A`},
+	{name: "bidi override", pattern: `{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": "a\u202Eb"}, wantErr: `rendered "a\u202eb": unsafe volume path: invisible format character U+202E`},
+	{name: "invalid UTF-8", pattern: `x/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\xffb"}, wantErr: `rendered "x/a\xffb": unsafe volume path: invalid UTF-8 at byte 3`},
+	{name: "trailing space", pattern: `{{index .PVC.Annotations "dir"}}/x`, annotations: map[string]string{"dir": "a "}, wantErr: `component "a " ends with white space U+0020`},
+	{name: "backslash", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": `..\x`}, wantErr: "backslash"},
+	{name: "long component", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x", 201)}, wantErr: "longer than 200"},
+	{name: "long path", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x/", 600) + "x"}, wantErr: "longer than 1024"},
+}
+
 func TestRender(t *testing.T) {
-	tests := []struct {
-		name        string
-		pattern     string
-		annotations map[string]string
-		labels      map[string]string
-		want        string
-		wantErr     string
-	}{
-		{name: "default", pattern: config.DefaultPathPattern, want: "team-a-www-web-0-pvc-0a1b"},
-		{name: "nested", pattern: "{{.PVC.Namespace}}/{{.PVC.Name}}", want: "team-a/www-web-0"},
-		{name: "label", pattern: "{{.PVC.Labels.app}}/{{.PV.Name}}", labels: map[string]string{"app": "web"}, want: "web/pvc-0a1b"},
-		{name: "annotation", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "data"}, want: "data"},
-		{name: "missing label is an error", pattern: "{{.PVC.Labels.app}}", wantErr: "map has no entry"},
-		{name: "unknown field", pattern: "{{.PVC.Spec}}", wantErr: "can't evaluate field Spec"},
-		{name: "traversal", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
-		{name: "traversal inside", pattern: `a/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
-		{name: "absolute", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "/etc"}, wantErr: "absolute"},
-		{name: "root itself", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "."}, wantErr: "starts with"},
-		{name: "parent", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": ".."}, wantErr: "escapes"},
-		{name: "empty", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": ""}, wantErr: "empty"},
-		{name: "empty component", pattern: `a/{{index .PVC.Annotations "dir"}}/b`, annotations: map[string]string{"dir": ""}, wantErr: "not clean"},
-		{name: "trailing slash", pattern: `{{.PVC.Name}}/`, wantErr: "not clean"},
-		{name: "hidden", pattern: `.{{.PVC.Name}}`, wantErr: "starts with"},
-		{name: "marker name", pattern: `a/.b.dirpv`, wantErr: "starts with"},
-		{name: "newline", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\nb"}, wantErr: "control"},
-		{name: "backslash", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": `..\x`}, wantErr: "backslash"},
-		{name: "long component", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x", 201)}, wantErr: "longer than 200"},
-		{name: "long path", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": strings.Repeat("x/", 600) + "x"}, wantErr: "longer than 1024"},
-	}
-	for _, tt := range tests {
+	for _, tt := range renderTests {
 		t.Run(tt.name, func(t *testing.T) {
-			tmpl, err := config.ParsePathPattern(tt.pattern)
+			tmpl, err := Parse(tt.pattern)
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
@@ -66,29 +95,154 @@ func TestRender(t *testing.T) {
 	}
 }
 
-// FuzzValidate checks that whatever Validate accepts stays strictly inside its root.
+func TestParse(t *testing.T) {
+	for _, pattern := range []string{"{{.PVC.Name", "{{nosuchfunc}}", "{{end}}"} {
+		if _, err := Parse(pattern); err == nil {
+			t.Errorf("Parse(%q) succeeded", pattern)
+		}
+	}
+}
+
+// validateTests also seed FuzzValidate.
+var validateTests = []struct {
+	path    string
+	wantErr string // "" means accepted
+}{
+	{path: "a"},
+	{path: "a/b"},
+	{path: "team-a/www-web-0"},
+	{path: "é"},
+	{path: "日本/データ"},
+	{path: "🚀"},
+	{path: "a b"},
+	{path: "a\u00a0b"}, // no-break space inside a name
+	{path: "a\u00adb", wantErr: "invisible format character U+00AD"}, // soft hyphen
+	{path: "\ufffd"}, // the replacement character itself is valid UTF-8
+	{path: "a...b"},
+	{path: strings.Repeat("x", MaxComponent)},
+
+	{path: "", wantErr: "empty"},
+	{path: "../a", wantErr: "escapes its root"},
+	{path: "a/../..", wantErr: "escapes its root"},
+	{path: "x/..", wantErr: "not clean"},
+	{path: "/x", wantErr: "absolute"},
+	{path: ".", wantErr: "starts with"},
+	{path: "a/./b", wantErr: "not clean"},
+	{path: "a//b", wantErr: "not clean"},
+	{path: "a/", wantErr: "not clean"},
+	{path: ".x", wantErr: `component ".x" starts with "."`},
+	{path: "a/.dirpv", wantErr: `component ".dirpv" starts with "."`},
+	{path: `a\..\b`, wantErr: "backslash"},
+	{path: strings.Repeat("x", MaxComponent+1), wantErr: "component longer than 200 bytes"},
+	{path: strings.Repeat("x/", MaxPath/2) + "x", wantErr: "longer than 1024 bytes"},
+
+	{path: "a\x00b", wantErr: "control character U+0000"},
+	{path: "a\nb", wantErr: "control character U+000A"},
+	{path: "a\tb", wantErr: "control character U+0009"},
+	{path: "a\x1bb", wantErr: "control character U+001B"},
+	{path: "a\x7fb", wantErr: "control character U+007F"},
+	{path: "a\u0085b", wantErr: "control character U+0085"},
+	{path: "a\u009bb", wantErr: "control character U+009B"},
+	{path: "a\u202eb", wantErr: "invisible format character U+202E"},
+	{path: "a\u2066b", wantErr: "invisible format character U+2066"},
+	{path: "a\u200bb", wantErr: "invisible format character U+200B"},
+	{path: "a\u200db", wantErr: "invisible format character U+200D"},
+	{path: "\ufeffa", wantErr: "invisible format character U+FEFF"},
+	{path: "a\u2028b", wantErr: "line or paragraph separator U+2028"},
+	{path: "a\u2029b", wantErr: "line or paragraph separator U+2029"},
+	{path: "a\xffb", wantErr: "invalid UTF-8 at byte 1"},
+	{path: "a/\xc3", wantErr: "invalid UTF-8 at byte 2"},
+	{path: "\xed\xa0\x80", wantErr: "invalid UTF-8 at byte 0"}, // an encoded surrogate
+	{path: " a", wantErr: `component " a" starts with white space U+0020`},
+	{path: "x/a ", wantErr: `component "a " ends with white space U+0020`},
+	{path: "a/\u3000b", wantErr: "starts with white space U+3000"},
+	{path: "a\u00a0/b", wantErr: "ends with white space U+00A0"},
+}
+
+func TestValidate(t *testing.T) {
+	for _, tt := range validateTests {
+		err := Validate(tt.path)
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("Validate(%q) = %v, want nil", tt.path, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("Validate(%q) = %v, want error containing %q", tt.path, err, tt.wantErr)
+		case err != nil && !errors.Is(err, ErrUnsafe):
+			t.Errorf("Validate(%q) = %v, not wrapping ErrUnsafe", tt.path, err)
+		case err != nil && hasRefused(err.Error()):
+			t.Errorf("Validate(%q) = %q, echoing a refused character", tt.path, err)
+		}
+	}
+}
+
+// isRefused is the character rule as the README states it, written independently of refused.
+func isRefused(r rune) bool { return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) }
+
+func hasRefused(s string) bool { return !utf8.ValidString(s) || strings.ContainsFunc(s, isRefused) }
+
+// FuzzValidate checks that whatever Validate accepts follows every rule and stays strictly inside
+// its root.
 func FuzzValidate(f *testing.F) {
-	for _, s := range []string{"a", "a/b", "../a", "a/../..", "/x", ".", "a/./b", "a//b", ".x", "a\\..\\b", "x/.."} {
-		f.Add(s)
+	for _, tt := range validateTests {
+		f.Add(tt.path)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
 		if Validate(p) != nil {
 			return
 		}
-		if !filepath.IsLocal(p) {
-			t.Fatalf("accepted non-local %q", p)
-		}
-		joined := filepath.Join("/root", p)
-		if !strings.HasPrefix(joined, "/root/") {
-			t.Fatalf("accepted %q escaping to %q", p, joined)
-		}
-		for _, c := range strings.Split(p, "/") {
-			if c == "" || c == "." || c == ".." || strings.HasPrefix(c, ".") {
-				t.Fatalf("accepted %q with component %q", p, c)
-			}
-		}
+		checkAccepted(t, p)
 		if !errors.Is(Validate("../"+p), ErrUnsafe) {
 			t.Fatalf("accepted ../%s", p)
 		}
+	})
+}
+
+// checkAccepted fails unless p is a path Validate may accept.
+func checkAccepted(t *testing.T, p string) {
+	t.Helper()
+	if len(p) == 0 || len(p) > MaxPath {
+		t.Fatalf("accepted %q of %d bytes", p, len(p))
+	}
+	if hasRefused(p) || strings.Contains(p, `\`) {
+		t.Fatalf("accepted %q with a refused character", p)
+	}
+	if !filepath.IsLocal(p) || path.Clean(p) != p {
+		t.Fatalf("accepted non-local or unclean %q", p)
+	}
+	if joined := filepath.Join("/root", p); !strings.HasPrefix(joined, "/root/") {
+		t.Fatalf("accepted %q escaping to %q", p, joined)
+	}
+	for _, c := range strings.Split(p, "/") {
+		first, _ := utf8.DecodeRuneInString(c)
+		last, _ := utf8.DecodeLastRuneInString(c)
+		if c == "" || c == ".." || strings.HasPrefix(c, ".") || len(c) > MaxComponent || unicode.IsSpace(first) || unicode.IsSpace(last) {
+			t.Fatalf("accepted %q with component %q", p, c)
+		}
+	}
+}
+
+// FuzzRender renders fuzzed patterns with fuzzed claim data: whatever Render returns must be a safe
+// path, and its errors must not echo refused characters that the pattern itself does not contain.
+func FuzzRender(f *testing.F) {
+	for _, tt := range renderTests {
+		f.Add(tt.pattern, tt.labels["app"], tt.annotations["dir"])
+	}
+	f.Fuzz(func(t *testing.T, pattern, label, annotation string) {
+		tmpl, err := Parse(pattern)
+		if err != nil {
+			return
+		}
+		d := data(map[string]string{"app": label}, map[string]string{"dir": annotation, "example.com/team": annotation})
+		p, err := Render(tmpl, d)
+		if err != nil {
+			if !hasRefused(pattern) && hasRefused(err.Error()) {
+				t.Fatalf("error %q echoes a refused character", err)
+			}
+			return
+		}
+		if err := Validate(p); err != nil {
+			t.Fatalf("Render returned %q, which Validate refuses: %v", p, err)
+		}
+		checkAccepted(t, p)
 	})
 }
