@@ -29,7 +29,9 @@ unit: ## Unit tests (fake clients, real filesystem under temporary directories).
 FUZZ_TARGETS := \
 	./provisioner/config/FuzzParseClass \
 	./provisioner/pathname/FuzzRender \
-	./provisioner/pathname/FuzzValidate
+	./provisioner/pathname/FuzzValidate \
+	./provisioner/volumefs/FuzzParseMarker \
+	./provisioner/volumeop/FuzzParseArgs
 FUZZTIME ?= 10s
 
 # go test fuzzes one target per run: one recipe line per target (the blank line ends each).
@@ -44,7 +46,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (10s unless set).
 e2e: ## The end-to-end suite on a real local cluster (brought up and torn down unless one runs).
 	hack/e2e.sh
 
-test: tools lint unit e2e ## Everything: tools, lint, unit tests, then the e2e suite on a real cluster.
+test: tools lint unit fuzz e2e ## Everything: tools, lint, unit tests, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
 
 image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
 	DIRPV_IMAGE=$(IMAGE) hack/images.sh

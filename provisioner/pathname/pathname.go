@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"unicode"
 	"unicode/utf8"
 )
@@ -54,11 +55,56 @@ type Data struct {
 // Parse parses a pathPattern. A missing label or annotation is an error at render time, never an
 // empty path component: missingkey=error covers {{.PVC.Labels.k}}, and index is replaced by one
 // that refuses a missing key (the builtin returns "" for it).
+//
+// Loops and templates (range, define, block, template) are refused: a path needs none of them,
+// and text/template has no time limit, so {{range 1000000000}}{{end}} or a template calling
+// itself twice would hold a provisioning worker for as long as it runs.
 func Parse(pattern string) (*template.Template, error) {
-	return template.New("pathPattern").
+	t, err := template.New("pathPattern").
 		Option("missingkey=error").
 		Funcs(template.FuncMap{"index": index}).
 		Parse(pattern)
+	if err != nil {
+		return nil, err
+	}
+	if len(t.Templates()) > 1 {
+		return nil, errors.New("define is not allowed in a pathPattern (nor block)")
+	}
+	if err := checkNodes(t.Tree.Root); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// checkNodes refuses loops and template calls anywhere in the tree below n.
+func checkNodes(n parse.Node) error {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return nil
+		}
+		for _, c := range n.Nodes {
+			if err := checkNodes(c); err != nil {
+				return err
+			}
+		}
+	case *parse.RangeNode:
+		return errors.New("range is not allowed in a pathPattern")
+	case *parse.TemplateNode:
+		return errors.New("template is not allowed in a pathPattern")
+	case *parse.IfNode:
+		return checkBranch(&n.BranchNode)
+	case *parse.WithNode:
+		return checkBranch(&n.BranchNode)
+	}
+	return nil
+}
+
+func checkBranch(b *parse.BranchNode) error {
+	if err := checkNodes(b.List); err != nil {
+		return err
+	}
+	return checkNodes(b.ElseList)
 }
 
 // index is {{index .PVC.Labels "k"}} and {{index .PVC.Annotations "k"}}, the only way to read keys
