@@ -35,6 +35,7 @@ func TestE2E(t *testing.T) {
 		{"NFS", testNFS},
 		{"Reclaim", testReclaim},
 		{"BadInput", testBadInput},
+		{"NestedClasses", testNestedClasses},
 		{"Recycle", testRecycle},
 		{"RecycleStatefulSet", testRecycleStatefulSet},
 		{"LeaderFailover", testLeaderFailover},
