@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -19,16 +18,23 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"dirpv.io/dirpv/provisioner/config"
 )
 
-// render runs `kubectl kustomize dir` and decodes every object.
+// render builds dir as `kubectl kustomize dir` does, with the kustomize library that kubectl
+// bundles, so that the unit tests need no kubectl; it decodes every object.
 func render(t *testing.T, dir string) []runtime.Object {
 	t.Helper()
-	out, err := exec.Command("kubectl", "kustomize", dir).Output()
+	resources, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
-		t.Fatalf("kubectl kustomize %s: %v", dir, err)
+		t.Fatalf("kustomize %s: %v", dir, err)
+	}
+	out, err := resources.AsYaml()
+	if err != nil {
+		t.Fatalf("kustomize %s: %v", dir, err)
 	}
 	var objs []runtime.Object
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -88,16 +90,28 @@ func claim(uid string) *v1.PersistentVolumeClaim {
 }
 
 type fixture struct {
-	client *fake.Clientset
-	ctrl   *Controller
-	be     *fakeBackend
-	rec    *record.FakeRecorder
-	counts map[string]int
+	client   *fake.Clientset
+	watching chan struct{} // closed once the informer watches PVs
+	ctrl     *Controller
+	be       *fakeBackend
+	rec      *record.FakeRecorder
+	counts   map[string]int
 }
 
 func newFixture(t *testing.T, ctx context.Context, objs ...runtime.Object) *fixture {
 	t.Helper()
 	f := &fixture{client: fake.NewClientset(objs...), be: &fakeBackend{}, rec: record.NewFakeRecorder(10), counts: map[string]int{}}
+	// The fake clientset's watch does not replay what changed before it was registered, so a
+	// test that changes a PV for the informer to see waits for this first.
+	f.watching = make(chan struct{})
+	var once sync.Once
+	f.client.PrependWatchReactor("persistentvolumes", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		w, err := f.client.Tracker().Watch(a.GetResource(), a.GetNamespace())
+		if err == nil {
+			once.Do(func() { close(f.watching) })
+		}
+		return true, w, err
+	})
 	factory := informers.NewSharedInformerFactory(f.client, 0)
 	var err error
 	// The real provisioner checks each PV's record and runs the operations on the fake backend.
@@ -335,6 +349,11 @@ func TestRun(t *testing.T) {
 	f := newFixture(t, ctx, releasedPV(func(pv *v1.PersistentVolume) { pv.Status.Phase = v1.VolumeBound }))
 	done := make(chan struct{})
 	go func() { defer close(done); f.ctrl.Run(ctx, 2) }()
+	select {
+	case <-f.watching:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the informer does not watch PVs")
+	}
 	pv := f.pv(t)
 	pv.Status.Phase = v1.VolumeReleased
 	if _, err := f.client.CoreV1().PersistentVolumes().UpdateStatus(ctx, pv, metav1.UpdateOptions{}); err != nil {

@@ -1,7 +1,6 @@
 package hostpath
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/klog/v2/ktesting"
@@ -74,9 +74,12 @@ func TestHelperPodSpec(t *testing.T) {
 	}
 }
 
-// fakeKubelet plays the kubelet for helper pods: it names generated pods and, when one is
-// created, sets the status that finish returns.
-func fakeKubelet(t *testing.T, objects []runtime.Object, finish func(*v1.Pod) *v1.PodStatus) (*fake.Clientset, *atomic.Int32) {
+// fakeKubelet plays the kubelet for helper pods: it names generated pods and ends each with
+// status (nil: the pod never starts). The fake clientset's watch drops events made between a
+// List and the Watch that follows it, so the status is set where the runner cannot miss it: in
+// the pod as created, so that the runner's first List sees it ended, or, if late, once the
+// runner's watch is registered, so that the watch delivers it.
+func fakeKubelet(objects []runtime.Object, status *v1.PodStatus, late bool) (*fake.Clientset, *atomic.Int32) {
 	client := fake.NewClientset(objects...)
 	var n, created atomic.Int32
 	client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -84,27 +87,35 @@ func fakeKubelet(t *testing.T, objects []runtime.Object, finish func(*v1.Pod) *v
 		if pod.Name == "" {
 			pod.Name = fmt.Sprintf("%s%d", pod.GenerateName, n.Add(1))
 		}
-		created.Add(1)
-		return false, nil, nil
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	w, err := client.CoreV1().Pods("dirpv").Watch(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for e := range w.ResultChan() {
-			pod, ok := e.Object.(*v1.Pod)
-			if !ok || pod.Status.Phase != "" {
-				continue
-			}
-			if status := finish(pod); status != nil {
-				pod.Status = *status
-				_, _ = client.CoreV1().Pods("dirpv").UpdateStatus(ctx, pod, metav1.UpdateOptions{})
-			}
+		if status != nil && !late {
+			pod.Status = *status
 		}
-	}()
+		created.Add(1)
+		return false, nil, nil // the tracker stores the pod
+	})
+	if late && status != nil {
+		client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
+			gvr, ns := a.GetResource(), a.GetNamespace()
+			w, err := client.Tracker().Watch(gvr, ns)
+			if err != nil {
+				return true, nil, err
+			}
+			// This runs under the clientset's lock, so it goes to the tracker directly.
+			list, err := client.Tracker().List(gvr, v1.SchemeGroupVersion.WithKind("Pod"), ns)
+			if err != nil {
+				return true, nil, err
+			}
+			for _, pod := range list.(*v1.PodList).Items {
+				if pod.Status.Phase == "" {
+					pod.Status = *status
+					if err := client.Tracker().Update(gvr, &pod, ns); err != nil {
+						return true, nil, err
+					}
+				}
+			}
+			return true, w, nil
+		})
+	}
 	return client, &created
 }
 
@@ -118,11 +129,14 @@ func TestHelperRun(t *testing.T) {
 	tests := []struct {
 		name    string
 		status  *v1.PodStatus
+		late    bool // the pod ends only after the runner watches it, as a real one does
 		timeout time.Duration
 		want    volumeop.Result
 		wantErr string
 	}{
 		{name: "success", status: terminated(v1.PodSucceeded, 0, `{"archive":"archived-x"}`), want: volumeop.Result{Archive: "archived-x"}},
+		{name: "success seen by the watch", status: terminated(v1.PodSucceeded, 0, `{"archive":"archived-x"}`), late: true,
+			want: volumeop.Result{Archive: "archived-x"}},
 		{name: "failure output reaches the caller", status: terminated(v1.PodFailed, 1, "create team-data: directory belongs to another PV"),
 			wantErr: "helper on node node1 failed: create team-data: directory belongs to another PV"},
 		{name: "image pull failure is reported at once", timeout: time.Hour, status: &v1.PodStatus{Phase: v1.PodPending, ContainerStatuses: []v1.ContainerStatus{{
@@ -134,7 +148,7 @@ func TestHelperRun(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, ctx := ktesting.NewTestContext(t)
 			node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}}
-			client, created := fakeKubelet(t, []runtime.Object{node}, func(*v1.Pod) *v1.PodStatus { return tt.status })
+			client, created := fakeKubelet([]runtime.Object{node}, tt.status, tt.late)
 			timeout := tt.timeout
 			if timeout == 0 {
 				timeout = time.Minute
@@ -163,7 +177,7 @@ func TestHelperRun(t *testing.T) {
 
 func TestRunNodeGone(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
-	client, created := fakeKubelet(t, nil, func(*v1.Pod) *v1.PodStatus { return nil })
+	client, created := fakeKubelet(nil, nil, false)
 	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
 	_, err := b.Run(ctx, backend.Volume{Node: "gone", BasePath: "/var/lib/dirpv"}, createOp)
 	if !errors.Is(err, backend.ErrNodeGone) || created.Load() != 0 {
@@ -173,7 +187,7 @@ func TestRunNodeGone(t *testing.T) {
 
 func TestRunRefusesBasePathOutsideRoot(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
-	client, created := fakeKubelet(t, nil, func(*v1.Pod) *v1.PodStatus { return nil })
+	client, created := fakeKubelet(nil, nil, false)
 	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
 	_, err := b.Run(ctx, backend.Volume{Node: "node1", BasePath: "/etc"}, createOp)
 	if err == nil || !strings.Contains(err.Error(), "not within") || created.Load() != 0 {
