@@ -16,11 +16,10 @@ tools: ## Debian packages and the Kubernetes binaries (kubectl included), built 
 	hack/install-deps.sh
 	hack/kube-build.sh
 
-lint: ## gofmt, go vet, and every overlay renders (with the kubectl that `make tools` built).
-	@out=$$(gofmt -l cmd provisioner e2e hack); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+lint: ## gofmt and go vet (the manifests' unit test renders every overlay).
+	@out=$$(gofmt -l cmd provisioner e2e hack manifests); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
-	. hack/lib.sh && for o in hostpath nfs; do kubectl kustomize manifests/overlays/$$o >/dev/null; done
 
 unit: ## Unit tests (fake clients, real filesystem under temporary directories).
 	$(GO) test -race -count=1 ./...

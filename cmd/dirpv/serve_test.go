@@ -33,7 +33,7 @@ func TestHandler(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	reg, lib, own := newRegistry()
 	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
-		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 5 * time.Second} // no renewal during the test
+		LeaseDuration: 15 * time.Minute, RenewDeadline: 10 * time.Minute, RetryPeriod: 5 * time.Minute} // no renewal during the test, however slow
 	e := newElector(opts, fake.NewClientset(), record.NewFakeRecorder(10))
 	var blocked atomic.Pointer[error] // what the NFS backend's Stalls.Err would say
 	srv := httptest.NewServer(handler(reg, e, func() error {
@@ -72,7 +72,7 @@ func TestHandler(t *testing.T) {
 	}
 	blocked.Store(nil)
 	// A leader whose renewals stopped must fail its liveness probe.
-	e.lock.last.Store(time.Now().Add(-time.Minute).UnixNano())
+	e.lock.last.Store(time.Now().Add(-time.Hour).UnixNano())
 	if code, body := get(t, srv, "/healthz"); code != 500 || !strings.Contains(body, "last renewed") {
 		t.Errorf("/healthz with a stale Lease: %d %q", code, body)
 	}
