@@ -260,6 +260,12 @@ start sched "$KBIN/kube-scheduler" --kubeconfig="$WORK/sched.kubeconfig" \
 # cgroupfs: no systemd here. resolvConf "": no host resolver to hand to pods. Eviction
 # thresholds low: the kubelet cannot stat the root block device here. Image GC off: the
 # imported images cannot be pulled back.
+# crashLoopBackOff: the e2e fault cases SIGKILL dirpv's leader 10+ times in a row, and the
+# kubelet's default restart backoff (10 s doubling to 5 min, reset only after 10 min without
+# a crash) would soon leave neither replica running. kubelet v1.34 caps it only behind the
+# alpha gate KubeletCrashLoopBackOffMax (off by default; the cap must then be set, 1-300 s).
+# With a 1 s cap a container killed after running more than 2 s restarts at once, and one
+# that keeps crashing is retried about every 10 s (the pod worker's requeue period).
 cat >"$WORK/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -275,6 +281,8 @@ resolvConf: ""
 evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+featureGates: {KubeletCrashLoopBackOffMax: true}
+crashLoopBackOff: {maxContainerRestartPeriod: 1s}
 EOF
 mkdir -p "$KUBELET_ROOT"
 start kubelet "$KBIN/kubelet" --config="$WORK/kubelet.yaml" --kubeconfig="$WORK/kubelet.kubeconfig" \
