@@ -201,6 +201,9 @@ log "starting etcd and kube-apiserver"
 start etcd etcd --data-dir "$WORK/etcd" --listen-client-urls http://127.0.0.1:2379 \
   --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380
 # --kubelet-preferred-address-types=InternalIP: `kubectl logs/exec` would otherwise try DNS.
+# --shutdown-send-retry-after: on SIGTERM it drains requests in flight and exits within seconds;
+# without it the HTTP server waits out --request-timeout (60 s) for open watches before it
+# exits. The e2e apiserver-down case stops and restarts it; cluster-down.sh is quicker too.
 start apiserver "$KBIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 --bind-address=0.0.0.0 \
   --advertise-address="$NODE_IP" --secure-port=6443 \
   --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
@@ -209,7 +212,7 @@ start apiserver "$KBIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 --bi
   --enable-admission-plugins=NodeRestriction \
   --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
   --kubelet-client-certificate="$P/admin.crt" --kubelet-client-key="$P/admin.key" \
-  --kubelet-preferred-address-types=InternalIP
+  --kubelet-preferred-address-types=InternalIP --shutdown-send-retry-after=true
 
 # --- container runtime (started while the apiserver comes up) ---
 log "starting containerd"
