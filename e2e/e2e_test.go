@@ -22,7 +22,8 @@ import (
 )
 
 // TestE2E runs the suite in order on one cluster: dirpv is installed once, switched to
-// --local-root and back, and its leader is killed along the way.
+// --local-root and back, and its leader is killed along the way. `go test -run 'TestE2E/RBAC'`
+// runs one case after the install.
 func TestE2E(t *testing.T) {
 	install(t, "install")
 	for _, tc := range []struct {
@@ -39,6 +40,8 @@ func TestE2E(t *testing.T) {
 		{"RecycleStatefulSet", testRecycleStatefulSet},
 		{"LeaderFailover", testLeaderFailover},
 		{"LocalRootAndRollingUpdate", testLocalRoot},
+		{"RBAC", testRBAC},
+		{"HelperPodConfinement", testHelperPodConfinement},
 	} {
 		if !t.Run(tc.name, tc.fn) {
 			return // later cases build on a working install
