@@ -22,8 +22,8 @@ import (
 )
 
 // TestE2E runs the suite in order on one cluster: dirpv is installed once, switched to
-// --local-root and back, and its leader is killed along the way. `go test -run 'TestE2E/RBAC'`
-// runs one case after the install.
+// --local-root and back, and its leader is killed along the way; the fault cases (faults*_test.go)
+// come last. `go test -run 'TestE2E/Faults/LeaderKills'` runs one case after the install.
 func TestE2E(t *testing.T) {
 	install(t, "install")
 	for _, tc := range []struct {
@@ -42,6 +42,7 @@ func TestE2E(t *testing.T) {
 		{"LocalRootAndRollingUpdate", testLocalRoot},
 		{"RBAC", testRBAC},
 		{"HelperPodConfinement", testHelperPodConfinement},
+		{"Faults", testFaults},
 	} {
 		if !t.Run(tc.name, tc.fn) {
 			return // later cases build on a working install
