@@ -51,6 +51,7 @@ func testFaults(t *testing.T) {
 		fn   func(*testing.T)
 	}{
 		{"DiskFull", testDiskFull},
+		{"APIServerDown", testAPIServerDown},
 	} {
 		t.Run(tc.name, tc.fn)
 	}
