@@ -52,6 +52,7 @@ func testFaults(t *testing.T) {
 	}{
 		{"DiskFull", testDiskFull},
 		{"APIServerDown", testAPIServerDown},
+		{"LeaderKills", testLeaderKills},
 	} {
 		t.Run(tc.name, tc.fn)
 	}
