@@ -53,7 +53,7 @@ func testFaults(t *testing.T) {
 		{"DiskFull", testDiskFull},
 		{"APIServerDown", testAPIServerDown},
 		{"LeaderKills", testLeaderKills},
-		{"CutOffLeader", testCutOffLeader}, // a known bug: runs with DIRPV_E2E_KNOWN_BUGS=1
+		{"CutOffLeader", testCutOffLeader},
 	} {
 		t.Run(tc.name, tc.fn)
 	}
