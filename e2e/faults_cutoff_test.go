@@ -32,9 +32,7 @@ import (
 // provisioning attempt has ended (its provision metrics say so).
 func testCutOffLeader(t *testing.T) {
 	ctx := context.Background()
-	install(t, "faults")
-	t.Cleanup(func() { install(t, "install") })
-	provisionerReady(t)
+	faultsOverlay(t)
 	ns := namespace(t)
 	old := holderPod(leader(t))
 	oldPod, err := client.CoreV1().Pods(dirpvNamespace).Get(ctx, old, metav1.GetOptions{})

@@ -217,9 +217,7 @@ func dirpvProcesses(uid types.UID) []int {
 // then all released at once (200 deletions, 200 recycles), each burst while the leader is
 // SIGKILLed 10 times at random moments.
 func testLeaderKills(t *testing.T) {
-	install(t, "faults")
-	t.Cleanup(func() { install(t, "install") })
-	provisionerReady(t)
+	faultsOverlay(t)
 	bc := ownClient(t, 200, 400)
 	ns := namespace(t)
 	t.Cleanup(func() {

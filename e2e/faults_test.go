@@ -43,9 +43,15 @@ const (
 	settleTimeout = 8 * time.Minute
 )
 
-// testFaults runs the fault cases; the leader-kill bursts run with the short election timings of
-// the faults overlay, and the install overlay is restored afterwards.
+// testFaults runs the fault cases. Those about the leader run with the short election timings
+// of the faults overlay (faultsOverlay), and the install overlay is restored afterwards.
 func testFaults(t *testing.T) {
+	t.Cleanup(func() {
+		if onFaultsOverlay {
+			install(t, "install")
+			onFaultsOverlay = false
+		}
+	})
 	for _, tc := range []struct {
 		name string
 		fn   func(*testing.T)
@@ -57,6 +63,20 @@ func testFaults(t *testing.T) {
 	} {
 		t.Run(tc.name, tc.fn)
 	}
+}
+
+// onFaultsOverlay: dirpv runs from testdata/faults.
+var onFaultsOverlay bool
+
+// faultsOverlay switches dirpv to the faults overlay (once for all the cases that need it) and
+// waits until both replicas are Ready.
+func faultsOverlay(t *testing.T) {
+	t.Helper()
+	if !onFaultsOverlay {
+		install(t, "faults")
+		onFaultsOverlay = true
+	}
+	provisionerReady(t)
 }
 
 // clusterDir is the local cluster's state directory (hack/lib.sh's $WORK).
