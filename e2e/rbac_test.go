@@ -287,6 +287,7 @@ func testHelperPodConfinement(t *testing.T) {
 	kinds := map[string]int{}
 	for name, p := range seen {
 		kinds[strings.Split(name, "-")[1]]++
+		t.Logf("helper pod %s: %s %v", name, p.Spec.Containers[0].Command, p.Spec.Containers[0].Args)
 		for _, problem := range helperPodProblems(p) {
 			t.Errorf("helper pod %s: %s", name, problem)
 		}
