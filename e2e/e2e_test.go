@@ -22,7 +22,8 @@ import (
 )
 
 // TestE2E runs the suite in order on one cluster: dirpv is installed once, switched to
-// --local-root and back, and its leader is killed along the way.
+// --local-root and back, and its leader is killed along the way; the fault cases (faults*_test.go)
+// come last. `go test -run 'TestE2E/Faults/LeaderKills'` runs one case after the install.
 func TestE2E(t *testing.T) {
 	install(t, "install")
 	for _, tc := range []struct {
@@ -40,6 +41,9 @@ func TestE2E(t *testing.T) {
 		{"RecycleStatefulSet", testRecycleStatefulSet},
 		{"LeaderFailover", testLeaderFailover},
 		{"LocalRootAndRollingUpdate", testLocalRoot},
+		{"RBAC", testRBAC},
+		{"HelperPodConfinement", testHelperPodConfinement},
+		{"Faults", testFaults},
 	} {
 		if !t.Run(tc.name, tc.fn) {
 			return // later cases build on a working install

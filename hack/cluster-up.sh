@@ -201,6 +201,9 @@ log "starting etcd and kube-apiserver"
 start etcd etcd --data-dir "$WORK/etcd" --listen-client-urls http://127.0.0.1:2379 \
   --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380
 # --kubelet-preferred-address-types=InternalIP: `kubectl logs/exec` would otherwise try DNS.
+# --shutdown-send-retry-after: on SIGTERM it drains requests in flight and exits within seconds;
+# without it the HTTP server waits out --request-timeout (60 s) for open watches before it
+# exits. The e2e apiserver-down case stops and restarts it; cluster-down.sh is quicker too.
 start apiserver "$KBIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 --bind-address=0.0.0.0 \
   --advertise-address="$NODE_IP" --secure-port=6443 \
   --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
@@ -209,7 +212,7 @@ start apiserver "$KBIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 --bi
   --enable-admission-plugins=NodeRestriction \
   --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
   --kubelet-client-certificate="$P/admin.crt" --kubelet-client-key="$P/admin.key" \
-  --kubelet-preferred-address-types=InternalIP
+  --kubelet-preferred-address-types=InternalIP --shutdown-send-retry-after=true
 
 # --- container runtime (started while the apiserver comes up) ---
 log "starting containerd"
@@ -260,6 +263,12 @@ start sched "$KBIN/kube-scheduler" --kubeconfig="$WORK/sched.kubeconfig" \
 # cgroupfs: no systemd here. resolvConf "": no host resolver to hand to pods. Eviction
 # thresholds low: the kubelet cannot stat the root block device here. Image GC off: the
 # imported images cannot be pulled back.
+# crashLoopBackOff: the e2e fault cases SIGKILL dirpv's leader 10+ times in a row, and the
+# kubelet's default restart backoff (10 s doubling to 5 min, reset only after 10 min without
+# a crash) would soon leave neither replica running. kubelet v1.34 caps it only behind the
+# alpha gate KubeletCrashLoopBackOffMax (off by default; the cap must then be set, 1-300 s).
+# With a 1 s cap a container killed after running more than 2 s restarts at once, and one
+# that keeps crashing is retried about every 10 s (the pod worker's requeue period).
 cat >"$WORK/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -275,6 +284,8 @@ resolvConf: ""
 evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+featureGates: {KubeletCrashLoopBackOffMax: true}
+crashLoopBackOff: {maxContainerRestartPeriod: 1s}
 EOF
 mkdir -p "$KUBELET_ROOT"
 start kubelet "$KBIN/kubelet" --config="$WORK/kubelet.yaml" --kubeconfig="$WORK/kubelet.kubeconfig" \

@@ -18,7 +18,8 @@ fi
 log "running the e2e suite"
 cd "$REPO_ROOT"
 status=0
-nsx env KUBECONFIG="$KUBECONFIG_ADMIN" go test -tags e2e -count=1 -timeout 40m -v ./e2e/ || status=$?
+# DIRPV_CLUSTER_DIR: the fault cases stop and restart kube-apiserver through $WORK/apiserver.pid.
+nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" go test -tags e2e -count=1 -timeout 40m -v ./e2e/ || status=$?
 if [ "$status" -ne 0 ] && [ "$started" = yes ]; then
   mkdir -p "$WORK.logs"
   cp "$WORK"/*.log "$WORK.logs/" 2>/dev/null || true

@@ -25,6 +25,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
@@ -146,6 +147,13 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 			controller.Threadiness(opts.Workers),
 			controller.AddFinalizer(true),
 			controller.VolumesInformer(pvs.Informer()),
+			// Save PVs in the background, retrying with backoff for the rest of the term, instead
+			// of the default blocking store, which after 5 failed saves (40 s) deletes the
+			// directory it made. Its loop outlives the term (the library's workers are not
+			// waited for, and this elector rejoins instead of exiting), and by then another
+			// replica may have bound a PV of the same name to that very directory. Provision is
+			// idempotent, so a PV left unsaved at the end of a term is made by the next leader.
+			controller.CreateProvisionedPVLimiter(workqueue.DefaultTypedControllerRateLimiter[any]()),
 		)
 		rc, err := recycle.New(client, opts.Name, prov, recorder, ownMetrics.RecycleResult, pvs)
 		if err != nil {
