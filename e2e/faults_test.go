@@ -259,8 +259,8 @@ type audit struct {
 	orphans        int // directories or markers in the subtree that no PV owns
 	leftovers      int // temporary marker files (.*.dirpv.tmp-*), but for staleTemps
 	// staleTemps are temporary marker files that a killed writer left: a complete marker for a
-	// claim of the subtree's namespace that never got linked or renamed into place. dirpv never
-	// removes them (a known bug, see tolerateStaleTemps).
+	// claim of the subtree's namespace that never got linked or renamed into place. The next
+	// operation of that PV removes them, so none may be left once the burst has settled.
 	staleTemps int
 	problems   []string
 }
@@ -272,23 +272,8 @@ func (a *audit) problem(counter *int, format string, args ...any) {
 	}
 }
 
-// tolerateStaleTemps: dirpv writes each marker to a temporary file beside it
-// (".<dir>.dirpv.tmp-XXXXXXXX") before linking or renaming it into place, and removes the
-// temporary file afterwards; a writer SIGKILLed in between leaves it behind for good, even after
-// the volume is deleted. That breaks "nothing half-made stays", and the leader-kill bursts see it
-// in most runs (up to 12 files after one burst: many of the 16 workers are between creating and
-// linking a marker when the leader is killed, with a slow fsync in between). Until dirpv sweeps
-// such files (volumefs: a temporary file whose flock can be taken belongs to a dead writer), the
-// audits count them in the figures (stale-temp-markers=N) and log them, but do not fail on them.
-// Set it to false together with the fix.
-const tolerateStaleTemps = true
-
 func (a *audit) clean() bool {
-	stale := a.staleTemps
-	if tolerateStaleTemps {
-		stale = 0
-	}
-	return a.missingDirs+a.missingMarkers+a.badMarkers+a.notEmpty+a.orphans+a.leftovers+stale == 0
+	return a.missingDirs+a.missingMarkers+a.badMarkers+a.notEmpty+a.orphans+a.leftovers+a.staleTemps == 0
 }
 
 // auditVolumes checks pvs (all in the export subtree dir) against the subtree's listing. check, if
@@ -470,11 +455,8 @@ func reportAudit(t *testing.T, a *audit) {
 	t.Helper()
 	msg := fmt.Sprintf("volumes on the export: %d missing directories, %d missing markers, %d wrong markers, %d not empty, %d orphans, %d leftovers, %d stale temporary markers:\n%s",
 		a.missingDirs, a.missingMarkers, a.badMarkers, a.notEmpty, a.orphans, a.leftovers, a.staleTemps, strings.Join(a.problems, "\n"))
-	switch {
-	case !a.clean():
+	if !a.clean() {
 		t.Error(msg)
-	case a.staleTemps > 0:
-		t.Logf("KNOWN DIRPV BUG (tolerated, see tolerateStaleTemps): %s", msg)
 	}
 }
 

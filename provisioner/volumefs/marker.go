@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -40,7 +40,7 @@ var (
 // locked (flock); the caller closes it to unlock. If the marker already exists the error
 // matches fs.ErrExist.
 //
-// The content is written to a unique temporary file first and hard-linked into place, so
+// The content is written to m.PV's temporary file first and hard-linked into place, so
 // readers never see a half-written marker, and link(2) is exclusive even on old NFS. The
 // lock is taken before the link, so it already holds when the marker becomes visible.
 func publishMarker(root *os.Root, markerPath string, m Marker) (*os.File, error) {
@@ -48,19 +48,15 @@ func publishMarker(root *os.Root, markerPath string, m Marker) (*os.File, error)
 	if err != nil {
 		return nil, err
 	}
-	tmp, f, err := createTemp(root, markerPath)
+	tmp, f, err := createTemp(root, markerPath, m.PV)
 	if err != nil {
 		return nil, fmt.Errorf("create marker %q: %w", markerPath, err)
 	}
-	err = lockFile(f)
-	if err == nil {
-		err = writeAll(f, data)
-	}
+	err = writeAll(f, data)
 	if err == nil {
 		err = linkFile(root, tmp, markerPath)
 	}
-	// Best effort: a leftover temporary file only costs a directory entry (its name
-	// starts with a dot, so it can never be taken for a volume).
+	// While we still hold its lock, so that nobody takes it for a dead writer's.
 	_ = root.Remove(tmp)
 	if err == nil {
 		return f, nil
@@ -91,28 +87,85 @@ func publishMarker(root *os.Root, markerPath string, m Marker) (*os.File, error)
 	return f, nil
 }
 
-// createTemp creates a new, unique temporary file beside markerPath (its name starts with a
-// dot like the marker's, so it can never be taken for a volume).
-func createTemp(root *os.Root, markerPath string) (string, *os.File, error) {
-	var err error
-	for range 10 {
-		tmp := fmt.Sprintf("%s.tmp-%08x", markerPath, rand.Uint32())
-		var f *os.File
-		f, err = root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+// tempName is the temporary file in which PV pv writes the marker markerPath before putting it
+// in place. Its name starts with a dot like the marker's, so it can never be taken for a
+// volume. It is the same for every writer of that PV (retries, another replica), so one that a
+// writer killed mid-write left behind is found by name, not by reading the directory, and
+// removed by the next operation of that PV (see removeDeadTemp).
+func tempName(markerPath, pv string) string {
+	h := fnv.New32a()
+	h.Write([]byte(pv))
+	return fmt.Sprintf("%s.tmp-%08x", markerPath, h.Sum32())
+}
+
+// createTemp creates pv's temporary file for markerPath exclusively and returns it locked. A
+// writer of the same PV may be at work on it (in another process): createTemp waits for it. One
+// whose writer died is removed.
+func createTemp(root *os.Root, markerPath, pv string) (string, *os.File, error) {
+	tmp := tempName(markerPath, pv)
+	for attempt := 0; ; attempt++ {
+		f, err := root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err == nil {
-			return tmp, f, nil
+			if err := lockFile(f); err != nil {
+				f.Close()
+				_ = root.Remove(tmp)
+				return "", nil, err
+			}
+			// Taken for a dead writer's between our create and our lock? Then it is gone.
+			if sameFile(root, tmp, f) {
+				return tmp, f, nil
+			}
+			f.Close()
+		} else if !errors.Is(err, fs.ErrExist) {
+			return "", nil, err
+		} else if err := removeDeadTemp(root, tmp); err != nil {
+			return "", nil, err
 		}
-		if !errors.Is(err, fs.ErrExist) {
-			break
+		if attempt >= 100 {
+			return "", nil, fmt.Errorf("temporary file %q keeps changing", tmp)
 		}
 	}
-	return "", nil, err
+}
+
+// removeDeadTemp removes the temporary file tmp if the writer that made it is gone: it waits
+// for the file's lock (a live writer holds it only while it writes), and if the name still
+// names that file then, nobody will put it in place any more.
+func removeDeadTemp(root *os.Root, tmp string) error {
+	f, err := openMarker(root, tmp, os.O_RDWR)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errRetry) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	raceHook("temp-wait", tmp)
+	if err := lockFile(f); err != nil {
+		return err
+	}
+	if !sameFile(root, tmp, f) {
+		return nil
+	}
+	if err := root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove a dead writer's temporary file %q: %w", tmp, err)
+	}
+	return nil
+}
+
+// sameFile reports whether name (relative to root) still names the open file f.
+func sameFile(root *os.Root, name string, f *os.File) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	lfi, err := root.Lstat(name)
+	return err == nil && os.SameFile(fi, lfi)
 }
 
 // replaceMarker atomically replaces the marker at markerPath, which the caller holds locked
 // (lock, from lockMarker), with one holding m.
 //
-// The new content goes to a unique temporary file, is synced, and is renamed over the
+// The new content goes to the PV's temporary file, is synced, and is renamed over the
 // marker, so readers see either the old or the new marker, never a partial one. The flock is
 // on the marker's inode, so after the rename the caller's lock is on the old, now unlinked
 // inode: the temporary file is locked before the rename and stays locked until
@@ -126,15 +179,12 @@ func replaceMarker(root *os.Root, markerPath string, lock *os.File, m Marker) er
 	if err != nil {
 		return err
 	}
-	tmp, f, err := createTemp(root, markerPath)
+	tmp, f, err := createTemp(root, markerPath, m.PV)
 	if err != nil {
 		return fmt.Errorf("rewrite marker %q: %w", markerPath, err)
 	}
 	defer f.Close()
-	err = lockFile(f)
-	if err == nil {
-		err = writeAll(f, data)
-	}
+	err = writeAll(f, data)
 	if err == nil {
 		err = checkSameMarker(root, markerPath, lock)
 	}

@@ -386,6 +386,9 @@ func ownership(root *os.Root, path string, o Owner, op string) (lock *os.File, m
 		return nil, nil, true, nil
 	}
 	markerPath := MarkerName(path)
+	if err := removeDeadTemp(root, tempName(markerPath, o.PV)); err != nil {
+		return nil, nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
+	}
 	lock, m, err = lockCurrentMarker(root, markerPath)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
