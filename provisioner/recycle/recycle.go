@@ -261,7 +261,17 @@ func (c *Controller) recycle(ctx context.Context, pv *v1.PersistentVolume) error
 	if err != nil {
 		c.results("error")
 		c.recorder.Event(pv, v1.EventTypeWarning, ReasonVolumeFailedRecycle, err.Error())
-		if errors.Is(err, provisioner.ErrRefused) || errors.Is(err, backend.ErrNodeGone) {
+		switch {
+		case errors.Is(err, backend.ErrNodeGone):
+			// It can never be offered again. Deleting it lets it go through its finalizer,
+			// with VolumeNodeGone, instead of staying Released for good.
+			if err := c.client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{
+				Preconditions: &metav1.Preconditions{UID: &pv.UID, ResourceVersion: &pv.ResourceVersion},
+			}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("deleting the PV of a node that is gone: %w", err)
+			}
+			return nil
+		case errors.Is(err, provisioner.ErrRefused):
 			return nil // not retried: only an edit of the PV can change this, and that requeues it
 		}
 		return err

@@ -159,6 +159,7 @@ func TestSync(t *testing.T) {
 		recycled  bool
 		wantErr   bool
 		wantEvent string
+		wantGone  bool // the PV was deleted
 	}{
 		{name: "released, claim gone", pv: releasedPV(), recycled: true, wantEvent: "Normal VolumeRecycled Directory nfs:/exports/ns-data scrubbed"},
 		{name: "released, a new claim of the same name", pv: releasedPV(), claim: claim("new-uid"), recycled: true, wantEvent: "Normal VolumeRecycled"},
@@ -179,7 +180,7 @@ func TestSync(t *testing.T) {
 		})},
 		{name: "scrub fails: stays Released, retried", pv: releasedPV(), scrubErr: errors.New("unlinkat busy: device or resource busy"),
 			wantErr: true, wantEvent: "Warning VolumeFailedRecycle scrubbing nfs:/exports/ns-data: unlinkat busy"},
-		{name: "node gone", pv: releasedPV(), scrubErr: backend.ErrNodeGone, wantEvent: "Warning VolumeFailedRecycle node"},
+		{name: "node gone: the PV is deleted", pv: releasedPV(), scrubErr: backend.ErrNodeGone, wantEvent: "Warning VolumeFailedRecycle node", wantGone: true},
 		{name: "forged path refused", pv: releasedPV(func(pv *v1.PersistentVolume) {
 			pv.Annotations[backend.AnnPath] = "../etc"
 			pv.Spec.NFS.Path = "/etc"
@@ -201,6 +202,16 @@ func TestSync(t *testing.T) {
 			err := f.ctrl.sync(ctx, "pvc-old")
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("sync: %v", err)
+			}
+			_, err = f.client.CoreV1().PersistentVolumes().Get(ctx, "pvc-old", metav1.GetOptions{})
+			if gone := apierrors.IsNotFound(err); gone != tt.wantGone {
+				t.Fatalf("PV deleted: %v, want %v", gone, tt.wantGone)
+			}
+			if tt.wantGone {
+				if e := f.event(); !strings.HasPrefix(e, tt.wantEvent) {
+					t.Errorf("event %q, want %q", e, tt.wantEvent)
+				}
+				return
 			}
 			pv := f.pv(t)
 			if tt.recycled {
