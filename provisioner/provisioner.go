@@ -7,7 +7,9 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
@@ -26,9 +28,26 @@ type Provisioner struct {
 	Metrics  *Metrics
 	// Now is the clock; archives are named by it.
 	Now func() time.Time
+	// PVs reads PVs fresh for ShouldDelete; nil: no check.
+	PVs typedcorev1.PersistentVolumeInterface
 }
 
-var _ controller.Provisioner = (*Provisioner)(nil)
+var (
+	_ controller.Provisioner   = (*Provisioner)(nil)
+	_ controller.DeletionGuard = (*Provisioner)(nil)
+)
+
+// ShouldDelete implements controller.DeletionGuard: a PV that no longer exists is not reclaimed
+// again. The library deletes the PV once Delete succeeded, and the update that deletion makes
+// comes back from its cache after the PV is gone; without this each reclaim would run twice
+// (the second a no-op, but a helper pod on a node all the same).
+func (p *Provisioner) ShouldDelete(ctx context.Context, pv *v1.PersistentVolume) bool {
+	if p.PVs == nil {
+		return true
+	}
+	_, err := p.PVs.Get(ctx, pv.Name, metav1.GetOptions{})
+	return !apierrors.IsNotFound(err)
+}
 
 // accessModes lists what each backend can honour: a hostPath directory lives on one node.
 var accessModes = map[config.Backend][]v1.PersistentVolumeAccessMode{

@@ -701,3 +701,15 @@ func TestNodeRecreated(t *testing.T) {
 		t.Errorf("data: %q %v", b, err)
 	}
 }
+
+// TestShouldDelete: a PV already gone is not reclaimed again (the library sees it once more
+// from its cache after deleting it).
+func TestShouldDelete(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	there := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pvc-there"}}
+	gone := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pvc-gone"}}
+	p := &Provisioner{PVs: fake.NewClientset(there).CoreV1().PersistentVolumes()}
+	if !p.ShouldDelete(ctx, there) || p.ShouldDelete(ctx, gone) {
+		t.Errorf("ShouldDelete: existing %v, gone %v", p.ShouldDelete(ctx, there), p.ShouldDelete(ctx, gone))
+	}
+}

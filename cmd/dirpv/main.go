@@ -126,6 +126,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		Recorder: recorder,
 		Metrics:  ownMetrics,
 		Now:      time.Now,
+		PVs:      client.CoreV1().PersistentVolumes(),
 	}
 	logger.Info("Starting dirpv", "version", version, "name", opts.Name, "helperImage", image, "nfsExports", opts.NFSExports.String())
 

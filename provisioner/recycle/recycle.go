@@ -30,6 +30,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -235,7 +236,23 @@ func (c *Controller) finish(ctx context.Context, pv *v1.PersistentVolume, reclai
 		}
 		return err
 	}
-	return c.dropFinalizer(ctx, pv)
+	// The directory is dealt with: only the finalizer is left to go. The PV may have changed
+	// since it was read (Kubernetes drops its own finalizers meanwhile), so read it again on a
+	// conflict rather than start over, which would reclaim the directory a second time.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		err := c.dropFinalizer(ctx, pv)
+		if apierrors.IsConflict(errors.Unwrap(err)) {
+			fresh, gerr := c.client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
+			if apierrors.IsNotFound(gerr) {
+				return nil
+			}
+			if gerr != nil {
+				return gerr
+			}
+			pv = fresh
+		}
+		return err
+	})
 }
 
 // dropFinalizer removes dirpv's finalizer from pv.

@@ -326,6 +326,34 @@ func TestFinalizer(t *testing.T) {
 	}
 }
 
+// TestFinalizerConflict: when the PV changed while its directory was reclaimed, the finalizer
+// is removed from a fresh read; the directory is not reclaimed a second time.
+func TestFinalizerConflict(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	pv := releasedPV(func(pv *v1.PersistentVolume) {
+		pv.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+		pv.Finalizers = append(pv.Finalizers, "kubernetes.io/pv-protection")
+	})
+	f := newFixture(t, ctx, pv)
+	conflicts := 1
+	f.client.PrependReactor("update", "persistentvolumes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts > 0 {
+			conflicts--
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "persistentvolumes"}, "pvc-old", errors.New("changed"))
+		}
+		return false, nil, nil
+	})
+	if err := f.ctrl.sync(ctx, "pvc-old"); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.be.ops) != 1 || f.be.ops[0].Kind != volumeop.Delete {
+		t.Errorf("operations %+v, want one delete", f.be.ops)
+	}
+	if got := f.pv(t).Finalizers; slices.Contains(got, backend.FinalizerReclaim) || !slices.Contains(got, "kubernetes.io/pv-protection") {
+		t.Errorf("finalizers %v", got)
+	}
+}
+
 // TestUnbindConflict: when the PV changed between the fresh read and the unbind, nothing is
 // unbound; the retry reads again and scrubs again (a no-op for the same claim) before unbinding.
 func TestUnbindConflict(t *testing.T) {
