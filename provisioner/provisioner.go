@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -37,16 +38,27 @@ var (
 	_ controller.DeletionGuard = (*Provisioner)(nil)
 )
 
-// ShouldDelete implements controller.DeletionGuard: a PV that no longer exists is not reclaimed
-// again. The library deletes the PV once Delete succeeded, and the update that deletion makes
-// comes back from its cache after the PV is gone; without this each reclaim would run twice
-// (the second a no-op, but a helper pod on a node all the same).
+// libraryFinalizer is the provisioner library's finalizer on the PVs it deletes (not exported).
+const libraryFinalizer = "external-provisioner.volume.kubernetes.io/finalizer"
+
+// ShouldDelete implements controller.DeletionGuard: a PV the library has already reclaimed is
+// not reclaimed again. Once Delete succeeded the library deletes the PV and removes its
+// finalizer; the update that deletion makes then comes back from its cache while the PV still
+// exists (Kubernetes' own pv-protection finalizer goes a moment later), or after it is gone.
+// Without this check each reclaim would run twice: the second a no-op, but a helper pod on a
+// node all the same.
 func (p *Provisioner) ShouldDelete(ctx context.Context, pv *v1.PersistentVolume) bool {
 	if p.PVs == nil {
 		return true
 	}
-	_, err := p.PVs.Get(ctx, pv.Name, metav1.GetOptions{})
-	return !apierrors.IsNotFound(err)
+	fresh, err := p.PVs.Get(ctx, pv.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return false
+	case err != nil:
+		return true // Delete is idempotent; the library retries it on failure
+	}
+	return fresh.DeletionTimestamp == nil || slices.Contains(fresh.Finalizers, libraryFinalizer)
 }
 
 // accessModes lists what each backend can honour: a hostPath directory lives on one node.

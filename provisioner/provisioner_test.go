@@ -706,10 +706,20 @@ func TestNodeRecreated(t *testing.T) {
 // from its cache after deleting it).
 func TestShouldDelete(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
+	now := metav1.Now()
 	there := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pvc-there"}}
+	deleted := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pvc-deleted", DeletionTimestamp: &now,
+		Finalizers: []string{libraryFinalizer, "kubernetes.io/pv-protection"}}}
+	done := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pvc-done", DeletionTimestamp: &now,
+		Finalizers: []string{"kubernetes.io/pv-protection"}}}
 	gone := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pvc-gone"}}
-	p := &Provisioner{PVs: fake.NewClientset(there).CoreV1().PersistentVolumes()}
-	if !p.ShouldDelete(ctx, there) || p.ShouldDelete(ctx, gone) {
-		t.Errorf("ShouldDelete: existing %v, gone %v", p.ShouldDelete(ctx, there), p.ShouldDelete(ctx, gone))
+	p := &Provisioner{PVs: fake.NewClientset(there, deleted, done).CoreV1().PersistentVolumes()}
+	for pv, want := range map[*v1.PersistentVolume]bool{there: true, deleted: true, done: false, gone: false} {
+		// The library's cached copy: as it was before the library reclaimed it.
+		cached := pv.DeepCopy()
+		cached.DeletionTimestamp, cached.Finalizers = nil, []string{libraryFinalizer}
+		if got := p.ShouldDelete(ctx, cached); got != want {
+			t.Errorf("ShouldDelete(%s) = %v, want %v", pv.Name, got, want)
+		}
 	}
 }
