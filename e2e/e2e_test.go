@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -40,10 +41,16 @@ func TestE2E(t *testing.T) {
 		{"Recycle", testRecycle},
 		{"RecycleStatefulSet", testRecycleStatefulSet},
 		{"LeaderFailover", testLeaderFailover},
+		{"SpreadStatefulSet", testSpreadStatefulSet},
+		{"HelpersOnTheirNode", testHelpersOnTheirNode},
+		{"LeaderKilledOnNode", testLeaderKilledOnNode},
+		{"RecycleAcrossNodes", testRecycleAcrossNodes},
+		{"Cordon", testCordon},
 		{"LocalRootAndRollingUpdate", testLocalRoot},
 		{"RBAC", testRBAC},
 		{"HelperPodConfinement", testHelperPodConfinement},
 		{"Faults", testFaults},
+		{"NodeRemoved", testNodeRemoved}, // last: it takes a node away
 	} {
 		if !t.Run(tc.name, tc.fn) {
 			return // later cases build on a working install
@@ -67,8 +74,8 @@ func testStatefulSet(t *testing.T) {
 		}
 		exec1(t, ns, p, "echo hello $(hostname) > /usr/share/nginx/html/index.html")
 		// The data is in the PV's directory on the node.
-		if b, err := os.ReadFile(filepath.Join(pvPath(pv), "index.html")); err != nil || string(b) != fmt.Sprintf("hello web-%d\n", i) {
-			t.Errorf("%s on the node: %q %v", pvPath(pv), b, err)
+		if b, err := os.ReadFile(filepath.Join(hostDir(pv), "index.html")); err != nil || string(b) != fmt.Sprintf("hello web-%d\n", i) {
+			t.Errorf("%s on node %s: %q %v", pvPath(pv), pvNode(pv), b, err)
 		}
 	}
 	uids := map[string]string{}
@@ -130,7 +137,7 @@ func testHelperPods(t *testing.T) {
 	if !strings.HasPrefix(dir, basePath+"/e2e/"+ns+"-data-pvc-") || *pv.Spec.HostPath.Type != v1.HostPathDirectory {
 		t.Errorf("hostPath %s type %v", dir, *pv.Spec.HostPath.Type)
 	}
-	fi, err := os.Stat(dir)
+	fi, err := os.Stat(hostDir(pv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,9 +145,13 @@ func testHelperPods(t *testing.T) {
 	if fi.Mode().Perm() != 0o750 || st.Uid != 1000 || st.Gid != 2000 {
 		t.Errorf("%s: mode %v owner %d:%d, want 0750 1000:2000", dir, fi.Mode().Perm(), st.Uid, st.Gid)
 	}
+	app, err := client.CoreV1().Pods(ns).Get(context.Background(), "app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	terms := pv.Spec.NodeAffinity.Required.NodeSelectorTerms
-	if len(terms) != 1 || terms[0].MatchExpressions[0].Key != v1.LabelHostname || terms[0].MatchExpressions[0].Values[0] != "node1" {
-		t.Errorf("node affinity %+v", terms)
+	if len(terms) != 1 || terms[0].MatchExpressions[0].Key != v1.LabelHostname || terms[0].MatchExpressions[0].Values[0] != app.Spec.NodeName {
+		t.Errorf("node affinity %+v, want the pod's node %s", terms, app.Spec.NodeName)
 	}
 	if helpers.Load() < 1 {
 		t.Errorf("no helper pod was used to make %s", dir)
@@ -148,7 +159,7 @@ func testHelperPods(t *testing.T) {
 	deletePod(t, ns, "app")
 	deleteClaim(t, ns, "data")
 	pvGone(t, pv.Name)
-	waitGone(t, dir)
+	waitGone(t, hostDir(pv))
 	if helpers.Load() < 2 {
 		t.Errorf("%d helper pods, want one to create and one to delete", helpers.Load())
 	}
@@ -444,23 +455,27 @@ func testLocalRoot(t *testing.T) {
 		t.Errorf("handover took %v; the lease should be released on shutdown", took)
 	}
 
-	helpers := watchHelpers(t)
+	// The leader works in-process on its own node only; every other node's volumes still go
+	// through helper pods on that node.
+	lead := leaderNode(t)
+	helpers := watchHelperRuns(t)
 	ns := namespace(t)
-	claim(t, ns, "local", "dirpv-hostpath")
-	pod(t, ns, "app", "local")
-	pv := bound(t, ns, "local")
-	if fi, err := os.Stat(pvPath(pv)); err != nil || fi.Mode().Perm() != 0o777 {
-		t.Fatalf("%s: %v %v", pvPath(pv), fi, err)
+	for _, node := range nodeNames(t) {
+		pv := lifecycle(t, ns, "local-"+node, "dirpv-hostpath", node)
+		pvGone(t, pv.Name)
+		waitGone(t, hostDir(pv))
+		ops := helpers.ops(pv.Name)
+		t.Logf("a volume on %s, the leader on %s: helper pods %v", node, lead, ops)
+		switch {
+		case node == lead && len(ops) != 0:
+			t.Errorf("%d helper pods for a volume on the leader's node %s with --local-root: %v", len(ops), node, ops)
+		case node != lead && !slices.Equal(ops, []string{"create", "delete"}):
+			t.Errorf("helper pods for a volume on %s (the leader is on %s): %v, want create and delete", node, lead, ops)
+		}
+		helpers.checkOnNode(t, pv.Name, node)
 	}
-	deletePod(t, ns, "app")
-	deleteClaim(t, ns, "local")
-	pvGone(t, pv.Name)
-	waitGone(t, pvPath(pv))
-	if n := helpers.Load(); n != 0 {
-		t.Errorf("%d helper pods used with --local-root", n)
-	}
-	if _, err := client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Errorf("PV %s: %v", pv.Name, err)
+	if now := leaderNode(t); now != lead {
+		t.Errorf("the leader moved from %s to %s during the case", lead, now)
 	}
 }
 
@@ -494,12 +509,12 @@ func entries(t *testing.T, dir string) []string {
 func testRecycle(t *testing.T) {
 	ns := namespace(t)
 	claim(t, ns, "sibling", "e2e-recycle-hostpath")
-	pod(t, ns, "sibling-app", "sibling")
+	pod(t, ns, "sibling-app", "sibling", onNode("node1")) // node1: its files are this machine's
 	exec1(t, ns, "sibling-app", "echo sibling data > /data/keep")
 	sibling := pvPath(bound(t, ns, "sibling"))
 
 	claim(t, ns, "first", "e2e-recycle-hostpath")
-	pod(t, ns, "first-app", "first")
+	pod(t, ns, "first-app", "first", onNode("node1"))
 	exec1(t, ns, "first-app", "mkdir -p /data/a/b && echo old > /data/a/b/f && echo old > /data/ro && chmod 0444 /data/ro && chmod 0555 /data/a")
 	pv := bound(t, ns, "first")
 	dir := pvPath(pv)
@@ -510,7 +525,7 @@ func testRecycle(t *testing.T) {
 	// sees it, and relatively.
 	for name, target := range map[string]string{
 		"to-sibling-host": sibling,
-		"to-sibling-pod":  "/data/" + filepath.Base(sibling),
+		"to-sibling-pod":  "/data/recycle/" + filepath.Base(sibling),
 		"to-sibling-rel":  "../" + filepath.Base(sibling),
 		"to-root":         "/",
 		"to-parent":       "..",
@@ -532,7 +547,7 @@ func testRecycle(t *testing.T) {
 	}
 
 	claim(t, ns, "second", "e2e-recycle-hostpath")
-	pod(t, ns, "second-app", "second")
+	pod(t, ns, "second-app", "second", onNode("node1"))
 	if got := bound(t, ns, "second"); got.Name != pv.Name {
 		t.Errorf("the next claim got PV %s, not the recycled %s", got.Name, pv.Name)
 	}

@@ -71,6 +71,8 @@ func testDiskFull(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
 		Spec: v1.PodSpec{
 			TerminationGracePeriodSeconds: ptr(int64(0)),
+			// node1: the small filesystem is mounted on this machine, which is node1.
+			NodeSelector: map[string]string{v1.LabelHostname: "node1"},
 			Containers: []v1.Container{{
 				Name: "app", Image: busybox, ImagePullPolicy: v1.PullNever, Command: []string{"sleep", "3600"},
 				VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},

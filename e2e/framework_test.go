@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -28,10 +29,12 @@ import (
 const (
 	dirpvNamespace = "dirpv"
 	basePath       = "/var/lib/dirpv"
-	exportDir      = "/var/lib/dirpv-e2e-export"
-	busybox        = "dirpv.io/busybox:1"
-	leaseName      = "dirpv.io-provisioner"
-	timeout        = 2 * time.Minute
+	// exportDir serves as the NFS export: a directory every node shares (node2's /var/lib is
+	// its own), mounted into dirpv's pods wherever they run.
+	exportDir = "/srv/dirpv-e2e-export"
+	busybox   = "dirpv.io/busybox:1"
+	leaseName = "dirpv.io-provisioner"
+	timeout   = 2 * time.Minute
 )
 
 var client kubernetes.Interface
@@ -158,8 +161,9 @@ func bound(t *testing.T, ns, name string) *v1.PersistentVolume {
 	return pv
 }
 
-// pod starts a busybox pod with the claim mounted at /data and waits until it runs.
-func pod(t *testing.T, ns, name, claimName string) {
+// pod starts a busybox pod with the claim mounted at /data and waits until it runs; mutate
+// may change it first (onNode, say).
+func pod(t *testing.T, ns, name, claimName string, mutate ...func(*v1.Pod)) {
 	t.Helper()
 	p := &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -175,10 +179,19 @@ func pod(t *testing.T, ns, name, claimName string) {
 			}}},
 		},
 	}
+	for _, m := range mutate {
+		m(p)
+	}
 	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	podRunning(t, ns, name)
+}
+
+// onNode schedules a pod to node through a node selector. (Not spec.nodeName: a pod bound
+// without the scheduler never gets its WaitForFirstConsumer claims provisioned.)
+func onNode(node string) func(*v1.Pod) {
+	return func(p *v1.Pod) { p.Spec.NodeSelector = map[string]string{v1.LabelHostname: node} }
 }
 
 func podRunning(t *testing.T, ns, name string) {
@@ -258,6 +271,56 @@ func event(t *testing.T, ns, object, reason, want string) string {
 		return false, nil
 	})
 	return msg
+}
+
+// onHost is where this machine sees path p of node: node1's files are this machine's own;
+// another node's /var/lib (and /var/log, /run/containerd, /run/netns) is a directory of its own
+// under the cluster's state (hack/node-up.sh).
+func onHost(node, p string) string {
+	if node == "node1" {
+		return p
+	}
+	for _, private := range []string{"/var/lib", "/var/log", "/run/containerd", "/run/netns"} {
+		if p == private || strings.HasPrefix(p, private+"/") {
+			return filepath.Join(clusterDir(), "nodes", node, "root", p)
+		}
+	}
+	return p
+}
+
+// hostDir is a hostPath PV's directory as this machine sees it, on whichever node it is.
+func hostDir(pv *v1.PersistentVolume) string {
+	return onHost(pvNode(pv), pvPath(pv))
+}
+
+// pvNode is the node a hostPath PV is pinned to.
+func pvNode(pv *v1.PersistentVolume) string {
+	return pv.Annotations["dirpv.io/node"]
+}
+
+// nodeNames lists the cluster's nodes, sorted.
+func nodeNames(t *testing.T) []string {
+	t.Helper()
+	nodes, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range nodes.Items {
+		names = append(names, n.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// needNodes skips the test on a cluster with fewer than n nodes (make e2e brings up two).
+func needNodes(t *testing.T, n int) []string {
+	t.Helper()
+	names := nodeNames(t)
+	if len(names) < n {
+		t.Skipf("needs %d nodes, the cluster has %d (DIRPV_NODES=%d make e2e)", n, len(names), n)
+	}
+	return names
 }
 
 func pvPath(pv *v1.PersistentVolume) string {

@@ -279,7 +279,7 @@ func testHelperPodConfinement(t *testing.T) {
 	deletePod(t, ns, "app")
 	deleteClaim(t, ns, "data")
 	pvGone(t, pv.Name)
-	waitGone(t, pvPath(pv))
+	waitGone(t, hostDir(pv))
 	cancel()
 	w.Stop()
 	<-done

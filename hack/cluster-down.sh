@@ -53,6 +53,9 @@ if [ -e "$WORK" ] || [ -e "$NETNS_FILE" ]; then
   log "stopping the local cluster ($WORK)"
 fi
 
+# 0. The other nodes first (node-down.sh deletes their pods through the API while it runs).
+for node in $(extra_nodes); do "$HACK_DIR/node-down.sh" "$node"; done
+
 # 1. Stop the controllers first, so nothing recreates or schedules the pods deleted next.
 #    SIGKILL: the cluster's state is thrown away anyway, and they take seconds to exit.
 stop KILL kcm sched

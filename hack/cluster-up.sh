@@ -23,17 +23,18 @@ pid_alive() { # component: is the process recorded in its PID file running?
   [ -f "$f" ] && alive "$(cat "$f")"
 }
 
-node_ready() {
-  [ "$(kc --request-timeout=5s get node "$NODE_NAME" \
-    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
-}
-
 cluster_healthy() {
   [ -f "$KUBECONFIG_ADMIN" ] && [ -e "/var/run/netns/$NETNS" ] || return 1
   local c
   for c in "${COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
-  kc --request-timeout=5s get --raw /readyz >/dev/null 2>&1 && node_ready &&
+  kc --request-timeout=5s get --raw /readyz >/dev/null 2>&1 && node_ready "$NODE_NAME" &&
     kc --request-timeout=5s get serviceaccount default -n default >/dev/null 2>&1
+}
+
+# up_nodes brings up nodes 2..$NODES (node-up.sh only re-imports the images of one that runs).
+up_nodes() {
+  local k
+  for ((k = 2; k <= NODES; k++)); do "$HACK_DIR/node-up.sh" "$k"; done
 }
 
 write_kubectl_wrapper() {
@@ -46,7 +47,7 @@ EOF
 }
 
 print_usage() {
-  log "cluster is up (${1}s): node $NODE_NAME at $NODE_IP, Kubernetes v$KVER"
+  log "cluster is up (${1}s): nodes $(kc get nodes -o jsonpath='{.items[*].metadata.name}'), Kubernetes v$KVER"
   cat >&2 <<EOF
     kubectl:   $WORK/kubectl get pods -A
                (or: nsenter --net=/var/run/netns/$NETNS $KBIN/kubectl --kubeconfig $KUBECONFIG_ADMIN ...)
@@ -63,6 +64,7 @@ EOF
 if cluster_healthy; then
   log "cluster already up; refreshing images"
   "$HACK_DIR/images.sh" all
+  up_nodes
   write_kubectl_wrapper
   print_usage $((SECONDS - t0))
   exit 0
@@ -217,35 +219,8 @@ start apiserver "$KBIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 --bi
 # --- container runtime (started while the apiserver comes up) ---
 log "starting containerd"
 mkdir -p "$WORK/cni" "$WORK/containerd"
-# restrict_oom_score_adj: this sandbox lacks CAP_SYS_RESOURCE, so runc cannot lower
-# oom_score_adj below ours ("can't get final child's PID from pipe: EOF" otherwise).
-cat >"$WORK/containerd/config.toml" <<EOF
-version = 2
-root = "$WORK/containerd/root"
-state = "$WORK/containerd/state"
-[grpc]
-  address = "$CTR_SOCK"
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  sandbox_image = "$PAUSE_IMAGE"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$WORK/cni"
-EOF
-# Pod network: a bridge with host-local IPAM; its lease files live in $WORK (not the default
-# /var/lib/cni), so no stale address survives a cluster.
-cat >"$WORK/cni/10-dirpv.conflist" <<EOF
-{"cniVersion": "0.4.0", "name": "dirpv", "plugins": [
-  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "dataDir": "$WORK/cni-ipam",
-            "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-EOF
+write_containerd_config "$WORK/containerd/config.toml" "$WORK/containerd" "$CTR_SOCK" "$WORK/cni"
+write_cni_config "$WORK/cni/10-dirpv.conflist" "$POD_CIDR" "$WORK/cni-ipam"
 start containerd containerd --config "$WORK/containerd/config.toml"
 wait_until 30 containerd "containerd" ctrk version
 "$HACK_DIR/images.sh" import
@@ -260,50 +235,25 @@ start sched "$KBIN/kube-scheduler" --kubeconfig="$WORK/sched.kubeconfig" \
   --authentication-kubeconfig="$WORK/sched.kubeconfig" --authorization-kubeconfig="$WORK/sched.kubeconfig" \
   --leader-elect=false
 
-# cgroupfs: no systemd here. resolvConf "": no host resolver to hand to pods. Eviction
-# thresholds low: the kubelet cannot stat the root block device here. Image GC off: the
-# imported images cannot be pulled back.
-# crashLoopBackOff: the e2e fault cases SIGKILL dirpv's leader 10+ times in a row, and the
-# kubelet's default restart backoff (10 s doubling to 5 min, reset only after 10 min without
-# a crash) would soon leave neither replica running. kubelet v1.34 caps it only behind the
-# alpha gate KubeletCrashLoopBackOffMax (off by default; the cap must then be set, 1-300 s).
-# With a 1 s cap a container killed after running more than 2 s restarts at once, and one
-# that keeps crashing is retried about every 10 s (the pod worker's requeue period).
-cat >"$WORK/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-authentication: {anonymous: {enabled: false}, webhook: {enabled: true}, x509: {clientCAFile: $P/ca.crt}}
-authorization: {mode: Webhook}
-cgroupDriver: cgroupfs
-containerRuntimeEndpoint: unix://$CTR_SOCK
-failSwapOn: false
-tlsCertFile: $P/kubelet.crt
-tlsPrivateKeyFile: $P/kubelet.key
-address: $NODE_IP
-resolvConf: ""
-evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-featureGates: {KubeletCrashLoopBackOffMax: true}
-crashLoopBackOff: {maxContainerRestartPeriod: 1s}
-EOF
+write_kubelet_config "$WORK/kubelet.yaml" "$NODE_IP" "$P/kubelet.crt" "$P/kubelet.key" "$CTR_SOCK"
 mkdir -p "$KUBELET_ROOT"
 start kubelet "$KBIN/kubelet" --config="$WORK/kubelet.yaml" --kubeconfig="$WORK/kubelet.kubeconfig" \
   --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --root-dir="$KUBELET_ROOT"
 # --conntrack-max-per-core=0: nf_conntrack_max is not writable here.
 start proxy "$KBIN/kube-proxy" --kubeconfig="$WORK/proxy.kubeconfig" --hostname-override="$NODE_NAME" \
-  --cluster-cidr=10.88.0.0/16 --proxy-mode=iptables --conntrack-max-per-core=0
+  --cluster-cidr="$POD_CIDR" --proxy-mode=iptables --conntrack-max-per-core=0
 
 # `kubectl wait` fails at once while the node object does not exist, so poll instead.
 log "waiting for node $NODE_NAME to be Ready"
 wait_until 120 kubelet "node $NODE_NAME to register" kc get node "$NODE_NAME"
-wait_until 120 kubelet "node $NODE_NAME to be Ready" node_ready
+wait_until 120 kubelet "node $NODE_NAME to be Ready" node_ready "$NODE_NAME"
 # Pods are refused until the service-account controller has made the namespace's account.
 wait_until 60 kcm "ServiceAccount default/default" kc get serviceaccount default -n default
 for c in "${COMPONENTS[@]}"; do
   pid_alive "$c" || { waiting_for=$c; log "$c exited"; false; }
 done
 
+up_nodes
 trap - ERR INT TERM
 write_kubectl_wrapper
 print_usage $((SECONDS - t0))

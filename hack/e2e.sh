@@ -5,6 +5,9 @@ set -euo pipefail
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# The suite needs two nodes (its multi-node cases skip with one); more work too.
+export DIRPV_NODES=${DIRPV_NODES:-2}
+
 started=no
 if ! kc get --raw /readyz >/dev/null 2>&1; then
   started=yes
@@ -12,7 +15,7 @@ if ! kc get --raw /readyz >/dev/null 2>&1; then
   "$HACK_DIR/cluster-up.sh"
 else
   log "using the running cluster"
-  "$HACK_DIR/images.sh"
+  "$HACK_DIR/cluster-up.sh" # refreshes the images and adds missing nodes
 fi
 
 log "running the e2e suite"
@@ -23,6 +26,9 @@ nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" go test -tags e
 if [ "$status" -ne 0 ] && [ "$started" = yes ]; then
   mkdir -p "$WORK.logs"
   cp "$WORK"/*.log "$WORK.logs/" 2>/dev/null || true
+  for node in $(extra_nodes); do
+    mkdir -p "$WORK.logs/$node" && cp "$NODES_DIR/$node"/*.log "$WORK.logs/$node/" 2>/dev/null || true
+  done
   log "cluster logs kept in $WORK.logs/"
 fi
 exit "$status"

@@ -125,6 +125,16 @@ import_all() {
   done
   log "images in containerd (namespace k8s.io):"
   grep -v '^sha256:' <<<"$got" >&2
+  # The other nodes' containerd (hack/node-up.sh) gets the same images.
+  local node sock
+  for node in $(extra_nodes); do
+    sock=$NODES_DIR/$node/containerd/containerd.sock
+    [ -S "$sock" ] || continue
+    for t in pause busybox dirpv; do
+      [ ! -f "$IMG/$t.tar" ] || ctr -a "$sock" -n k8s.io images import "$IMG/$t.tar" >/dev/null
+    done
+    log "images imported on $node"
+  done
 }
 
 if [ "$mode" != import ]; then

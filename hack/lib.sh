@@ -15,6 +15,11 @@ WORK=${DIRPV_CLUSTER_DIR:-/tmp/dirpv-cluster} # per-cluster state, removed by cl
 NETNS=${DIRPV_NETNS:-dirpv}
 NODE_IP=10.0.0.1
 NODE_NAME=node1
+POD_CIDR=10.88.0.0/16
+# NODES is how many nodes cluster-up.sh brings up: node1 (the control plane's node, in $NETNS)
+# and node2..nodeN (hack/node-up.sh), each in network and mount namespaces of its own, so that
+# its /var/lib (hostPath volumes, /var/lib/kubelet) is its own. Their state: $NODES_DIR/<name>.
+NODES=${DIRPV_NODES:-1}
 KUBELET_ROOT=/var/lib/kubelet               # the standard dir: node-inspecting tools expect it
 
 DIRPV_IMAGE=${DIRPV_IMAGE:-dirpv.io/dirpv:v0.1.0}
@@ -23,6 +28,7 @@ BUSYBOX_IMAGE=dirpv.io/busybox:1
 
 CTR_SOCK=$WORK/containerd/containerd.sock
 KUBECONFIG_ADMIN=$WORK/admin.kubeconfig
+NODES_DIR=$WORK/nodes
 
 # The kubectl built with the cluster comes first: it matches the server version.
 export PATH=$KBIN:/usr/local/go/bin:$PATH
@@ -49,4 +55,130 @@ alive() {
     [[ ${stat##*) } == Z* ]] || return 0
   done
   return 1
+}
+
+# node_name, node_ip, node_pod_cidr K: node K's name, address on the bridge, pod address range.
+node_name() { echo "node$1"; }
+node_ip() { echo "10.0.0.$1"; }
+node_pod_cidr() { echo "10.$((87 + $1)).0.0/16"; }
+
+# extra_nodes prints the names of the nodes besides node1 that have state in $NODES_DIR.
+extra_nodes() {
+  local d
+  for d in "$NODES_DIR"/*/; do
+    [ -d "$d" ] && basename "$d"
+  done
+  return 0
+}
+
+# The configuration of a node's containerd, CNI and kubelet: the same for every node.
+#
+# write_containerd_config FILE DIR SOCK CNI_DIR: containerd keeps its state in DIR.
+# restrict_oom_score_adj: this sandbox lacks CAP_SYS_RESOURCE, so runc cannot lower
+# oom_score_adj below ours ("can't get final child's PID from pipe: EOF" otherwise).
+write_containerd_config() {
+  cat >"$1" <<EOF
+version = 2
+root = "$2/root"
+state = "$2/state"
+[grpc]
+  address = "$3"
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  sandbox_image = "$PAUSE_IMAGE"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$4"
+EOF
+}
+
+# write_cni_config FILE POD_CIDR IPAM_DIR: a bridge with host-local IPAM; its lease files live
+# in IPAM_DIR (not the default /var/lib/cni), so no stale address survives a cluster.
+write_cni_config() {
+  cat >"$1" <<EOF
+{"cniVersion": "0.4.0", "name": "dirpv", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "dataDir": "$3",
+            "ranges": [[{"subnet": "$2"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOF
+}
+
+# write_kubelet_config FILE ADDRESS CERT KEY SOCK [CGROUP_ROOT]
+# cgroupfs: no systemd here. resolvConf "": no host resolver to hand to pods. Eviction
+# thresholds low: the kubelet cannot stat the root block device here. Image GC off: the
+# imported images cannot be pulled back.
+# crashLoopBackOff: the e2e fault cases SIGKILL dirpv's leader 10+ times in a row, and the
+# kubelet's default restart backoff (10 s doubling to 5 min, reset only after 10 min without
+# a crash) would soon leave neither replica running. kubelet v1.34 caps it only behind the
+# alpha gate KubeletCrashLoopBackOffMax (off by default; the cap must then be set, 1-300 s).
+# With a 1 s cap a container killed after running more than 2 s restarts at once, and one
+# that keeps crashing is retried about every 10 s (the pod worker's requeue period).
+write_kubelet_config() {
+  cat >"$1" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication: {anonymous: {enabled: false}, webhook: {enabled: true}, x509: {clientCAFile: $WORK/pki/ca.crt}}
+authorization: {mode: Webhook}
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$5
+failSwapOn: false
+tlsCertFile: $3
+tlsPrivateKeyFile: $4
+address: $2
+resolvConf: ""
+evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+featureGates: {KubeletCrashLoopBackOffMax: true}
+crashLoopBackOff: {maxContainerRestartPeriod: 1s}
+EOF
+  if [ -n "${6:-}" ]; then echo "cgroupRoot: $6" >>"$1"; fi
+}
+
+# write_kubeconfig FILE CERT KEY: a kubeconfig for the cluster with a client certificate.
+write_kubeconfig() {
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://$NODE_IP:6443
+    certificate-authority-data: $(base64 -w0 "$WORK/pki/ca.crt")
+users:
+- name: user
+  user:
+    client-certificate-data: $(base64 -w0 "$2")
+    client-key-data: $(base64 -w0 "$3")
+contexts:
+- name: local
+  context: {cluster: local, user: user}
+current-context: local
+EOF
+  chmod 600 "$1"
+}
+
+# sign_cert DIR NAME SUBJECT EXTENSIONS: DIR/NAME.key and DIR/NAME.crt, signed by the
+# cluster's CA (EXTENSIONS as for printf %b: lines separated by \n).
+sign_cert() {
+  (
+    cd "$1" || exit 1
+    openssl genrsa -out "$2.key" 2048 2>/dev/null &&
+      openssl req -new -key "$2.key" -subj "$3" -out "$2.csr" 2>/dev/null &&
+      printf '%b\n' "$4" >"$2.ext" &&
+      openssl x509 -req -in "$2.csr" -CA "$WORK/pki/ca.crt" -CAkey "$WORK/pki/ca.key" \
+        -CAcreateserial -CAserial "$1/ca.srl" -days 30 -extfile "$2.ext" -out "$2.crt" 2>/dev/null
+  )
+}
+
+# node_ready NAME: is the node Ready?
+node_ready() {
+  [ "$(kc --request-timeout=5s get node "$1" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
