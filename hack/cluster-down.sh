@@ -18,35 +18,6 @@ ours() {
   [[ $cmd == *"$WORK/"* ]]
 }
 
-# kill_wait SIGNAL SECONDS PID...: send SIGNAL, then SIGKILL whatever is left after SECONDS.
-kill_wait() {
-  local sig=$1 secs=$2 i
-  shift 2
-  [ $# -gt 0 ] || return 0
-  kill "-$sig" "$@" 2>/dev/null || true
-  for ((i = 0; i < secs * 10; i++)); do
-    alive "$@" || return 0
-    sleep 0.1
-  done
-  kill -KILL "$@" 2>/dev/null || true
-}
-
-# stop SIGNAL COMPONENT...: stop the processes cluster-up.sh recorded in $WORK/NAME.pid,
-# together, and wait for them.
-stop() {
-  local sig=$1 name pid pids=()
-  shift
-  for name in "$@"; do
-    [ -f "$WORK/$name.pid" ] || continue
-    pid=$(cat "$WORK/$name.pid")
-    if ours "$pid"; then pids+=("$pid"); fi
-    rm -f "$WORK/$name.pid"
-  done
-  kill_wait "$sig" 10 "${pids[@]}"
-}
-
-tasks() { [ -S "$CTR_SOCK" ] && ctrk tasks ls -q 2>/dev/null; }
-
 was_up=""
 if [ -e "$WORK" ] || [ -e "$NETNS_FILE" ]; then
   was_up=yes
@@ -58,7 +29,7 @@ for node in $(extra_nodes); do "$HACK_DIR/node-down.sh" "$node"; done
 
 # 1. Stop the controllers first, so nothing recreates or schedules the pods deleted next.
 #    SIGKILL: the cluster's state is thrown away anyway, and they take seconds to exit.
-stop KILL kcm sched
+stop_recorded "$WORK" KILL kcm sched
 
 # 2. Delete all pods and let the kubelet tear them down: it stops their containers, unmounts
 #    their volumes and removes their sandboxes with the CNI network namespaces containerd made
@@ -69,35 +40,25 @@ if [ -e "$NETNS_FILE" ] && [ -f "$KUBECONFIG_ADMIN" ] && [ -f "$WORK/kubelet.pid
     log "deleting pods"
     kc --request-timeout=10s delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
     for ((i = 0; i < 60; i++)); do
-      [ -z "$(tasks)" ] && break
+      [ -z "$(ctrk tasks ls -q 2>/dev/null)" ] && break
       sleep 0.5
     done
   fi
 fi
 
 # 3. Node agents, then whatever containers are still running, through containerd.
-stop TERM proxy kubelet
-if [ -n "$(tasks)" ]; then
-  log "killing leftover containers"
-  for t in $(tasks); do ctrk tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
-  for ((i = 0; i < 20; i++)); do
-    for t in $(tasks); do ctrk tasks delete -f "$t" >/dev/null 2>&1 || true; done
-    [ -z "$(tasks)" ] && break
-    sleep 0.5
-  done
-fi
+stop_recorded "$WORK" TERM proxy kubelet
+kill_tasks "$CTR_SOCK"
 
 # 4. The rest, etcd last: an apiserver whose etcd is gone takes 10+ s to shut down.
-stop TERM containerd apiserver
-stop TERM etcd
+stop_recorded "$WORK" TERM containerd apiserver
+stop_recorded "$WORK" TERM etcd
 
 # 5. Stragglers: processes of this cluster without a PID file (an interrupted start), and
 #    containerd shims, which outlive containerd. A shim's children are container init
 #    processes, each PID 1 of its own PID namespace: killing one ends its whole container.
 #    Only our binaries naming $WORK are candidates, never a shell that merely mentions it.
 strays=()
-children=()
-declare -A shims=()
 for d in /proc/[0-9]*; do
   pid=${d#/proc/}
   exe=$(readlink "$d/exe" 2>/dev/null) || continue
@@ -105,22 +66,9 @@ for d in /proc/[0-9]*; do
   etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | containerd | containerd-shim*) ;;
   *) continue ;;
   esac
-  ours "$pid" || continue
-  strays+=("$pid")
-  if [[ ${exe##*/} == containerd-shim* ]]; then shims[$pid]=1; fi
+  if ours "$pid"; then strays+=("$pid"); fi
 done
-if [ ${#shims[@]} -gt 0 ]; then
-  for d in /proc/[0-9]*; do
-    stat=$(cat "$d/stat" 2>/dev/null) || continue
-    read -r _ ppid _ <<<"${stat##*) }" # fields after "PID (comm) ": state ppid ...
-    if [ -n "${shims[$ppid]:-}" ]; then children+=("${d#/proc/}"); fi
-  done
-fi
-if [ ${#strays[@]} -gt 0 ]; then
-  log "ending ${#strays[@]} leftover process(es) of this cluster"
-  [ ${#children[@]} -eq 0 ] || kill -9 "${children[@]}" 2>/dev/null || true
-  kill_wait TERM 5 "${strays[@]}"
-fi
+end_processes "this cluster" "${strays[@]}"
 
 # 6. Unmount everything below $WORK (container rootfs, shm) and the kubelet's root dir (which
 #    it bind-mounts onto itself; pod volumes), deepest first. Lazy, since a busy mount must

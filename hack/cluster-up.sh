@@ -161,42 +161,17 @@ mkdir -p "$P"
   openssl req -x509 -new -nodes -key ca.key -subj "/CN=dirpv-local-ca" -days 30 -out ca.crt 2>/dev/null
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-  cert() { # name subject extensions
-    openssl genrsa -out "$1.key" 2048 2>/dev/null
-    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
-    printf '%b\n' "$3" >"$1.ext"
-    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
-      -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-  }
-  cert apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:$NODE_IP,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost\nextendedKeyUsage=serverAuth"
-  cert admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
+  sign_cert "$P" apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:$NODE_IP,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost\nextendedKeyUsage=serverAuth"
+  sign_cert "$P" admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
   # The Node authorizer knows a kubelet by this exact identity.
-  cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "extendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=IP:$NODE_IP,DNS:$NODE_NAME"
-  cert kcm "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
-  cert sched "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
-  cert proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
+  sign_cert "$P" kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "extendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=IP:$NODE_IP,DNS:$NODE_NAME"
+  sign_cert "$P" kcm "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+  sign_cert "$P" sched "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
+  sign_cert "$P" proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
 )
 for k in admin kcm sched kubelet proxy; do
-  cat >"$WORK/$k.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster:
-    server: https://$NODE_IP:6443
-    certificate-authority-data: $(base64 -w0 "$P/ca.crt")
-users:
-- name: $k
-  user:
-    client-certificate-data: $(base64 -w0 "$P/$k.crt")
-    client-key-data: $(base64 -w0 "$P/$k.key")
-contexts:
-- name: local
-  context: {cluster: local, user: $k}
-current-context: local
-EOF
+  write_kubeconfig "$WORK/$k.kubeconfig" "$P/$k.crt" "$P/$k.key"
 done
-chmod 600 "$WORK"/*.kubeconfig
 
 # --- control plane ---
 log "starting etcd and kube-apiserver"

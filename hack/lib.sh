@@ -182,3 +182,71 @@ node_ready() {
   [ "$(kc --request-timeout=5s get node "$1" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
+
+# Teardown helpers for cluster-down.sh and node-down.sh. Each script defines `ours PID`: is
+# that process one of what it tears down?
+
+# kill_wait SIGNAL SECONDS PID...: send SIGNAL, then SIGKILL whatever is left after SECONDS.
+kill_wait() {
+  local sig=$1 secs=$2 i
+  shift 2
+  [ $# -gt 0 ] || return 0
+  kill "-$sig" "$@" 2>/dev/null || true
+  for ((i = 0; i < secs * 10; i++)); do
+    alive "$@" || return 0
+    sleep 0.1
+  done
+  kill -KILL "$@" 2>/dev/null || true
+}
+
+# stop_recorded DIR SIGNAL NAME...: stop the processes recorded in DIR/NAME.pid, together, and
+# wait for them. A PID file that outlived its process (PID reuse) is ignored: see `ours`.
+stop_recorded() {
+  local dir=$1 sig=$2 name pid pids=()
+  shift 2
+  for name in "$@"; do
+    [ -f "$dir/$name.pid" ] || continue
+    pid=$(cat "$dir/$name.pid")
+    if ours "$pid"; then pids+=("$pid"); fi
+    rm -f "$dir/$name.pid"
+  done
+  kill_wait "$sig" 10 "${pids[@]}"
+}
+
+# kill_tasks SOCK: SIGKILL and delete the containers the containerd at SOCK still runs.
+kill_tasks() {
+  local sock=$1 t i
+  tasks_of() { [ -S "$sock" ] && ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null; }
+  [ -n "$(tasks_of)" ] || return 0
+  log "killing leftover containers"
+  for t in $(tasks_of); do ctr -a "$sock" -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
+  for ((i = 0; i < 20; i++)); do
+    for t in $(tasks_of); do ctr -a "$sock" -n k8s.io tasks delete -f "$t" >/dev/null 2>&1 || true; done
+    [ -z "$(tasks_of)" ] && break
+    sleep 0.5
+  done
+}
+
+# end_processes WHAT PID...: end leftover processes. containerd shims among them outlive
+# containerd; a shim's children are container init processes, each PID 1 of its own PID
+# namespace, and killing one ends its whole container, so they go first.
+end_processes() {
+  local what=$1 d pid ppid stat exe children=()
+  shift
+  [ $# -gt 0 ] || return 0
+  local -A shims=()
+  for pid in "$@"; do
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
+    if [[ ${exe##*/} == containerd-shim* ]]; then shims[$pid]=1; fi
+  done
+  if [ ${#shims[@]} -gt 0 ]; then
+    for d in /proc/[0-9]*; do
+      stat=$(cat "$d/stat" 2>/dev/null) || continue
+      read -r _ ppid _ <<<"${stat##*) }" # fields after "PID (comm) ": state ppid ...
+      if [ -n "${shims[$ppid]:-}" ]; then children+=("${d#/proc/}"); fi
+    done
+  fi
+  log "ending $# leftover process(es) of $what"
+  [ ${#children[@]} -eq 0 ] || kill -9 "${children[@]}" 2>/dev/null || true
+  kill_wait TERM 5 "$@"
+}

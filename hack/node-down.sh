@@ -23,17 +23,6 @@ VETH=veth-$NAME
 CGROOT=/$NNS
 
 ctrn() { ctr -a "$SOCK" -n k8s.io "$@"; }
-kill_wait() { # signal seconds pid...
-  local sig=$1 secs=$2 i
-  shift 2
-  [ $# -gt 0 ] || return 0
-  kill "-$sig" "$@" 2>/dev/null || true
-  for ((i = 0; i < secs * 10; i++)); do
-    alive "$@" || return 0
-    sleep 0.1
-  done
-  kill -KILL "$@" 2>/dev/null || true
-}
 tasks() { [ -S "$SOCK" ] && ctrn tasks ls -q 2>/dev/null; }
 api_up() {
   [ -e "/var/run/netns/$NETNS" ] && [ -f "$KUBECONFIG_ADMIN" ] &&
@@ -52,18 +41,6 @@ ours() {
   cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || return 1
   [[ $cmd == *"$N/"* ]]
 }
-stop() { # signal name...: the processes recorded in $N/NAME.pid
-  local sig=$1 name pid pids=()
-  shift
-  for name in "$@"; do
-    [ -f "$N/$name.pid" ] || continue
-    pid=$(cat "$N/$name.pid")
-    if ours "$pid"; then pids+=("$pid"); fi
-    rm -f "$N/$name.pid"
-  done
-  kill_wait "$sig" 10 "${pids[@]}"
-}
-
 t0=$SECONDS
 was_up=""
 if [ -e "$N" ] || [ -e "/var/run/netns/$NNS" ]; then
@@ -89,43 +66,19 @@ if api_up; then
 fi
 
 # 2. Node agents, then leftover containers through containerd, then containerd.
-stop TERM proxy kubelet
-if [ -n "$(tasks)" ]; then
-  log "killing leftover containers"
-  for t in $(tasks); do ctrn tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
-  for ((i = 0; i < 20; i++)); do
-    for t in $(tasks); do ctrn tasks delete -f "$t" >/dev/null 2>&1 || true; done
-    [ -z "$(tasks)" ] && break
-    sleep 0.5
-  done
-fi
-stop TERM containerd
+stop_recorded "$N" TERM proxy kubelet
+kill_tasks "$SOCK"
+stop_recorded "$N" TERM containerd
 
 # 3. Stragglers: anything else of the node's (shims outlive containerd). A shim's children are
 #    container init processes, each PID 1 of its own PID namespace: killing one ends its container.
 strays=()
-children=()
-declare -A shims=()
 for d in /proc/[0-9]*; do
   pid=${d#/proc/}
   [ "$pid" != $$ ] || continue
-  ours "$pid" || continue
-  strays+=("$pid")
-  exe=$(readlink "$d/exe" 2>/dev/null) || exe=""
-  if [[ ${exe##*/} == containerd-shim* ]]; then shims[$pid]=1; fi
+  if ours "$pid"; then strays+=("$pid"); fi
 done
-if [ ${#shims[@]} -gt 0 ]; then
-  for d in /proc/[0-9]*; do
-    stat=$(cat "$d/stat" 2>/dev/null) || continue
-    read -r _ ppid _ <<<"${stat##*) }"
-    if [ -n "${shims[$ppid]:-}" ]; then children+=("${d#/proc/}"); fi
-  done
-fi
-if [ ${#strays[@]} -gt 0 ]; then
-  log "ending ${#strays[@]} leftover process(es) of $NAME"
-  [ ${#children[@]} -eq 0 ] || kill -9 "${children[@]}" 2>/dev/null || true
-  kill_wait TERM 5 "${strays[@]}"
-fi
+end_processes "$NAME" "${strays[@]}"
 
 # 4. Network: the route in node1's namespace, the veth, the node's namespace. With all its
 #    processes gone, the node's mount namespace (and with it every mount the node made, pod network
