@@ -13,14 +13,20 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	v1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
+	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/backend/hostpath"
+	"dirpv.io/dirpv/provisioner/backend/nfs"
 	"dirpv.io/dirpv/provisioner/config"
 )
 
@@ -114,19 +120,19 @@ func TestOverlays(t *testing.T) {
 				if strings.HasPrefix(sc.Name, "e2e-") {
 					continue // the suite's classes include deliberately bad ones
 				}
-				class, err := config.ParseClass(sc.Parameters)
+				// The backends as the Deployment configures them place a volume of every class.
+				backends := backend.Set{&nfs.Backend{Exports: opts.NFSExports}, &hostpath.Backend{Root: opts.HostPathRoot}}
+				class, b, err := backends.ParseClass(sc.Parameters)
 				if err != nil {
 					t.Errorf("class %s: %v", sc.Name, err)
 					continue
 				}
-				if class.Backend == config.BackendNFS && opts.NFSExports.Find(class.Server, class.Share) == nil {
-					t.Errorf("class %s: export %s:%s not in the Deployment's --nfs-export", sc.Name, class.Server, class.Share)
+				node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}}
+				if _, err := b.Place(class, controller.ProvisionOptions{StorageClass: sc, SelectedNode: node}); err != nil {
+					t.Errorf("class %s: %v", sc.Name, err)
 				}
-				if class.Backend == config.BackendNFS {
-					checkExportMounted(t, d, opts, class)
-				}
-				if class.Backend == config.BackendHostPath && (sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer) {
-					t.Errorf("hostPath class %s without WaitForFirstConsumer", sc.Name)
+				if c, ok := class.Params.(nfs.Class); ok {
+					checkExportMounted(t, d, opts, c)
 				}
 			}
 			checkRBAC(t, objs)
@@ -135,19 +141,22 @@ func TestOverlays(t *testing.T) {
 }
 
 // checkExportMounted: the export's local path is a volume mount of an nfs volume of that export.
-func checkExportMounted(t *testing.T, d *appsv1.Deployment, opts *config.Options, class *config.Class) {
-	e := opts.NFSExports.Find(class.Server, class.Share)
+func checkExportMounted(t *testing.T, d *appsv1.Deployment, opts *config.Options, class nfs.Class) {
+	e, _ := opts.NFSExports.Containing(class.Server, class.Share)
+	if e == nil {
+		return // Place reported it
+	}
 	for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
 		if m.MountPath != e.LocalPath {
 			continue
 		}
 		for _, v := range d.Spec.Template.Spec.Volumes {
-			if v.Name == m.Name && (v.NFS != nil && v.NFS.Server == class.Server && v.NFS.Path == class.Share || v.HostPath != nil) {
+			if v.Name == m.Name && (v.NFS != nil && v.NFS.Server == e.Server && v.NFS.Path == e.Share || v.HostPath != nil) {
 				return
 			}
 		}
 	}
-	t.Errorf("export %s:%s is not mounted at %s", class.Server, class.Share, e.LocalPath)
+	t.Errorf("export %s:%s is not mounted at %s", e.Server, e.Share, e.LocalPath)
 }
 
 func checkRBAC(t *testing.T, objs []runtime.Object) {

@@ -24,7 +24,7 @@ import (
 
 // Provisioner provisions and deletes directory-backed volumes.
 type Provisioner struct {
-	Backends map[config.Backend]backend.Backend
+	Backends backend.Set
 	Recorder record.EventRecorder
 	Metrics  *Metrics
 	// Now is the clock; archives are named by it.
@@ -61,32 +61,22 @@ func (p *Provisioner) ShouldDelete(ctx context.Context, pv *v1.PersistentVolume)
 	return fresh.DeletionTimestamp == nil || slices.Contains(fresh.Finalizers, libraryFinalizer)
 }
 
-// accessModes lists what each backend can honour: a hostPath directory lives on one node.
-var accessModes = map[config.Backend][]v1.PersistentVolumeAccessMode{
-	config.BackendNFS:      {v1.ReadWriteOnce, v1.ReadOnlyMany, v1.ReadWriteMany, v1.ReadWriteOncePod},
-	config.BackendHostPath: {v1.ReadWriteOnce, v1.ReadWriteOncePod},
-}
-
 // Provision implements controller.Provisioner.
 func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
 	sc, claim := opts.StorageClass, opts.PVC
 	logger := klog.FromContext(ctx).WithValues("PVC", klog.KObj(claim), "PV", opts.PVName)
-	class, err := config.ParseClass(sc.Parameters)
+	class, b, err := p.Backends.ParseClass(sc.Parameters)
 	if err != nil {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: %w", sc.Name, err)
 	}
-	if err := checkClaim(claim, class.Backend); err != nil {
+	if err := checkClaim(claim, b); err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
-	b := p.Backends[class.Backend]
-	if b == nil {
-		return nil, controller.ProvisioningFinished, fmt.Errorf("backend %s is not enabled in this provisioner", class.Backend)
-	}
-	vol, err := b.Place(class, opts)
+	loc, err := b.Place(class, opts)
 	if err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
-	vol.OnDelete, vol.Recycle = class.OnDelete, class.Recycle
+	vol := backend.Volume{Backend: b.Name(), Location: loc, OnDelete: class.OnDelete, Recycle: class.Recycle}
 	if class.Recycle && sc.ReclaimPolicy != nil && *sc.ReclaimPolicy == v1.PersistentVolumeReclaimRetain {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %q: \"true\" conflicts with reclaimPolicy Retain (leave reclaimPolicy at Delete)", sc.Name, config.ParamRecycle)
 	}
@@ -120,7 +110,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 }
 
 // checkClaim refuses what a directory volume cannot honour.
-func checkClaim(claim *v1.PersistentVolumeClaim, b config.Backend) error {
+func checkClaim(claim *v1.PersistentVolumeClaim, b backend.Backend) error {
 	if claim.Spec.VolumeMode != nil && *claim.Spec.VolumeMode == v1.PersistentVolumeBlock {
 		return errors.New("volumeMode Block is not supported: dirpv volumes are directories (volumeMode Filesystem)")
 	}
@@ -137,20 +127,11 @@ func checkClaim(claim *v1.PersistentVolumeClaim, b config.Backend) error {
 		return errors.New("the claim has no access modes")
 	}
 	for _, m := range claim.Spec.AccessModes {
-		if !contains(accessModes[b], m) {
-			return fmt.Errorf("access mode %s is not supported by backend %s (supported: %v)", m, b, accessModes[b])
+		if !slices.Contains(b.AccessModes(), m) {
+			return fmt.Errorf("access mode %s is not supported by backend %s (supported: %v)", m, b.Name(), b.AccessModes())
 		}
 	}
 	return nil
-}
-
-func contains[T comparable](s []T, x T) bool {
-	for _, y := range s {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // buildPV makes the PV for a created volume. The library adds claimRef, storageClassName and its
@@ -160,10 +141,6 @@ func buildPV(opts controller.ProvisionOptions, vol backend.Volume) *v1.Persisten
 	policy := v1.PersistentVolumeReclaimDelete
 	if sc.ReclaimPolicy != nil {
 		policy = *sc.ReclaimPolicy
-	}
-	var mountOptions []string
-	if vol.Backend == config.BackendNFS {
-		mountOptions = sc.MountOptions
 	}
 	var labels map[string]string
 	if vol.Recycle {
@@ -178,19 +155,17 @@ func buildPV(opts controller.ProvisionOptions, vol backend.Volume) *v1.Persisten
 		// lets it reclaim (recycling) or release (Retain) the directory first.
 		finalizers = []string{backend.FinalizerReclaim}
 	}
-	source, affinity := vol.Source()
-	return &v1.PersistentVolume{
+	pv := &v1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName, Annotations: vol.Annotations(), Labels: labels, Finalizers: finalizers},
 		Spec: v1.PersistentVolumeSpec{
 			PersistentVolumeReclaimPolicy: policy,
 			AccessModes:                   claim.Spec.AccessModes,
 			Capacity:                      v1.ResourceList{v1.ResourceStorage: claim.Spec.Resources.Requests[v1.ResourceStorage]},
 			VolumeMode:                    ptrTo(v1.PersistentVolumeFilesystem),
-			MountOptions:                  mountOptions,
-			PersistentVolumeSource:        source,
-			NodeAffinity:                  affinity,
 		},
 	}
+	vol.Location.Spec(&pv.Spec, vol.FullPath(), sc)
+	return pv
 }
 
 func ptrTo[T any](v T) *T { return &v }
@@ -248,40 +223,34 @@ func (p *Provisioner) reclaim(ctx context.Context, pv *v1.PersistentVolume, reta
 // invalid or point outside the configured roots. Only an edit of the PV can change that.
 var ErrRefused = errors.New("nothing on disk was touched")
 
+// Scrubbed is what Scrub did.
+type Scrubbed struct {
+	// Volume names the directory for messages.
+	Volume string
+	// Removed: the directory held something, and it is gone.
+	Removed bool
+}
+
 // Scrub empties the directory of a released recycling PV for its next claim; claimUID is the
-// claim it was released from (see volumefs.Scrub). It reports whether it removed anything.
-// A PV whose recorded location is refused gets ErrRefused; a node that is gone, backend.ErrNodeGone.
-func (p *Provisioner) Scrub(ctx context.Context, pv *v1.PersistentVolume, claimUID string) (bool, error) {
+// claim it was released from (see volumefs.Scrub). A PV whose recorded location is refused
+// gets ErrRefused; a node that is gone, backend.ErrNodeGone.
+func (p *Provisioner) Scrub(ctx context.Context, pv *v1.PersistentVolume, claimUID string) (Scrubbed, error) {
 	vol, b, err := p.locate(pv)
 	if err != nil {
-		return false, fmt.Errorf("refusing to recycle: %w; %w", err, ErrRefused)
+		return Scrubbed{}, fmt.Errorf("refusing to recycle: %w; %w", err, ErrRefused)
 	}
 	op := volumeop.Op{Kind: volumeop.Scrub, Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name, ClaimUID: claimUID}}
 	res, err := p.run(ctx, b, vol, op)
-	if errors.Is(err, backend.ErrNodeGone) {
-		return false, fmt.Errorf("node %s no longer exists: %w", vol.Node, err)
-	}
 	if err != nil {
-		return false, fmt.Errorf("scrubbing %s: %w", vol, err)
+		return Scrubbed{}, fmt.Errorf("scrubbing %s: %w", vol, err)
 	}
-	return res.Scrubbed, nil
+	return Scrubbed{Volume: vol.String(), Removed: res.Scrubbed}, nil
 }
 
 // locate reads the volume a PV records and checks it against this provisioner's backends and
 // roots: forged or foreign annotations are refused before anything touches a disk.
 func (p *Provisioner) locate(pv *v1.PersistentVolume) (backend.Volume, backend.Backend, error) {
-	vol, err := backend.FromPV(pv)
-	if err != nil {
-		return vol, nil, err
-	}
-	b := p.Backends[vol.Backend]
-	if b == nil {
-		return vol, nil, fmt.Errorf("backend %s is not enabled in this provisioner", vol.Backend)
-	}
-	if err := b.Allowed(vol); err != nil {
-		return vol, nil, err
-	}
-	return vol, b, nil
+	return p.Backends.FromPV(pv)
 }
 
 // run performs op and records its metrics.

@@ -32,23 +32,19 @@ import (
 // fakeBackend places volumes like the real backends but records operations instead of running
 // them, unless run says what to do or passThrough has the real backend run them.
 type fakeBackend struct {
-	real        backend.Backend
-	ops         []volumeop.Op
-	run         func(volumeop.Op) (volumeop.Result, error)
-	passThrough bool
+	backend.Backend // the real one
+	ops             []volumeop.Op
+	run             func(volumeop.Op) (volumeop.Result, error)
+	passThrough     bool
 }
 
-func (f *fakeBackend) Place(c *config.Class, o controller.ProvisionOptions) (backend.Volume, error) {
-	return f.real.Place(c, o)
-}
-func (f *fakeBackend) Allowed(v backend.Volume) error { return f.real.Allowed(v) }
 func (f *fakeBackend) Run(ctx context.Context, v backend.Volume, op volumeop.Op) (volumeop.Result, error) {
 	f.ops = append(f.ops, op)
 	switch {
 	case f.run != nil:
 		return f.run(op)
 	case f.passThrough:
-		return f.real.Run(ctx, v, op)
+		return f.Backend.Run(ctx, v, op)
 	}
 	return volumeop.Result{}, nil
 }
@@ -59,11 +55,11 @@ var testNow = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
 // nfsDir) and whose hostPath backend runs in-process on localRoot, both wrapped in fakes.
 func newTest(t *testing.T, nfsDir, localRoot string) (*Provisioner, *fakeBackend, *fakeBackend, *record.FakeRecorder) {
 	exports := config.NFSExports{{Server: "10.0.0.5", Share: "/exports", LocalPath: nfsDir}}
-	fn := &fakeBackend{real: &nfs.Backend{Exports: exports, Timeout: time.Minute}}
-	fh := &fakeBackend{real: &hostpath.Backend{Client: fake.NewClientset(node1), Root: "/var/lib/dirpv", LocalRoot: localRoot, Timeout: time.Minute}}
+	fn := &fakeBackend{Backend: &nfs.Backend{Exports: exports, Timeout: time.Minute}}
+	fh := &fakeBackend{Backend: &hostpath.Backend{Client: fake.NewClientset(node1), Root: "/var/lib/dirpv", LocalRoot: localRoot, Timeout: time.Minute}}
 	rec := record.NewFakeRecorder(10)
 	p := &Provisioner{
-		Backends: map[config.Backend]backend.Backend{config.BackendNFS: fn, config.BackendHostPath: fh},
+		Backends: backend.Set{fn, fh},
 		Recorder: rec,
 		Now:      func() time.Time { return testNow },
 	}
@@ -146,8 +142,8 @@ func TestProvisionHostPath(t *testing.T) {
 	if *pv.Spec.VolumeMode != v1.PersistentVolumeFilesystem || len(pv.Spec.AccessModes) != 1 || pv.Spec.AccessModes[0] != v1.ReadWriteOnce {
 		t.Errorf("mode %v access %v", *pv.Spec.VolumeMode, pv.Spec.AccessModes)
 	}
-	want := map[string]string{backend.AnnBackend: "hostPath", backend.AnnNode: "node1", backend.AnnNodeUID: "uid-node1",
-		backend.AnnBasePath: "/var/lib/dirpv", backend.AnnPath: "team-data-pvc-1234", backend.AnnOnDelete: "delete"}
+	want := map[string]string{backend.AnnBackend: "hostPath", hostpath.AnnNode: "node1", hostpath.AnnNodeUID: "uid-node1",
+		hostpath.AnnBasePath: "/var/lib/dirpv", backend.AnnPath: "team-data-pvc-1234", backend.AnnOnDelete: "delete"}
 	for k, v := range want {
 		if pv.Annotations[k] != v {
 			t.Errorf("annotation %s = %q, want %q", k, pv.Annotations[k], v)
@@ -186,7 +182,7 @@ func TestProvisionNFS(t *testing.T) {
 	if len(pv.Spec.AccessModes) != 2 || len(fn.ops) != 1 || fn.ops[0].Path != "team/data" {
 		t.Errorf("access %v ops %+v", pv.Spec.AccessModes, fn.ops)
 	}
-	if pv.Annotations[backend.AnnServer] != "10.0.0.5" || pv.Annotations[backend.AnnShare] != "/exports" || pv.Annotations[backend.AnnOnDelete] != "archive" {
+	if pv.Annotations[nfs.AnnServer] != "10.0.0.5" || pv.Annotations[nfs.AnnShare] != "/exports" || pv.Annotations[backend.AnnOnDelete] != "archive" {
 		t.Errorf("annotations %v", pv.Annotations)
 	}
 }
@@ -205,7 +201,7 @@ func TestProvisionRecycle(t *testing.T) {
 		!slices.Equal(pv.Finalizers, []string{backend.FinalizerReclaim}) {
 		t.Fatalf("policy %q annotations %v labels %v finalizers %v", pv.Spec.PersistentVolumeReclaimPolicy, pv.Annotations, pv.Labels, pv.Finalizers)
 	}
-	vol, err := backend.FromPV(pv)
+	vol, _, err := p.Backends.FromPV(pv)
 	if err != nil || !vol.Recycle {
 		t.Fatalf("FromPV: %+v %v", vol, err)
 	}
@@ -231,7 +227,7 @@ func TestScrub(t *testing.T) {
 			pv.Spec.NFS.Path = "/etc"
 		}, wantErr: ErrRefused, wantInErr: "refusing to recycle: annotation dirpv.io/path"},
 		{name: "export not served refused", forge: func(pv *v1.PersistentVolume) {
-			pv.Annotations[backend.AnnShare] = "/"
+			pv.Annotations[nfs.AnnShare] = "/"
 			pv.Spec.NFS.Path = "/team-data-pvc-1234"
 		}, wantErr: ErrRefused, wantInErr: "not mounted"},
 	}
@@ -247,7 +243,7 @@ func TestScrub(t *testing.T) {
 			fn.run = func(volumeop.Op) (volumeop.Result, error) { return volumeop.Result{Scrubbed: true}, tt.runErr }
 			scrubbed, err := p.Scrub(ctx, pv, "old-uid")
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) || tt.wantInErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantInErr)) ||
-				tt.wantErr == nil && tt.wantInErr == "" && (err != nil || !scrubbed) {
+				tt.wantErr == nil && tt.wantInErr == "" && (err != nil || !scrubbed.Removed) {
 				t.Fatalf("Scrub = %v, %v; want %v containing %q", scrubbed, err, tt.wantErr, tt.wantInErr)
 			}
 			if errors.Is(tt.wantErr, ErrRefused) {
@@ -386,14 +382,14 @@ func TestDelete(t *testing.T) {
 			pv.Spec.HostPath.Path = "/etc"
 		}, wantErr: "refusing to reclaim: annotation dirpv.io/path"},
 		{name: "forged basePath", sc: hostPathClass(nil), node: node1, forge: func(pv *v1.PersistentVolume) {
-			pv.Annotations[backend.AnnBasePath] = "/etc"
+			pv.Annotations[hostpath.AnnBasePath] = "/etc"
 			pv.Spec.HostPath.Path = "/etc/team-data-pvc-1234"
 		}, wantErr: "basePath /etc is not within"},
 		{name: "source differs from annotations", sc: hostPathClass(nil), node: node1, forge: func(pv *v1.PersistentVolume) {
 			pv.Spec.HostPath.Path = "/var/lib/dirpv/other"
 		}, wantErr: "does not match"},
 		{name: "forged export", sc: nfsClass(nil), forge: func(pv *v1.PersistentVolume) {
-			pv.Annotations[backend.AnnShare] = "/"
+			pv.Annotations[nfs.AnnShare] = "/"
 			pv.Spec.NFS.Path = "/team-data-pvc-1234"
 		}, wantErr: "NFS export 10.0.0.5:/ is not mounted"},
 		{name: "unknown backend", sc: nfsClass(nil), forge: func(pv *v1.PersistentVolume) {
@@ -677,10 +673,10 @@ func TestNodeRecreated(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "data"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fh := p.Backends[config.BackendHostPath].(*fakeBackend)
+	fh := p.Backends.Get(hostpath.Name).(*fakeBackend)
 	again := node1.DeepCopy()
 	again.UID = "uid-node1-again"
-	fh.real.(*hostpath.Backend).Client = fake.NewClientset(again)
+	fh.Backend.(*hostpath.Backend).Client = fake.NewClientset(again)
 	rec := p.Recorder.(*record.FakeRecorder)
 	if err := p.Delete(ctx, pv); err != nil {
 		t.Fatal(err)
@@ -693,7 +689,7 @@ func TestNodeRecreated(t *testing.T) {
 	}
 	// A forged PV that names the new Node UID finds the old one in the marker.
 	forged := pv.DeepCopy()
-	forged.Annotations[backend.AnnNodeUID] = "uid-node1-again"
+	forged.Annotations[hostpath.AnnNodeUID] = "uid-node1-again"
 	if err := p.Delete(ctx, forged); !errors.Is(err, volumefs.ErrNotOwner) {
 		t.Errorf("Delete of the forged PV = %v, want ErrNotOwner", err)
 	}

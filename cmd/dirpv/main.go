@@ -115,9 +115,9 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	}, func() float64 { return float64(nfsBackend.Stalls.Count()) }))
 	helper := &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy}
 	prov := &provisioner.Provisioner{
-		Backends: map[config.Backend]backend.Backend{
-			config.BackendNFS: nfsBackend,
-			config.BackendHostPath: &hostpath.Backend{
+		Backends: backend.Set{
+			nfsBackend,
+			&hostpath.Backend{
 				Client: client, Root: opts.HostPathRoot, LocalRoot: opts.LocalRoot, LocalNode: opts.NodeName,
 				Timeout: opts.OperationTimeout,
 				Helper:  helper,

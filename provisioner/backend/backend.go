@@ -1,5 +1,7 @@
 // Package backend defines where volume directories live and how dirpv reaches them. A Volume is
 // recorded on its PV at provision time, so reclaiming it never depends on the StorageClass again.
+// Each backend package owns everything about its kind of volume; this package and its callers
+// never switch on the kind.
 package backend
 
 import (
@@ -7,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"dirpv.io/dirpv/provisioner/config"
@@ -16,16 +20,9 @@ import (
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
-// Annotations recorded on every PV dirpv provisions.
+// Annotations recorded on every PV dirpv provisions; each backend adds its own.
 const (
-	AnnBackend = "dirpv.io/backend"
-	AnnServer  = "dirpv.io/server"
-	AnnShare   = "dirpv.io/share"
-	AnnNode    = "dirpv.io/node"
-	// AnnNodeUID is the UID of the Node object a hostPath volume was made under: a node that is
-	// deleted and joins again gets a new one, and its old volumes are left alone.
-	AnnNodeUID  = "dirpv.io/node-uid"
-	AnnBasePath = "dirpv.io/base-path"
+	AnnBackend  = "dirpv.io/backend"
 	AnnPath     = "dirpv.io/path"
 	AnnOnDelete = "dirpv.io/on-delete"
 	// AnnReclaim is "Recycle" on volumes dirpv recycles itself; their Kubernetes policy is Retain.
@@ -40,131 +37,126 @@ const (
 	FinalizerReclaim = "dirpv.io/reclaim-directory"
 )
 
-// ErrNodeGone means the node holding a hostPath volume no longer exists.
+// ErrNodeGone means the node holding a volume no longer exists.
 var ErrNodeGone = errors.New("node no longer exists")
 
 // Backend is one kind of place where volume directories are made.
 type Backend interface {
-	// Place checks a class against this process's configuration and returns where a volume of it
-	// goes for the claim in opts (Path and OnDelete are left for the caller).
-	Place(class *config.Class, opts controller.ProvisionOptions) (Volume, error)
-	// Allowed checks that a volume recorded on a PV lies within this process's configured roots.
-	Allowed(v Volume) error
+	// Name, Params and ParseParams: its class parameters.
+	config.Backend
+	// AccessModes lists the access modes its volumes can honour.
+	AccessModes() []v1.PersistentVolumeAccessMode
+	// Place checks a class of this backend against this process's configuration and returns
+	// where a volume of it goes for the claim in opts.
+	Place(class *config.Class, opts controller.ProvisionOptions) (Location, error)
+	// Locate reads the location recorded on a PV of this backend whose volume path is path (valid),
+	// checks it against the PV's own source, so that forged or inconsistent annotations are
+	// refused before anything on disk is touched, and checks that it lies within this process's
+	// configured roots.
+	Locate(pv *v1.PersistentVolume, path string) (Location, error)
 	// Run performs op on v; op.Path is v.Path, and Run makes it relative to the operator's root
 	// (the export's mount, --hostpath-root) where the operation runs.
 	Run(ctx context.Context, v Volume, op volumeop.Op) (volumeop.Result, error)
 }
 
-// Volume locates one volume directory.
+// Location is where a backend puts a volume: all of it but its path below Root.
+type Location interface {
+	// Root is the absolute path, on the server or node, that volume paths are relative to.
+	Root() string
+	// Describe names the volume directory at fullPath for messages.
+	Describe(fullPath string) string
+	// Annotations records the location on the PV.
+	Annotations() map[string]string
+	// Spec sets the PV's source, node affinity and mount options for the directory at fullPath
+	// made for a class sc.
+	Spec(spec *v1.PersistentVolumeSpec, fullPath string, sc *storagev1.StorageClass)
+}
+
+// Volume is one volume directory.
 type Volume struct {
-	Backend config.Backend
-	// Server and Share: nfs.
-	Server string
-	Share  string
-	// Node, NodeUID and BasePath: hostPath. Hostname is the node's kubernetes.io/hostname label.
-	Node     string
-	NodeUID  string
-	Hostname string
-	BasePath string
-	// Path is the directory relative to Share or BasePath.
+	// Backend is the name of the backend that made it, Location where.
+	Backend  string
+	Location Location
+	// Path is the directory relative to Location.Root.
 	Path     string
 	OnDelete config.OnDelete
 	// Recycle: released, the volume is scrubbed and offered to the next claim.
 	Recycle bool
 }
 
-// Root is the absolute path of the directory that Path is relative to, as the server or node sees it.
-func (v Volume) Root() string {
-	if v.Backend == config.BackendNFS {
-		return v.Share
-	}
-	return v.BasePath
-}
-
 // FullPath is the volume directory's absolute path on the server or node.
-func (v Volume) FullPath() string { return path.Join(v.Root(), v.Path) }
+func (v Volume) FullPath() string { return path.Join(v.Location.Root(), v.Path) }
 
 // String names the volume for messages.
-func (v Volume) String() string {
-	if v.Backend == config.BackendNFS {
-		return fmt.Sprintf("%s:%s", v.Server, v.FullPath())
-	}
-	return fmt.Sprintf("%s on node %s", v.FullPath(), v.Node)
-}
+func (v Volume) String() string { return v.Location.Describe(v.FullPath()) }
 
 // Annotations records v for the PV.
 func (v Volume) Annotations() map[string]string {
-	a := map[string]string{AnnBackend: string(v.Backend), AnnPath: v.Path, AnnOnDelete: string(v.OnDelete)}
-	if v.Backend == config.BackendNFS {
-		a[AnnServer], a[AnnShare] = v.Server, v.Share
-	} else {
-		a[AnnNode], a[AnnBasePath] = v.Node, v.BasePath
-		if v.NodeUID != "" {
-			a[AnnNodeUID] = v.NodeUID
-		}
-	}
+	a := v.Location.Annotations()
+	a[AnnBackend], a[AnnPath], a[AnnOnDelete] = v.Backend, v.Path, string(v.OnDelete)
 	if v.Recycle {
 		a[AnnReclaim] = ReclaimRecycle
 	}
 	return a
 }
 
-// Source is the PV's volume source and node affinity for v.
-func (v Volume) Source() (v1.PersistentVolumeSource, *v1.VolumeNodeAffinity) {
-	if v.Backend == config.BackendNFS {
-		return v1.PersistentVolumeSource{NFS: &v1.NFSVolumeSource{Server: v.Server, Path: v.FullPath()}}, nil
+// Set is the backends a provisioner serves.
+type Set []Backend
+
+// Get returns the backend called name, or nil.
+func (s Set) Get(name string) Backend {
+	for _, b := range s {
+		if b.Name() == name {
+			return b
+		}
 	}
-	// Type Directory: a pod that lands where the directory is missing fails loudly instead of
-	// getting a fresh empty directory.
-	dir := v1.HostPathDirectory
-	affinity := &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
-		MatchExpressions: []v1.NodeSelectorRequirement{{
-			Key: v1.LabelHostname, Operator: v1.NodeSelectorOpIn, Values: []string{v.Hostname},
-		}},
-	}}}}
-	return v1.PersistentVolumeSource{HostPath: &v1.HostPathVolumeSource{Path: v.FullPath(), Type: &dir}}, affinity
+	return nil
 }
 
-// FromPV reads the volume recorded on pv and checks it against pv's own source, so that forged or
-// inconsistent annotations are refused before anything on disk is touched.
-func FromPV(pv *v1.PersistentVolume) (Volume, error) {
+// ParseClass validates a StorageClass's parameters for one of the backends in s.
+func (s Set) ParseClass(params map[string]string) (*config.Class, Backend, error) {
+	all := make([]config.Backend, len(s))
+	for i, b := range s {
+		all[i] = b
+	}
+	c, err := config.ParseClass(params, all)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, s.Get(c.Backend), nil
+}
+
+// FromPV reads the volume recorded on pv and the backend that made it: forged or foreign
+// annotations are refused before anything touches a disk.
+func (s Set) FromPV(pv *v1.PersistentVolume) (Volume, Backend, error) {
 	a := pv.Annotations
 	v := Volume{
-		Backend: config.Backend(a[AnnBackend]), Path: a[AnnPath], OnDelete: config.OnDelete(a[AnnOnDelete]),
-		Server: a[AnnServer], Share: a[AnnShare], Node: a[AnnNode], NodeUID: a[AnnNodeUID], BasePath: a[AnnBasePath],
+		Backend: a[AnnBackend], Path: a[AnnPath], OnDelete: config.OnDelete(a[AnnOnDelete]),
 		Recycle: a[AnnReclaim] == ReclaimRecycle,
 	}
 	if r, ok := a[AnnReclaim]; ok && r != ReclaimRecycle {
-		return v, fmt.Errorf("annotation %s: %q is not %s", AnnReclaim, r, ReclaimRecycle)
+		return v, nil, fmt.Errorf("annotation %s: %q is not %s", AnnReclaim, r, ReclaimRecycle)
 	}
 	if err := pathname.Validate(v.Path); err != nil {
-		return v, fmt.Errorf("annotation %s: %w", AnnPath, err)
+		return v, nil, fmt.Errorf("annotation %s: %w", AnnPath, err)
 	}
 	switch v.OnDelete {
 	case config.OnDeleteDelete, config.OnDeleteRetain, config.OnDeleteArchive:
 	default:
-		return v, fmt.Errorf("annotation %s: %q is not one of delete, retain, archive", AnnOnDelete, v.OnDelete)
+		return v, nil, fmt.Errorf("annotation %s: %q is not one of delete, retain, archive", AnnOnDelete, v.OnDelete)
 	}
-	switch v.Backend {
-	case config.BackendNFS:
-		if _, err := config.CleanAbsolute(v.Share); err != nil {
-			return v, fmt.Errorf("annotation %s: %w", AnnShare, err)
+	b := s.Get(v.Backend)
+	if b == nil {
+		var names []string
+		for _, b := range s {
+			names = append(names, b.Name())
 		}
-		if s := pv.Spec.NFS; s == nil || s.Server != v.Server || s.Path != v.FullPath() {
-			return v, fmt.Errorf("the PV's nfs source does not match its %s annotations (%s)", "dirpv.io/", v)
-		}
-	case config.BackendHostPath:
-		if _, err := config.CleanAbsolute(v.BasePath); err != nil {
-			return v, fmt.Errorf("annotation %s: %w", AnnBasePath, err)
-		}
-		if v.Node == "" {
-			return v, fmt.Errorf("annotation %s is missing", AnnNode)
-		}
-		if s := pv.Spec.HostPath; s == nil || s.Path != v.FullPath() {
-			return v, fmt.Errorf("the PV's hostPath source does not match its %s annotations (%s)", "dirpv.io/", v)
-		}
-	default:
-		return v, fmt.Errorf("annotation %s: %q is not one of nfs, hostPath", AnnBackend, v.Backend)
+		return v, nil, fmt.Errorf("annotation %s: %q is not one of the backends this provisioner serves (%s)", AnnBackend, v.Backend, strings.Join(names, ", "))
 	}
-	return v, nil
+	loc, err := b.Locate(pv, v.Path)
+	if err != nil {
+		return v, nil, err
+	}
+	v.Location = loc
+	return v, b, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"sort"
@@ -14,15 +15,17 @@ import (
 	"dirpv.io/dirpv/provisioner/pathname"
 )
 
-// Backend names where a class's directories live.
-type Backend string
-
-const (
-	// BackendNFS makes each volume a subdirectory of an NFS export.
-	BackendNFS Backend = "nfs"
-	// BackendHostPath makes each volume a directory on the node the claim's pod runs on.
-	BackendHostPath Backend = "hostPath"
-)
+// Backend is a kind of volume as class validation sees it: its name and the parameters only it
+// takes. Each backend package implements it; config knows none of them.
+type Backend interface {
+	// Name is the value of the class parameter "backend" that selects it.
+	Name() string
+	// Params lists the parameters only this backend takes.
+	Params() []string
+	// ParseParams validates those of its parameters that are in params (which holds every
+	// parameter of the class), reports each problem with bad, and returns its part of the class.
+	ParseParams(params map[string]string, bad func(key, format string, args ...any)) any
+}
 
 // OnDelete is what happens to a volume's directory when its PV is deleted under reclaimPolicy Delete.
 type OnDelete string
@@ -36,9 +39,6 @@ const (
 // StorageClass parameter keys.
 const (
 	ParamBackend     = "backend"
-	ParamServer      = "server"
-	ParamShare       = "share"
-	ParamBasePath    = "basePath"
 	ParamPathPattern = "pathPattern"
 	ParamOnDelete    = "onDelete"
 	ParamMode        = "mode"
@@ -49,33 +49,19 @@ const (
 
 // Defaults of StorageClass parameters.
 const (
-	DefaultBasePath    = "/var/lib/dirpv"
 	DefaultPathPattern = "{{.PVC.Namespace}}-{{.PVC.Name}}-{{.PV.Name}}"
 	DefaultMode        = fs.FileMode(0o777)
 )
 
-// allowedParams maps each parameter to the backends it applies to (nil: all).
-var allowedParams = map[string][]Backend{
-	ParamBackend:     nil,
-	ParamServer:      {BackendNFS},
-	ParamShare:       {BackendNFS},
-	ParamBasePath:    {BackendHostPath},
-	ParamPathPattern: nil,
-	ParamOnDelete:    nil,
-	ParamMode:        nil,
-	ParamUID:         nil,
-	ParamGID:         nil,
-	ParamRecycle:     nil,
-}
+// commonParams are the parameters of every backend.
+var commonParams = []string{ParamBackend, ParamPathPattern, ParamOnDelete, ParamMode, ParamUID, ParamGID, ParamRecycle}
 
 // Class is the validated form of a StorageClass's parameters.
 type Class struct {
-	Backend Backend
-	// Server and Share name the NFS export (nfs only).
-	Server string
-	Share  string
-	// BasePath is the directory on the node under which volumes are made (hostPath only).
-	BasePath string
+	// Backend names the class's backend; Params is that backend's part of the class, the value
+	// its ParseParams returned.
+	Backend string
+	Params  any
 	// PathPattern renders each volume's directory, relative to the export or basePath.
 	PathPattern *template.Template
 	OnDelete    OnDelete
@@ -87,55 +73,50 @@ type Class struct {
 	Recycle bool
 }
 
-// ParseClass validates a StorageClass's parameters. Every problem is reported, each naming its key.
-func ParseClass(params map[string]string) (*Class, error) {
-	c := &Class{BasePath: DefaultBasePath, OnDelete: OnDeleteDelete, Mode: DefaultMode, UID: -1, GID: -1}
+// ParseClass validates a StorageClass's parameters for one of backends. Every problem is
+// reported, each naming its key.
+func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
+	c := &Class{OnDelete: OnDeleteDelete, Mode: DefaultMode, UID: -1, GID: -1}
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("parameter %q: %s", key, fmt.Sprintf(format, args...)))
 	}
 
-	switch b := Backend(params[ParamBackend]); b {
-	case BackendNFS, BackendHostPath:
-		c.Backend = b
-	case "":
-		bad(ParamBackend, "is required (one of %s, %s)", BackendNFS, BackendHostPath)
+	var names []string
+	owner := map[string]string{} // parameter -> the backend that takes it
+	var b Backend
+	for _, x := range backends {
+		names = append(names, x.Name())
+		for _, key := range x.Params() {
+			owner[key] = x.Name()
+		}
+		if x.Name() == params[ParamBackend] {
+			b = x
+		}
+	}
+	switch name := params[ParamBackend]; {
+	case name == "":
+		bad(ParamBackend, "is required (one of %s)", strings.Join(names, ", "))
+	case b == nil:
+		bad(ParamBackend, "%q is not one of %s", name, strings.Join(names, ", "))
 	default:
-		bad(ParamBackend, "%q is not one of %s, %s", b, BackendNFS, BackendHostPath)
+		c.Backend = name
 	}
 
 	for _, key := range sortedKeys(params) {
-		backends, known := allowedParams[key]
+		other, known := owner[key]
 		switch {
+		case slices.Contains(commonParams, key):
 		case !known:
-			bad(key, "unknown parameter (allowed: %s)", strings.Join(sortedKeys(allowedParams), ", "))
-		case backends != nil && c.Backend != "" && !slices.Contains(backends, c.Backend):
-			bad(key, "applies only to backend %s, not %s", backends[0], c.Backend)
+			allowed := append(slices.Clone(commonParams), slices.Collect(maps.Keys(owner))...)
+			slices.Sort(allowed)
+			bad(key, "unknown parameter (allowed: %s)", strings.Join(allowed, ", "))
+		case b != nil && other != b.Name():
+			bad(key, "applies only to backend %s, not %s", other, b.Name())
 		}
 	}
-
-	if c.Backend == BackendNFS {
-		c.Server = params[ParamServer]
-		if c.Server == "" {
-			bad(ParamServer, "is required for backend nfs")
-		} else if strings.ContainsAny(c.Server, "/ \t\n") {
-			bad(ParamServer, "%q is not a host name or address", c.Server)
-		}
-		share, ok := params[ParamShare]
-		if !ok || share == "" {
-			bad(ParamShare, "is required for backend nfs")
-		} else if s, err := CleanAbsolute(share); err != nil {
-			bad(ParamShare, "%v", err)
-		} else {
-			c.Share = s
-		}
-	}
-	if v, ok := params[ParamBasePath]; ok && c.Backend == BackendHostPath {
-		if p, err := CleanAbsolute(v); err != nil {
-			bad(ParamBasePath, "%v", err)
-		} else {
-			c.BasePath = p
-		}
+	if b != nil {
+		c.Params = b.ParseParams(params, bad)
 	}
 
 	pattern := DefaultPathPattern

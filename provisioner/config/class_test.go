@@ -1,16 +1,24 @@
-package config
+package config_test
 
 import (
 	"io/fs"
+	"maps"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
 	"unicode/utf8"
 
+	"dirpv.io/dirpv/provisioner/backend/hostpath"
+	"dirpv.io/dirpv/provisioner/backend/nfs"
+	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/pathname"
 )
+
+// backends are the real ones: class validation is theirs and config's together.
+var backends = []config.Backend{&nfs.Backend{}, &hostpath.Backend{}}
 
 // claimData is what tests render patterns with.
 var claimData = pathname.Data{
@@ -23,14 +31,14 @@ var claimData = pathname.Data{
 var classTests = []struct {
 	name    string
 	params  map[string]string
-	check   func(t *testing.T, c *Class)
+	check   func(t *testing.T, c *config.Class)
 	wantErr []string
 }{
 	{
 		name:   "hostPath defaults",
 		params: map[string]string{"backend": "hostPath"},
-		check: func(t *testing.T, c *Class) {
-			if c.Backend != BackendHostPath || c.BasePath != DefaultBasePath || c.OnDelete != OnDeleteDelete ||
+		check: func(t *testing.T, c *config.Class) {
+			if c.Backend != hostpath.Name || c.Params.(hostpath.Class).BasePath != hostpath.DefaultBasePath || c.OnDelete != config.OnDeleteDelete ||
 				c.Mode != 0o777 || c.UID != -1 || c.GID != -1 || c.PathPattern == nil {
 				t.Errorf("got %+v", c)
 			}
@@ -43,33 +51,33 @@ var classTests = []struct {
 		name: "nfs full",
 		params: map[string]string{"backend": "nfs", "server": "10.0.0.5", "share": "/exports/k8s",
 			"pathPattern": "{{.PVC.Namespace}}/{{.PVC.Name}}", "onDelete": "archive", "mode": "2770", "uid": "1000", "gid": "2000"},
-		check: func(t *testing.T, c *Class) {
-			if c.Server != "10.0.0.5" || c.Share != "/exports/k8s" || c.OnDelete != OnDeleteArchive ||
+		check: func(t *testing.T, c *config.Class) {
+			if n := c.Params.(nfs.Class); n.Server != "10.0.0.5" || n.Share != "/exports/k8s" || c.OnDelete != config.OnDeleteArchive ||
 				c.Mode != fs.ModeSetgid|0o770 || c.UID != 1000 || c.GID != 2000 {
 				t.Errorf("got %+v", c)
 			}
 		},
 	},
 	{name: "custom basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/fast"},
-		check: func(t *testing.T, c *Class) {
-			if c.BasePath != "/var/lib/dirpv/fast" {
-				t.Errorf("basePath %q", c.BasePath)
+		check: func(t *testing.T, c *config.Class) {
+			if p := c.Params.(hostpath.Class).BasePath; p != "/var/lib/dirpv/fast" {
+				t.Errorf("basePath %q", p)
 			}
 		}},
 	{name: "retain", params: map[string]string{"backend": "hostPath", "onDelete": "retain"},
-		check: func(t *testing.T, c *Class) {
-			if c.OnDelete != OnDeleteRetain {
+		check: func(t *testing.T, c *config.Class) {
+			if c.OnDelete != config.OnDeleteRetain {
 				t.Errorf("onDelete %q", c.OnDelete)
 			}
 		}},
 	{name: "recycle", params: map[string]string{"backend": "hostPath", "recycle": "true"},
-		check: func(t *testing.T, c *Class) {
+		check: func(t *testing.T, c *config.Class) {
 			if !c.Recycle {
 				t.Error("recycle not set")
 			}
 		}},
 	{name: "recycle off", params: map[string]string{"backend": "hostPath", "recycle": "false"},
-		check: func(t *testing.T, c *Class) {
+		check: func(t *testing.T, c *config.Class) {
 			if c.Recycle {
 				t.Error("recycle set")
 			}
@@ -106,13 +114,13 @@ var classTests = []struct {
 	{name: "bad template", params: map[string]string{"backend": "hostPath", "pathPattern": "{{.PVC.Name"}, wantErr: []string{`"pathPattern":`}},
 	{name: "unknown function", params: map[string]string{"backend": "hostPath", "pathPattern": "{{env .PVC.Name}}"}, wantErr: []string{`"pathPattern":`, `function "env" not defined`}},
 	{name: "pattern reading an annotation", params: map[string]string{"backend": "hostPath", "pathPattern": `{{index .PVC.Annotations "example.com/team"}}/{{.PVC.Name}}`},
-		check: func(t *testing.T, c *Class) {
+		check: func(t *testing.T, c *config.Class) {
 			if p, err := pathname.Render(c.PathPattern, claimData); p != "blue/www-web-0" || err != nil {
 				t.Errorf("rendered %q, %v", p, err)
 			}
 		}},
 	{name: "pattern reading a missing label", params: map[string]string{"backend": "hostPath", "pathPattern": `x{{index .PVC.Labels "team"}}/{{.PVC.Name}}`},
-		check: func(t *testing.T, c *Class) {
+		check: func(t *testing.T, c *config.Class) {
 			if p, err := pathname.Render(c.PathPattern, claimData); err == nil || !strings.Contains(err.Error(), `label "team" is not set on the claim`) {
 				t.Errorf("rendered %q, %v", p, err)
 			}
@@ -129,7 +137,7 @@ var classTests = []struct {
 func TestParseClass(t *testing.T) {
 	for _, tt := range classTests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := ParseClass(tt.params)
+			c, err := config.ParseClass(tt.params, backends)
 			if len(tt.wantErr) > 0 {
 				if err == nil {
 					t.Fatalf("ParseClass succeeded: %+v", c)
@@ -149,66 +157,6 @@ func TestParseClass(t *testing.T) {
 	}
 }
 
-func TestModeRoundTrip(t *testing.T) {
-	for _, s := range []string{"0000", "0777", "0750", "2770", "1777", "4755", "7777"} {
-		m, err := ParseMode(s)
-		if err != nil {
-			t.Fatalf("ParseMode(%q): %v", s, err)
-		}
-		if got := FormatMode(m); got != s {
-			t.Errorf("FormatMode(ParseMode(%q)) = %q", s, got)
-		}
-	}
-}
-
-func TestCleanAbsolute(t *testing.T) {
-	tests := []struct {
-		path    string
-		wantErr string // "" means accepted
-	}{
-		{path: "/"},
-		{path: "/var/lib/dirpv"},
-		{path: "/mnt/é/日本/🚀"},
-		{path: "/mnt/a b"},
-		{path: "/mnt/.hidden"},
-		{path: `/mnt/a\b`},
-
-		{path: "", wantErr: "is not an absolute path"},
-		{path: "var/lib", wantErr: "is not an absolute path"},
-		{path: "/a/../b", wantErr: `is not a clean path (want "/b")`},
-		{path: "/a/", wantErr: "is not a clean path"},
-		{path: "//a", wantErr: "is not a clean path"},
-		{path: "/a\x00", wantErr: "control character U+0000"},
-		{path: "/a\nb", wantErr: "control character U+000A"},
-		{path: "/a\x7f", wantErr: "control character U+007F"},
-		{path: "/a\u0085", wantErr: "control character U+0085"},
-		{path: "/a\u202eb", wantErr: "invisible format character U+202E"},
-		{path: "/a\u200bb", wantErr: "invisible format character U+200B"},
-		{path: "/a\u2028b", wantErr: "line or paragraph separator U+2028"},
-		{path: "/a\xffb", wantErr: "invalid UTF-8 at byte 2"},
-		{path: "/a /b", wantErr: `component "a " ends with white space U+0020`},
-		{path: "/a/ b", wantErr: `component " b" starts with white space U+0020`},
-	}
-	for _, tt := range tests {
-		got, err := CleanAbsolute(tt.path)
-		switch {
-		case tt.wantErr == "" && (err != nil || got != tt.path):
-			t.Errorf("CleanAbsolute(%q) = %q, %v; want it unchanged", tt.path, got, err)
-		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-			t.Errorf("CleanAbsolute(%q) = %q, %v; want error containing %q", tt.path, got, err, tt.wantErr)
-		case err != nil && hasRefused(err.Error()):
-			t.Errorf("CleanAbsolute(%q) = %q, echoing a refused character", tt.path, err)
-		}
-	}
-}
-
-// hasRefused reports whether s breaks the character rule, as the README states it.
-func hasRefused(s string) bool {
-	return !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool {
-		return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
-	})
-}
-
 // FuzzParseClass parses StorageClass parameters made of up to eight fuzzed "key=value" strings
 // and checks what a parsed Class promises.
 func FuzzParseClass(f *testing.F) {
@@ -218,7 +166,8 @@ func FuzzParseClass(f *testing.F) {
 			f.Fatalf("test %q has more parameters than FuzzParseClass takes", tt.name)
 		}
 		i := 0
-		for _, k := range sortedKeys(tt.params) {
+		keys := slices.Sorted(maps.Keys(tt.params))
+		for _, k := range keys {
 			kv[i] = k + "=" + tt.params[k]
 			i++
 		}
@@ -231,44 +180,47 @@ func FuzzParseClass(f *testing.F) {
 				params[k] = v
 			}
 		}
-		c, err := ParseClass(params)
+		c, err := config.ParseClass(params, backends)
 		if err != nil {
 			if c != nil {
 				t.Fatalf("ParseClass returned %+v with error %v", c, err)
 			}
 			return
 		}
-		for k := range params {
-			if _, ok := allowedParams[k]; !ok {
-				t.Fatalf("accepted unknown parameter %q", k)
+		allowed := []string{"backend", "pathPattern", "onDelete", "mode", "uid", "gid", "recycle"}
+		for _, b := range backends {
+			if b.Name() == c.Backend {
+				allowed = append(allowed, b.Params()...)
 			}
 		}
-		switch c.Backend {
-		case BackendNFS:
-			if c.Server == "" || strings.ContainsAny(c.Server, "/ \t\n") {
-				t.Fatalf("accepted server %q", c.Server)
+		for k := range params {
+			if !slices.Contains(allowed, k) {
+				t.Fatalf("accepted parameter %q for backend %s", k, c.Backend)
 			}
-			checkAbsolute(t, "share", c.Share)
-			if _, ok := params[ParamBasePath]; ok {
-				t.Fatalf("accepted basePath for backend nfs")
+		}
+		switch p := c.Params.(type) {
+		case nfs.Class:
+			if c.Backend != nfs.Name || p.Server == "" || strings.ContainsAny(p.Server, "/ \t\n") {
+				t.Fatalf("accepted server %q (backend %s)", p.Server, c.Backend)
 			}
-		case BackendHostPath:
-			checkAbsolute(t, "basePath", c.BasePath)
-			if _, ok := params[ParamShare]; ok {
-				t.Fatalf("accepted share for backend hostPath")
+			checkAbsolute(t, "share", p.Share)
+		case hostpath.Class:
+			if c.Backend != hostpath.Name {
+				t.Fatalf("backend %s with hostPath parameters", c.Backend)
 			}
+			checkAbsolute(t, "basePath", p.BasePath)
 		default:
-			t.Fatalf("accepted backend %q", c.Backend)
+			t.Fatalf("accepted backend %q (%T)", c.Backend, c.Params)
 		}
 		switch c.OnDelete {
-		case OnDeleteDelete, OnDeleteRetain, OnDeleteArchive:
+		case config.OnDeleteDelete, config.OnDeleteRetain, config.OnDeleteArchive:
 		default:
 			t.Fatalf("accepted onDelete %q", c.OnDelete)
 		}
 		if c.Mode&^(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
 			t.Fatalf("accepted mode %v", c.Mode)
 		}
-		if m, err := ParseMode(FormatMode(c.Mode)); err != nil || m != c.Mode {
+		if m, err := config.ParseMode(config.FormatMode(c.Mode)); err != nil || m != c.Mode {
 			t.Fatalf("mode %v does not round-trip: %v, %v", c.Mode, m, err)
 		}
 		for _, id := range []int{c.UID, c.GID} {
@@ -292,7 +244,7 @@ func FuzzParseClass(f *testing.F) {
 // checkAbsolute fails unless p is a clean absolute path following the character rule.
 func checkAbsolute(t *testing.T, what, p string) {
 	t.Helper()
-	if !path.IsAbs(p) || path.Clean(p) != p || hasRefused(p) {
+	if !path.IsAbs(p) || path.Clean(p) != p || config.HasRefused(p) {
 		t.Fatalf("accepted %s %q", what, p)
 	}
 	for _, c := range strings.Split(p, "/") {

@@ -57,7 +57,7 @@ const (
 // Volumes does the work on disk; *provisioner.Provisioner is one.
 type Volumes interface {
 	// Scrub empties a released PV's directory for the next claim (see provisioner.Scrub).
-	Scrub(ctx context.Context, pv *v1.PersistentVolume, claimUID string) (bool, error)
+	Scrub(ctx context.Context, pv *v1.PersistentVolume, claimUID string) (provisioner.Scrubbed, error)
 	// Delete reclaims a PV's directory by its onDelete.
 	Delete(ctx context.Context, pv *v1.PersistentVolume) error
 	// Release hands the directory of a deleted Retain PV over to the operator.
@@ -293,7 +293,7 @@ func (c *Controller) recycle(ctx context.Context, pv *v1.PersistentVolume) error
 		}
 		return err
 	}
-	logger.V(2).Info("Volume scrubbed", "claimUID", ref.UID, "alreadyScrubbed", !scrubbed)
+	logger.V(2).Info("Volume scrubbed", "claimUID", ref.UID, "alreadyScrubbed", !scrubbed.Removed)
 
 	// Unbind with the resourceVersion read above: if anything changed meanwhile the update
 	// fails, and the next round starts from a fresh read (the scrub is then a no-op).
@@ -303,8 +303,7 @@ func (c *Controller) recycle(ctx context.Context, pv *v1.PersistentVolume) error
 		return err
 	}
 	c.results("success")
-	vol, _ := backend.FromPV(pv) // valid: Scrub checked it
-	c.recorder.Eventf(pv, v1.EventTypeNormal, ReasonVolumeRecycled, "Directory %s scrubbed; the volume is Available for the next claim", vol)
+	c.recorder.Eventf(pv, v1.EventTypeNormal, ReasonVolumeRecycled, "Directory %s scrubbed; the volume is Available for the next claim", scrubbed.Volume)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package recycle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -22,31 +23,28 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
-	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"dirpv.io/dirpv/provisioner"
 	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/backend/nfs"
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
 const name = "dirpv.io/provisioner"
 
-// fakeBackend accepts volumes under /exports and records operations.
+// fakeBackend is the nfs backend serving export nfs:/exports, recording operations instead of
+// running them.
 type fakeBackend struct {
+	backend.Backend
 	ops []volumeop.Op
 	err error
 }
 
-func (f *fakeBackend) Place(*config.Class, controller.ProvisionOptions) (backend.Volume, error) {
-	return backend.Volume{}, errors.New("not used")
+func newFakeBackend() *fakeBackend {
+	return &fakeBackend{Backend: &nfs.Backend{Exports: config.NFSExports{{Server: "nfs", Share: "/exports", LocalPath: "/nonexistent"}}}}
 }
-func (f *fakeBackend) Allowed(v backend.Volume) error {
-	if v.Share != "/exports" {
-		return errors.New("export not mounted")
-	}
-	return nil
-}
+
 func (f *fakeBackend) Run(_ context.Context, _ backend.Volume, op volumeop.Op) (volumeop.Result, error) {
 	f.ops = append(f.ops, op)
 	res := volumeop.Result{Scrubbed: op.Kind == volumeop.Scrub}
@@ -58,8 +56,7 @@ func (f *fakeBackend) Run(_ context.Context, _ backend.Volume, op volumeop.Op) (
 
 // releasedPV is a recycling volume released from claim ns/data with UID old-uid.
 func releasedPV(mutate ...func(*v1.PersistentVolume)) *v1.PersistentVolume {
-	vol := backend.Volume{Backend: config.BackendNFS, Server: "nfs", Share: "/exports", Path: "ns-data", OnDelete: config.OnDeleteDelete, Recycle: true}
-	source, _ := vol.Source()
+	vol := backend.Volume{Backend: nfs.Name, Location: nfs.Location{Server: "nfs", Share: "/exports"}, Path: "ns-data", OnDelete: config.OnDeleteDelete, Recycle: true}
 	ann := vol.Annotations()
 	ann["pv.kubernetes.io/provisioned-by"] = name
 	ann["pv.kubernetes.io/bound-by-controller"] = "yes"
@@ -68,7 +65,7 @@ func releasedPV(mutate ...func(*v1.PersistentVolume)) *v1.PersistentVolume {
 			Finalizers: []string{backend.FinalizerReclaim}, ResourceVersion: "7"},
 		Spec: v1.PersistentVolumeSpec{
 			PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRetain,
-			PersistentVolumeSource:        source,
+			PersistentVolumeSource:        v1.PersistentVolumeSource{NFS: &v1.NFSVolumeSource{Server: "nfs", Path: "/exports/ns-data"}},
 			ClaimRef:                      &v1.ObjectReference{Namespace: "ns", Name: "data", UID: "old-uid"},
 		},
 		Status: v1.PersistentVolumeStatus{Phase: v1.VolumeReleased},
@@ -100,7 +97,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, ctx context.Context, objs ...runtime.Object) *fixture {
 	t.Helper()
-	f := &fixture{client: fake.NewClientset(objs...), be: &fakeBackend{}, rec: record.NewFakeRecorder(10), counts: map[string]int{}}
+	f := &fixture{client: fake.NewClientset(objs...), be: newFakeBackend(), rec: record.NewFakeRecorder(10), counts: map[string]int{}}
 	// The fake clientset's watch does not replay what changed before it was registered, so a
 	// test that changes a PV for the informer to see waits for this first.
 	f.watching = make(chan struct{})
@@ -115,7 +112,7 @@ func newFixture(t *testing.T, ctx context.Context, objs ...runtime.Object) *fixt
 	factory := informers.NewSharedInformerFactory(f.client, 0)
 	var err error
 	// The real provisioner checks each PV's record and runs the operations on the fake backend.
-	prov := &provisioner.Provisioner{Backends: map[config.Backend]backend.Backend{config.BackendNFS: f.be}, Recorder: f.rec, Now: time.Now}
+	prov := &provisioner.Provisioner{Backends: backend.Set{f.be}, Recorder: f.rec, Now: time.Now}
 	f.ctrl, err = New(f.client, name, prov, f.rec, func(r string) { f.counts[r]++ }, factory.Core().V1().PersistentVolumes())
 	if err != nil {
 		t.Fatal(err)
@@ -180,15 +177,16 @@ func TestSync(t *testing.T) {
 		})},
 		{name: "scrub fails: stays Released, retried", pv: releasedPV(), scrubErr: errors.New("unlinkat busy: device or resource busy"),
 			wantErr: true, wantEvent: "Warning VolumeFailedRecycle scrubbing nfs:/exports/ns-data: unlinkat busy"},
-		{name: "node gone: the PV is deleted", pv: releasedPV(), scrubErr: backend.ErrNodeGone, wantEvent: "Warning VolumeFailedRecycle node", wantGone: true},
+		{name: "node gone: the PV is deleted", pv: releasedPV(), scrubErr: fmt.Errorf("node node2 no longer exists: %w", backend.ErrNodeGone),
+			wantEvent: "Warning VolumeFailedRecycle scrubbing nfs:/exports/ns-data: node node2 no longer exists", wantGone: true},
 		{name: "forged path refused", pv: releasedPV(func(pv *v1.PersistentVolume) {
 			pv.Annotations[backend.AnnPath] = "../etc"
 			pv.Spec.NFS.Path = "/etc"
 		}), wantEvent: "Warning VolumeFailedRecycle refusing to recycle: annotation dirpv.io/path"},
 		{name: "export not served refused", pv: releasedPV(func(pv *v1.PersistentVolume) {
-			pv.Annotations[backend.AnnShare] = "/"
+			pv.Annotations[nfs.AnnShare] = "/"
 			pv.Spec.NFS.Path = "/ns-data"
-		}), wantEvent: "Warning VolumeFailedRecycle refusing to recycle: export not mounted"},
+		}), wantEvent: "Warning VolumeFailedRecycle refusing to recycle: NFS export nfs:/ is not mounted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

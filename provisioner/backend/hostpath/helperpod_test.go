@@ -155,7 +155,7 @@ func TestHelperRun(t *testing.T) {
 			}
 			b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: timeout,
 				Helper: &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}}
-			vol := backend.Volume{Backend: "hostPath", Node: "node1", BasePath: "/var/lib/dirpv"}
+			vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", BasePath: "/var/lib/dirpv"}}
 			res, err := b.Run(ctx, vol, createOp)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -179,7 +179,7 @@ func TestRunNodeGone(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, created := fakeKubelet(nil, nil, false)
 	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
-	_, err := b.Run(ctx, backend.Volume{Node: "gone", BasePath: "/var/lib/dirpv"}, createOp)
+	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "gone", BasePath: "/var/lib/dirpv"}}, createOp)
 	if !errors.Is(err, backend.ErrNodeGone) || created.Load() != 0 {
 		t.Fatalf("err %v, pods created %d", err, created.Load())
 	}
@@ -189,7 +189,7 @@ func TestRunRefusesBasePathOutsideRoot(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, created := fakeKubelet(nil, nil, false)
 	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
-	_, err := b.Run(ctx, backend.Volume{Node: "node1", BasePath: "/etc"}, createOp)
+	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "node1", BasePath: "/etc"}}, createOp)
 	if err == nil || !strings.Contains(err.Error(), "not within") || created.Load() != 0 {
 		t.Fatalf("err %v, pods created %d", err, created.Load())
 	}

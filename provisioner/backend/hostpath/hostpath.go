@@ -23,6 +23,66 @@ import (
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
+// Name is the class parameter "backend" and the PV annotation dirpv.io/backend of hostPath volumes.
+const Name = "hostPath"
+
+// Class parameter, its default, and PV annotations of hostPath volumes.
+const (
+	ParamBasePath   = "basePath"
+	DefaultBasePath = "/var/lib/dirpv"
+	AnnNode         = "dirpv.io/node"
+	// AnnNodeUID is the UID of the Node object a volume was made under: a node that is deleted
+	// and joins again gets a new one, and its old volumes are left alone.
+	AnnNodeUID  = "dirpv.io/node-uid"
+	AnnBasePath = "dirpv.io/base-path"
+)
+
+// Class is the hostPath part of a StorageClass.
+type Class struct {
+	// BasePath is the directory on the node under which volumes are made.
+	BasePath string
+}
+
+// Location is where a hostPath volume lives: Path is relative to BasePath on Node.
+type Location struct {
+	Node    string
+	NodeUID string
+	// Hostname is the node's kubernetes.io/hostname label, which node affinity selects; known
+	// when the volume is placed (the PV records it in its affinity).
+	Hostname string
+	BasePath string
+}
+
+var _ backend.Location = Location{}
+
+// Root implements backend.Location.
+func (l Location) Root() string { return l.BasePath }
+
+// Describe implements backend.Location.
+func (l Location) Describe(fullPath string) string { return fullPath + " on node " + l.Node }
+
+// Annotations implements backend.Location.
+func (l Location) Annotations() map[string]string {
+	a := map[string]string{AnnNode: l.Node, AnnBasePath: l.BasePath}
+	if l.NodeUID != "" {
+		a[AnnNodeUID] = l.NodeUID
+	}
+	return a
+}
+
+// Spec implements backend.Location: a hostPath source pinned to the node.
+func (l Location) Spec(spec *v1.PersistentVolumeSpec, fullPath string, _ *storagev1.StorageClass) {
+	// Type Directory: a pod that lands where the directory is missing fails loudly instead of
+	// getting a fresh empty directory.
+	dir := v1.HostPathDirectory
+	spec.HostPath = &v1.HostPathVolumeSource{Path: fullPath, Type: &dir}
+	spec.NodeAffinity = &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+		MatchExpressions: []v1.NodeSelectorRequirement{{
+			Key: v1.LabelHostname, Operator: v1.NodeSelectorOpIn, Values: []string{l.Hostname},
+		}},
+	}}}}
+}
+
 // Backend places volumes under basePath on nodes.
 type Backend struct {
 	Client kubernetes.Interface
@@ -37,36 +97,76 @@ type Backend struct {
 
 var _ backend.Backend = (*Backend)(nil)
 
+// Name implements config.Backend.
+func (b *Backend) Name() string { return Name }
+
+// Params implements config.Backend.
+func (b *Backend) Params() []string { return []string{ParamBasePath} }
+
+// ParseParams implements config.Backend; it returns a Class.
+func (b *Backend) ParseParams(params map[string]string, bad func(key, format string, args ...any)) any {
+	c := Class{BasePath: DefaultBasePath}
+	if v, ok := params[ParamBasePath]; ok {
+		if p, err := config.CleanAbsolute(v); err != nil {
+			bad(ParamBasePath, "%v", err)
+		} else {
+			c.BasePath = p
+		}
+	}
+	return c
+}
+
+// AccessModes implements backend.Backend: a directory on a node serves that node's pods only.
+func (b *Backend) AccessModes() []v1.PersistentVolumeAccessMode {
+	return []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce, v1.ReadWriteOncePod}
+}
+
 // Place implements backend.Backend.
-func (b *Backend) Place(class *config.Class, opts controller.ProvisionOptions) (backend.Volume, error) {
+func (b *Backend) Place(class *config.Class, opts controller.ProvisionOptions) (backend.Location, error) {
+	c, ok := class.Params.(Class)
+	if !ok {
+		return nil, fmt.Errorf("not a hostPath class: %T", class.Params)
+	}
 	sc := opts.StorageClass
 	if sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
-		return backend.Volume{}, fmt.Errorf("StorageClass %s: backend hostPath requires volumeBindingMode: WaitForFirstConsumer, so the directory is made on the node the pod is scheduled to", sc.Name)
+		return nil, fmt.Errorf("StorageClass %s: backend hostPath requires volumeBindingMode: WaitForFirstConsumer, so the directory is made on the node the pod is scheduled to", sc.Name)
 	}
 	if len(sc.MountOptions) > 0 {
-		return backend.Volume{}, fmt.Errorf("StorageClass %s: backend hostPath does not support mountOptions", sc.Name)
+		return nil, fmt.Errorf("StorageClass %s: backend hostPath does not support mountOptions", sc.Name)
 	}
 	node := opts.SelectedNode
 	if node == nil {
-		return backend.Volume{}, errors.New("the claim has no selected node yet; backend hostPath needs WaitForFirstConsumer binding")
+		return nil, errors.New("the claim has no selected node yet; backend hostPath needs WaitForFirstConsumer binding")
 	}
 	hostname := node.Labels[v1.LabelHostname]
 	if hostname == "" {
 		hostname = node.Name
 	}
-	v := backend.Volume{Backend: config.BackendHostPath, Node: node.Name, NodeUID: string(node.UID), Hostname: hostname, BasePath: class.BasePath}
-	return v, b.Allowed(v)
+	l := Location{Node: node.Name, NodeUID: string(node.UID), Hostname: hostname, BasePath: c.BasePath}
+	_, err := b.base(l)
+	return l, err
 }
 
-// Allowed implements backend.Backend: basePath must lie within --hostpath-root, and below it
+// Locate implements backend.Backend: basePath must lie within --hostpath-root, and below it
 // only in directories that can hold volumes (no names starting with ".", which are dirpv's).
-func (b *Backend) Allowed(v backend.Volume) error {
-	_, err := b.base(v)
-	return err
+func (b *Backend) Locate(pv *v1.PersistentVolume, p string) (backend.Location, error) {
+	a := pv.Annotations
+	l := Location{Node: a[AnnNode], NodeUID: a[AnnNodeUID], BasePath: a[AnnBasePath]}
+	if _, err := config.CleanAbsolute(l.BasePath); err != nil {
+		return nil, fmt.Errorf("annotation %s: %w", AnnBasePath, err)
+	}
+	if l.Node == "" {
+		return nil, fmt.Errorf("annotation %s is missing", AnnNode)
+	}
+	if s := pv.Spec.HostPath; s == nil || s.Path != path.Join(l.BasePath, p) {
+		return nil, fmt.Errorf("the PV's hostPath source does not match its dirpv.io/ annotations (%s)", l.Describe(path.Join(l.BasePath, p)))
+	}
+	_, err := b.base(l)
+	return l, err
 }
 
 // base is v's basePath relative to --hostpath-root ("." for the root itself).
-func (b *Backend) base(v backend.Volume) (string, error) {
+func (b *Backend) base(v Location) (string, error) {
 	rel, ok := config.RelWithin(b.Root, v.BasePath)
 	if !ok {
 		return "", fmt.Errorf("basePath %s is not within the provisioner's --hostpath-root %s", v.BasePath, b.Root)
@@ -83,7 +183,11 @@ func (b *Backend) base(v backend.Volume) (string, error) {
 // whatever the class's basePath, so that a volume of any class is seen by every check. It
 // returns backend.ErrNodeGone when the node no longer exists, or was deleted and joined again
 // since the volume was made (its Node UID changed).
-func (b *Backend) Run(ctx context.Context, v backend.Volume, op volumeop.Op) (volumeop.Result, error) {
+func (b *Backend) Run(ctx context.Context, vol backend.Volume, op volumeop.Op) (volumeop.Result, error) {
+	v, ok := vol.Location.(Location)
+	if !ok {
+		return volumeop.Result{}, fmt.Errorf("not a hostPath volume: %s", vol)
+	}
 	base, err := b.base(v)
 	if err != nil {
 		return volumeop.Result{}, err

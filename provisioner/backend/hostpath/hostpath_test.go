@@ -41,7 +41,7 @@ func finishingClient(objects ...runtime.Object) (*fake.Clientset, *[]*v1.Pod) {
 // TestRunInOperatorRoot: whatever the class's basePath, an operation runs in --hostpath-root
 // with the volume's path relative to it, and carries the UID of the Node it runs on.
 func TestRunInOperatorRoot(t *testing.T) {
-	vol := backend.Volume{Backend: "hostPath", Node: "node1", NodeUID: "uid-a", BasePath: "/var/lib/dirpv/fast"}
+	vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", NodeUID: "uid-a", BasePath: "/var/lib/dirpv/fast"}}
 
 	t.Run("helper pod", func(t *testing.T) {
 		_, ctx := ktesting.NewTestContext(t)
@@ -90,7 +90,7 @@ func TestRunNodeRecreated(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, pods := finishingClient(nodeA)
 	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
-	vol := backend.Volume{Backend: "hostPath", Node: "node1", NodeUID: "uid-before", BasePath: "/var/lib/dirpv"}
+	vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", NodeUID: "uid-before", BasePath: "/var/lib/dirpv"}}
 	_, err := b.Run(ctx, vol, volumeop.Op{Kind: volumeop.Delete, Path: "x", Owner: volumefs.Marker{PV: "pvc-1"}})
 	if !errors.Is(err, backend.ErrNodeGone) || !strings.Contains(err.Error(), "deleted and joined again") || len(*pods) != 0 {
 		t.Fatalf("err %v, %d helper pods", err, len(*pods))
@@ -103,7 +103,7 @@ func TestRunRefusesHiddenBasePath(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, pods := finishingClient(nodeA)
 	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
-	_, err := b.Run(ctx, backend.Volume{Node: "node1", BasePath: "/var/lib/dirpv/.x.dirpv"}, createOp)
+	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "node1", BasePath: "/var/lib/dirpv/.x.dirpv"}}, createOp)
 	if err == nil || !strings.Contains(err.Error(), "basePath /var/lib/dirpv/.x.dirpv") || len(*pods) != 0 {
 		t.Fatalf("err %v, %d helper pods", err, len(*pods))
 	}

@@ -77,7 +77,7 @@ func frozenExport(t *testing.T) (dir string, freeze, thaw func()) {
 func TestHungExport(t *testing.T) {
 	dir, freeze, thaw := frozenExport(t)
 	b := &Backend{Exports: config.NFSExports{{Server: "srv", Share: "/data", LocalPath: dir}}, Timeout: 300 * time.Millisecond}
-	vol := backend.Volume{Backend: config.BackendNFS, Server: "srv", Share: "/data"}
+	vol := backend.Volume{Backend: Name, Location: Location{Server: "srv", Share: "/data"}}
 	create := func(path string) volumeop.Op {
 		return volumeop.Op{Kind: volumeop.Create, Path: path, Mode: 0o777, UID: -1, GID: -1,
 			Owner: volumefs.Marker{PV: "pv-" + path, ClaimUID: "uid-" + path}}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"dirpv.io/dirpv/provisioner/backend"
@@ -16,6 +18,49 @@ import (
 	"dirpv.io/dirpv/provisioner/pathname"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
+
+// Name is the class parameter "backend" and the PV annotation dirpv.io/backend of NFS volumes.
+const Name = "nfs"
+
+// Class parameters and PV annotations of NFS volumes.
+const (
+	ParamServer = "server"
+	ParamShare  = "share"
+	AnnServer   = "dirpv.io/server"
+	AnnShare    = "dirpv.io/share"
+)
+
+// Class is the nfs part of a StorageClass.
+type Class struct {
+	// Server and Share name the NFS export, or a directory inside one, that holds the volumes.
+	Server string
+	Share  string
+}
+
+// Location is where an NFS volume lives: Path is relative to Share on Server.
+type Location struct {
+	Server string
+	Share  string
+}
+
+var _ backend.Location = Location{}
+
+// Root implements backend.Location.
+func (l Location) Root() string { return l.Share }
+
+// Describe implements backend.Location.
+func (l Location) Describe(fullPath string) string { return l.Server + ":" + fullPath }
+
+// Annotations implements backend.Location.
+func (l Location) Annotations() map[string]string {
+	return map[string]string{AnnServer: l.Server, AnnShare: l.Share}
+}
+
+// Spec implements backend.Location: the kubelet mounts the directory with the class's mount options.
+func (l Location) Spec(spec *v1.PersistentVolumeSpec, fullPath string, sc *storagev1.StorageClass) {
+	spec.NFS = &v1.NFSVolumeSource{Server: l.Server, Path: fullPath}
+	spec.MountOptions = sc.MountOptions
+}
 
 // Backend runs every operation in-process on the local mount of the export.
 type Backend struct {
@@ -28,21 +73,63 @@ type Backend struct {
 
 var _ backend.Backend = (*Backend)(nil)
 
-// Place implements backend.Backend.
-func (b *Backend) Place(class *config.Class, _ controller.ProvisionOptions) (backend.Volume, error) {
-	v := backend.Volume{Backend: config.BackendNFS, Server: class.Server, Share: class.Share}
-	return v, b.Allowed(v)
+// Name implements config.Backend.
+func (b *Backend) Name() string { return Name }
+
+// Params implements config.Backend.
+func (b *Backend) Params() []string { return []string{ParamServer, ParamShare} }
+
+// ParseParams implements config.Backend; it returns a Class.
+func (b *Backend) ParseParams(params map[string]string, bad func(key, format string, args ...any)) any {
+	var c Class
+	c.Server = params[ParamServer]
+	if c.Server == "" {
+		bad(ParamServer, "is required for backend nfs")
+	} else if strings.ContainsAny(c.Server, "/ \t\n") {
+		bad(ParamServer, "%q is not a host name or address", c.Server)
+	}
+	if share := params[ParamShare]; share == "" {
+		bad(ParamShare, "is required for backend nfs")
+	} else if s, err := config.CleanAbsolute(share); err != nil {
+		bad(ParamShare, "%v", err)
+	} else {
+		c.Share = s
+	}
+	return c
 }
 
-// Allowed implements backend.Backend: the share must be an export this pod has mounted, or a
+// AccessModes implements backend.Backend: every node can mount an export.
+func (b *Backend) AccessModes() []v1.PersistentVolumeAccessMode {
+	return []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce, v1.ReadOnlyMany, v1.ReadWriteMany, v1.ReadWriteOncePod}
+}
+
+// Place implements backend.Backend.
+func (b *Backend) Place(class *config.Class, _ controller.ProvisionOptions) (backend.Location, error) {
+	c, ok := class.Params.(Class)
+	if !ok {
+		return nil, fmt.Errorf("not an nfs class: %T", class.Params)
+	}
+	l := Location(c)
+	_, _, err := b.export(l)
+	return l, err
+}
+
+// Locate implements backend.Backend: the share must be an export this pod has mounted, or a
 // directory inside one, holding no names that start with "." (those are dirpv's).
-func (b *Backend) Allowed(v backend.Volume) error {
-	_, _, err := b.export(v)
-	return err
+func (b *Backend) Locate(pv *v1.PersistentVolume, p string) (backend.Location, error) {
+	l := Location{Server: pv.Annotations[AnnServer], Share: pv.Annotations[AnnShare]}
+	if _, err := config.CleanAbsolute(l.Share); err != nil {
+		return nil, fmt.Errorf("annotation %s: %w", AnnShare, err)
+	}
+	if s := pv.Spec.NFS; s == nil || s.Server != l.Server || s.Path != path.Join(l.Share, p) {
+		return nil, fmt.Errorf("the PV's nfs source does not match its dirpv.io/ annotations (%s)", l.Describe(path.Join(l.Share, p)))
+	}
+	_, _, err := b.export(l)
+	return l, err
 }
 
 // export returns the mounted export v lies in and v's share relative to it.
-func (b *Backend) export(v backend.Volume) (*config.NFSExport, string, error) {
+func (b *Backend) export(v Location) (*config.NFSExport, string, error) {
 	e, rel := b.Exports.Containing(v.Server, v.Share)
 	if e == nil {
 		return nil, "", fmt.Errorf("NFS export %s:%s is not mounted in the provisioner (it serves: %s); add --nfs-export=%s:%s=/local/path and its volume to the Deployment",
@@ -70,7 +157,11 @@ func (b *Backend) served() string {
 // Run implements backend.Backend. Operations run in the outermost mounted export that holds
 // the share, so that volumes of every class on that export are seen by every check.
 func (b *Backend) Run(ctx context.Context, v backend.Volume, op volumeop.Op) (volumeop.Result, error) {
-	e, rel, err := b.export(v)
+	l, ok := v.Location.(Location)
+	if !ok {
+		return volumeop.Result{}, fmt.Errorf("not an nfs volume: %s", v)
+	}
+	e, rel, err := b.export(l)
 	if err != nil {
 		return volumeop.Result{}, err
 	}

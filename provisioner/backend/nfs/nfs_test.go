@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"k8s.io/klog/v2/ktesting"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/config"
@@ -22,7 +23,7 @@ func TestShareWithinExport(t *testing.T) {
 	dir := t.TempDir()
 	b := &Backend{Exports: config.NFSExports{{Server: "nfs1", Share: "/exports", LocalPath: dir}}, Timeout: time.Minute}
 	create := volumeop.Op{Kind: volumeop.Create, Path: "ns-a", Mode: 0o777, UID: -1, GID: -1, Owner: volumefs.Marker{PV: "pvc-a"}}
-	if _, err := b.Run(ctx, backend.Volume{Server: "nfs1", Share: "/exports/team/fast"}, create); err != nil {
+	if _, err := b.Run(ctx, backend.Volume{Location: Location{Server: "nfs1", Share: "/exports/team/fast"}}, create); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "team/fast/ns-a")); err != nil || !fi.IsDir() {
@@ -33,8 +34,8 @@ func TestShareWithinExport(t *testing.T) {
 		"/exports/.x":         "share /exports/.x (in export nfs1:/exports)",
 		"/exports/team/../..": "is not mounted",
 	} {
-		if err := b.Allowed(backend.Volume{Server: "nfs1", Share: share}); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Allowed(%s) = %v, want %q", share, err, want)
+		if _, err := b.Place(&config.Class{Backend: Name, Params: Class{Server: "nfs1", Share: share}}, controller.ProvisionOptions{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Place(%s) = %v, want %q", share, err, want)
 		}
 	}
 }
