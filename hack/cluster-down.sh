@@ -1,6 +1,7 @@
 #!/bin/bash
-# Stops the local cluster that hack/cluster-up.sh started and removes its state: processes,
-# pods' sandboxes and network namespaces, mounts, the netns $NETNS, $KUBELET_ROOT and $WORK.
+# Stops the local cluster that hack/cluster-up.sh started and removes its state: processes
+# (the NFS server's too), pods' sandboxes and network namespaces, mounts, the netns $NETNS,
+# $KUBELET_ROOT and $WORK. The NFS export directories keep their data.
 # The build cache ($CACHE: Kubernetes binaries, image tarballs) stays.
 # Harmless when nothing is up, and when run twice.
 set -euo pipefail
@@ -54,6 +55,9 @@ kill_tasks "$CTR_SOCK"
 stop_recorded "$WORK" TERM containerd apiserver
 stop_recorded "$WORK" TERM etcd
 
+# 4b. The NFS server (its export directories and their data stay).
+"$HACK_DIR/nfs-server.sh" down "$NFS_STATE"
+
 # 5. Stragglers: processes of this cluster without a PID file (an interrupted start), and
 #    containerd shims, which outlive containerd. A shim's children are container init
 #    processes, each PID 1 of its own PID namespace: killing one ends its whole container.
@@ -63,7 +67,7 @@ for d in /proc/[0-9]*; do
   pid=${d#/proc/}
   exe=$(readlink "$d/exe" 2>/dev/null) || continue
   case ${exe##*/} in
-  etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | containerd | containerd-shim*) ;;
+  etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | containerd | containerd-shim* | ganesha.nfsd) ;;
   *) continue ;;
   esac
   if ours "$pid"; then strays+=("$pid"); fi

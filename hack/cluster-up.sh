@@ -2,7 +2,8 @@
 # Starts a real single-node Kubernetes cluster (v$KVER) for dirpv on this machine, without a
 # container engine: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd,
 # kubelet and kube-proxy run as plain processes inside the network namespace $NETNS, with
-# PID files and logs in $WORK. Images come from hack/images.sh (imported, never pulled).
+# PID files and logs in $WORK, and so does an NFS server (hack/nfs-server.sh, state in
+# $NFS_STATE) exporting $NFS_EXPORT_DIR and $NFS_SQUASH_DIR at $NODE_IP. Images come from hack/images.sh (imported, never pulled).
 #
 #   hack/cluster-up.sh          # ~15-20 s with cached binaries; ~6 min more the first time
 #   $WORK/kubectl get nodes     # kubectl wrapper written at the end
@@ -52,6 +53,7 @@ print_usage() {
     kubectl:   $WORK/kubectl get pods -A
                (or: nsenter --net=/var/run/netns/$NETNS $KBIN/kubectl --kubeconfig $KUBECONFIG_ADMIN ...)
     images:    $DIRPV_IMAGE  $BUSYBOX_IMAGE  (imagePullPolicy: Never or IfNotPresent)
+    nfs:       $NODE_IP:$NFS_EXPORT_DIR (no_root_squash), $NODE_IP:$NFS_SQUASH_DIR (root_squash); NFSv3/v4, TCP
     re-import: hack/images.sh        logs: $WORK/*.log
     stop:      hack/cluster-down.sh
 EOF
@@ -63,6 +65,7 @@ EOF
 # --- already up? then only refresh the images ---
 if cluster_healthy; then
   log "cluster already up; refreshing images"
+  "$HACK_DIR/nfs-server.sh" up "$NFS_STATE" "$NETNS" "${NFS_EXPORTS[@]}" # restarted if it died
   "$HACK_DIR/images.sh" all
   up_nodes
   write_kubectl_wrapper
@@ -150,6 +153,9 @@ nsx ip link set lo up
 nsx ip link add dirpv0 type bridge
 nsx ip addr add "$NODE_IP/24" dev dirpv0
 nsx ip link set dirpv0 up
+
+# --- the NFS server, on every address of the namespace: pods and all nodes reach $NODE_IP ---
+"$HACK_DIR/nfs-server.sh" up "$NFS_STATE" "$NETNS" "${NFS_EXPORTS[@]}"
 
 # --- throwaway PKI, one per cluster ---
 log "creating PKI"

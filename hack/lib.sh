@@ -26,6 +26,14 @@ DIRPV_IMAGE=${DIRPV_IMAGE:-dirpv.io/dirpv:v0.1.0}
 PAUSE_IMAGE=dirpv.io/pause:1
 BUSYBOX_IMAGE=dirpv.io/busybox:1
 
+# The cluster's NFS server (hack/nfs-server.sh: nfs-ganesha and rpcbind in $NETNS), at
+# $NODE_IP for pods and every node. Each export's server path is its directory's own path.
+# Like /var/lib/dirpv, the export directories keep their data from one cluster to the next.
+NFS_STATE=$WORK/nfs
+NFS_EXPORT_DIR=/srv/dirpv-nfs/export   # no_root_squash
+NFS_SQUASH_DIR=/srv/dirpv-nfs/squashed # root_squash: uid and gid 0 become 65534
+NFS_EXPORTS=("$NFS_EXPORT_DIR" "$NFS_SQUASH_DIR:squash")
+
 CTR_SOCK=$WORK/containerd/containerd.sock
 KUBECONFIG_ADMIN=$WORK/admin.kubeconfig
 NODES_DIR=$WORK/nodes
