@@ -6,7 +6,9 @@
 // It expects two nodes (make e2e brings them up; hack/node-up.sh): node1 is this machine,
 // node2 has a /var/lib of its own ($DIRPV_CLUSTER_DIR/nodes/node2/root/var/lib), so a volume
 // is checked on the node it must be on and not on the other (nodes_test.go); the multi-node
-// cases skip on a single node. The NFS "export" is /srv/dirpv-e2e-export, which both share.
+// cases skip on a single node. The NFS export is /srv/dirpv-nfs/export, which nfs-ganesha
+// serves at 10.0.0.1 (hack/nfs-server.sh); dirpv is given its backing directory (mount mode),
+// which both nodes share.
 //
 // The last cases are about faults and confinement (rbac_test.go, faults*_test.go): dirpv's
 // service account may do exactly what manifests/base/rbac.yaml grants; helper pods mount only

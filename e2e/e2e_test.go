@@ -176,7 +176,7 @@ func testNFS(t *testing.T) {
 		c.Spec.AccessModes = []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}
 	})
 	pv := bound(t, ns, "shared")
-	if pv.Spec.NFS.Path != "/exports/"+ns+"/shared" || len(pv.Spec.MountOptions) != 1 || pv.Spec.MountOptions[0] != "nfsvers=4.1" {
+	if pv.Spec.NFS.Path != exportDir+"/"+ns+"/shared" || len(pv.Spec.MountOptions) != 1 || pv.Spec.MountOptions[0] != "nfsvers=4.1" {
 		t.Errorf("PV source %+v mount options %v", pv.Spec.NFS, pv.Spec.MountOptions)
 	}
 	dir := onExport(t, pv)
@@ -248,7 +248,7 @@ func testReclaim(t *testing.T) {
 		sc := &storagev1.StorageClass{
 			ObjectMeta:  metav1.ObjectMeta{Name: "e2e-ephemeral-" + ns},
 			Provisioner: "dirpv.io/provisioner",
-			Parameters:  map[string]string{"backend": "nfs", "server": "nfs.e2e.test", "share": "/exports", "onDelete": "archive"},
+			Parameters:  map[string]string{"backend": "nfs", "server": nfsServer, "share": exportDir, "onDelete": "archive"},
 		}
 		if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)

@@ -29,9 +29,11 @@ import (
 const (
 	dirpvNamespace = "dirpv"
 	basePath       = "/var/lib/dirpv"
-	// exportDir serves as the NFS export: a directory every node shares (node2's /var/lib is
-	// its own), mounted into dirpv's pods wherever they run.
-	exportDir = "/srv/dirpv-e2e-export"
+	// nfsServer and exportDir: the export nfs-ganesha serves in the cluster (hack/nfs-server.sh).
+	// In mount mode dirpv is given the export's backing directory, which every node shares
+	// (node2's /var/lib is its own), mounted into its pods wherever they run.
+	nfsServer = "10.0.0.1"
+	exportDir = "/srv/dirpv-nfs/export"
 	busybox   = "dirpv.io/busybox:1"
 	leaseName = "dirpv.io-provisioner"
 	timeout   = 2 * time.Minute
@@ -330,13 +332,14 @@ func pvPath(pv *v1.PersistentVolume) string {
 	return pv.Spec.NFS.Path
 }
 
-// onExport maps an nfs PV's path to the export directory on this machine.
+// onExport is an nfs PV's directory on this machine: the server exports its directories
+// under their own paths.
 func onExport(t *testing.T, pv *v1.PersistentVolume) string {
 	t.Helper()
-	if pv.Spec.NFS == nil || pv.Spec.NFS.Server != "nfs.e2e.test" || !strings.HasPrefix(pv.Spec.NFS.Path, "/exports/") {
+	if pv.Spec.NFS == nil || pv.Spec.NFS.Server != nfsServer || !strings.HasPrefix(pv.Spec.NFS.Path, exportDir+"/") {
 		t.Fatalf("PV %s: nfs source %+v", pv.Name, pv.Spec.NFS)
 	}
-	return filepath.Join(exportDir, strings.TrimPrefix(pv.Spec.NFS.Path, "/exports/"))
+	return pv.Spec.NFS.Path
 }
 
 func exists(p string) bool {
