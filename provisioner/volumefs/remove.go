@@ -6,29 +6,26 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"runtime"
-	"strconv"
 	"syscall"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"dirpv.io/dirpv/provisioner/fsys"
 )
 
 // Removing a tenant's tree.
 //
 // A volume holds whatever its tenant made: symbolic and hard links to anything, directories
 // without permissions, trees deeper than the open-file limit, mount points. emptyDir removes
-// all of it with a few descriptors, in time linear in the size of the tree, and never changes
-// anything outside it:
-//   - every call is relative to a descriptor of a directory of the tree and names one
-//     component; nothing is resolved by path;
+// all of it with a few open directories, in time linear in the size of the tree, and never
+// changes anything outside it:
+//   - every call is relative to an open directory of the tree and names one component
+//     (fsys.Dir); nothing is resolved by path;
 //   - entries are unlinked without being opened or followed, so a link is only ever unlinked;
-//   - a directory is entered with openat(O_DIRECTORY|O_NOFOLLOW) and checked to be the entry
-//     that was looked at; permissions are only ever changed through such a descriptor, and a
-//     directory cannot be hard-linked, so it is always one of the tree's own;
+//   - a directory is entered without following a symbolic link and checked to be the entry
+//     that was looked at; permissions are only ever changed through such an open directory, and
+//     a directory cannot be hard-linked, so it is always one of the tree's own;
 //   - only the current directory is open: the walk goes back up through "..", checked against
-//     the device and inode recorded on the way down, and starts again from the top if a
-//     directory was moved meanwhile;
+//     the identity recorded on the way down, and starts again from the top if a directory was
+//     moved meanwhile;
 //   - a directory on another mount is not entered.
 
 // maxRestarts bounds how often a walk starts again because the tree changed under it.
@@ -37,30 +34,22 @@ const maxRestarts = 100
 // maxReported bounds the failures an error describes.
 const maxReported = 5
 
-var (
-	// errChanged: an entry is no longer what was looked at a moment ago.
-	errChanged = errors.New("changed while being removed")
-	// errMountPoint: another filesystem is mounted inside the tree; removal leaves it alone.
-	errMountPoint = errors.New("a mount point (another filesystem is mounted there); not entered")
-)
-
-type dirID struct{ dev, ino uint64 }
-
-func idOf(st *unix.Stat_t) dirID { return dirID{uint64(st.Dev), st.Ino} }
+// errMountPoint: another filesystem is mounted inside the tree; removal leaves it alone.
+var errMountPoint = errors.New("a mount point (another filesystem is mounted there); not entered")
 
 // level is one directory on the walk's current path.
 type level struct {
 	name    string // in the directory above; "" for the top
-	id      dirID
+	id      fsys.ID
 	pending []string // subdirectories still to empty and remove
 	kept    bool     // something in it could not be removed, so it stays
 }
 
 // walk empties one tree; see emptyDir.
 type walk struct {
-	top      int    // the caller's descriptor of the top directory, never closed here
-	topMount uint64 // mount ID of the top; 0 if the kernel does not tell
-	cur      int    // descriptor of the innermost level; top at depth 0
+	top      fsys.Dir // the caller's, never closed here
+	topMount uint64   // the top's mount; 0 if unknown
+	cur      fsys.Dir // the innermost level; top at depth 0
 	levels   []*level
 	restarts int
 	errs     []error // the first maxReported failures
@@ -71,14 +60,12 @@ type walk struct {
 // permission error it adds u+rwx to the directory concerned (dir included) and tries again,
 // for a non-root owner of the files. It goes on past an entry it cannot remove; the error
 // names the first ones that failed.
-func emptyDir(dir *os.File) error {
-	defer runtime.KeepAlive(dir)
-	fd := int(dir.Fd())
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+func emptyDir(dir fsys.Dir) error {
+	info, err := dir.Stat()
+	if err != nil {
 		return err
 	}
-	w := &walk{top: fd, cur: fd, topMount: mountID(fd), levels: []*level{{id: idOf(&st)}}}
+	w := &walk{top: dir, cur: dir, topMount: dir.Mount(), levels: []*level{{id: info.ID}}}
 	defer w.closeCur()
 	for {
 		w.scan()
@@ -127,7 +114,7 @@ func (w *walk) run() {
 // scan reads the current directory: it unlinks what is not a directory and queues the rest.
 func (w *walk) scan() {
 	l := w.levels[len(w.levels)-1]
-	err := eachName(w.cur, func(name string) { w.unlink(l, name) })
+	err := w.cur.EachName(func(name string) { w.unlink(l, name) })
 	if err != nil {
 		w.fail(l, "", err)
 	}
@@ -136,14 +123,14 @@ func (w *walk) scan() {
 // unlink removes the entry name of the current directory, or queues it if it is a directory.
 func (w *walk) unlink(l *level, name string) {
 	for attempt := 0; ; attempt++ {
-		err := unlinkat(w.cur, name, 0)
+		err := w.cur.Unlink(name)
 		switch {
-		case err == nil || err == unix.ENOENT:
+		case err == nil || errors.Is(err, syscall.ENOENT):
 			return
-		case err == unix.EISDIR:
+		case errors.Is(err, syscall.EISDIR):
 			l.pending = append(l.pending, name)
 			return
-		case (err == unix.EACCES || err == unix.EPERM) && attempt == 0 && makeWritable(w.cur):
+		case denied(err) && attempt == 0 && makeWritable(w.cur):
 			continue
 		}
 		w.fail(l, name, err)
@@ -154,32 +141,31 @@ func (w *walk) unlink(l *level, name string) {
 // enter opens the subdirectory name of the current directory and scans it.
 func (w *walk) enter(name string) {
 	l := w.levels[len(w.levels)-1]
-	var st unix.Stat_t
-	err := fstatat(w.cur, name, &st)
+	info, err := w.cur.Lstat(name)
 	switch {
-	case err == unix.ENOENT:
+	case errors.Is(err, syscall.ENOENT):
 		return
 	case err != nil:
 		w.fail(l, name, err)
 		return
-	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+	case !info.IsDir():
 		// Replaced since the scan: remove it as what it is now.
 		w.unlink(l, name)
 		return
 	}
-	fd, err := openDirAt(w.cur, name, &st)
+	sub, err := w.cur.OpenDir(name, info.ID)
 	if err != nil {
 		w.fail(l, name, err)
 		return
 	}
-	if m := mountID(fd); w.topMount != 0 && m != 0 && m != w.topMount {
-		unix.Close(fd)
+	if m := sub.Mount(); w.topMount != 0 && m != 0 && m != w.topMount {
+		sub.Close()
 		w.fail(l, name, errMountPoint)
 		return
 	}
 	w.closeCur()
-	w.cur = fd
-	w.levels = append(w.levels, &level{name: name, id: idOf(&st)})
+	w.cur = sub
+	w.levels = append(w.levels, &level{name: name, id: info.ID})
 	w.scan()
 }
 
@@ -191,16 +177,11 @@ func (w *walk) leave() bool {
 	raceHook("remove-leave", l.name)
 	parent := w.top
 	if len(w.levels) > 2 {
-		fd, err := openat(w.cur, "..", unix.O_RDONLY|unix.O_DIRECTORY)
+		dir, err := w.cur.OpenDir("..", up.id)
 		if err != nil {
 			return false
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil || idOf(&st) != up.id {
-			unix.Close(fd)
-			return false
-		}
-		parent = fd
+		parent = dir
 	}
 	w.closeCur()
 	w.cur = parent
@@ -210,13 +191,13 @@ func (w *walk) leave() bool {
 		return true
 	}
 	for attempt := 0; ; attempt++ {
-		err := unlinkat(w.cur, l.name, unix.AT_REMOVEDIR)
+		err := w.cur.Rmdir(l.name)
 		switch {
-		case err == nil || err == unix.ENOENT:
+		case err == nil || errors.Is(err, syscall.ENOENT):
 			return true
-		case (err == unix.EACCES || err == unix.EPERM) && attempt == 0 && makeWritable(w.cur):
+		case denied(err) && attempt == 0 && makeWritable(w.cur):
 			continue
-		case (err == unix.ENOTEMPTY || err == unix.EEXIST) && w.restarts < maxRestarts:
+		case (errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)) && w.restarts < maxRestarts:
 			// Something was written into it meanwhile: empty it again.
 			w.restarts++
 			up.pending = append(up.pending, l.name)
@@ -244,7 +225,7 @@ func (w *walk) restart() bool {
 
 func (w *walk) closeCur() {
 	if w.cur != w.top {
-		unix.Close(w.cur)
+		w.cur.Close()
 		w.cur = w.top
 	}
 }
@@ -264,7 +245,7 @@ func (w *walk) fail(l *level, name string, err error) {
 			break
 		}
 	}
-	w.errs = append(w.errs, &fs.PathError{Op: "remove", Path: path.Join(append(parts, name)...), Err: err})
+	w.errs = append(w.errs, &fs.PathError{Op: "remove", Path: path.Join(append(parts, name)...), Err: cause(err)})
 }
 
 func (w *walk) err() error {
@@ -290,121 +271,37 @@ func (e entriesError) Error() string {
 
 func (e entriesError) Unwrap() []error { return e.errs }
 
-// openDirAt opens the subdirectory name of dirfd, which fstatat saw as want, for reading,
-// without following a symbolic link. Without read or search permission on it (a non-root
-// owner), it first adds u+rwx through a descriptor of the directory itself.
-func openDirAt(dirfd int, name string, want *unix.Stat_t) (int, error) {
-	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW
-	fd, err := openat(dirfd, name, flags)
-	if err == unix.EACCES {
-		if err := chmodDirAt(dirfd, name, want, 0o700); err != nil {
-			return -1, err
-		}
-		fd, err = openat(dirfd, name, flags)
-	}
-	if err != nil {
-		return -1, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	if idOf(&st) != idOf(want) {
-		unix.Close(fd)
-		return -1, errChanged
-	}
-	return fd, nil
-}
-
-// chmodDirAt adds the permission bits add to the subdirectory name of dirfd, which must still
-// be the directory fstatat saw as want. It works through an O_PATH descriptor, which needs no
-// permission on the directory and cannot be anything but that directory.
-func chmodDirAt(dirfd int, name string, want *unix.Stat_t, add uint32) error {
-	fd, err := openat(dirfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return err
-	}
-	if idOf(&st) != idOf(want) {
-		return errChanged
-	}
-	return chmodPathFD(fd, st.Mode&0o7777|add)
-}
-
-// chmodPathFD changes the mode of the file an O_PATH descriptor refers to (fchmod refuses
-// such descriptors): fchmodat2 with AT_EMPTY_PATH (Linux 6.6), else the descriptor's
-// /proc/self/fd link, which names that very file.
-func chmodPathFD(fd int, mode uint32) error {
-	empty, _ := unix.BytePtrFromString("")
-	for {
-		_, _, e := unix.Syscall6(unix.SYS_FCHMODAT2, uintptr(fd), uintptr(unsafe.Pointer(empty)), uintptr(mode), unix.AT_EMPTY_PATH, 0, 0)
-		switch e {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
-		case unix.ENOSYS, unix.EINVAL, unix.EOPNOTSUPP:
-			return unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), mode)
-		}
-		return e
-	}
-}
-
-// makeWritable adds u+rwx to the directory open as fd if it lacks any of them, and reports
-// whether it did.
-func makeWritable(fd int) bool {
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Mode&0o700 == 0o700 {
+// makeWritable adds u+rwx to the directory dir if it lacks any of them, and reports whether it
+// did.
+func makeWritable(dir fsys.Dir) bool {
+	info, err := dir.Stat()
+	if err != nil || info.Mode&0o700 == 0o700 {
 		return false
 	}
-	return unix.Fchmod(fd, st.Mode&0o7777|0o700) == nil
+	return dir.Chmod(info.Mode|0o700) == nil
 }
 
-// mountID is the ID of the mount fd lies on, or 0 if the kernel does not say.
-func mountID(fd int) uint64 {
-	var stx unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID, &stx); err != nil ||
-		stx.Mask&unix.STATX_MNT_ID == 0 {
-		return 0
+// denied reports a permission error.
+func denied(err error) bool { return errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) }
+
+// cause is what went wrong with an entry, for a message that names the entry by its path
+// inside the volume: the system error without the path it was reported with.
+func cause(err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Err
+	case errors.As(err, &le):
+		return le.Err
 	}
-	return stx.Mnt_id
+	return err
 }
 
-// eachName calls f with the name of every entry of the directory open as fd, from the start,
-// reading a batch at a time (f may remove entries).
-func eachName(fd int, f func(string)) error {
-	if _, err := unix.Seek(fd, 0, 0); err != nil {
-		return err
-	}
-	buf := make([]byte, 16<<10)
+// dirNames returns up to max names of the directory dir (max < 0: all of them).
+func dirNames(dir fsys.Dir, max int) ([]string, error) {
 	var names []string
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n <= 0 {
-			return nil
-		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names[:0])
-		for _, name := range names {
-			f(name)
-		}
-	}
-}
-
-// dirNames returns up to max names of the directory open as fd (max < 0: all of them).
-func dirNames(fd int, max int) ([]string, error) {
-	var names []string
-	err := eachName(fd, func(name string) {
+	err := dir.EachName(func(name string) {
 		if max < 0 || len(names) < max {
 			names = append(names, name)
 		}
@@ -412,37 +309,15 @@ func dirNames(fd int, max int) ([]string, error) {
 	return names, err
 }
 
-func openat(dirfd int, name string, flags int) (int, error) {
-	for {
-		fd, err := unix.Openat(dirfd, name, flags|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			return fd, err
-		}
-	}
-}
-
-func unlinkat(dirfd int, name string, flags int) error {
-	for {
-		if err := unix.Unlinkat(dirfd, name, flags); err != unix.EINTR {
-			return err
-		}
-	}
-}
-
-func fstatat(dirfd int, name string, st *unix.Stat_t) error {
-	for {
-		if err := unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW); err != unix.EINTR {
-			return err
-		}
-	}
-}
-
 // openVolume opens the volume directory at path (relative to root) and the directory that
 // holds it. The volume is opened as an entry of that directory, never through a symbolic
 // link. A missing volume gives an fs.ErrNotExist error; anything but a directory, ErrNotOwner.
-func openVolume(root *os.Root, p string) (parent, vol *os.File, err error) {
-	parent, err = root.OpenFile(dirOf(p), os.O_RDONLY|syscall.O_DIRECTORY, 0)
+func openVolume(root *os.Root, p string) (parent, vol fsys.Dir, err error) {
+	f, err := root.OpenFile(path.Dir(p), os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
+		return nil, nil, err
+	}
+	if parent, err = fsys.NewLocal(f); err != nil {
 		return nil, nil, err
 	}
 	defer func() {
@@ -450,19 +325,19 @@ func openVolume(root *os.Root, p string) (parent, vol *os.File, err error) {
 			parent.Close()
 		}
 	}()
-	pfd, base := int(parent.Fd()), path.Base(p)
-	var st unix.Stat_t
-	if err := fstatat(pfd, base, &st); err != nil {
-		return nil, nil, &fs.PathError{Op: "lstat", Path: p, Err: err}
+	base := path.Base(p)
+	info, err := parent.Lstat(base)
+	if err != nil {
+		return nil, nil, &fs.PathError{Op: "lstat", Path: p, Err: cause(err)}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+	if !info.IsDir() {
 		return nil, nil, fmt.Errorf("volume %q is not a directory: %w", p, ErrNotOwner)
 	}
-	fd, err := openDirAt(pfd, base, &st)
+	vol, err = parent.OpenDir(base, info.ID)
 	if err != nil {
-		return nil, nil, &fs.PathError{Op: "open", Path: p, Err: err}
+		return nil, nil, &fs.PathError{Op: "open", Path: p, Err: cause(err)}
 	}
-	return parent, os.NewFile(uintptr(fd), p), nil
+	return parent, vol, nil
 }
 
 // removeVolume removes the volume directory at path with everything in it. Already gone: nil.
@@ -479,10 +354,8 @@ func removeVolume(root *os.Root, p string) error {
 	if err := emptyDir(vol); err != nil {
 		return err
 	}
-	if err := unlinkat(int(parent.Fd()), path.Base(p), unix.AT_REMOVEDIR); err != nil && err != unix.ENOENT {
-		return &fs.PathError{Op: "rmdir", Path: p, Err: err}
+	if err := parent.Rmdir(path.Base(p)); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return &fs.PathError{Op: "rmdir", Path: p, Err: cause(err)}
 	}
 	return nil
 }
-
-func dirOf(p string) string { return path.Dir(p) }

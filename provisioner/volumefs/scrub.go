@@ -7,7 +7,18 @@ import (
 	"os"
 	"slices"
 	"syscall"
+
+	"dirpv.io/dirpv/provisioner/fsys"
 )
+
+// idOf is the identity of a file os.Root described.
+func idOf(fi fs.FileInfo) fsys.ID {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fsys.ID{}
+	}
+	return fsys.ID{Dev: uint64(st.Dev), Ino: st.Ino}
+}
 
 // Scrub removes every entry inside the volume directory path, keeping the directory itself (mode,
 // owner) and its marker, and records claimUID in the marker's Recycled field. claimUID is the
@@ -77,7 +88,7 @@ func Scrub(root *os.Root, path string, o Owner, claimUID string) (bool, error) {
 	}
 	defer parent.Close()
 	defer vol.Close()
-	if vfi, err := vol.Stat(); err != nil || !os.SameFile(fi, vfi) {
+	if info, err := vol.Stat(); err != nil || info.ID != idOf(fi) {
 		return false, fmt.Errorf("scrub volume %q: directory was replaced while in use", path)
 	}
 
@@ -109,11 +120,11 @@ const dirModeBits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 // scrubDir empties the volume directory open as vol, whose mode was mode: nothing outside it
 // can be reached (see emptyDir). Its mode is restored if the permission fallback changed it,
 // and its emptiness is made durable before the caller records the scrub in the marker.
-func scrubDir(vol *os.File, mode fs.FileMode) error {
+func scrubDir(vol fsys.Dir, mode fs.FileMode) error {
 	err := emptyDir(vol)
 	if err == nil {
 		var left []string
-		left, err = dirNames(int(vol.Fd()), -1)
+		left, err = dirNames(vol, -1)
 		if err == nil && len(left) > 0 {
 			// Written while we removed, presumably: a retry will try again.
 			slices.Sort(left)
@@ -126,7 +137,7 @@ func scrubDir(vol *os.File, mode fs.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if err := vol.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+	if err := vol.Sync(); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
@@ -134,8 +145,8 @@ func scrubDir(vol *os.File, mode fs.FileMode) error {
 
 // checkEmpty returns an ErrWrittenSince error naming an entry if the directory open as dir
 // has any.
-func checkEmpty(dir *os.File) error {
-	names, err := dirNames(int(dir.Fd()), -1)
+func checkEmpty(dir fsys.Dir) error {
+	names, err := dirNames(dir, -1)
 	if err != nil {
 		return err
 	}
@@ -147,21 +158,21 @@ func checkEmpty(dir *os.File) error {
 }
 
 // restoreMode sets the mode of dir back to mode if it differs.
-func restoreMode(dir *os.File, mode fs.FileMode) error {
-	fi, err := dir.Stat()
+func restoreMode(dir fsys.Dir, mode fs.FileMode) error {
+	info, err := dir.Stat()
 	if err != nil {
 		return err
 	}
-	if fi.Mode()&dirModeBits == mode {
+	if info.Mode == mode {
 		return nil
 	}
 	if err := dir.Chmod(mode); err != nil {
 		return fmt.Errorf("restore mode %v: %w", mode, err)
 	}
-	if fi, err = dir.Stat(); err != nil {
+	if info, err = dir.Stat(); err != nil {
 		return err
 	}
-	if got := fi.Mode() & dirModeBits; got != mode {
+	if got := info.Mode; got != mode {
 		return fmt.Errorf("mode is %v after restoring %v", got, mode)
 	}
 	return nil
