@@ -658,11 +658,11 @@ func TestDeadline(t *testing.T) {
 	}
 	before := dials.Load()
 
-	srv.signalGanesha(t, syscall.SIGSTOP)
+	srv.stopGanesha(t)
 	resumed := false
 	resume := func() {
 		if !resumed {
-			srv.signalGanesha(t, syscall.SIGCONT)
+			srv.continueGanesha(t)
 			resumed = true
 		}
 	}

@@ -206,11 +206,48 @@ func (s *testServer) pid(t *testing.T, name string) int {
 	return pid
 }
 
-// signalGanesha sends sig (e.g. SIGSTOP) to ganesha.
-func (s *testServer) signalGanesha(t *testing.T, sig syscall.Signal) {
+// stopGanesha SIGSTOPs ganesha and waits until every one of its threads has
+// stopped: kill returns before that, and a thread busy in a syscall (on a
+// loaded machine) would otherwise still answer a request sent just after.
+func (s *testServer) stopGanesha(t *testing.T) {
 	t.Helper()
-	if err := syscall.Kill(s.pid(t, "ganesha"), sig); err != nil {
-		t.Fatalf("signalling ganesha: %v", err)
+	pid := s.pid(t, "ganesha")
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("stopping ganesha: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !allThreadsStopped(t, pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("ganesha's threads did not all stop within 30s of SIGSTOP")
+		}
+		time.Sleep(10 * time.Millisecond) // polling /proc; there is nothing to wait on
+	}
+}
+
+func allThreadsStopped(t *testing.T, pid int) bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("ganesha's threads: %v", err)
+	}
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return false // a thread exiting; look again
+		}
+		// "pid (comm) S ...": the state follows the last ')'.
+		rest := b[bytes.LastIndexByte(b, ')')+1:]
+		if st := strings.Fields(string(rest)); len(st) == 0 || (st[0] != "T" && st[0] != "t") {
+			return false
+		}
+	}
+	return true
+}
+
+// continueGanesha resumes a stopped ganesha.
+func (s *testServer) continueGanesha(t *testing.T) {
+	t.Helper()
+	if err := syscall.Kill(s.pid(t, "ganesha"), syscall.SIGCONT); err != nil {
+		t.Fatalf("continuing ganesha: %v", err)
 	}
 }
 
