@@ -20,7 +20,7 @@
 // is global, malformed replies panic, a reconnect can close reply channels
 // twice, AUTH_UNIX holds one auxiliary gid, and Target caches lookups by path
 // (unsafe here, see above) and has no LINK. So this package sends the NFS
-// procedures itself over its own transport (rpc.go, ~250 lines); the
+// procedures itself over its own transport (rpc.go, ~300 lines); the
 // procedures' argument and result layouts the library lacks (LINK,
 // createhow3's arms, READ/WRITE/COMMIT results) are small structs coded with
 // the same XDR codec.
