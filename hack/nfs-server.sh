@@ -135,6 +135,7 @@ EXPORT {
     Anonymous_Uid = 65534;
     Anonymous_Gid = 65534;
     PrivilegedPort = false;     # allow client source ports above 1023 (non-root clients)
+    Attr_Expiration_Time = 0;   # the directories also change behind the server's back (mount-mode dirpv, tests)
     FSAL { Name = VFS; }
 }
 EOF

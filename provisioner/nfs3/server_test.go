@@ -1,16 +1,13 @@
 package nfs3
 
-// A real NFS server for the tests: nfs-ganesha (VFS FSAL) and rpcbind in a
-// scratch network namespace, modelled on shared/reference/nfs-vm. This file
-// is the only one that knows how the server is started, so it can later call
-// hack/nfs-server.sh (up STATE_DIR NETNS EXPORT..., down STATE_DIR) instead.
+// A real NFS server for the tests: nfs-ganesha (VFS FSAL) and rpcbind in a scratch network
+// namespace, started by hack/nfs-server.sh as the local cluster's is.
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -41,25 +38,18 @@ type testServer struct {
 	exports  []testExport
 }
 
-const ganeshaInstallHint = "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common"
-
-// startServer starts ganesha serving exports and stops it (and removes the
-// namespace) when the test ends. It fails, never skips, when the server
-// cannot run here.
+// startServer starts ganesha serving exports with hack/nfs-server.sh in a network namespace
+// of its own, and stops it (and removes the namespace) when the test ends. It fails, never
+// skips, when the server cannot run here: `make tools` installs it.
 func startServer(t *testing.T, exports ...testExport) *testServer {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("these tests start nfs-ganesha in a network namespace and must run as root")
 	}
-	for _, bin := range []string{"ganesha.nfsd", "rpcbind", "ip"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not found (%v): install the NFS server packages: %s", bin, err, ganeshaInstallHint)
-		}
+	script, err := filepath.Abs("../../hack/nfs-server.sh")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if m, _ := filepath.Glob("/usr/lib/*/ganesha/libfsalvfs.so"); len(m) == 0 {
-		t.Fatalf("ganesha's VFS FSAL (libfsalvfs.so) not found: %s", ganeshaInstallHint)
-	}
-
 	rnd := make([]byte, 4)
 	rand.Read(rnd)
 	s := &testServer{
@@ -67,13 +57,6 @@ func startServer(t *testing.T, exports ...testExport) *testServer {
 		stateDir: t.TempDir(),
 		exports:  exports,
 	}
-	if err := os.MkdirAll(filepath.Join(s.stateDir, "recovery"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(s.stateDir, "ganesha.conf"), []byte(ganeshaConf(s.stateDir, exports)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
 	if out, err := exec.Command("ip", "netns", "add", s.netns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", s.netns, err, out)
 	}
@@ -82,113 +65,41 @@ func startServer(t *testing.T, exports ...testExport) *testServer {
 			t.Errorf("ip netns del %s: %v: %s", s.netns, err, out)
 		}
 	})
-	if out, err := exec.Command("ip", "-n", s.netns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up in %s: %v: %s", s.netns, err, out)
+	args := []string{"up", s.stateDir, s.netns}
+	for _, e := range exports {
+		if e.Squash {
+			args = append(args, e.Dir+":squash")
+		} else {
+			args = append(args, e.Dir)
+		}
 	}
-
-	// One shell holds both daemons so they share a private /run (rpcbind's
-	// socket is a file, not namespaced by the netns; "ip netns exec" gives
-	// the shell a mount namespace of its own). rpcbind must be up before
-	// ganesha, which exits if it cannot register v3.
-	const script = `set -e
-mount -t tmpfs -o mode=755 tmpfs /run
-mkdir -p /run/rpcbind /run/ganesha
-rpcbind -f & echo $! > "$1/rpcbind.pid"
-i=0; while [ ! -S /run/rpcbind.sock ]; do
-  i=$((i+1)); [ $i -le 600 ] || { echo "rpcbind did not create its socket" >&2; exit 1; }; sleep 0.1
-done
-ganesha.nfsd -F -f "$1/ganesha.conf" -L "$1/ganesha.log" -p /run/ganesha/ganesha.pid -N NIV_EVENT &
-echo $! > "$1/ganesha.pid"
-wait`
-	logf, err := os.Create(filepath.Join(s.stateDir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() {
+		if out, err := exec.Command(script, "down", s.stateDir).CombinedOutput(); err != nil {
+			t.Errorf("%s down: %v: %s", script, err, out)
+		}
+	})
+	if out, err := exec.Command(script, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", script, strings.Join(args, " "), err, out)
 	}
-	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", s.netns, "sh", "-c", script, "sh", s.stateDir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting the NFS server: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { s.stop(t, cmd, exited) })
-
-	s.waitReady(t, exited)
+	s.waitReady(t)
 	return s
 }
 
-func ganeshaConf(stateDir string, exports []testExport) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `NFS_CORE_PARAM {
-    Protocols = 3, 4;
-    NFS_Port = 2049;
-    MNT_Port = 20048;
-    Enable_NLM = false;     # no rpc.statd
-    Enable_RQUOTA = false;
-    Mount_Path_Pseudo = true;
-}
-NFSv4 {
-    Graceless = true;
-    Only_Numeric_Owners = true;
-    RecoveryBackend = fs;
-    RecoveryRoot = "%s/recovery";
-}
-NFS_KRB5 { Active_krb5 = false; }
-LOG { Default_Log_Level = EVENT; }
-`, stateDir)
-	for i, e := range exports {
-		squash := "No_Root_Squash"
-		if e.Squash {
-			squash = "Root_Squash"
-		}
-		fmt.Fprintf(&b, `EXPORT {
-    Export_Id = %d;
-    Path = "%s";
-    Pseudo = "%s";
-    Protocols = 3, 4;
-    Transports = TCP;
-    Access_Type = RW;          # the default is None
-    Squash = %s;
-    SecType = sys;
-    PrivilegedPort = false;    # the client binds no reserved port
-    Attr_Expiration_Time = 0;  # the tests change the directory behind ganesha's back
-    FSAL { Name = VFS; }
-}
-`, i+1, e.Dir, e.Dir, squash)
-	}
-	return b.String()
-}
-
-// waitReady polls until every export can be mounted.
-func (s *testServer) waitReady(t *testing.T, exited <-chan struct{}) {
+// waitReady checks that every export can be mounted: hack/nfs-server.sh returns once the
+// server answers.
+func (s *testServer) waitReady(t *testing.T) {
 	t.Helper()
 	c, err := New(s.config())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	deadline := time.Now().Add(90 * time.Second)
 	for _, e := range s.exports {
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_, _, err := c.Mount(ctx, e.Dir)
-			cancel()
-			if err == nil {
-				break
-			}
-			select {
-			case <-exited:
-				t.Fatalf("NFS server exited during startup (last error: %v)\n%s", err, s.logs())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("NFS server not ready after 90s: %v\n%s", err, s.logs())
-			}
-			select {
-			case <-time.After(100 * time.Millisecond):
-			case <-exited:
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, _, err := c.Mount(ctx, e.Dir)
+		cancel()
+		if err != nil {
+			t.Fatalf("mounting %s: %v\n%s", e.Dir, err, s.logs())
 		}
 	}
 }
@@ -248,38 +159,6 @@ func (s *testServer) continueGanesha(t *testing.T) {
 	t.Helper()
 	if err := syscall.Kill(s.pid(t, "ganesha"), syscall.SIGCONT); err != nil {
 		t.Fatalf("continuing ganesha: %v", err)
-	}
-}
-
-// stop kills both daemons by PID (SIGKILL: the state is scratch, and a
-// stopped ganesha would not act on SIGTERM) and waits for the shell, which
-// reaps them.
-func (s *testServer) stop(t *testing.T, cmd *exec.Cmd, exited <-chan struct{}) {
-	var pids []int
-	for _, name := range []string{"ganesha", "rpcbind"} {
-		b, err := os.ReadFile(filepath.Join(s.stateDir, name+".pid"))
-		if err != nil {
-			continue // not started
-		}
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			pids = append(pids, pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	select {
-	case <-exited:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-exited
-		t.Errorf("NFS server shell did not exit after its daemons were killed")
-	}
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("NFS server process %d still exists after stop", pid)
-		}
-	}
-	if t.Failed() {
-		t.Logf("NFS server logs:\n%s", s.logs())
 	}
 }
 
