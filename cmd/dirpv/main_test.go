@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/volumefs"
 )
 
@@ -74,9 +75,9 @@ func TestHelperCommand(t *testing.T) {
 	}
 }
 
-func mustRoot(t *testing.T, dir string) *os.Root {
+func mustRoot(t *testing.T, dir string) fsys.Dir {
 	t.Helper()
-	r, err := os.OpenRoot(dir)
+	r, err := fsys.OpenLocal(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"dirpv.io/dirpv/provisioner/fsys"
 )
 
 // archiveNow is 02:04:05 UTC; the zone checks that names use UTC.
@@ -21,7 +23,10 @@ func archiveModes(t *testing.T, f func(t *testing.T)) {
 	t.Run("renameat2", f)
 	t.Run("fallback", func(t *testing.T) {
 		calls := 0
-		setHook(t, &renameat2NoReplace, func(*os.File, string, string) error {
+		setHook(t, &renameFile, func(d fsys.Dir, oldname, newname string, noReplace bool) error {
+			if !noReplace {
+				return d.Rename(oldname, newname, false)
+			}
 			calls++
 			return syscall.EINVAL
 		})
@@ -90,11 +95,11 @@ func TestArchiveNameTaken(t *testing.T) {
 	archiveModes(t, func(t *testing.T) {
 		for _, tc := range []struct {
 			name  string
-			taken func(t *testing.T, r *os.Root, dir string) // occupy "archived-v-<stamp>"
+			taken func(t *testing.T, r fsys.Dir, dir string) // occupy "archived-v-<stamp>"
 			check func(t *testing.T, dir string)             // the occupant is untouched
 		}{{
 			name: "earlier archive",
-			taken: func(t *testing.T, r *os.Root, dir string) {
+			taken: func(t *testing.T, r fsys.Dir, dir string) {
 				mustCreate(t, r, "v", "pv-old")
 				writeFile(t, dir+"/v/data", "old", 0o644)
 				if got, err := Archive(r, "v", own("pv-old"), archiveNow); err != nil || got != "archived-v-"+archiveStamp {
@@ -110,7 +115,7 @@ func TestArchiveNameTaken(t *testing.T) {
 		}, {
 			// The case plain rename(2) would silently replace.
 			name: "empty directory",
-			taken: func(t *testing.T, r *os.Root, dir string) {
+			taken: func(t *testing.T, r fsys.Dir, dir string) {
 				os.Mkdir(dir+"/archived-v-"+archiveStamp, 0o700)
 			},
 			check: func(t *testing.T, dir string) {
@@ -122,7 +127,7 @@ func TestArchiveNameTaken(t *testing.T) {
 			},
 		}, {
 			name: "file",
-			taken: func(t *testing.T, r *os.Root, dir string) {
+			taken: func(t *testing.T, r fsys.Dir, dir string) {
 				writeFile(t, dir+"/archived-v-"+archiveStamp, "file", 0o644)
 			},
 			check: func(t *testing.T, dir string) {
@@ -131,7 +136,7 @@ func TestArchiveNameTaken(t *testing.T) {
 			},
 		}, {
 			name: "symlink",
-			taken: func(t *testing.T, r *os.Root, dir string) {
+			taken: func(t *testing.T, r fsys.Dir, dir string) {
 				symlink(t, "elsewhere", dir+"/archived-v-"+archiveStamp)
 			},
 			check: func(t *testing.T, dir string) {
@@ -142,7 +147,7 @@ func TestArchiveNameTaken(t *testing.T) {
 			},
 		}, {
 			name: "marker only",
-			taken: func(t *testing.T, r *os.Root, dir string) {
+			taken: func(t *testing.T, r fsys.Dir, dir string) {
 				writeFile(t, dir+"/.archived-v-"+archiveStamp+".dirpv", `{"pv":"reserved"}`, 0o600)
 			},
 			check: func(t *testing.T, dir string) {
@@ -187,12 +192,12 @@ func TestArchiveNameTaken(t *testing.T) {
 func TestArchiveRefusesOrSkips(t *testing.T) {
 	cases := append([]refusal{{
 		name:  "gone",
-		setup: func(t *testing.T, r *os.Root, dir string) {},
+		setup: func(t *testing.T, r fsys.Dir, dir string) {},
 		path:  "v",
 		check: func(t *testing.T, dir string) { assertNames(t, dir) },
 	}, {
 		name:  "only our marker left",
-		setup: func(t *testing.T, r *os.Root, dir string) { writeFile(t, dir+"/.v.dirpv", `{"pv":"pv"}`, 0o600) },
+		setup: func(t *testing.T, r fsys.Dir, dir string) { writeFile(t, dir+"/.v.dirpv", `{"pv":"pv"}`, 0o600) },
 		path:  "v",
 		check: func(t *testing.T, dir string) { assertNames(t, dir) },
 	}}, notOurs()...)

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/pathname"
 )
 
@@ -251,13 +252,13 @@ func TestCreateRetryAfterCrash(t *testing.T) {
 func TestCreateConflicts(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		setup   func(t *testing.T, r *os.Root, dir, outside string)
+		setup   func(t *testing.T, r fsys.Dir, dir, outside string)
 		path    string
 		wantErr error // nil: any error
 		check   func(t *testing.T, dir, outside string)
 	}{{
 		name: "other PV",
-		setup: func(t *testing.T, r *os.Root, dir, _ string) {
+		setup: func(t *testing.T, r fsys.Dir, dir, _ string) {
 			mustCreate(t, r, "v", "pv-other")
 			writeFile(t, dir+"/v/data", "x", 0o644)
 		},
@@ -274,7 +275,7 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name: "existing directory without marker",
-		setup: func(t *testing.T, r *os.Root, dir, _ string) {
+		setup: func(t *testing.T, r fsys.Dir, dir, _ string) {
 			writeFile(t, dir+"/v/data", "x", 0o644)
 			os.Chmod(dir+"/v", 0o705)
 		},
@@ -290,7 +291,7 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name:    "existing file",
-		setup:   func(t *testing.T, r *os.Root, dir, _ string) { writeFile(t, dir+"/v", "file", 0o640) },
+		setup:   func(t *testing.T, r fsys.Dir, dir, _ string) { writeFile(t, dir+"/v", "file", 0o640) },
 		path:    "v",
 		wantErr: ErrNotOwner,
 		check: func(t *testing.T, dir, _ string) {
@@ -299,7 +300,7 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name:    "nested in a volume",
-		setup:   func(t *testing.T, r *os.Root, dir, _ string) { mustCreate(t, r, "a", "pv-a") },
+		setup:   func(t *testing.T, r fsys.Dir, dir, _ string) { mustCreate(t, r, "a", "pv-a") },
 		path:    "a/b",
 		wantErr: ErrNested,
 		check: func(t *testing.T, dir, _ string) {
@@ -307,13 +308,13 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name:    "deeply nested in a volume",
-		setup:   func(t *testing.T, r *os.Root, dir, _ string) { mustCreate(t, r, "t/a", "pv-a") },
+		setup:   func(t *testing.T, r fsys.Dir, dir, _ string) { mustCreate(t, r, "t/a", "pv-a") },
 		path:    "t/a/x/y/z",
 		wantErr: ErrNested,
 		check:   func(t *testing.T, dir, _ string) { assertNames(t, dir+"/t/a") },
 	}, {
 		name: "nested under a tenant-made directory",
-		setup: func(t *testing.T, r *os.Root, dir, _ string) {
+		setup: func(t *testing.T, r fsys.Dir, dir, _ string) {
 			mustCreate(t, r, "a", "pv-a")
 			writeFile(t, dir+"/a/x/.y.dirpv", `{"pv":"pv-new"}`, 0o600) // forged by the tenant
 		},
@@ -322,7 +323,7 @@ func TestCreateConflicts(t *testing.T) {
 		check:   func(t *testing.T, dir, _ string) { assertNames(t, dir+"/a/x", ".y.dirpv") },
 	}, {
 		name:    "parent of a volume",
-		setup:   func(t *testing.T, r *os.Root, dir, _ string) { mustCreate(t, r, "a/b", "pv-b") },
+		setup:   func(t *testing.T, r fsys.Dir, dir, _ string) { mustCreate(t, r, "a/b", "pv-b") },
 		path:    "a",
 		wantErr: ErrNotOwner,
 		check: func(t *testing.T, dir, _ string) {
@@ -331,7 +332,7 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name: "symlink to a directory outside the root",
-		setup: func(t *testing.T, r *os.Root, dir, outside string) {
+		setup: func(t *testing.T, r fsys.Dir, dir, outside string) {
 			os.Chmod(outside, 0o711)
 			symlink(t, outside, dir+"/v")
 		},
@@ -346,7 +347,7 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name: "relative symlink escaping the root",
-		setup: func(t *testing.T, r *os.Root, dir, outside string) {
+		setup: func(t *testing.T, r fsys.Dir, dir, outside string) {
 			os.Chmod(outside, 0o711)
 			symlink(t, "../"+filepath.Base(outside), dir+"/v")
 		},
@@ -360,7 +361,7 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name: "symlink to a sibling directory",
-		setup: func(t *testing.T, r *os.Root, dir, _ string) {
+		setup: func(t *testing.T, r fsys.Dir, dir, _ string) {
 			os.Mkdir(dir+"/sib", 0o711)
 			symlink(t, "sib", dir+"/v")
 		},
@@ -375,7 +376,7 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name: "symlink to a sibling volume",
-		setup: func(t *testing.T, r *os.Root, dir, _ string) {
+		setup: func(t *testing.T, r fsys.Dir, dir, _ string) {
 			o := opts("w", "pv-w")
 			o.Mode = 0o700
 			if err := Create(r, o); err != nil {
@@ -393,13 +394,13 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name:    "dangling symlink",
-		setup:   func(t *testing.T, r *os.Root, dir, _ string) { symlink(t, "later", dir+"/v") },
+		setup:   func(t *testing.T, r fsys.Dir, dir, _ string) { symlink(t, "later", dir+"/v") },
 		path:    "v",
 		wantErr: ErrNotOwner,
 		check:   func(t *testing.T, dir, _ string) { assertNames(t, dir, "v") },
 	}, {
 		name:  "parent symlink to outside the root",
-		setup: func(t *testing.T, r *os.Root, dir, outside string) { symlink(t, outside, dir+"/ln") },
+		setup: func(t *testing.T, r fsys.Dir, dir, outside string) { symlink(t, outside, dir+"/ln") },
 		path:  "ln/v",
 		check: func(t *testing.T, dir, outside string) {
 			assertNames(t, outside)
@@ -407,12 +408,12 @@ func TestCreateConflicts(t *testing.T) {
 		},
 	}, {
 		name:  "parent symlink to a missing directory outside the root",
-		setup: func(t *testing.T, r *os.Root, dir, outside string) { symlink(t, outside+"/new", dir+"/ln") },
+		setup: func(t *testing.T, r fsys.Dir, dir, outside string) { symlink(t, outside+"/new", dir+"/ln") },
 		path:  "ln/v",
 		check: func(t *testing.T, dir, outside string) { assertNames(t, outside) },
 	}, {
 		name: "deeper parent symlink to outside the root",
-		setup: func(t *testing.T, r *os.Root, dir, outside string) {
+		setup: func(t *testing.T, r fsys.Dir, dir, outside string) {
 			os.Mkdir(dir+"/team", 0o755)
 			symlink(t, "../../"+filepath.Base(outside), dir+"/team/ln")
 		},
@@ -420,7 +421,7 @@ func TestCreateConflicts(t *testing.T) {
 		check: func(t *testing.T, dir, outside string) { assertNames(t, outside) },
 	}, {
 		name: "parent symlink inside the root",
-		setup: func(t *testing.T, r *os.Root, dir, _ string) {
+		setup: func(t *testing.T, r fsys.Dir, dir, _ string) {
 			os.Mkdir(dir+"/sib", 0o755)
 			symlink(t, "sib", dir+"/ln")
 		},
@@ -428,7 +429,7 @@ func TestCreateConflicts(t *testing.T) {
 		check: func(t *testing.T, dir, _ string) { assertNames(t, dir+"/sib") },
 	}, {
 		name:  "parent is a file",
-		setup: func(t *testing.T, r *os.Root, dir, _ string) { writeFile(t, dir+"/f", "x", 0o644) },
+		setup: func(t *testing.T, r fsys.Dir, dir, _ string) { writeFile(t, dir+"/f", "x", 0o644) },
 		path:  "f/v",
 		check: func(t *testing.T, dir, _ string) { assertFile(t, dir+"/f", "x") },
 	}} {
@@ -463,7 +464,7 @@ func TestCreateConcurrent(t *testing.T) {
 			t.Run(fmt.Sprintf("inprocesslock=%v/hardlinks=%v", serial, link), func(t *testing.T) {
 				setHook(t, &serializeInProcess, serial)
 				if !link {
-					setHook(t, &linkFile, func(*os.Root, string, string) error {
+					setHook(t, &linkFile, func(fsys.Dir, string, string) error {
 						return &os.LinkError{Op: "link", Err: syscall.EPERM}
 					})
 				}
@@ -631,7 +632,7 @@ func TestCreateWaitsForCreator(t *testing.T) {
 }
 
 func TestCreateWithoutHardLinks(t *testing.T) {
-	setHook(t, &linkFile, func(*os.Root, string, string) error {
+	setHook(t, &linkFile, func(fsys.Dir, string, string) error {
 		return &os.LinkError{Op: "link", Err: syscall.EPERM}
 	})
 	r, dir, _ := testRoot(t)

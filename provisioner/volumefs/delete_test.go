@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"dirpv.io/dirpv/provisioner/fsys"
 )
 
 // deleteEnv holds what a Delete fixture may point at: a sibling volume "w", the directory
 // holding the root, and an unrelated directory outside the root.
 type deleteEnv struct {
-	r                  *os.Root
+	r                  fsys.Dir
 	dir, outer, elsewh string
 }
 
@@ -154,27 +156,27 @@ func TestDelete(t *testing.T) {
 func TestDeleteRefusesOrSkips(t *testing.T) {
 	cases := append([]refusal{{
 		name:  "never existed",
-		setup: func(t *testing.T, r *os.Root, dir string) {},
+		setup: func(t *testing.T, r fsys.Dir, dir string) {},
 		path:  "v",
 		check: func(t *testing.T, dir string) { assertNames(t, dir) },
 	}, {
 		name:  "parent missing",
-		setup: func(t *testing.T, r *os.Root, dir string) {},
+		setup: func(t *testing.T, r fsys.Dir, dir string) {},
 		path:  "no/such/v",
 		check: func(t *testing.T, dir string) { assertNames(t, dir) },
 	}, {
 		name:  "parent is a file",
-		setup: func(t *testing.T, r *os.Root, dir string) { writeFile(t, dir+"/f", "x", 0o644) },
+		setup: func(t *testing.T, r fsys.Dir, dir string) { writeFile(t, dir+"/f", "x", 0o644) },
 		path:  "f/v",
 		check: func(t *testing.T, dir string) { assertFile(t, dir+"/f", "x") },
 	}, {
 		name:  "only our marker left",
-		setup: func(t *testing.T, r *os.Root, dir string) { writeFile(t, dir+"/.v.dirpv", `{"pv":"pv"}`, 0o600) },
+		setup: func(t *testing.T, r fsys.Dir, dir string) { writeFile(t, dir+"/.v.dirpv", `{"pv":"pv"}`, 0o600) },
 		path:  "v",
 		check: func(t *testing.T, dir string) { assertNames(t, dir) },
 	}, {
 		name:    "only another PV's marker left",
-		setup:   func(t *testing.T, r *os.Root, dir string) { writeFile(t, dir+"/.v.dirpv", `{"pv":"pv-other"}`, 0o600) },
+		setup:   func(t *testing.T, r fsys.Dir, dir string) { writeFile(t, dir+"/.v.dirpv", `{"pv":"pv-other"}`, 0o600) },
 		path:    "v",
 		wantErr: ErrNotOwner,
 		check:   func(t *testing.T, dir string) { assertNames(t, dir, ".v.dirpv") },
@@ -219,7 +221,7 @@ func lockedTree(t *testing.T, dir string) {
 
 // runNonRootDelete must run as the non-root owner of dir.
 func runNonRootDelete(t *testing.T, dir string) {
-	r, err := os.OpenRoot(dir)
+	r, err := fsys.OpenLocal(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,10 +232,10 @@ func runNonRootDelete(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	lockedTree(t, dir+"/probe")
-	if err := r.RemoveAll("probe"); !errors.Is(err, fs.ErrPermission) {
+	if err := os.RemoveAll(dir + "/probe"); !errors.Is(err, fs.ErrPermission) {
 		t.Fatalf("plain RemoveAll of the fixture: err = %v, want a permission error", err)
 	}
-	if err := removeVolume(r, "probe"); err != nil {
+	if err := removeVolume(volume{path: "probe", dir: r, base: "probe"}); err != nil {
 		t.Fatal(err)
 	}
 	assertGone(t, dir+"/probe")

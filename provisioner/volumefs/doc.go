@@ -8,17 +8,17 @@
 // is <root>/fast. So every check sees every class's volumes, and a class whose base directory
 // lies inside another class's volume is refused like any other nested path.
 //
-// # The os.Root rule
+// # Never following a link
 //
 // Tenants control the contents of their volume directory and partly control its relative
-// path, so every operation here goes through an [os.Root]: nothing can follow a symbolic
-// link out of the root, whatever a tenant plants. Plain os.* path functions are never used
-// on paths under the root. Inside the root we go further, because os.Root does follow
-// symbolic links that stay inside it (even for Chmod, Chown and OpenFile with O_NOFOLLOW):
-// ancestors of a volume path must be real directories, the volume path itself is checked
-// with Lstat, attributes are applied through a descriptor of the directory we verified, and
-// removal (Delete, Scrub) works on descriptors only, one component at a time, with a fixed
-// number of them open whatever the depth of the tree (see emptyDir).
+// path, so every operation here works on directories open by handle ([fsys.Dir]: Linux
+// descriptors on a mounted root, file handles over NFS) and names one component at a time:
+// nothing is resolved by path, and no symbolic link is ever followed, in or out of the root.
+// Ancestors of a volume path must be real directories and are opened one by one; the volume
+// is looked at with Lstat and then opened as the very entry that was seen, and its attributes
+// are applied through that open directory; removal (Delete, Scrub) keeps a fixed number of
+// directories open whatever the depth of the tree (see emptyDir). One implementation of every
+// operation serves a mounted root and an NFS server alike.
 //
 // # Markers
 //

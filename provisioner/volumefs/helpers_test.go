@@ -2,6 +2,7 @@ package volumefs
 
 import (
 	"bytes"
+	"dirpv.io/dirpv/provisioner/fsys"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,14 +19,14 @@ import (
 
 // testRoot makes <tmp>/root and opens it. It returns the root, its directory, and the
 // directory above it (a place "outside the root" on the same filesystem).
-func testRoot(t *testing.T) (*os.Root, string, string) {
+func testRoot(t *testing.T) (fsys.Dir, string, string) {
 	t.Helper()
 	outer := t.TempDir()
 	dir := filepath.Join(outer, "root")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r, err := os.OpenRoot(dir)
+	r, err := fsys.OpenLocal(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func opts(path, pv string) CreateOptions {
 	return CreateOptions{Path: path, Mode: 0o777, UID: -1, GID: -1, Owner: owner(pv)}
 }
 
-func mustCreate(t *testing.T, r *os.Root, path, pv string) {
+func mustCreate(t *testing.T, r fsys.Dir, path, pv string) {
 	t.Helper()
 	if err := Create(r, opts(path, pv)); err != nil {
 		t.Fatalf("Create(%q, %q): %v", path, pv, err)
@@ -251,7 +252,7 @@ func copyFile(src, dst string, perm fs.FileMode) error {
 // where wantErr is nil, skip as done; check then verifies that nothing was harmed.
 type refusal struct {
 	name    string
-	setup   func(t *testing.T, r *os.Root, dir string)
+	setup   func(t *testing.T, r fsys.Dir, dir string)
 	path    string
 	wantErr error
 	check   func(t *testing.T, dir string)
@@ -262,7 +263,7 @@ type refusal struct {
 func notOurs() []refusal {
 	return []refusal{{
 		name: "another PV's volume",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "v", "pv-other")
 			writeFile(t, dir+"/v/data", "x", 0o644)
 		},
@@ -277,7 +278,7 @@ func notOurs() []refusal {
 		},
 	}, {
 		name:    "no marker",
-		setup:   func(t *testing.T, r *os.Root, dir string) { writeFile(t, dir+"/v/data", "x", 0o644) },
+		setup:   func(t *testing.T, r fsys.Dir, dir string) { writeFile(t, dir+"/v/data", "x", 0o644) },
 		path:    "v",
 		wantErr: ErrNotOwner,
 		check: func(t *testing.T, dir string) {
@@ -286,7 +287,7 @@ func notOurs() []refusal {
 		},
 	}, {
 		name: "corrupt marker",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			writeFile(t, dir+"/v/data", "x", 0o644)
 			writeFile(t, dir+"/.v.dirpv", `{"pv":`, 0o600)
 		},
@@ -295,7 +296,7 @@ func notOurs() []refusal {
 		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/v/data", "x") },
 	}, {
 		name: "marker is a symlink to our marker",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			writeFile(t, dir+"/x/data", "x", 0o644)
 			writeFile(t, dir+"/.y.dirpv", `{"pv":"pv"}`, 0o600)
 			symlink(t, ".y.dirpv", dir+"/.x.dirpv")
@@ -305,7 +306,7 @@ func notOurs() []refusal {
 		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/x/data", "x") },
 	}, {
 		name: "volume replaced by a symlink to a sibling",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "v", "pv")
 			os.Remove(dir + "/v")
 			mustCreate(t, r, "sib", "pv")
@@ -322,7 +323,7 @@ func notOurs() []refusal {
 		},
 	}, {
 		name: "parent is a symlink",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "real/v", "pv")
 			writeFile(t, dir+"/real/v/data", "x", 0o644)
 			symlink(t, "real", dir+"/ln")
@@ -335,7 +336,7 @@ func notOurs() []refusal {
 		// A tenant writes what looks like a volume and its marker inside its own volume "a";
 		// a PV naming "a/x" must not get to it (nor could its tenant's data be "a/x"'s).
 		name: "marker planted inside another volume",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "a", "pv-a")
 			writeFile(t, dir+"/a/.x.dirpv", `{"pv":"pv"}`, 0o644)
 			writeFile(t, dir+"/a/x/data", "x", 0o644)
@@ -348,7 +349,7 @@ func notOurs() []refusal {
 		},
 	}, {
 		name: releasedCase,
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "v", "pv")
 			writeFile(t, dir+"/v/data", "x", 0o644)
 			if err := Release(r, "v", own("pv"), "kept (onDelete: retain)"); err != nil {
@@ -366,7 +367,7 @@ func notOurs() []refusal {
 	}, {
 		// The node was deleted and joined again: the volume was left behind when it went.
 		name: "made on an earlier incarnation of the node",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			o := opts("v", "pv")
 			o.Owner.NodeUID = "node-uid-old"
 			if err := Create(r, o); err != nil {

@@ -7,13 +7,12 @@ import (
 	"hash/fnv"
 	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
+	"path"
 	"sync"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"dirpv.io/dirpv/provisioner/fsys"
 )
 
 // maxMarkerSize bounds what we read from a marker; real markers are a few hundred bytes.
@@ -27,7 +26,7 @@ var errRetry = errors.New("marker changed, retry")
 var (
 	// linkFile publishes a finished marker; a test replaces it to exercise the fallback
 	// for filesystems without hard links.
-	linkFile = func(root *os.Root, oldname, newname string) error { return root.Link(oldname, newname) }
+	linkFile = func(dir fsys.Dir, oldname, newname string) error { return dir.Link(oldname, newname) }
 	// serializeInProcess turns off the in-process path lock so tests can exercise the
 	// flock protocol that protects against other processes.
 	serializeInProcess = true
@@ -36,93 +35,106 @@ var (
 	raceHook = func(point, path string) {}
 )
 
-// publishMarker creates markerPath exclusively with m as content and returns it open and
-// locked (flock); the caller closes it to unlock. If the marker already exists the error
-// matches fs.ErrExist.
+// entry is one name in the directory that holds a volume: name there, and path, relative to
+// the operator's root, for messages.
+type entry struct {
+	dir  fsys.Dir
+	name string
+	path string
+}
+
+// sibling is the entry called name beside e.
+func (e entry) sibling(name string) entry {
+	return entry{dir: e.dir, name: name, path: path.Join(path.Dir(e.path), name)}
+}
+
+// publishMarker creates the marker e exclusively with m as content and returns it open and
+// locked; the caller closes it to unlock. If the marker already exists the error matches
+// fs.ErrExist.
 //
 // The content is written to m.PV's temporary file first and hard-linked into place, so
-// readers never see a half-written marker, and link(2) is exclusive even on old NFS. The
-// lock is taken before the link, so it already holds when the marker becomes visible.
-func publishMarker(root *os.Root, markerPath string, m Marker) (*os.File, error) {
+// readers never see a half-written marker, and link is exclusive even on old NFS. The lock
+// is taken before the link, so it already holds when the marker becomes visible.
+func publishMarker(e entry, m Marker) (fsys.File, error) {
 	data, err := encodeMarker(m)
 	if err != nil {
 		return nil, err
 	}
-	tmp, f, err := createTemp(root, markerPath, m.PV)
+	tmp, f, err := createTemp(e, m.PV)
 	if err != nil {
-		return nil, fmt.Errorf("create marker %q: %w", markerPath, err)
+		return nil, fmt.Errorf("create marker %q: %w", e.path, err)
 	}
 	err = writeAll(f, data)
 	if err == nil {
-		err = linkFile(root, tmp, markerPath)
+		err = linkFile(e.dir, tmp.name, e.name)
 	}
 	// While we still hold its lock, so that nobody takes it for a dead writer's.
-	_ = root.Remove(tmp)
+	_ = e.dir.Unlink(tmp.name)
 	if err == nil {
 		return f, nil
 	}
 	f.Close()
 	if errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("create marker %q: %w", markerPath, fs.ErrExist)
+		return nil, fmt.Errorf("create marker %q: %w", e.path, fs.ErrExist)
 	}
 	if !linkUnsupported(err) {
-		return nil, fmt.Errorf("create marker %q: %w", markerPath, err)
+		return nil, fmt.Errorf("create marker %q: %w", e.path, err)
 	}
 
 	// No hard links here: create the marker itself exclusively. Readers may then briefly
 	// see it empty; they treat that as errRetry.
-	f, err = root.OpenFile(markerPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err = e.dir.Create(e.name, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("create marker %q: %w", markerPath, err)
+		return nil, fmt.Errorf("create marker %q: %w", e.path, err)
 	}
-	err = lockFile(f)
+	err = f.Lock()
 	if err == nil {
 		err = writeAll(f, data)
 	}
 	if err != nil {
 		f.Close()
-		_ = root.Remove(markerPath)
-		return nil, fmt.Errorf("create marker %q: %w", markerPath, err)
+		_ = e.dir.Unlink(e.name)
+		return nil, fmt.Errorf("create marker %q: %w", e.path, err)
 	}
 	return f, nil
 }
 
-// tempName is the temporary file in which PV pv writes the marker markerPath before putting it
-// in place. Its name starts with a dot like the marker's, so it can never be taken for a
+// tempName is the temporary file in which PV pv writes the marker called marker before putting
+// it in place. Its name starts with a dot like the marker's, so it can never be taken for a
 // volume. It is the same for every writer of that PV (retries, another replica), so one that a
 // writer killed mid-write left behind is found by name, not by reading the directory, and
 // removed by the next operation of that PV (see removeDeadTemp).
-func tempName(markerPath, pv string) string {
+func tempName(marker, pv string) string {
 	h := fnv.New32a()
 	h.Write([]byte(pv))
-	return fmt.Sprintf("%s.tmp-%08x", markerPath, h.Sum32())
+	return fmt.Sprintf("%s.tmp-%08x", marker, h.Sum32())
 }
 
-// createTemp creates pv's temporary file for markerPath exclusively and returns it locked. A
+// createTemp creates pv's temporary file for the marker e exclusively and returns it locked. A
 // writer of the same PV may be at work on it (in another process): createTemp waits for it. One
 // whose writer died is removed.
-func createTemp(root *os.Root, markerPath, pv string) (string, *os.File, error) {
-	tmp := tempName(markerPath, pv)
+func createTemp(e entry, pv string) (entry, fsys.File, error) {
+	tmp := e.sibling(tempName(e.name, pv))
 	for attempt := 0; ; attempt++ {
-		f, err := root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := tmp.dir.Create(tmp.name, 0o600)
 		if err == nil {
-			if err := lockFile(f); err != nil {
+			if err := f.Lock(); err != nil {
 				f.Close()
-				_ = root.Remove(tmp)
-				return "", nil, err
+				_ = tmp.dir.Unlink(tmp.name)
+				return entry{}, nil, err
 			}
 			// Taken for a dead writer's between our create and our lock? Then it is gone.
-			if sameFile(root, tmp, f) {
+			if sameFile(tmp, f) {
 				return tmp, f, nil
 			}
 			f.Close()
 		} else if !errors.Is(err, fs.ErrExist) {
-			return "", nil, err
-		} else if err := removeDeadTemp(root, tmp); err != nil {
-			return "", nil, err
+			return entry{}, nil, err
+		} else if err := removeDeadTemp(tmp); err != nil {
+			return entry{}, nil, err
 		}
 		if attempt >= 100 {
-			return "", nil, fmt.Errorf("temporary file %q keeps changing", tmp)
+			return entry{}, nil, fmt.Errorf("temporary file %q keeps changing", tmp.path)
 		}
 	}
 }
@@ -130,8 +142,8 @@ func createTemp(root *os.Root, markerPath, pv string) (string, *os.File, error) 
 // removeDeadTemp removes the temporary file tmp if the writer that made it is gone: it waits
 // for the file's lock (a live writer holds it only while it writes), and if the name still
 // names that file then, nobody will put it in place any more.
-func removeDeadTemp(root *os.Root, tmp string) error {
-	f, err := openMarker(root, tmp, os.O_RDWR)
+func removeDeadTemp(tmp entry) error {
+	f, err := openMarker(tmp, true)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errRetry) {
 		return nil
 	}
@@ -139,34 +151,34 @@ func removeDeadTemp(root *os.Root, tmp string) error {
 		return err
 	}
 	defer f.Close()
-	raceHook("temp-wait", tmp)
-	if err := lockFile(f); err != nil {
+	raceHook("temp-wait", tmp.path)
+	if err := f.Lock(); err != nil {
 		return err
 	}
-	if !sameFile(root, tmp, f) {
+	if !sameFile(tmp, f) {
 		return nil
 	}
-	if err := root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove a dead writer's temporary file %q: %w", tmp, err)
+	if err := tmp.dir.Unlink(tmp.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove a dead writer's temporary file %q: %w", tmp.path, err)
 	}
 	return nil
 }
 
-// sameFile reports whether name (relative to root) still names the open file f.
-func sameFile(root *os.Root, name string, f *os.File) bool {
+// sameFile reports whether e still names the open file f.
+func sameFile(e entry, f fsys.File) bool {
 	fi, err := f.Stat()
 	if err != nil {
 		return false
 	}
-	lfi, err := root.Lstat(name)
-	return err == nil && os.SameFile(fi, lfi)
+	li, err := e.dir.Lstat(e.name)
+	return err == nil && li.ID == fi.ID
 }
 
-// replaceMarker atomically replaces the marker at markerPath, which the caller holds locked
-// (lock, from lockMarker), with one holding m.
+// replaceMarker atomically replaces the marker e, which the caller holds locked (lock, from
+// lockMarker), with one holding m.
 //
 // The new content goes to the PV's temporary file, is synced, and is renamed over the
-// marker, so readers see either the old or the new marker, never a partial one. The flock is
+// marker, so readers see either the old or the new marker, never a partial one. The lock is
 // on the marker's inode, so after the rename the caller's lock is on the old, now unlinked
 // inode: the temporary file is locked before the rename and stays locked until
 // replaceMarker returns, and whoever was waiting for the old inode's lock finds, in
@@ -174,62 +186,48 @@ func sameFile(root *os.Root, name string, f *os.File) bool {
 // marker. Every operation that removes or replaces a marker holds its lock, so the marker
 // we hold cannot have been removed meanwhile (rename would silently bring it back); this is
 // checked anyway just before the rename.
-func replaceMarker(root *os.Root, markerPath string, lock *os.File, m Marker) error {
+func replaceMarker(e entry, lock fsys.File, m Marker) error {
 	data, err := encodeMarker(m)
 	if err != nil {
 		return err
 	}
-	tmp, f, err := createTemp(root, markerPath, m.PV)
+	tmp, f, err := createTemp(e, m.PV)
 	if err != nil {
-		return fmt.Errorf("rewrite marker %q: %w", markerPath, err)
+		return fmt.Errorf("rewrite marker %q: %w", e.path, err)
 	}
 	defer f.Close()
 	err = writeAll(f, data)
 	if err == nil {
-		err = checkSameMarker(root, markerPath, lock)
+		err = checkSameMarker(e, lock)
 	}
 	if err == nil {
-		raceHook("marker-rename", markerPath)
-		err = root.Rename(tmp, markerPath)
+		raceHook("marker-rename", e.path)
+		err = e.dir.Rename(tmp.name, e.name, false)
 	}
 	if err != nil {
-		_ = root.Remove(tmp)
-		return fmt.Errorf("rewrite marker %q: %w", markerPath, err)
+		_ = e.dir.Unlink(tmp.name)
+		return fmt.Errorf("rewrite marker %q: %w", e.path, err)
 	}
 	// Make the rename durable: a marker that reverts after a crash would let a late scrub for
 	// the old claim erase the next tenant's data.
-	if err := syncDir(root, filepath.Dir(markerPath)); err != nil {
-		return fmt.Errorf("rewrite marker %q: sync directory: %w", markerPath, err)
+	if err := e.dir.Sync(); err != nil {
+		return fmt.Errorf("rewrite marker %q: sync directory: %w", e.path, err)
 	}
 	return nil
 }
 
-// checkSameMarker reports an error unless markerPath still names the file open as lock.
-func checkSameMarker(root *os.Root, markerPath string, lock *os.File) error {
+// checkSameMarker reports an error unless e still names the file open as lock.
+func checkSameMarker(e entry, lock fsys.File) error {
 	fi, err := lock.Stat()
 	if err != nil {
 		return err
 	}
-	lfi, err := root.Lstat(markerPath)
+	li, err := e.dir.Lstat(e.name)
 	if err != nil {
 		return fmt.Errorf("marker changed while locked: %w", err)
 	}
-	if !os.SameFile(fi, lfi) {
+	if li.ID != fi.ID {
 		return errors.New("marker was replaced while locked")
-	}
-	return nil
-}
-
-// syncDir fsyncs the directory dir (relative to root). Filesystems that cannot sync a
-// directory (EINVAL) are tolerated.
-func syncDir(root *os.Root, dir string) error {
-	d, err := root.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return err
 	}
 	return nil
 }
@@ -239,7 +237,7 @@ func linkUnsupported(err error) bool {
 		errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS)
 }
 
-func writeAll(f *os.File, data []byte) error {
+func writeAll(f fsys.File, data []byte) error {
 	if _, err := f.Write(data); err != nil {
 		return err
 	}
@@ -247,38 +245,28 @@ func writeAll(f *os.File, data []byte) error {
 	return f.Sync()
 }
 
-// lockMarker opens the existing marker, waits for its lock (a creator holds it until the
-// directory is set up) and returns it locked with its content. errRetry if it was removed
-// or replaced meanwhile.
-func lockMarker(root *os.Root, markerPath string) (*os.File, *Marker, error) {
-	// O_RDWR: flock emulation on NFS needs a writable descriptor for an exclusive lock.
-	f, err := openMarker(root, markerPath, os.O_RDWR)
+// lockMarker opens the existing marker e, waits for its lock (a creator holds it until the
+// directory is set up) and returns it locked with its content. errRetry if it was removed or
+// replaced meanwhile.
+func lockMarker(e entry) (fsys.File, *Marker, error) {
+	// Writable: flock emulation on NFS needs a writable descriptor for an exclusive lock.
+	f, err := openMarker(e, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, errRetry
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := lockFile(f); err != nil {
+	if err := f.Lock(); err != nil {
 		f.Close()
-		return nil, nil, fmt.Errorf("lock marker %q: %w", markerPath, err)
+		return nil, nil, fmt.Errorf("lock marker %q: %w", e.path, err)
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	lfi, err := root.Lstat(markerPath)
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && !os.SameFile(fi, lfi)) {
+	if !sameFile(e, f) {
 		// The creator gave up and removed it (maybe someone created a new one).
 		f.Close()
 		return nil, nil, errRetry
 	}
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	m, err := decodeMarker(f, markerPath)
+	m, err := decodeMarker(f, e.path)
 	if err != nil {
 		f.Close()
 		return nil, nil, err
@@ -289,17 +277,17 @@ func lockMarker(root *os.Root, markerPath string) (*os.File, *Marker, error) {
 // lockCurrentMarker is lockMarker following the marker across replacements (Scrub renames
 // a rewritten marker over the one we may be waiting for) and removals: it returns the
 // current marker locked, or (nil, nil, nil) if there is none (any more).
-func lockCurrentMarker(root *os.Root, markerPath string) (*os.File, *Marker, error) {
+func lockCurrentMarker(e entry) (fsys.File, *Marker, error) {
 	for attempt := 0; ; attempt++ {
-		f, m, err := lockMarker(root, markerPath)
+		f, m, err := lockMarker(e)
 		if !errors.Is(err, errRetry) {
 			return f, m, err
 		}
-		if _, lerr := root.Lstat(markerPath); errors.Is(lerr, fs.ErrNotExist) {
+		if _, lerr := e.dir.Lstat(e.name); errors.Is(lerr, fs.ErrNotExist) {
 			return nil, nil, nil
 		}
 		if attempt >= 100 {
-			return nil, nil, fmt.Errorf("marker %q keeps changing: %w", markerPath, err)
+			return nil, nil, fmt.Errorf("marker %q keeps changing: %w", e.path, err)
 		}
 		if attempt > 0 {
 			// Replaced markers are complete at once; an empty one (a creator without hard
@@ -309,33 +297,24 @@ func lockCurrentMarker(root *os.Root, markerPath string) (*os.File, *Marker, err
 	}
 }
 
-// openMarker opens a marker only if it is a regular file: never through a symlink, and
+// openMarker opens the marker e only if it is a regular file: never through a symlink, and
 // never blocking on a FIFO.
-func openMarker(root *os.Root, markerPath string, flag int) (*os.File, error) {
-	lfi, err := root.Lstat(markerPath)
+func openMarker(e entry, write bool) (fsys.File, error) {
+	info, err := e.dir.Lstat(e.name)
 	if err != nil {
 		return nil, err
 	}
-	if !lfi.Mode().IsRegular() {
-		return nil, fmt.Errorf("marker %q is not a regular file (%v): %w", markerPath, lfi.Mode().Type(), ErrNotOwner)
+	if !info.IsRegular() {
+		return nil, fmt.Errorf("marker %q is not a regular file (%v): %w", e.path, info.Type, ErrNotOwner)
 	}
-	f, err := root.OpenFile(markerPath, flag|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
+	f, err := e.dir.OpenFile(e.name, write)
+	if errors.Is(err, fsys.ErrChanged) {
+		return nil, fmt.Errorf("marker %q was replaced while being read: %w", e.path, errRetry)
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !os.SameFile(lfi, fi) {
-		f.Close()
-		return nil, fmt.Errorf("marker %q was replaced while being read: %w", markerPath, errRetry)
-	}
-	return f, nil
+	return f, err
 }
 
-func decodeMarker(f *os.File, markerPath string) (*Marker, error) {
+func decodeMarker(f fsys.File, markerPath string) (*Marker, error) {
 	data, err := io.ReadAll(io.NewSectionReader(f, 0, maxMarkerSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read marker %q: %w", markerPath, err)
@@ -363,34 +342,9 @@ func parseMarker(data []byte, markerPath string) (*Marker, error) {
 	return &m, nil
 }
 
-// lockFile takes an exclusive flock, waiting for it. Filesystems without locks are
-// tolerated: the in-process path lock still serializes this provisioner.
-func lockFile(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var lerr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			lerr = unix.Flock(int(fd), unix.LOCK_EX)
-			if lerr != unix.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	switch lerr {
-	case unix.ENOLCK, unix.EOPNOTSUPP, unix.ENOSYS:
-		return nil
-	}
-	return lerr
-}
-
 // pathLocks serializes operations on one volume path within this process. flock alone is
 // not enough on NFS, where it is emulated with POSIX locks that never conflict within a
-// process.
+// process (and over NFSv3 without NLM there are no locks at all).
 var pathLocks = struct {
 	sync.Mutex
 	m map[string]*pathLock

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"dirpv.io/dirpv/provisioner/fsys"
 )
 
 // deadTemp leaves pv's temporary file for the marker of path as a writer killed mid-write does.
@@ -19,24 +21,24 @@ func deadTemp(t *testing.T, dir, path, pv, content string) string {
 func TestDeadWritersTemps(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		run  func(t *testing.T, r *os.Root, dir string)
+		run  func(t *testing.T, r fsys.Dir, dir string)
 	}{{
 		name: "Create after a killed Create",
-		run: func(t *testing.T, r *os.Root, dir string) {
+		run: func(t *testing.T, r fsys.Dir, dir string) {
 			deadTemp(t, dir, "ns/v", "pv", `{"pv":"pv"}`)
 			mustCreate(t, r, "ns/v", "pv")
 			assertNames(t, dir+"/ns", "v", ".v.dirpv")
 		},
 	}, {
 		name: "Create after a writer killed before writing",
-		run: func(t *testing.T, r *os.Root, dir string) {
+		run: func(t *testing.T, r fsys.Dir, dir string) {
 			deadTemp(t, dir, "ns/v", "pv", "")
 			mustCreate(t, r, "ns/v", "pv")
 			assertNames(t, dir+"/ns", "v", ".v.dirpv")
 		},
 	}, {
 		name: "Delete after a killed Scrub",
-		run: func(t *testing.T, r *os.Root, dir string) {
+		run: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "ns/v", "pv")
 			deadTemp(t, dir, "ns/v", "pv", `{"pv":"pv","recycled":"u1"}`)
 			if err := Delete(r, "ns/v", own("pv")); err != nil {
@@ -46,7 +48,7 @@ func TestDeadWritersTemps(t *testing.T) {
 		},
 	}, {
 		name: "Delete of a volume never made",
-		run: func(t *testing.T, r *os.Root, dir string) {
+		run: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "ns/w", "pv-w")
 			deadTemp(t, dir, "ns/v", "pv", `{"pv":"pv"}`)
 			if err := Delete(r, "ns/v", own("pv")); err != nil {
@@ -56,7 +58,7 @@ func TestDeadWritersTemps(t *testing.T) {
 		},
 	}, {
 		name: "Scrub after a killed Scrub",
-		run: func(t *testing.T, r *os.Root, dir string) {
+		run: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "ns/v", "pv")
 			deadTemp(t, dir, "ns/v", "pv", `{"pv":"pv","recycled":"u1"}`)
 			if scrubbed, err := Scrub(r, "ns/v", own("pv"), "u2"); err != nil || !scrubbed {
@@ -66,7 +68,7 @@ func TestDeadWritersTemps(t *testing.T) {
 		},
 	}, {
 		name: "another PV's writer is not ours to judge",
-		run: func(t *testing.T, r *os.Root, dir string) {
+		run: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "ns/v", "pv")
 			other := deadTemp(t, dir, "ns/v", "pv-other", `{"pv":"pv-other"}`)
 			if err := Delete(r, "ns/v", own("pv")); err != nil {
@@ -87,12 +89,12 @@ func TestDeadWritersTemps(t *testing.T) {
 func TestLiveWritersTemp(t *testing.T) {
 	r, dir, _ := testRoot(t)
 	tmp := deadTemp(t, dir, "v", "pv", `{"pv":"pv"}`)
-	live, err := os.OpenFile(tmp, os.O_RDWR, 0)
+	live, err := r.OpenFile(filepath.Base(tmp), true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer live.Close()
-	if err := lockFile(live); err != nil {
+	if err := live.Lock(); err != nil {
 		t.Fatal(err)
 	}
 	waiting := make(chan struct{})

@@ -309,53 +309,21 @@ func dirNames(dir fsys.Dir, max int) ([]string, error) {
 	return names, err
 }
 
-// openVolume opens the volume directory at path (relative to root) and the directory that
-// holds it. The volume is opened as an entry of that directory, never through a symbolic
-// link. A missing volume gives an fs.ErrNotExist error; anything but a directory, ErrNotOwner.
-func openVolume(root *os.Root, p string) (parent, vol fsys.Dir, err error) {
-	f, err := root.OpenFile(path.Dir(p), os.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	if parent, err = fsys.NewLocal(f); err != nil {
-		return nil, nil, err
-	}
-	defer func() {
-		if err != nil {
-			parent.Close()
-		}
-	}()
-	base := path.Base(p)
-	info, err := parent.Lstat(base)
-	if err != nil {
-		return nil, nil, &fs.PathError{Op: "lstat", Path: p, Err: cause(err)}
-	}
-	if !info.IsDir() {
-		return nil, nil, fmt.Errorf("volume %q is not a directory: %w", p, ErrNotOwner)
-	}
-	vol, err = parent.OpenDir(base, info.ID)
-	if err != nil {
-		return nil, nil, &fs.PathError{Op: "open", Path: p, Err: cause(err)}
-	}
-	return parent, vol, nil
-}
-
-// removeVolume removes the volume directory at path with everything in it. Already gone: nil.
-func removeVolume(root *os.Root, p string) error {
-	parent, vol, err := openVolume(root, p)
+// removeVolume removes the volume directory with everything in it. Already gone: nil.
+func removeVolume(v volume) error {
+	d, err := openVolumeDir(v)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer parent.Close()
-	defer vol.Close()
-	if err := emptyDir(vol); err != nil {
+	defer d.Close()
+	if err := emptyDir(d); err != nil {
 		return err
 	}
-	if err := parent.Rmdir(path.Base(p)); err != nil && !errors.Is(err, syscall.ENOENT) {
-		return &fs.PathError{Op: "rmdir", Path: p, Err: cause(err)}
+	if err := v.dir.Rmdir(v.base); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return &fs.PathError{Op: "rmdir", Path: v.path, Err: cause(err)}
 	}
 	return nil
 }

@@ -4,21 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"slices"
-	"syscall"
 
 	"dirpv.io/dirpv/provisioner/fsys"
 )
-
-// idOf is the identity of a file os.Root described.
-func idOf(fi fs.FileInfo) fsys.ID {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fsys.ID{}
-	}
-	return fsys.ID{Dev: uint64(st.Dev), Ino: st.Ino}
-}
 
 // Scrub removes every entry inside the volume directory path, keeping the directory itself (mode,
 // owner) and its marker, and records claimUID in the marker's Recycled field. claimUID is the
@@ -39,83 +28,76 @@ func idOf(fi fs.FileInfo) fsys.ID {
 //
 // Scrub holds the in-process path lock and the marker's lock throughout, so it serializes
 // with Create, Delete and Archive of the same volume, also in other processes.
-func Scrub(root *os.Root, path string, o Owner, claimUID string) (bool, error) {
-	if err := validatePath(path); err != nil {
+func Scrub(root fsys.Dir, p string, o Owner, claimUID string) (bool, error) {
+	if err := validatePath(p); err != nil {
 		return false, err
 	}
 	if o.PV == "" {
-		return false, fmt.Errorf("scrub volume %q: PV name is empty", path)
+		return false, fmt.Errorf("scrub volume %q: PV name is empty", p)
 	}
 	if claimUID == "" {
-		return false, fmt.Errorf("scrub volume %q: claim UID is empty", path)
+		return false, fmt.Errorf("scrub volume %q: claim UID is empty", p)
 	}
-	unlock := lockPath(path)
+	unlock := lockPath(p)
 	defer unlock()
 
-	ok, err := checkAncestors(root, path)
+	v, ok, err := openVolumeParent(root, p, false)
 	if err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", path, err)
+		return false, fmt.Errorf("scrub volume %q: %w", p, err)
 	}
 	if !ok {
-		return false, fmt.Errorf("scrub volume %q: %w", path, ErrMissing)
+		return false, fmt.Errorf("scrub volume %q: %w", p, ErrMissing)
 	}
-	markerPath := MarkerName(path)
-	lock, m, err := lockCurrentMarker(root, markerPath)
+	defer v.dir.Close()
+	lock, m, err := lockCurrentMarker(v.marker())
 	if err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", path, err)
+		return false, fmt.Errorf("scrub volume %q: %w", p, err)
 	}
 	if lock != nil {
 		defer lock.Close()
-		if err := m.allows(o, "scrub", path); err != nil {
+		if err := m.allows(o, "scrub", p); err != nil {
 			return false, err
 		}
 	}
-	fi, err := root.Lstat(path)
+	info, err := v.dir.Lstat(v.base)
 	missing := errors.Is(err, fs.ErrNotExist)
 	switch {
 	case err != nil && !missing:
-		return false, fmt.Errorf("scrub volume %q: %w", path, err)
+		return false, fmt.Errorf("scrub volume %q: %w", p, err)
 	case missing:
-		return false, fmt.Errorf("scrub volume %q: %w", path, ErrMissing)
+		return false, fmt.Errorf("scrub volume %q: %w", p, ErrMissing)
 	case lock == nil:
-		return false, fmt.Errorf("scrub volume %q: it has no marker: %w", path, ErrNotOwner)
-	case !fi.IsDir():
-		return false, fmt.Errorf("scrub volume %q: it is not a directory (%v): %w", path, fi.Mode().Type(), ErrNotOwner)
+		return false, fmt.Errorf("scrub volume %q: it has no marker: %w", p, ErrNotOwner)
+	case !info.IsDir():
+		return false, fmt.Errorf("scrub volume %q: it is not a directory (%v): %w", p, info.Type, ErrNotOwner)
 	}
-	parent, vol, err := openVolume(root, path)
+	vol, err := openVolumeDir(v)
 	if err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", path, err)
+		return false, fmt.Errorf("scrub volume %q: %w", p, err)
 	}
-	defer parent.Close()
 	defer vol.Close()
-	if info, err := vol.Stat(); err != nil || info.ID != idOf(fi) {
-		return false, fmt.Errorf("scrub volume %q: directory was replaced while in use", path)
-	}
 
 	if m.Recycled == claimUID {
 		// Already scrubbed for this claim. Entries there now were written since: by a newer
 		// claim (this is a late scrub) or behind Kubernetes' back. Neither may be erased, and
 		// the volume may not be offered as empty either.
 		if err := checkEmpty(vol); err != nil {
-			return false, fmt.Errorf("scrub volume %q: already scrubbed for claim %s, but %w", path, claimUID, err)
+			return false, fmt.Errorf("scrub volume %q: already scrubbed for claim %s, but %w", p, claimUID, err)
 		}
 		return false, nil
 	}
 
-	if err := scrubDir(vol, fi.Mode()&dirModeBits); err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", path, err)
+	if err := scrubDir(vol, info.Mode); err != nil {
+		return false, fmt.Errorf("scrub volume %q: %w", p, err)
 	}
-	raceHook("scrub-marker", path)
+	raceHook("scrub-marker", p)
 	updated := *m
 	updated.Recycled = claimUID
-	if err := replaceMarker(root, markerPath, lock, updated); err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", path, err)
+	if err := replaceMarker(v.marker(), lock, updated); err != nil {
+		return false, fmt.Errorf("scrub volume %q: %w", p, err)
 	}
 	return true, nil
 }
-
-// dirModeBits are the bits of a directory's mode that Create sets and Scrub keeps.
-const dirModeBits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 
 // scrubDir empties the volume directory open as vol, whose mode was mode: nothing outside it
 // can be reached (see emptyDir). Its mode is restored if the permission fallback changed it,

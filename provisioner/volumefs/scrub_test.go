@@ -14,13 +14,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"dirpv.io/dirpv/provisioner/fsys"
 )
 
 // scrubEnv is what a Scrub fixture may point at: the root directory, the directory holding
 // it, an unrelated directory outside both, and the volume "ns/v" itself (absolute). The
 // sibling volume is "ns/w".
 type scrubEnv struct {
-	r                       *os.Root
+	r                       fsys.Dir
 	dir, outer, elsewh, vol string
 }
 
@@ -340,7 +342,7 @@ func TestScrubBusyEntry(t *testing.T) {
 func TestScrubRefuses(t *testing.T) {
 	cases := append([]refusal{{
 		name: "another PV's marker, no directory",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			writeFile(t, dir+"/.v.dirpv", `{"pv":"pv-other"}`, 0o600)
 		},
 		path:    "v",
@@ -348,19 +350,19 @@ func TestScrubRefuses(t *testing.T) {
 		check:   func(t *testing.T, dir string) { assertNames(t, dir, ".v.dirpv") },
 	}, {
 		name:    "nothing there",
-		setup:   func(t *testing.T, r *os.Root, dir string) {},
+		setup:   func(t *testing.T, r fsys.Dir, dir string) {},
 		path:    "v",
 		wantErr: ErrMissing,
 		check:   func(t *testing.T, dir string) { assertNames(t, dir) },
 	}, {
 		name:    "parent missing",
-		setup:   func(t *testing.T, r *os.Root, dir string) {},
+		setup:   func(t *testing.T, r fsys.Dir, dir string) {},
 		path:    "a/b/v",
 		wantErr: ErrMissing,
 		check:   func(t *testing.T, dir string) { assertNames(t, dir) },
 	}, {
 		name: "our marker, directory missing",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			mustCreate(t, r, "v", "pv")
 			if err := os.Remove(dir + "/v"); err != nil {
 				t.Fatal(err)
@@ -377,7 +379,7 @@ func TestScrubRefuses(t *testing.T) {
 		},
 	}, {
 		name: "a file at the volume path",
-		setup: func(t *testing.T, r *os.Root, dir string) {
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
 			writeFile(t, dir+"/.v.dirpv", `{"pv":"pv"}`, 0o600)
 			writeFile(t, dir+"/v", "file", 0o644)
 		},
@@ -513,7 +515,7 @@ func TestScrubThenOtherOps(t *testing.T) {
 func TestScrubConcurrent(t *testing.T) {
 	const rounds = 50
 	// filled returns a fresh root holding the volume path of PV "pv", with data and a symlink.
-	filled := func(t *testing.T, path string) (r *os.Root, dir, outer string) {
+	filled := func(t *testing.T, path string) (r fsys.Dir, dir, outer string) {
 		r, dir, outer = testRoot(t)
 		if err := Create(r, scrubOpts(path, "pv")); err != nil {
 			t.Fatal(err)
@@ -735,7 +737,7 @@ func TestScrubReadersSeeWholeMarkers(t *testing.T) {
 // for the tree, and for the volume directory itself (0o500, 0o000), whose mode Scrub must
 // then restore.
 func runNonRootScrub(t *testing.T, dir string) {
-	r, err := os.OpenRoot(dir)
+	r, err := fsys.OpenLocal(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
+	"path"
 	"strings"
 	"syscall"
 	"time"
 
+	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/pathname"
 )
 
@@ -74,8 +74,8 @@ type CreateOptions struct {
 }
 
 // MarkerName returns the marker path of the volume path: "a/b" -> "a/.b.dirpv".
-func MarkerName(path string) string {
-	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+markerSuffix)
+func MarkerName(p string) string {
+	return path.Join(path.Dir(p), "."+path.Base(p)+markerSuffix)
 }
 
 // validatePath checks a volume path relative to the operator's root (the class's base
@@ -89,6 +89,101 @@ func validatePath(path string) error {
 	return nil
 }
 
+// volume is a volume path opened for an operation: the directory that holds it (open), and the
+// volume's name there.
+type volume struct {
+	path string // relative to the root
+	dir  fsys.Dir
+	base string
+}
+
+// marker is the volume's marker entry.
+func (v volume) marker() entry {
+	return entry{dir: v.dir, name: "." + v.base + markerSuffix, path: MarkerName(v.path)}
+}
+
+// openVolumeParent opens the directory that holds the volume at path (relative to root), one
+// component at a time, never following a symbolic link, and refuses a path inside another
+// volume (an ancestor with a marker, ErrNested).
+//
+// With create, missing parents are made (0o755 before umask), and each ancestor is checked
+// for a marker both before anything is made in it and, authoritatively, once it exists: a
+// volume's marker is created before its directory, so a directory seen without a marker can
+// no longer become a volume (Create of it would fail on EEXIST). Without create, a missing
+// ancestor or one that is not a directory means the volume cannot exist: ok is false.
+//
+// Paths are relative to the operator's root, not a class's base directory, so a volume is
+// found whatever class made it: a class whose base directory lies inside another class's
+// volume is refused like any other nested path.
+func openVolumeParent(root fsys.Dir, p string, create bool) (v volume, ok bool, err error) {
+	dir, err := root.OpenDir(".", fsys.ID{})
+	if err != nil {
+		return volume{}, false, err
+	}
+	defer func() {
+		if !ok {
+			dir.Close()
+		}
+	}()
+	parts := strings.Split(p, "/")
+	for i, name := range parts[:len(parts)-1] {
+		ancestor := path.Join(parts[:i+1]...)
+		if err := checkNoMarker(dir, name, ancestor, p); err != nil {
+			return volume{}, false, err
+		}
+		created := false
+		if create {
+			if err := dir.Mkdir(name, 0o755); err == nil {
+				created = true
+			} else if !errors.Is(err, fs.ErrExist) {
+				return volume{}, false, fmt.Errorf("create parent of volume %q: %w", p, err)
+			}
+			raceHook("parent-mkdir", ancestor)
+		}
+		info, err := dir.Lstat(name)
+		switch {
+		case !create && errors.Is(err, fs.ErrNotExist):
+			return volume{}, false, nil
+		case err != nil:
+			return volume{}, false, fmt.Errorf("parent %q of volume %q: %w", ancestor, p, err)
+		case info.Type == fs.ModeSymlink:
+			return volume{}, false, fmt.Errorf("parent %q of volume %q is a symbolic link", ancestor, p)
+		case !info.IsDir() && create:
+			return volume{}, false, fmt.Errorf("parent %q of volume %q is not a directory (%v)", ancestor, p, info.Type)
+		case !info.IsDir():
+			return volume{}, false, nil
+		}
+		if err := checkNoMarker(dir, name, ancestor, p); err != nil {
+			if created {
+				// A volume was created at ancestor while we were making it a parent; our
+				// empty directory would make that volume's creator fail, so take it back.
+				_ = dir.Rmdir(name)
+			}
+			return volume{}, false, err
+		}
+		sub, err := dir.OpenDir(name, info.ID)
+		if err != nil {
+			return volume{}, false, fmt.Errorf("parent %q of volume %q: %w", ancestor, p, err)
+		}
+		dir.Close()
+		dir = sub
+	}
+	return volume{path: p, dir: dir, base: parts[len(parts)-1]}, true, nil
+}
+
+// checkNoMarker refuses a volume path p inside the volume ancestor, the entry name of dir.
+func checkNoMarker(dir fsys.Dir, name, ancestor, p string) error {
+	_, err := dir.Lstat("." + name + markerSuffix)
+	switch {
+	case err == nil:
+		return fmt.Errorf("volume path %q is inside volume %q: %w", p, ancestor, ErrNested)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	default:
+		return fmt.Errorf("check for volume at %q: %w", ancestor, err)
+	}
+}
+
 // Create makes the volume directory, idempotently and never sharing it.
 //
 // Parent directories are created (0o755 before umask) as needed; none of them may be a
@@ -96,35 +191,37 @@ func validatePath(path string) error {
 // exclusively: a retry by the same PV (Owner.PV) re-creates a missing directory and
 // re-applies mode and ownership; a marker of another PV, an existing directory without
 // a marker, or a non-directory at path gives ErrNotOwner.
-func Create(root *os.Root, opt CreateOptions) error {
-	path := opt.Path
-	if err := validatePath(path); err != nil {
+func Create(root fsys.Dir, opt CreateOptions) error {
+	p := opt.Path
+	if err := validatePath(p); err != nil {
 		return err
 	}
 	if opt.Owner.PV == "" {
-		return fmt.Errorf("create volume %q: owner PV name is empty", path)
+		return fmt.Errorf("create volume %q: owner PV name is empty", p)
 	}
 	if opt.Owner.Released != "" || opt.Owner.Recycled != "" {
-		return fmt.Errorf("create volume %q: a new volume is neither released nor recycled", path)
+		return fmt.Errorf("create volume %q: a new volume is neither released nor recycled", p)
 	}
 	mode, err := dirMode(opt.Mode)
 	if err != nil {
-		return fmt.Errorf("create volume %q: %w", path, err)
+		return fmt.Errorf("create volume %q: %w", p, err)
 	}
 
-	unlock := lockPath(path)
+	unlock := lockPath(p)
 	defer unlock()
 
-	if err := makeParents(root, path); err != nil {
+	v, _, err := openVolumeParent(root, p, true)
+	if err != nil {
 		return err
 	}
+	defer v.dir.Close()
 	for attempt := 0; ; attempt++ {
-		err := createOnce(root, path, mode, opt.UID, opt.GID, opt.Owner)
+		err := createOnce(v, mode, opt.UID, opt.GID, opt.Owner)
 		if !errors.Is(err, errRetry) {
 			return err
 		}
 		if attempt >= 100 {
-			return fmt.Errorf("create volume %q: marker %q keeps changing: %w", path, MarkerName(path), err)
+			return fmt.Errorf("create volume %q: marker %q keeps changing: %w", p, MarkerName(p), err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -140,147 +237,64 @@ func dirMode(m fs.FileMode) (fs.FileMode, error) {
 		}
 	}
 	m &^= fs.ModeDir
-	if m&^(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
+	if m&^dirModeBits != 0 {
 		return 0, fmt.Errorf("unsupported directory mode %v", m)
 	}
 	return m, nil
 }
 
 // createOnce is one round of the marker protocol; errRetry means the marker changed under us.
-func createOnce(root *os.Root, path string, mode fs.FileMode, uid, gid int, owner Marker) error {
-	markerPath := MarkerName(path)
-	lock, err := publishMarker(root, markerPath, owner)
+func createOnce(v volume, mode fs.FileMode, uid, gid int, owner Marker) error {
+	me := v.marker()
+	lock, err := publishMarker(me, owner)
 	switch {
 	case err == nil:
 		// We created the marker, so the path is ours unless a directory was already there.
 		defer lock.Close()
-		if err := root.Mkdir(path, 0o700); err != nil {
+		if err := v.dir.Mkdir(v.base, 0o700); err != nil {
 			var cleanup string
-			if rerr := root.Remove(markerPath); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			if rerr := v.dir.Unlink(me.name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 				cleanup = fmt.Sprintf(" (and removing our marker again failed: %v)", rerr)
 			}
 			if errors.Is(err, fs.ErrExist) {
 				// A directory without marker (or a file, or a symlink) belongs to none: never adopt it.
-				return fmt.Errorf("volume %q already exists, and not as a volume (a directory without an ownership marker, such as another StorageClass's base directory, or some other file): %w%s", path, ErrNotOwner, cleanup)
+				return fmt.Errorf("volume %q already exists, and not as a volume (a directory without an ownership marker, such as another StorageClass's base directory, or some other file): %w%s", v.path, ErrNotOwner, cleanup)
 			}
-			return fmt.Errorf("create volume %q: %w%s", path, err, cleanup)
+			return fmt.Errorf("create volume %q: %w%s", v.path, err, cleanup)
 		}
-		return applyAttrs(root, path, mode, uid, gid)
+		return applyAttrs(v, mode, uid, gid)
 	case errors.Is(err, fs.ErrExist):
 		// Fall through to the existing marker.
 	default:
-		return fmt.Errorf("create volume %q: %w", path, err)
+		return fmt.Errorf("create volume %q: %w", v.path, err)
 	}
 
-	lock, m, err := lockMarker(root, markerPath)
+	lock, m, err := lockMarker(me)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
-	if err := m.allows(Owner{PV: owner.PV, NodeUID: owner.NodeUID}, "create", path); err != nil {
+	if err := m.allows(Owner{PV: owner.PV, NodeUID: owner.NodeUID}, "create", v.path); err != nil {
 		return err
 	}
 	// Retry by the same PV. Holding the marker lock means no same-PV creator is between
 	// marker and mkdir, so a directory that appears now was made by someone else.
-	fi, err := root.Lstat(path)
+	info, err := v.dir.Lstat(v.base)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		raceHook("retry-mkdir", path)
-		if err := root.Mkdir(path, 0o700); err != nil {
+		raceHook("retry-mkdir", v.path)
+		if err := v.dir.Mkdir(v.base, 0o700); err != nil {
 			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("volume %q appeared while being created: %w", path, ErrNotOwner)
+				return fmt.Errorf("volume %q appeared while being created: %w", v.path, ErrNotOwner)
 			}
-			return fmt.Errorf("create volume %q: %w", path, err)
+			return fmt.Errorf("create volume %q: %w", v.path, err)
 		}
 	case err != nil:
-		return fmt.Errorf("create volume %q: %w", path, err)
-	case !fi.IsDir():
-		return fmt.Errorf("volume %q exists but is not a directory (%v): %w", path, fi.Mode().Type(), ErrNotOwner)
+		return fmt.Errorf("create volume %q: %w", v.path, err)
+	case !info.IsDir():
+		return fmt.Errorf("volume %q exists but is not a directory (%v): %w", v.path, info.Type, ErrNotOwner)
 	}
-	return applyAttrs(root, path, mode, uid, gid)
-}
-
-// makeParents creates the parent directories of path one component at a time. Unlike
-// root.MkdirAll it refuses symbolic links (os.Root follows links that stay inside the
-// root, which could place the volume inside someone else's) and checks each ancestor for
-// a marker both before creating anything in it and, authoritatively, once it exists: a
-// volume's marker is created before its directory, so a directory seen without a marker
-// can no longer become a volume (Create of it would fail on EEXIST).
-func makeParents(root *os.Root, path string) error {
-	parts := strings.Split(path, string(filepath.Separator))
-	for i := 1; i < len(parts); i++ {
-		p := filepath.Join(parts[:i]...)
-		if err := checkNoMarker(root, p, path); err != nil {
-			return err
-		}
-		created := false
-		if err := root.Mkdir(p, 0o755); err == nil {
-			created = true
-		} else if !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("create parent of volume %q: %w", path, err)
-		}
-		raceHook("parent-mkdir", p)
-		fi, err := root.Lstat(p)
-		if err != nil {
-			return fmt.Errorf("create parent of volume %q: %w", path, err)
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("parent %q of volume %q is not a directory (%v)", p, path, fi.Mode().Type())
-		}
-		if err := checkNoMarker(root, p, path); err != nil {
-			if created {
-				// A volume was created at p while we were making it a parent; our empty
-				// directory would make that volume's creator fail, so take it back.
-				_ = root.Remove(p)
-			}
-			return err
-		}
-	}
-	return nil
-}
-
-func checkNoMarker(root *os.Root, ancestor, path string) error {
-	_, err := root.Lstat(MarkerName(ancestor))
-	switch {
-	case err == nil:
-		return fmt.Errorf("volume path %q is inside volume %q: %w", path, ancestor, ErrNested)
-	case errors.Is(err, fs.ErrNotExist):
-		return nil
-	default:
-		return fmt.Errorf("check for volume at %q: %w", ancestor, err)
-	}
-}
-
-// checkAncestors reports whether every proper ancestor of path exists as a real directory,
-// and refuses a path inside another volume (an ancestor with a marker, ErrNested). A symbolic
-// link among the ancestors is an error (os.Root would follow it within the root, and we cannot
-// tell whose volume lies behind it); any other non-directory means path cannot exist.
-//
-// Paths are relative to the operator's root, not a class's base directory, so a volume is
-// found whatever class made it: a class whose base directory lies inside another class's
-// volume is refused like any other nested path.
-func checkAncestors(root *os.Root, path string) (bool, error) {
-	parts := strings.Split(path, string(filepath.Separator))
-	for i := 1; i < len(parts); i++ {
-		p := filepath.Join(parts[:i]...)
-		fi, err := root.Lstat(p)
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if fi.Mode().Type() == fs.ModeSymlink {
-			return false, fmt.Errorf("parent %q of volume %q is a symbolic link", p, path)
-		}
-		if !fi.IsDir() {
-			return false, nil
-		}
-		if err := checkNoMarker(root, p, path); err != nil {
-			return false, err
-		}
-	}
-	return true, nil
+	return applyAttrs(v, mode, uid, gid)
 }
 
 // allows checks that m lets o act on the volume at path: same PV, same incarnation of the
@@ -297,65 +311,70 @@ func (m *Marker) allows(o Owner, op, path string) error {
 	return nil
 }
 
-// applyAttrs sets owner and mode of the directory at path through a descriptor of the very
-// directory Lstat saw, so a symlink at path is never followed (root.Chmod and root.Chown
-// would follow it). Ownership goes first because chown may clear set-id bits.
-func applyAttrs(root *os.Root, path string, mode fs.FileMode, uid, gid int) error {
-	lfi, err := root.Lstat(path)
+// openVolumeDir opens the volume directory itself, as the entry of its parent that Lstat saw:
+// never through a symbolic link. A missing volume gives an fs.ErrNotExist error; anything but
+// a directory, ErrNotOwner.
+func openVolumeDir(v volume) (fsys.Dir, error) {
+	info, err := v.dir.Lstat(v.base)
 	if err != nil {
-		return fmt.Errorf("set up volume %q: %w", path, err)
+		return nil, err
 	}
-	if !lfi.IsDir() {
-		return fmt.Errorf("volume %q is not a directory (%v): %w", path, lfi.Mode().Type(), ErrNotOwner)
+	if !info.IsDir() {
+		return nil, fmt.Errorf("volume %q is not a directory (%v): %w", v.path, info.Type, ErrNotOwner)
 	}
-	f, err := root.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	d, err := v.dir.OpenDir(v.base, info.ID)
+	if errors.Is(err, fsys.ErrChanged) {
+		return nil, fmt.Errorf("volume %q: directory was replaced while in use", v.path)
+	}
+	return d, err
+}
+
+// applyAttrs sets owner and mode of the volume directory through the directory itself, so a
+// symlink at its path is never followed. Ownership goes first because chown may clear set-id
+// bits.
+func applyAttrs(v volume, mode fs.FileMode, uid, gid int) error {
+	d, err := openVolumeDir(v)
 	if err != nil {
-		return fmt.Errorf("set up volume %q: %w", path, err)
+		return fmt.Errorf("set up volume %q: %w", v.path, err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("set up volume %q: %w", path, err)
-	}
-	if !os.SameFile(lfi, fi) {
-		return fmt.Errorf("set up volume %q: directory was replaced while in use", path)
-	}
+	defer d.Close()
 	if uid >= 0 || gid >= 0 {
-		if err := f.Chown(uid, gid); err != nil {
-			return fmt.Errorf("set owner of volume %q: %w", path, err)
+		if err := d.Chown(uid, gid); err != nil {
+			return fmt.Errorf("set owner of volume %q: %w", v.path, err)
 		}
 	}
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("set mode of volume %q: %w", path, err)
+	if err := d.Chmod(mode); err != nil {
+		return fmt.Errorf("set mode of volume %q: %w", v.path, err)
 	}
 	return nil
 }
 
 // ReadMarker returns the marker of path; (nil, nil) if none.
-func ReadMarker(root *os.Root, path string) (*Marker, error) {
-	if err := validatePath(path); err != nil {
+func ReadMarker(root fsys.Dir, p string) (*Marker, error) {
+	if err := validatePath(p); err != nil {
 		return nil, err
 	}
-	ok, err := checkAncestors(root, path)
+	v, ok, err := openVolumeParent(root, p, false)
 	if err != nil || !ok {
 		return nil, err
 	}
-	return readMarker(root, MarkerName(path))
+	defer v.dir.Close()
+	return readMarker(v.marker())
 }
 
 // readMarker reads a marker without locking; (nil, nil) if there is none. A marker that
 // Scrub replaces while we open it (errRetry) is read again.
-func readMarker(root *os.Root, markerPath string) (*Marker, error) {
+func readMarker(e entry) (*Marker, error) {
 	for attempt := 0; ; attempt++ {
-		m, err := readMarkerOnce(root, markerPath)
+		m, err := readMarkerOnce(e)
 		if !errors.Is(err, errRetry) || attempt >= 10 {
 			return m, err
 		}
 	}
 }
 
-func readMarkerOnce(root *os.Root, markerPath string) (*Marker, error) {
-	f, err := openMarker(root, markerPath, os.O_RDONLY)
+func readMarkerOnce(e entry) (*Marker, error) {
+	f, err := openMarker(e, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -363,89 +382,90 @@ func readMarkerOnce(root *os.Root, markerPath string) (*Marker, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return decodeMarker(f, markerPath)
+	return decodeMarker(f, e.path)
 }
 
 // ownership is the shared first step of Delete, Archive and Release: if the volume at path
-// is o's, it returns its marker, locked (the caller closes lock), and gone=true if there is
-// nothing (left) to do. Holding the marker lock serializes them with Create and Scrub of the
-// same volume in other processes; in particular Scrub replaces the marker, and lockMarker's
-// same-file check makes us start over on the new one.
-func ownership(root *os.Root, path string, o Owner, op string) (lock *os.File, m *Marker, gone bool, err error) {
-	if err := validatePath(path); err != nil {
-		return nil, nil, false, err
-	}
+// is o's, it returns it opened, with its marker locked (the caller closes lock and v.dir),
+// and gone=true if there is nothing (left) to do. Holding the marker lock serializes them with
+// Create and Scrub of the same volume in other processes; in particular Scrub replaces the
+// marker, and lockMarker's same-file check makes us start over on the new one.
+func ownership(root fsys.Dir, p string, o Owner, op string) (v volume, lock fsys.File, m *Marker, gone bool, err error) {
 	if o.PV == "" {
-		return nil, nil, false, fmt.Errorf("%s volume %q: PV name is empty", op, path)
+		return volume{}, nil, nil, false, fmt.Errorf("%s volume %q: PV name is empty", op, p)
 	}
-	ok, err := checkAncestors(root, path)
+	v, ok, err := openVolumeParent(root, p, false)
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
+		return volume{}, nil, nil, false, fmt.Errorf("%s volume %q: %w", op, p, err)
 	}
 	if !ok {
-		return nil, nil, true, nil
+		return volume{}, nil, nil, true, nil
 	}
-	markerPath := MarkerName(path)
-	if err := removeDeadTemp(root, tempName(markerPath, o.PV)); err != nil {
-		return nil, nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
-	}
-	lock, m, err = lockCurrentMarker(root, markerPath)
-	if err != nil {
-		return nil, nil, false, fmt.Errorf("%s volume %q: %w", op, path, err)
-	}
-	fail := func(err error) (*os.File, *Marker, bool, error) {
+	fail := func(err error) (volume, fsys.File, *Marker, bool, error) {
 		if lock != nil {
 			lock.Close()
 		}
-		return nil, nil, false, err
+		v.dir.Close()
+		return volume{}, nil, nil, false, err
 	}
-	fi, err := root.Lstat(path)
+	me := v.marker()
+	if err := removeDeadTemp(me.sibling(tempName(me.name, o.PV))); err != nil {
+		return fail(fmt.Errorf("%s volume %q: %w", op, p, err))
+	}
+	lock, m, err = lockCurrentMarker(me)
+	if err != nil {
+		return fail(fmt.Errorf("%s volume %q: %w", op, p, err))
+	}
+	info, err := v.dir.Lstat(v.base)
 	exists := err == nil
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fail(fmt.Errorf("%s volume %q: %w", op, path, err))
+		return fail(fmt.Errorf("%s volume %q: %w", op, p, err))
 	}
 	switch {
 	case m == nil && !exists:
-		return nil, nil, true, nil
+		v.dir.Close()
+		return volume{}, nil, nil, true, nil
 	case m == nil:
-		return fail(fmt.Errorf("%s volume %q: it has no marker: %w", op, path, ErrNotOwner))
+		return fail(fmt.Errorf("%s volume %q: it has no marker: %w", op, p, ErrNotOwner))
 	}
-	if err := m.allows(o, op, path); err != nil {
+	if err := m.allows(o, op, p); err != nil {
 		return fail(err)
 	}
 	switch {
 	case !exists:
 		// Our marker outlived the directory (interrupted Delete/Archive): finish the job.
-		if err := root.Remove(markerPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fail(fmt.Errorf("%s volume %q: remove marker: %w", op, path, err))
+		if err := v.dir.Unlink(me.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fail(fmt.Errorf("%s volume %q: remove marker: %w", op, p, err))
 		}
 		lock.Close()
-		return nil, nil, true, nil
-	case !fi.IsDir():
-		return fail(fmt.Errorf("%s volume %q: it is not a directory (%v): %w", op, path, fi.Mode().Type(), ErrNotOwner))
+		v.dir.Close()
+		return volume{}, nil, nil, true, nil
+	case !info.IsDir():
+		return fail(fmt.Errorf("%s volume %q: it is not a directory (%v): %w", op, p, info.Type, ErrNotOwner))
 	}
-	return lock, m, false, nil
+	return v, lock, m, false, nil
 }
 
 // Delete removes the volume directory and its marker. Already gone -> nil.
 // A directory without marker, with another PV's marker, or released is left alone.
 // The marker is removed last, so an interrupted Delete can be retried.
-func Delete(root *os.Root, path string, o Owner) error {
-	if err := validatePath(path); err != nil {
+func Delete(root fsys.Dir, p string, o Owner) error {
+	if err := validatePath(p); err != nil {
 		return err
 	}
-	unlock := lockPath(path)
+	unlock := lockPath(p)
 	defer unlock()
-	lock, _, gone, err := ownership(root, path, o, "delete")
+	v, lock, _, gone, err := ownership(root, p, o, "delete")
 	if err != nil || gone {
 		return err
 	}
+	defer v.dir.Close()
 	defer lock.Close()
-	if err := removeVolume(root, path); err != nil {
-		return fmt.Errorf("delete volume %q: %w", path, err)
+	if err := removeVolume(v); err != nil {
+		return fmt.Errorf("delete volume %q: %w", p, err)
 	}
-	if err := root.Remove(MarkerName(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete volume %q: remove marker: %w", path, err)
+	if err := v.dir.Unlink(v.marker().name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete volume %q: remove marker: %w", p, err)
 	}
 	return nil
 }
@@ -453,27 +473,28 @@ func Delete(root *os.Root, path string, o Owner) error {
 // Release hands the volume over to the operator: its marker records why (e.g. "kept
 // (onDelete: retain) at 2026-11-25T08:00:00Z"), and from then on no operation of any PV
 // changes it. Releasing it again, or a volume already gone, is a no-op.
-func Release(root *os.Root, path string, o Owner, why string) error {
+func Release(root fsys.Dir, p string, o Owner, why string) error {
 	if why == "" {
-		return fmt.Errorf("release volume %q: no reason given", path)
+		return fmt.Errorf("release volume %q: no reason given", p)
 	}
-	if err := validatePath(path); err != nil {
+	if err := validatePath(p); err != nil {
 		return err
 	}
-	unlock := lockPath(path)
+	unlock := lockPath(p)
 	defer unlock()
-	lock, m, gone, err := ownership(root, path, o, "release")
+	v, lock, m, gone, err := ownership(root, p, o, "release")
 	if err != nil || gone {
 		return err
 	}
+	defer v.dir.Close()
 	defer lock.Close()
 	if m.Released != "" {
 		return nil
 	}
 	updated := *m
 	updated.Released = why
-	if err := replaceMarker(root, MarkerName(path), lock, updated); err != nil {
-		return fmt.Errorf("release volume %q: %w", path, err)
+	if err := replaceMarker(v.marker(), lock, updated); err != nil {
+		return fmt.Errorf("release volume %q: %w", p, err)
 	}
 	return nil
 }
@@ -486,94 +507,95 @@ func Release(root *os.Root, path string, o Owner, why string) error {
 //
 // If the directory was moved but the old marker could not be removed, the archive's path
 // is returned together with the error; a retry then removes the stale marker.
-func Archive(root *os.Root, path string, o Owner, now time.Time) (string, error) {
-	if err := validatePath(path); err != nil {
+func Archive(root fsys.Dir, p string, o Owner, now time.Time) (string, error) {
+	if err := validatePath(p); err != nil {
 		return "", err
 	}
-	unlock := lockPath(path)
+	unlock := lockPath(p)
 	defer unlock()
-	lock, m, gone, err := ownership(root, path, o, "archive")
+	v, lock, m, gone, err := ownership(root, p, o, "archive")
 	if err != nil || gone {
 		return "", err
 	}
+	defer v.dir.Close()
 	defer lock.Close()
-
-	parent, base := filepath.Dir(path), filepath.Base(path)
-	// Rename relative to one descriptor of the parent, so both names are single
-	// components and nothing in between is resolved again.
-	pdir, err := root.OpenFile(parent, os.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		return "", fmt.Errorf("archive volume %q: %w", path, err)
-	}
-	defer pdir.Close()
 
 	stamp := now.UTC().Format(archiveTimeFormat)
 	archived := *m
-	archived.Released = fmt.Sprintf("archived from %s at %s", base, now.UTC().Format(time.RFC3339))
+	archived.Released = fmt.Sprintf("archived from %s at %s", v.base, now.UTC().Format(time.RFC3339))
 	for n := 1; n <= maxArchiveSuffix; n++ {
-		name := "archived-" + base + "-" + stamp
+		name := "archived-" + v.base + "-" + stamp
 		if n > 1 {
 			name += fmt.Sprintf("-%d", n)
 		}
-		newPath := filepath.Join(parent, name)
+		newPath := path.Join(path.Dir(p), name)
+		to := volume{path: newPath, dir: v.dir, base: name}
 		// Reserving the archive's marker first keeps a concurrent Create or Archive from
-		// claiming the name between our check and the rename.
-		reserved, err := publishMarker(root, MarkerName(newPath), archived)
+		// claiming the name between our check and the rename. Both names are entries of the
+		// one open parent, so nothing in between is resolved again.
+		reserved, err := publishMarker(to.marker(), archived)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
 		if err != nil {
-			return "", fmt.Errorf("archive volume %q: reserve %q: %w", path, newPath, err)
+			return "", fmt.Errorf("archive volume %q: reserve %q: %w", p, newPath, err)
 		}
-		err = renameNoReplace(root, pdir, path, newPath)
+		err = renameNoReplace(v, to)
 		reserved.Close()
 		if err != nil {
-			if rerr := root.Remove(MarkerName(newPath)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-				return "", fmt.Errorf("archive volume %q: %w (and drop reservation: %v)", path, err, rerr)
+			if rerr := v.dir.Unlink(to.marker().name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				return "", fmt.Errorf("archive volume %q: %w (and drop reservation: %v)", p, err, rerr)
 			}
 			if errors.Is(err, fs.ErrExist) {
 				continue
 			}
-			return "", fmt.Errorf("archive volume %q: %w", path, err)
+			return "", fmt.Errorf("archive volume %q: %w", p, err)
 		}
-		if err := root.Remove(MarkerName(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return newPath, fmt.Errorf("archive volume %q: moved to %q but cannot remove old marker: %w", path, newPath, err)
+		if err := v.dir.Unlink(v.marker().name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return newPath, fmt.Errorf("archive volume %q: moved to %q but cannot remove old marker: %w", p, newPath, err)
 		}
 		return newPath, nil
 	}
-	return "", fmt.Errorf("archive volume %q: all archive names up to suffix -%d are taken", path, maxArchiveSuffix)
+	return "", fmt.Errorf("archive volume %q: all archive names up to suffix -%d are taken", p, maxArchiveSuffix)
 }
 
-// renameNoReplace renames the volume path to newPath (same parent, open as pdir) and fails
-// with an fs.ErrExist error if newPath exists. Plain rename(2) would replace an empty
-// directory or a file there.
-func renameNoReplace(root *os.Root, pdir *os.File, path, newPath string) error {
-	err := renameat2NoReplace(pdir, filepath.Base(path), filepath.Base(newPath))
+// renameNoReplace renames the volume from to to (same parent) and fails with an fs.ErrExist
+// error if to exists. Plain rename would replace an empty directory or a file there.
+func renameNoReplace(from, to volume) error {
+	err := renameFile(from.dir, from.base, to.base, true)
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOTEMPTY):
-		return fmt.Errorf("rename %q to %q: %w", path, newPath, fs.ErrExist)
+		return fmt.Errorf("rename %q to %q: %w", from.path, to.path, fs.ErrExist)
 	case errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOTSUP):
-		// The filesystem (e.g. NFS) has no RENAME_NOREPLACE. Check, then rename: the
-		// parent is not tenant-writable, and root.Rename itself refuses to replace a
-		// directory, which is what a volume rename could otherwise overwrite.
-		if _, err := root.Lstat(newPath); err == nil {
-			return fmt.Errorf("rename %q to %q: %w", path, newPath, fs.ErrExist)
+		// The filesystem (e.g. NFS) cannot rename without replacing. Check, then rename: the
+		// parent is not tenant-writable, and its entries are ours.
+		if _, err := from.dir.Lstat(to.base); err == nil {
+			return fmt.Errorf("rename %q to %q: %w", from.path, to.path, fs.ErrExist)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if err := root.Rename(path, newPath); err != nil {
+		if err := renameFile(from.dir, from.base, to.base, false); err != nil {
 			if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
-				return fmt.Errorf("rename %q to %q: %w", path, newPath, fs.ErrExist)
+				return fmt.Errorf("rename %q to %q: %w", from.path, to.path, fs.ErrExist)
 			}
 			return err
 		}
 		return nil
 	default:
-		return fmt.Errorf("rename %q to %q: %w", path, newPath, err)
+		return fmt.Errorf("rename %q to %q: %w", from.path, to.path, err)
 	}
 }
+
+// renameFile renames an entry of dir; a hook so tests can simulate filesystems that cannot
+// rename without replacing.
+var renameFile = func(dir fsys.Dir, oldname, newname string, noReplace bool) error {
+	return dir.Rename(oldname, newname, noReplace)
+}
+
+// dirModeBits are the bits of a directory's mode that Create sets and Scrub keeps.
+const dirModeBits = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 
 func encodeMarker(m Marker) ([]byte, error) {
 	b, err := json.Marshal(m)

@@ -11,12 +11,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"slices"
 	"strconv"
 	"time"
 
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/volumefs"
 )
 
@@ -62,7 +62,7 @@ type Result struct {
 }
 
 // Apply performs op under root.
-func Apply(root *os.Root, op Op) (Result, error) {
+func Apply(root fsys.Dir, op Op) (Result, error) {
 	o := volumefs.Owner{PV: op.Owner.PV, NodeUID: op.Owner.NodeUID}
 	switch op.Kind {
 	case Create:
@@ -116,7 +116,7 @@ func runLocal(ctx context.Context, dir string, op Op, run func() (Result, error)
 }
 
 func runIn(dir string, op Op) (Result, error) {
-	root, err := os.OpenRoot(dir)
+	root, err := fsys.OpenLocal(dir)
 	if err != nil {
 		return Result{}, err
 	}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
@@ -73,7 +74,7 @@ func TestRunInOperatorRoot(t *testing.T) {
 		if fi, err := os.Stat(filepath.Join(local, "fast", createOp.Path)); err != nil || !fi.IsDir() {
 			t.Fatalf("volume directory: %v %v", fi, err)
 		}
-		r, err := os.OpenRoot(local)
+		r, err := fsys.OpenLocal(local)
 		if err != nil {
 			t.Fatal(err)
 		}
