@@ -26,7 +26,10 @@ FILE=dirpv-vm-check
 fail() {
   say "FAIL $(echo "$*" | tr '\n' ' ')"
   dmesg | tail -n "+$((dmesg_from + 1))" | sed 's/^/dmesg: /'
-  grep -q " $MNT " /proc/mounts && umount -f "$MNT"
+  if grep -q " $MNT " /proc/mounts; then
+    ls -lan "$MNT" 2>&1 | sed 's/^/NFS-VM-LS /'
+    umount -f "$MNT"
+  fi
   poweroff -f
 }
 dmesg_from=$(dmesg | wc -l)
@@ -73,7 +76,15 @@ fi
 say "OK mounted: $(grep " $MNT " /proc/mounts)"
 echo "T+$(up)s mounted"
 
-out=$(run_as "printf %s '$TOKEN' >$MNT/$FILE" 2>&1) || fail "write $FILE as $(run_as id): $out"
+# dd conv=fsync: the data is on the server before we say so, and an error writing it back
+# (a shell's printf >FILE failed on one without saying why) comes with its reason
+out=$(run_as "printf %s '$TOKEN' | dd of=$MNT/$FILE conv=fsync" 2>&1) ||
+  fail "write $FILE (exit status $?) as $(run_as id): $out"
+# 0 links: the server handed out a file that is gone from its directory. Seen with ganesha
+# when the file (or the directory) was removed on the server's side while ganesha had it
+# cached: what is written here would never show up in the backing directory.
+links=$(stat -c %h "$MNT/$FILE")
+[ "$links" != 0 ] || fail "$FILE has 0 links on the server: a stale file (removed behind the server's back?)"
 say "OK wrote $FILE as $(run_as 'id -u'):$(run_as 'id -g'); owner by the server: $(stat -c %u:%g "$MNT/$FILE")"
 # drop the page cache so the read below goes to the server, not to what the write left
 sync
