@@ -140,8 +140,9 @@ if [ ! -f "$initrd" ]; then
   cp "$HACK_DIR/nfs-vm/guest-init.sh" "$R/init"
   chmod 755 "$R/init"
   (cd "$R" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$tmp/initrd.gz"
-  # others were built from an older init script or mount.nfs
-  find "$kdir" -maxdepth 1 -name 'initrd-*.gz' ! -name "${initrd##*/}" -delete
+  # Others were built from an older init script or mount.nfs. Only old ones go: another
+  # worktree's (other init script, same cache) may be in use right now.
+  find "$kdir" -maxdepth 1 -name 'initrd-*.gz' ! -name "${initrd##*/}" -mmin +60 -delete
   mv "$tmp/initrd.gz" "$initrd"
 fi
 [ $mode = run ] || exit 0
