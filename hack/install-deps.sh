@@ -1,5 +1,7 @@
 #!/bin/bash
 # Installs the Debian packages the local cluster needs; a no-op when all are present.
+#   install-deps.sh            the cluster's packages
+#   install-deps.sh PKG...     these packages instead (for scripts with needs of their own)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -7,6 +9,7 @@ set -euo pipefail
 pkgs=(etcd-server containerd runc containernetworking-plugins iptables openssl busybox-static iproute2)
 # The cluster's NFS server (hack/nfs-server.sh); nfs-common has the rpcinfo it waits with.
 pkgs+=(nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common)
+if [ $# -gt 0 ]; then pkgs=("$@"); fi
 
 missing=()
 for pkg in "${pkgs[@]}"; do
