@@ -35,6 +35,7 @@ func TestE2E(t *testing.T) {
 		{"PodDataSurvivesPod", testPodData},
 		{"HostPathThroughHelperPods", testHelperPods},
 		{"NFS", testNFS},
+		{"NFSKernelClient", testNFSKernelClient},
 		{"Reclaim", testReclaim},
 		{"BadInput", testBadInput},
 		{"NestedClasses", testNestedClasses},

@@ -18,11 +18,16 @@ else
   "$HACK_DIR/cluster-up.sh" # refreshes the images and adds missing nodes
 fi
 
+# The kernel NFS client check boots a VM from inside the cluster's namespace, which has no way
+# out: fetch what it needs now.
+"$HACK_DIR/nfs-vm.sh" prepare
+
 log "running the e2e suite"
 cd "$REPO_ROOT"
 status=0
-# DIRPV_CLUSTER_DIR: the fault cases stop and restart kube-apiserver through $WORK/apiserver.pid.
-nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" go test -tags e2e -count=1 -timeout 40m -v ./e2e/ || status=$?
+# DIRPV_CLUSTER_DIR: the fault cases stop and restart kube-apiserver through $WORK/apiserver.pid;
+# DIRPV_NETNS: the kernel NFS client check boots its VM there.
+nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" DIRPV_NETNS="$NETNS" go test -tags e2e -count=1 -timeout 40m -v ./e2e/ || status=$?
 if [ "$status" -ne 0 ] && [ "$started" = yes ]; then
   mkdir -p "$WORK.logs"
   cp "$WORK"/*.log "$WORK.logs/" 2>/dev/null || true
