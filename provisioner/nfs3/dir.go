@@ -133,14 +133,14 @@ func (c *Client) ensureAccess(ctx context.Context, h Handle, a Attr) error {
 }
 
 // EachName reads the whole directory before calling f: f may remove entries, and a server may
-// invalidate its READDIRPLUS cookies when the directory changes between pages.
+// invalidate its READDIR cookies when the directory changes between pages.
 func (d *dir) EachName(f func(name string)) error {
-	entries, err := d.c.ReadDirPlus(d.ctx, d.h)
+	names, err := d.c.ReadDirNames(d.ctx, d.h)
 	if err != nil {
 		return &fs.PathError{Op: "readdir", Path: d.name, Err: err}
 	}
-	for _, e := range entries {
-		f(e.Name)
+	for _, name := range names {
+		f(name)
 	}
 	return nil
 }
