@@ -46,6 +46,14 @@
 // REMOVE with ENOENT; an Exclusive CREATE with the same verifier succeeds).
 // NFS3ERR_JUKEBOX is retried, with a backoff, until the context ends.
 //
+// # fsys
+//
+// Client.OpenDir serves a directory as an fsys.Dir (dir.go), so dirpv's volume
+// operations run over NFS as they do on a local directory. Its calls all use
+// the context it was opened with. NFSv3 cannot refuse to replace a RENAME
+// target (Rename with noReplace fails with ENOTSUP) and has no locks without
+// NLM (File.Lock locks nothing).
+//
 // Errors are *Error values that say which server, procedure and name they
 // concern and unwrap to the syscall.Errno matching the NFS status (or to the
 // transport or context error).

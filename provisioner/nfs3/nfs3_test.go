@@ -367,6 +367,15 @@ func TestProcedures(t *testing.T) {
 		if types["a-dir"] != TypeDir || types["a-link"] != TypeSymlink || types["entry-with-a-longish-name-00000"] != TypeRegular {
 			t.Fatalf("types: %v %v %v", types["a-dir"], types["a-link"], types["entry-with-a-longish-name-00000"])
 		}
+
+		names, err := e.c.ReadDirNames(ctx, dir) // READDIR: several pages too
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(names)
+		if !slices.Equal(names, want) {
+			t.Fatalf("READDIR: got %d names, server has %d", len(names), len(want))
+		}
 	})
 
 	t.Run("rename", func(t *testing.T) {

@@ -15,6 +15,7 @@ const (
 	procGetattr     = 1
 	procSetattr     = 2
 	procLookup      = 3
+	procAccess      = 4
 	procRead        = 6
 	procWrite       = 7
 	procCreate      = 8
@@ -23,6 +24,7 @@ const (
 	procRmdir       = 13
 	procRename      = 14
 	procLink        = 15
+	procReadDir     = 16
 	procReadDirPlus = 17
 	procCommit      = 21
 )
@@ -72,6 +74,12 @@ type (
 	linkArgs   struct {
 		FH   []byte
 		Link nfs.Diropargs3
+	}
+	readDirArgs struct {
+		Dir    []byte
+		Cookie uint64
+		Verf   [8]byte
+		Count  uint32
 	}
 	readDirPlusArgs struct {
 		Dir      []byte
@@ -250,15 +258,55 @@ func (c *Client) setattr(ctx context.Context, h Handle, s nfs.Sattr3) (Attr, err
 	return Attr{}, c.opError("SETATTR", "", h, err)
 }
 
+// Access bits (ACCESS3_*): what ACCESS asks for and grants.
+const (
+	AccessRead    uint32 = 0x01 // read a file, list a directory
+	AccessLookup  uint32 = 0x02 // look up names in a directory
+	AccessModify  uint32 = 0x04 // rewrite a file, change a directory's entries
+	AccessExtend  uint32 = 0x08 // append to a file, add entries to a directory
+	AccessDelete  uint32 = 0x10 // remove entries from a directory
+	AccessExecute uint32 = 0x20 // run a file
+)
+
+// Access asks the server which of the access bits in want the client's
+// credentials have on h (ACCESS), as the server decides it: with its own
+// squashing and ACLs, which mode bits alone do not tell.
+func (c *Client) Access(ctx context.Context, h Handle, want uint32) (uint32, error) {
+	d, err := c.nfsCall(ctx, procAccess, struct {
+		FH     []byte
+		Access uint32
+	}{h.Bytes(), want})
+	if err == nil {
+		d.postOpAttr()
+		var granted uint32
+		d.value(&granted)
+		if err = d.err; err == nil {
+			return granted, nil
+		}
+	}
+	return 0, c.opError("ACCESS", "", h, err)
+}
+
 // Lookup returns the handle and attributes of name in dir. Like every NFS
 // LOOKUP it does not follow a symlink: it returns the link itself
 // (Type TypeSymlink), so callers can refuse one.
 func (c *Client) Lookup(ctx context.Context, dir Handle, name string) (Handle, Attr, error) {
-	fail := func(err error) (Handle, Attr, error) {
+	if err := checkName(name); err != nil {
 		return Handle{}, Attr{}, c.opError("LOOKUP", name, dir, err)
 	}
-	if err := checkName(name); err != nil {
-		return fail(err)
+	return c.lookup(ctx, dir, name)
+}
+
+// LookupParent returns the handle and attributes of dir's parent (a LOOKUP
+// of ".."). At the root of an export ganesha returns the root itself.
+func (c *Client) LookupParent(ctx context.Context, dir Handle) (Handle, Attr, error) {
+	return c.lookup(ctx, dir, "..")
+}
+
+// lookup is the LOOKUP call, name unchecked.
+func (c *Client) lookup(ctx context.Context, dir Handle, name string) (Handle, Attr, error) {
+	fail := func(err error) (Handle, Attr, error) {
+		return Handle{}, Attr{}, c.opError("LOOKUP", name, dir, err)
 	}
 	d, err := c.nfsCall(ctx, procLookup, diropArgs(dir, name))
 	if err != nil {
@@ -527,6 +575,57 @@ func (c *Client) ReadAll(ctx context.Context, h Handle, limit int) ([]byte, erro
 		}
 		if eof || len(data) == 0 {
 			return all, nil
+		}
+	}
+}
+
+// ReadDirNames returns the names of all entries of dir but "." and "..",
+// reading as many READDIR pages as it takes: less work for the server and
+// less memory than ReadDirPlus where names are all that is needed.
+func (c *Client) ReadDirNames(ctx context.Context, dir Handle) ([]string, error) {
+	var (
+		names  []string
+		cookie uint64
+		verf   [8]byte
+	)
+	for {
+		d, err := c.nfsCall(ctx, procReadDir, readDirArgs{Dir: dir.Bytes(), Cookie: cookie, Verf: verf, Count: 32 << 10})
+		if err != nil {
+			return nil, c.opError("READDIR", "", dir, err)
+		}
+		d.postOpAttr()
+		d.value(&verf)
+		n := 0 // entries on this page, "." and ".." included
+		for {
+			var follows bool
+			d.value(&follows)
+			if d.err != nil || !follows {
+				break
+			}
+			var e struct { // entry3
+				FileID uint64
+				Name   string
+				Cookie uint64
+			}
+			d.value(&e)
+			if d.err != nil {
+				break
+			}
+			n++
+			cookie = e.Cookie
+			if e.Name != "." && e.Name != ".." {
+				names = append(names, e.Name)
+			}
+		}
+		var eof bool
+		d.value(&eof)
+		switch {
+		case d.err != nil:
+			return nil, c.opError("READDIR", "", dir, d.err)
+		case eof:
+			return names, nil
+		case n == 0:
+			return nil, c.opError("READDIR", "", dir, fmt.Errorf("%w: server returned an empty page before the end", syscall.EIO))
 		}
 	}
 }
