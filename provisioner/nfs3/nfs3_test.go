@@ -659,7 +659,7 @@ func TestDeadline(t *testing.T) {
 	cfg := srv.config()
 	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		dials.Add(1)
-		return srv.dial(ctx, network, addr)
+		return srv.Dial(ctx, network, addr)
 	}
 	c, root := mountAs(t, srv, cfg, dir)
 	if _, err := c.Getattr(testCtx(t), root); err != nil {
