@@ -108,11 +108,23 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "dirpv"})
 
-	nfsBackend := &nfs.Backend{Exports: opts.NFSExports, Timeout: opts.OperationTimeout}
+	nfsBackend := &nfs.Backend{Exports: opts.NFSExports, Allow: opts.NFSAllow, Timeout: opts.OperationTimeout}
+	if len(opts.NFSAllow) > 0 {
+		nfsBackend.Direct = &nfs.Direct{UID: opts.NFSUID, GID: opts.NFSGID}
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "dirpv", Name: "nfs_operations_blocked",
 		Help: "Operations on NFS exports still blocked past their deadline (a hung server).",
 	}, func() float64 { return float64(nfsBackend.Stalls.Count()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "dirpv", Name: "nfs_servers_silent",
+		Help: "NFS servers reached with access: direct that stopped answering (their operations fail until they answer).",
+	}, func() float64 {
+		if nfsBackend.Direct == nil {
+			return 0
+		}
+		return float64(nfsBackend.Direct.Silent())
+	}))
 	helper := &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy}
 	prov := &provisioner.Provisioner{
 		Backends: backend.Set{
@@ -128,7 +140,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		Now:      time.Now,
 		PVs:      client.CoreV1().PersistentVolumes(),
 	}
-	logger.Info("Starting dirpv", "version", version, "name", opts.Name, "helperImage", image, "nfsExports", opts.NFSExports.String())
+	logger.Info("Starting dirpv", "version", version, "name", opts.Name, "helperImage", image, "nfsExports", opts.NFSExports.String(), "nfsAllow", opts.NFSAllow.String())
 
 	// runController runs one term of the provisioning controller: a ProvisionController cannot be
 	// restarted once its queues are shut down, so every term gets a new one.
@@ -173,7 +185,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	elector := newElector(opts, client, recorder)
 	serveErr := make(chan error, 1)
 	if opts.HTTPAddress != "" {
-		go func() { serveErr <- serve(ctx, opts.HTTPAddress, reg, elector, nfsBackend.Stalls.Err) }()
+		go func() { serveErr <- serve(ctx, opts.HTTPAddress, reg, elector, nfsBackend.Err) }()
 	}
 	if opts.LeaderElect {
 		err = elector.run(ctx, runController)

@@ -86,11 +86,27 @@ var classTests = []struct {
 	{name: "missing backend", params: map[string]string{}, wantErr: []string{`"backend": is required`}},
 	{name: "bad backend", params: map[string]string{"backend": "ceph"}, wantErr: []string{`"backend": "ceph" is not one of nfs, hostPath`}},
 	{name: "unknown key names it and the allowed keys", params: map[string]string{"backend": "hostPath", "archiveOnDelete": "true"},
-		wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: backend, basePath, gid, mode, onDelete, pathPattern, recycle, server, share, uid)`}},
+		wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: access, backend, basePath, gid, mode, onDelete, pathPattern, recycle, server, share, uid)`}},
 	{name: "nfs key on hostPath", params: map[string]string{"backend": "hostPath", "server": "x"},
 		wantErr: []string{`"server": applies only to backend nfs, not hostPath`}},
 	{name: "hostPath key on nfs", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "basePath": "/x"},
 		wantErr: []string{`"basePath": applies only to backend hostPath, not nfs`}},
+	{name: "nfs direct", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "access": "direct"},
+		check: func(t *testing.T, c *config.Class) {
+			if a := c.Params.(nfs.Class).Access; a != nfs.AccessDirect {
+				t.Errorf("access %q", a)
+			}
+		}},
+	{name: "nfs mount by default", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e"},
+		check: func(t *testing.T, c *config.Class) {
+			if a := c.Params.(nfs.Class).Access; a != nfs.AccessMount {
+				t.Errorf("access %q", a)
+			}
+		}},
+	{name: "bad access", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "access": "smb"},
+		wantErr: []string{`"access": "smb" is not one of mount, direct`}},
+	{name: "access on hostPath", params: map[string]string{"backend": "hostPath", "access": "direct"},
+		wantErr: []string{`"access": applies only to backend nfs, not hostPath`}},
 	{name: "nfs needs server and share", params: map[string]string{"backend": "nfs"},
 		wantErr: []string{`"server": is required`, `"share": is required`}},
 	{name: "relative share", params: map[string]string{"backend": "nfs", "server": "s", "share": "exports"},
@@ -204,6 +220,9 @@ func FuzzParseClass(f *testing.F) {
 				t.Fatalf("accepted server %q (backend %s)", p.Server, c.Backend)
 			}
 			checkAbsolute(t, "share", p.Share)
+			if p.Access != nfs.AccessMount && p.Access != nfs.AccessDirect {
+				t.Fatalf("accepted access %q", p.Access)
+			}
 		case hostpath.Class:
 			if c.Backend != hostpath.Name {
 				t.Fatalf("backend %s with hostPath parameters", c.Backend)

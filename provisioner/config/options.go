@@ -30,6 +30,11 @@ type Options struct {
 	HTTPAddress string
 
 	NFSExports NFSExports
+	// NFSAllow lists the NFS servers and exports classes with access: direct may name; empty:
+	// direct access is off. NFSUID and NFSGID are the AUTH_UNIX credentials dirpv sends them.
+	NFSAllow NFSAllow
+	NFSUID   int
+	NFSGID   int
 	// HostPathRoot bounds every hostPath class's basePath.
 	HostPathRoot string
 	// LocalRoot, when set, is where HostPathRoot of the node this process runs on is mounted:
@@ -66,6 +71,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", time.Second, "how often candidates try to take the Lease")
 	fs.StringVar(&o.HTTPAddress, "http-address", ":8080", "address serving /healthz, /readyz and /metrics; empty: off")
 	fs.Var(&o.NFSExports, "nfs-export", "SERVER:SHARE=/local/path: where the export SERVER:SHARE is mounted in this pod (repeatable)")
+	fs.Var(&o.NFSAllow, "nfs-allow", "SERVER or SERVER:/EXPORT that classes with access: direct may name (repeatable); none: direct access is off")
+	fs.IntVar(&o.NFSUID, "nfs-uid", 0, "uid dirpv presents to NFS servers with access: direct (AUTH_UNIX)")
+	fs.IntVar(&o.NFSGID, "nfs-gid", 0, "gid dirpv presents to NFS servers with access: direct (AUTH_UNIX)")
 	fs.StringVar(&o.HostPathRoot, "hostpath-root", DefaultHostPathRoot, "directory on the nodes that every hostPath basePath must lie within")
 	fs.StringVar(&o.LocalRoot, "local-root", "", "where --hostpath-root of this pod's node is mounted; hostPath work for that node then runs here instead of in helper pods")
 	fs.StringVar(&o.NodeName, "node-name", "", "the node this pod runs on (with --local-root); empty: every node (single-node clusters)")
@@ -113,6 +121,11 @@ func (o *Options) Validate() error {
 	if o.HelperImage == "" && o.PodName == "" {
 		bad("helper-image", "is required when --pod-name is not set")
 	}
+	for flag, id := range map[string]int{"nfs-uid": o.NFSUID, "nfs-gid": o.NFSGID} {
+		if id < 0 || id > 1<<31-1 {
+			bad(flag, "%d is not a number from 0 to %d", id, 1<<31-1)
+		}
+	}
 	if o.OperationTimeout <= 0 {
 		bad("operation-timeout", "must be positive")
 	}
@@ -146,7 +159,10 @@ func (e *NFSExports) Set(v string) error {
 		return fmt.Errorf("%q: want SERVER:SHARE=/local/path", v)
 	}
 	x := NFSExport{Server: remote[:i], Share: remote[i+1:], LocalPath: local}
-	var err error
+	err := CheckServer(x.Server)
+	if err != nil {
+		return fmt.Errorf("%q: %w", v, err)
+	}
 	if x.Share, err = CleanAbsolute(x.Share); err != nil {
 		return fmt.Errorf("%q: share: %w", v, err)
 	}
@@ -205,4 +221,87 @@ func RelWithin(root, p string) (string, bool) {
 		rel = "."
 	}
 	return rel, true
+}
+
+// NFSAllowed is one entry of --nfs-allow: a server, and the export whose volumes classes may
+// name (Share empty: any export of that server).
+type NFSAllowed struct {
+	Server string
+	Share  string
+}
+
+// NFSAllow is the repeatable --nfs-allow flag.
+type NFSAllow []NFSAllowed
+
+// String implements flag.Value.
+func (a *NFSAllow) String() string {
+	var parts []string
+	for _, x := range *a {
+		if x.Share == "" {
+			parts = append(parts, x.Server)
+		} else {
+			parts = append(parts, x.Server+":"+x.Share)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Set implements flag.Value, parsing SERVER or SERVER:/EXPORT.
+func (a *NFSAllow) Set(v string) error {
+	x := NFSAllowed{Server: v}
+	if i := strings.Index(v, ":/"); i >= 0 {
+		x.Server, x.Share = v[:i], v[i+1:]
+		var err error
+		if x.Share, err = CleanAbsolute(x.Share); err != nil {
+			return fmt.Errorf("%q: export: %w", v, err)
+		}
+	}
+	if err := CheckServer(x.Server); err != nil {
+		return fmt.Errorf("%q: want SERVER or SERVER:/EXPORT: %w", v, err)
+	}
+	for _, y := range *a {
+		if y == x {
+			return fmt.Errorf("%q given twice", v)
+		}
+	}
+	*a = append(*a, x)
+	return nil
+}
+
+// Root returns the directory of server that operations on volumes of share run from, and
+// share's path relative to it; ok is false if the allow-list does not admit share. As with
+// mounted exports, an export named in the list that holds share is preferred, the outermost
+// one, so that every check sees the volumes of every class on it; a server allowed as a whole
+// works from share itself.
+func (a NFSAllow) Root(server, share string) (root, rel string, ok bool) {
+	for _, x := range a {
+		if x.Server != server || x.Share == "" || !Within(x.Share, share) {
+			continue
+		}
+		if !ok || len(x.Share) < len(root) {
+			root, ok = x.Share, true
+		}
+	}
+	if ok {
+		rel, _ = RelWithin(root, share)
+		return root, rel, true
+	}
+	for _, x := range a {
+		if x.Server == server && x.Share == "" {
+			return share, ".", true
+		}
+	}
+	return "", "", false
+}
+
+// CheckServer checks an NFS server's name as a class or flag gives it: a host name or an
+// address, nothing that could be taken for a path or split into several.
+func CheckServer(s string) error {
+	if s == "" {
+		return errors.New("the server is empty")
+	}
+	if strings.ContainsAny(s, "/ \t\n") {
+		return fmt.Errorf("%q is not a host name or address", s)
+	}
+	return nil
 }

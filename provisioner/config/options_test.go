@@ -48,6 +48,19 @@ func TestOptions(t *testing.T) {
 		{name: "bad root", args: []string{"--namespace=d", "--helper-image=i", "--hostpath-root=/var/../etc"}, wantErr: "--hostpath-root"},
 		{name: "bad election timings", args: []string{"--namespace=d", "--helper-image=i", "--leader-elect-renew-deadline=20s"}, wantErr: "lease duration > renew deadline"},
 		{name: "workers", args: []string{"--namespace=d", "--helper-image=i", "--workers=0"}, wantErr: "--workers"},
+		{name: "allow", args: []string{"--namespace=d", "--helper-image=i", "--nfs-allow=10.0.0.1", "--nfs-allow=nfs2:/srv/nfs", "--nfs-uid=1000", "--nfs-gid=2000"},
+			check: func(t *testing.T, o *Options) {
+				want := NFSAllow{{Server: "10.0.0.1"}, {Server: "nfs2", Share: "/srv/nfs"}}
+				if len(o.NFSAllow) != 2 || o.NFSAllow[0] != want[0] || o.NFSAllow[1] != want[1] || o.NFSUID != 1000 || o.NFSGID != 2000 {
+					t.Errorf("got %+v uid %d gid %d", o.NFSAllow, o.NFSUID, o.NFSGID)
+				}
+			}},
+		{name: "allow twice", args: []string{"--nfs-allow=s:/e", "--nfs-allow=s:/e"}, wantErr: "given twice"},
+		{name: "allow an unclean export", args: []string{"--nfs-allow=s:/e/../x"}, wantErr: "not a clean path"},
+		{name: "allow a path", args: []string{"--nfs-allow=a/b"}, wantErr: "is not a host name"},
+		{name: "allow nothing", args: []string{"--nfs-allow=:/e"}, wantErr: "the server is empty"},
+		{name: "export of a bad server", args: []string{"--nfs-export=a b:/e=/mnt"}, wantErr: "is not a host name"},
+		{name: "negative uid", args: []string{"--namespace=d", "--helper-image=i", "--nfs-uid=-1"}, wantErr: "--nfs-uid"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,6 +133,36 @@ func TestContaining(t *testing.T) {
 		}
 		if local != tt.local || rel != tt.rel {
 			t.Errorf("Containing(%s, %s) = %q, %q; want %q, %q", tt.server, tt.share, local, rel, tt.local, tt.rel)
+		}
+	}
+}
+
+// TestAllowRoot: a direct class works from the outermost allowed export holding its share, or
+// from its share when the server is allowed as a whole.
+func TestAllowRoot(t *testing.T) {
+	var a NFSAllow
+	for _, v := range []string{"nfs1:/exports/fast", "nfs1:/exports", "nfs2", "nfs3:/data"} {
+		if err := a.Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		server, share string
+		root, rel     string
+		ok            bool
+	}{
+		{"nfs1", "/exports", "/exports", ".", true},
+		{"nfs1", "/exports/fast/x", "/exports", "fast/x", true},
+		{"nfs1", "/export", "", "", false},
+		{"nfs2", "/anything/at/all", "/anything/at/all", ".", true},
+		{"nfs3", "/data/team", "/data", "team", true},
+		{"nfs3", "/database", "", "", false},
+		{"nfs4", "/data", "", "", false},
+	}
+	for _, tt := range tests {
+		root, rel, ok := a.Root(tt.server, tt.share)
+		if root != tt.root || rel != tt.rel || ok != tt.ok {
+			t.Errorf("Root(%s, %s) = %q, %q, %v; want %q, %q, %v", tt.server, tt.share, root, rel, ok, tt.root, tt.rel, tt.ok)
 		}
 	}
 }

@@ -48,7 +48,8 @@ type Dir interface {
 	Mount() uint64
 	// Lstat describes the entry name.
 	Lstat(name string) (Info, error)
-	// OpenDir opens the subdirectory name, or the parent "..". An entry that is not a directory
+	// OpenDir opens the subdirectory name, the parent "..", or the directory itself again ".".
+	// An entry that is not a directory
 	// (a symbolic link included) gives ENOTDIR or ELOOP. If want is not zero, the directory must
 	// be that file, else ErrChanged. Without permission to read it, OpenDir first adds u+rwx to
 	// it (dirpv works as root or as the owner of what it removes).

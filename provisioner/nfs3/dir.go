@@ -90,10 +90,16 @@ func (d *dir) OpenDir(name string, want fsys.ID) (fsys.Dir, error) {
 		err error
 		sub = d.path(name)
 	)
-	if name == ".." {
+	switch name {
+	case ".":
+		// The directory itself again, as a Dir of its own.
+		sub = d.name
+		h = d.h
+		a, err = d.c.Getattr(d.ctx, d.h)
+	case "..":
 		sub = d.parentName()
 		h, a, err = d.c.LookupParent(d.ctx, d.h)
-	} else {
+	default:
 		h, a, err = d.c.Lookup(d.ctx, d.h, name)
 	}
 	switch {
@@ -102,7 +108,7 @@ func (d *dir) OpenDir(name string, want fsys.ID) (fsys.Dir, error) {
 		err = notDir(a.Type)
 	case want != (fsys.ID{}) && idOf(a) != want:
 		err = fsys.ErrChanged
-	case name != "..": // we came up from a child of "..", so we can work in it
+	case name != ".." && name != ".": // we came up from a child of "..", and are in "."
 		err = d.c.ensureAccess(d.ctx, h, a)
 	}
 	if err != nil {

@@ -1,9 +1,12 @@
-// Package nfs serves volumes as subdirectories of NFS exports that are mounted into dirpv's own pod
-// (the kubelet mounts them, so a hung server never wedges the provisioner's mount table).
+// Package nfs serves volumes as subdirectories of NFS exports. A class reaches its export in one
+// of two ways (parameter access): mounted into dirpv's own pod (mount: the kubelet mounts it, so
+// a hung server never wedges the provisioner's mount table), or as a user-space NFSv3 client
+// (direct: no mount at all, any server the operator allows, and a deadline on every call).
 package nfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -26,8 +29,21 @@ const Name = "nfs"
 const (
 	ParamServer = "server"
 	ParamShare  = "share"
+	ParamAccess = "access"
 	AnnServer   = "dirpv.io/server"
 	AnnShare    = "dirpv.io/share"
+	// AnnAccess is "direct" on volumes made with access: direct; absent means mount.
+	AnnAccess = "dirpv.io/nfs-access"
+)
+
+// Access is how dirpv reaches an export.
+type Access string
+
+const (
+	// AccessMount works on the export's mount in dirpv's pod (--nfs-export).
+	AccessMount Access = "mount"
+	// AccessDirect talks NFSv3 to the server from user space (--nfs-allow).
+	AccessDirect Access = "direct"
 )
 
 // Class is the nfs part of a StorageClass.
@@ -35,12 +51,14 @@ type Class struct {
 	// Server and Share name the NFS export, or a directory inside one, that holds the volumes.
 	Server string
 	Share  string
+	Access Access
 }
 
 // Location is where an NFS volume lives: Path is relative to Share on Server.
 type Location struct {
 	Server string
 	Share  string
+	Access Access
 }
 
 var _ backend.Location = Location{}
@@ -53,7 +71,11 @@ func (l Location) Describe(fullPath string) string { return l.Server + ":" + ful
 
 // Annotations implements backend.Location.
 func (l Location) Annotations() map[string]string {
-	return map[string]string{AnnServer: l.Server, AnnShare: l.Share}
+	a := map[string]string{AnnServer: l.Server, AnnShare: l.Share}
+	if l.Access == AccessDirect {
+		a[AnnAccess] = string(AccessDirect)
+	}
+	return a
 }
 
 // Spec implements backend.Location: the kubelet mounts the directory with the class's mount options.
@@ -62,9 +84,12 @@ func (l Location) Spec(spec *v1.PersistentVolumeSpec, fullPath string, sc *stora
 	spec.MountOptions = sc.MountOptions
 }
 
-// Backend runs every operation in-process on the local mount of the export.
+// Backend runs every operation in-process: on the local mount of the export, or over NFSv3.
 type Backend struct {
 	Exports config.NFSExports
+	// Allow lists what access: direct may reach; Direct reaches it. Empty: direct access is off.
+	Allow   config.NFSAllow
+	Direct  *Direct
 	Timeout time.Duration
 	// Stalls tracks operations blocked past Timeout on a hung export; while one is, the export
 	// takes no new operations.
@@ -77,7 +102,7 @@ var _ backend.Backend = (*Backend)(nil)
 func (b *Backend) Name() string { return Name }
 
 // Params implements config.Backend.
-func (b *Backend) Params() []string { return []string{ParamServer, ParamShare} }
+func (b *Backend) Params() []string { return []string{ParamServer, ParamShare, ParamAccess} }
 
 // ParseParams implements config.Backend; it returns a Class.
 func (b *Backend) ParseParams(params map[string]string, bad func(key, format string, args ...any)) any {
@@ -85,8 +110,8 @@ func (b *Backend) ParseParams(params map[string]string, bad func(key, format str
 	c.Server = params[ParamServer]
 	if c.Server == "" {
 		bad(ParamServer, "is required for backend nfs")
-	} else if strings.ContainsAny(c.Server, "/ \t\n") {
-		bad(ParamServer, "%q is not a host name or address", c.Server)
+	} else if err := config.CheckServer(c.Server); err != nil {
+		bad(ParamServer, "%v", err)
 	}
 	if share := params[ParamShare]; share == "" {
 		bad(ParamShare, "is required for backend nfs")
@@ -94,6 +119,15 @@ func (b *Backend) ParseParams(params map[string]string, bad func(key, format str
 		bad(ParamShare, "%v", err)
 	} else {
 		c.Share = s
+	}
+	c.Access = AccessMount
+	if v, ok := params[ParamAccess]; ok {
+		switch a := Access(v); a {
+		case AccessMount, AccessDirect:
+			c.Access = a
+		default:
+			bad(ParamAccess, "%q is not one of %s, %s", v, AccessMount, AccessDirect)
+		}
 	}
 	return c
 }
@@ -110,22 +144,55 @@ func (b *Backend) Place(class *config.Class, _ controller.ProvisionOptions) (bac
 		return nil, fmt.Errorf("not an nfs class: %T", class.Params)
 	}
 	l := Location(c)
-	_, _, err := b.export(l)
-	return l, err
+	return l, b.reachable(l)
 }
 
 // Locate implements backend.Backend: the share must be an export this pod has mounted, or a
 // directory inside one, holding no names that start with "." (those are dirpv's).
 func (b *Backend) Locate(pv *v1.PersistentVolume, p string) (backend.Location, error) {
-	l := Location{Server: pv.Annotations[AnnServer], Share: pv.Annotations[AnnShare]}
+	l := Location{Server: pv.Annotations[AnnServer], Share: pv.Annotations[AnnShare], Access: AccessMount}
 	if _, err := config.CleanAbsolute(l.Share); err != nil {
 		return nil, fmt.Errorf("annotation %s: %w", AnnShare, err)
+	}
+	if a, ok := pv.Annotations[AnnAccess]; ok {
+		if Access(a) != AccessDirect {
+			return nil, fmt.Errorf("annotation %s: %q is not %s", AnnAccess, a, AccessDirect)
+		}
+		l.Access = AccessDirect
 	}
 	if s := pv.Spec.NFS; s == nil || s.Server != l.Server || s.Path != path.Join(l.Share, p) {
 		return nil, fmt.Errorf("the PV's nfs source does not match its dirpv.io/ annotations (%s)", l.Describe(path.Join(l.Share, p)))
 	}
+	return l, b.reachable(l)
+}
+
+// reachable checks that this process may reach l the way l says.
+func (b *Backend) reachable(l Location) error {
+	if l.Access == AccessDirect {
+		_, _, err := b.allowed(l)
+		return err
+	}
 	_, _, err := b.export(l)
-	return l, err
+	return err
+}
+
+// allowed returns the directory of l's server that direct operations on l run from (see
+// config.NFSAllow.Root) and l's share relative to it.
+func (b *Backend) allowed(l Location) (string, string, error) {
+	if len(b.Allow) == 0 || b.Direct == nil {
+		return "", "", fmt.Errorf("access: direct is off in this provisioner (no --nfs-allow); allow NFS server %s with --nfs-allow=%s:%s", l.Server, l.Server, l.Share)
+	}
+	root, rel, ok := b.Allow.Root(l.Server, l.Share)
+	if !ok {
+		return "", "", fmt.Errorf("NFS server %s, share %s, is not allowed for access: direct (the provisioner allows: %s); add --nfs-allow=%s:%s",
+			l.Server, l.Share, b.Allow.String(), l.Server, l.Share)
+	}
+	if rel != "." {
+		if err := pathname.Validate(rel); err != nil {
+			return "", "", fmt.Errorf("share %s (in export %s:%s): %w", l.Share, l.Server, root, err)
+		}
+	}
+	return root, rel, nil
 }
 
 // export returns the mounted export v lies in and v's share relative to it.
@@ -154,12 +221,22 @@ func (b *Backend) served() string {
 	return strings.Join(s, ", ")
 }
 
-// Run implements backend.Backend. Operations run in the outermost mounted export that holds
-// the share, so that volumes of every class on that export are seen by every check.
+// Run implements backend.Backend. Operations run in the outermost export that holds the share
+// (mounted, or allowed), so that volumes of every class on that export are seen by every check.
 func (b *Backend) Run(ctx context.Context, v backend.Volume, op volumeop.Op) (volumeop.Result, error) {
 	l, ok := v.Location.(Location)
 	if !ok {
 		return volumeop.Result{}, fmt.Errorf("not an nfs volume: %s", v)
+	}
+	if l.Access == AccessDirect {
+		root, rel, err := b.allowed(l)
+		if err != nil {
+			return volumeop.Result{}, err
+		}
+		op.Path = path.Join(rel, op.Path)
+		ctx, cancel := context.WithTimeoutCause(ctx, b.Timeout, fmt.Errorf("no answer from NFS server %s within %v", l.Server, b.Timeout))
+		defer cancel()
+		return b.Direct.Run(ctx, l.Server, root, op)
 	}
 	e, rel, err := b.export(l)
 	if err != nil {
@@ -169,4 +246,14 @@ func (b *Backend) Run(ctx context.Context, v backend.Volume, op volumeop.Op) (vo
 	ctx, cancel := context.WithTimeoutCause(ctx, b.Timeout, fmt.Errorf("no answer from NFS export %s:%s within %v", e.Server, e.Share, b.Timeout))
 	defer cancel()
 	return b.Stalls.RunLocal(ctx, "NFS export "+e.Server+":"+e.Share, e.LocalPath, op)
+}
+
+// Err says which exports and servers do not answer (a hung mount, a silent server), for
+// /readyz; nil if all do.
+func (b *Backend) Err() error {
+	err := b.Stalls.Err()
+	if b.Direct != nil {
+		err = errors.Join(err, b.Direct.Err())
+	}
+	return err
 }

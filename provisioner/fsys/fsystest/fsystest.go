@@ -122,6 +122,13 @@ func openDirParent(t *testing.T, d fsys.Dir, dir string) {
 	up, err := a.OpenDir("..", top.ID)
 	must(t, err)
 	up.Close()
+	again, err := a.OpenDir(".", fsys.ID{})
+	must(t, err)
+	must(t, again.Mkdir("made-through-dot", 0o755))
+	again.Close()
+	if _, err := os.Stat(filepath.Join(dir, "a", "made-through-dot")); err != nil {
+		t.Errorf(`a.OpenDir("."): %v`, err)
+	}
 	b, err := a.OpenDir("b", fsys.ID{})
 	must(t, err)
 	defer b.Close()
