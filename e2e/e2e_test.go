@@ -34,9 +34,14 @@ func TestE2E(t *testing.T) {
 		{"StatefulSetKeepsData", testStatefulSet},
 		{"PodDataSurvivesPod", testPodData},
 		{"HostPathThroughHelperPods", testHelperPods},
-		{"NFS", testNFS},
-		{"NFSKernelClient", testNFSKernelClient},
-		{"Reclaim", testReclaim},
+		{"NFS", testNFS(mount)},
+		{"NFSKernelClient", testNFSKernelClient(mount)},
+		{"Reclaim", testReclaim(mount)},
+		{"RecycleNFS", testRecycleNFS(mount)},
+		{"NFSDirect", testNFS(direct)},
+		{"NFSDirectKernelClient", testNFSKernelClient(direct)},
+		{"ReclaimDirect", testReclaim(direct)},
+		{"RecycleNFSDirect", testRecycleNFS(direct)},
 		{"BadInput", testBadInput},
 		{"NestedClasses", testNestedClasses},
 		{"Recycle", testRecycle},
@@ -170,15 +175,43 @@ func testHelperPods(t *testing.T) {
 	})
 }
 
+// nfsAccess is how dirpv reaches the export in a case: through its backing directory (mount),
+// or as an NFSv3 client of the server (direct). The direct classes are the mount classes'
+// twins, named with "-direct".
+type nfsAccess string
+
+const (
+	mount  nfsAccess = "mount"
+	direct nfsAccess = "direct"
+)
+
+// class is the name of the class of this access mode.
+func (a nfsAccess) class(name string) string {
+	if a == direct {
+		return name + "-direct"
+	}
+	return name
+}
+
 // testNFS checks the export side: the PV's source, the class's mount options, the directory.
-func testNFS(t *testing.T) {
-	ns := namespace(t)
-	claim(t, ns, "shared", "e2e-nfs", func(c *v1.PersistentVolumeClaim) {
-		c.Spec.AccessModes = []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}
-	})
-	pv := bound(t, ns, "shared")
+func testNFS(access nfsAccess) func(*testing.T) {
+	return func(t *testing.T) {
+		ns := namespace(t)
+		claim(t, ns, "shared", access.class("e2e-nfs"), func(c *v1.PersistentVolumeClaim) {
+			c.Spec.AccessModes = []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}
+		})
+		pv := bound(t, ns, "shared")
+		checkNFSVolume(t, ns, pv, access)
+	}
+}
+
+func checkNFSVolume(t *testing.T, ns string, pv *v1.PersistentVolume, access nfsAccess) {
+	t.Helper()
 	if pv.Spec.NFS.Path != exportDir+"/"+ns+"/shared" || len(pv.Spec.MountOptions) != 1 || pv.Spec.MountOptions[0] != "nfsvers=4.1" {
 		t.Errorf("PV source %+v mount options %v", pv.Spec.NFS, pv.Spec.MountOptions)
+	}
+	if got := pv.Annotations["dirpv.io/nfs-access"]; (access == direct) != (got == "direct") {
+		t.Errorf("PV of access %s: annotation dirpv.io/nfs-access %q", access, got)
 	}
 	dir := onExport(t, pv)
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o777 {
@@ -192,12 +225,16 @@ func testNFS(t *testing.T) {
 	waitGone(t, dir)
 }
 
-func testReclaim(t *testing.T) {
+func testReclaim(access nfsAccess) func(*testing.T) {
+	return func(t *testing.T) { reclaim(t, access) }
+}
+
+func reclaim(t *testing.T, access nfsAccess) {
 	ctx := context.Background()
 	ns := namespace(t)
 
 	t.Run("archive", func(t *testing.T) {
-		claim(t, ns, "arch", "e2e-nfs-archive")
+		claim(t, ns, "arch", access.class("e2e-nfs-archive"))
 		pv := bound(t, ns, "arch")
 		dir := onExport(t, pv)
 		if err := os.WriteFile(filepath.Join(dir, "f"), []byte("old data"), 0o644); err != nil {
@@ -216,7 +253,7 @@ func testReclaim(t *testing.T) {
 	})
 
 	t.Run("onDelete retain", func(t *testing.T) {
-		claim(t, ns, "ret", "e2e-nfs-retain")
+		claim(t, ns, "ret", access.class("e2e-nfs-retain"))
 		pv := bound(t, ns, "ret")
 		dir := onExport(t, pv)
 		deleteClaim(t, ns, "ret")
@@ -227,7 +264,7 @@ func testReclaim(t *testing.T) {
 	})
 
 	t.Run("reclaimPolicy Retain", func(t *testing.T) {
-		claim(t, ns, "keep", "e2e-nfs-keep")
+		claim(t, ns, "keep", access.class("e2e-nfs-keep"))
 		pv := bound(t, ns, "keep")
 		dir := onExport(t, pv)
 		if err := os.WriteFile(filepath.Join(dir, "f"), []byte("precious"), 0o644); err != nil {
@@ -249,7 +286,7 @@ func testReclaim(t *testing.T) {
 		sc := &storagev1.StorageClass{
 			ObjectMeta:  metav1.ObjectMeta{Name: "e2e-ephemeral-" + ns},
 			Provisioner: "dirpv.io/provisioner",
-			Parameters:  map[string]string{"backend": "nfs", "server": nfsServer, "share": exportDir, "onDelete": "archive"},
+			Parameters:  map[string]string{"backend": "nfs", "server": nfsServer, "share": exportDir, "onDelete": "archive", "access": string(access)},
 		}
 		if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -269,7 +306,7 @@ func testReclaim(t *testing.T) {
 	})
 
 	t.Run("PV deleted before its claim", func(t *testing.T) {
-		claim(t, ns, "early", "e2e-nfs")
+		claim(t, ns, "early", access.class("e2e-nfs"))
 		pv := bound(t, ns, "early")
 		dir := onExport(t, pv)
 		if err := client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{}); err != nil {
@@ -309,6 +346,7 @@ func testBadInput(t *testing.T) {
 		{"immediate", "e2e-hostpath-immediate", nil, "requires volumeBindingMode: WaitForFirstConsumer"},
 		{"block", "e2e-nfs", func(c *v1.PersistentVolumeClaim) { c.Spec.VolumeMode = &block }, "block"},
 		{"unknown-export", "e2e-unknown-export", nil, "NFS export nfs.elsewhere.test:/data is not mounted in the provisioner"},
+		{"unallowed-server", "e2e-nfs-direct-unallowed", nil, "NFS server nfs.elsewhere.test, share /data, is not allowed for access: direct"},
 	}
 	for _, tt := range tests {
 		mutate := []func(*v1.PersistentVolumeClaim){}
@@ -556,41 +594,48 @@ func testRecycle(t *testing.T) {
 		t.Errorf("the next tenant sees %q", seen)
 	}
 
-	// nfs: scrubbed on the export, then bound again.
-	claim(t, ns, "shared", "e2e-recycle-nfs")
-	npv := bound(t, ns, "shared")
-	ndir := onExport(t, npv)
-	if err := os.WriteFile(filepath.Join(ndir, "old"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	deleteClaim(t, ns, "shared")
-	pvPhase(t, npv.Name, v1.VolumeAvailable)
-	if left := entries(t, ndir); len(left) != 0 {
-		t.Errorf("recycled nfs volume still holds %v", left)
-	}
-	claim(t, ns, "shared-again", "e2e-recycle-nfs")
-	if got := bound(t, ns, "shared-again"); got.Name != npv.Name {
-		t.Errorf("the next nfs claim got PV %s, not the recycled %s", got.Name, npv.Name)
-	}
-
-	// Deleting a recycling PV reclaims its directory by the class's onDelete, though its
-	// Kubernetes policy is Retain: a bound one once its claim goes, a pool one at once.
-	ctx := context.Background()
-	if err := client.CoreV1().PersistentVolumes().Delete(ctx, npv.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	deleteClaim(t, ns, "shared-again")
-	pvGone(t, npv.Name)
-	waitGone(t, ndir)
-
 	deletePod(t, ns, "second-app")
 	deleteClaim(t, ns, "second")
 	pvPhase(t, pv.Name, v1.VolumeAvailable)
+	ctx := context.Background()
 	if err := client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	pvGone(t, pv.Name)
 	waitGone(t, dir)
+}
+
+// testRecycleNFS: a recycled nfs volume is scrubbed on the export, then bound again; deleting
+// the PV reclaims its directory.
+func testRecycleNFS(access nfsAccess) func(*testing.T) {
+	return func(t *testing.T) {
+		ns := namespace(t)
+		claim(t, ns, "shared", access.class("e2e-recycle-nfs"))
+		npv := bound(t, ns, "shared")
+		ndir := onExport(t, npv)
+		if err := os.WriteFile(filepath.Join(ndir, "old"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		deleteClaim(t, ns, "shared")
+		pvPhase(t, npv.Name, v1.VolumeAvailable)
+		if left := entries(t, ndir); len(left) != 0 {
+			t.Errorf("recycled nfs volume still holds %v", left)
+		}
+		claim(t, ns, "shared-again", access.class("e2e-recycle-nfs"))
+		if got := bound(t, ns, "shared-again"); got.Name != npv.Name {
+			t.Errorf("the next nfs claim got PV %s, not the recycled %s", got.Name, npv.Name)
+		}
+
+		// Deleting a recycling PV reclaims its directory by the class's onDelete, though its
+		// Kubernetes policy is Retain: a bound one once its claim goes, a pool one at once.
+		ctx := context.Background()
+		if err := client.CoreV1().PersistentVolumes().Delete(ctx, npv.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deleteClaim(t, ns, "shared-again")
+		pvGone(t, npv.Name)
+		waitGone(t, ndir)
+	}
 }
 
 // classPVs lists the PVs of a class.

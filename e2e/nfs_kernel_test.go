@@ -22,9 +22,13 @@ import (
 // server:path the PV records, with the class's mount options, and writes a file through it;
 // the file must then be in the volume's directory on the server. Deleting the claim reclaims
 // the directory as usual.
-func testNFSKernelClient(t *testing.T) {
+func testNFSKernelClient(access nfsAccess) func(*testing.T) {
+	return func(t *testing.T) { mountInVM(t, access) }
+}
+
+func mountInVM(t *testing.T, access nfsAccess) {
 	ns := namespace(t)
-	claim(t, ns, "vm", "e2e-nfs", func(c *v1.PersistentVolumeClaim) {
+	claim(t, ns, "vm", access.class("e2e-nfs"), func(c *v1.PersistentVolumeClaim) {
 		c.Spec.AccessModes = []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}
 	})
 	pv := bound(t, ns, "vm")

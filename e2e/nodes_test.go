@@ -110,7 +110,22 @@ func (h *helperRuns) checkOnNode(t *testing.T, pv, node string) {
 // leaderNode is the node the current leader runs on.
 func leaderNode(t *testing.T) string {
 	t.Helper()
-	return podNode(t, dirpvNamespace, holderPod(leader(t)))
+	// Right after a rollout the Lease may be released by a replica that was replaced, or held
+	// by one being deleted: wait for a running replica to lead.
+	var node string
+	poll(t, "a running replica leading", func(ctx context.Context) (bool, error) {
+		lease, err := client.CoordinationV1().Leases(dirpvNamespace).Get(ctx, leaseName, metav1.GetOptions{})
+		if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+			return false, nil
+		}
+		p, err := client.CoreV1().Pods(dirpvNamespace).Get(ctx, holderPod(*lease.Spec.HolderIdentity), metav1.GetOptions{})
+		if err != nil || p.DeletionTimestamp != nil {
+			return false, nil
+		}
+		node = p.Spec.NodeName
+		return true, nil
+	})
+	return node
 }
 
 func podNode(t *testing.T, ns, name string) string {
