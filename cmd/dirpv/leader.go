@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -124,6 +125,22 @@ func (e *elector) healthy() error {
 	}
 	if d := e.lock.since(); d > e.stale {
 		return fmt.Errorf("leading but the Lease was last renewed %s ago", d.Round(time.Second))
+	}
+	return nil
+}
+
+// fence fails unless this replica leads and has renewed its Lease within the renew deadline.
+// Past that another replica may take the Lease as soon as the lease duration has run out, so
+// work that must never overlap a new leader's (calls to NFS servers with access: direct) stops
+// here, also in a process that was paused and has not yet noticed that it lost the Lease. The
+// difference between the two durations (5 s by default) is the time a call sent just before the
+// fence closed has to reach its server before a new leader can start.
+func (e *elector) fence() error {
+	if !e.leading.Load() {
+		return errors.New("not the leader")
+	}
+	if d := e.lock.since(); d >= e.config.RenewDeadline {
+		return fmt.Errorf("the Lease was last renewed %s ago, past the renew deadline %s: another replica may lead", d.Round(time.Millisecond), e.config.RenewDeadline)
 	}
 	return nil
 }

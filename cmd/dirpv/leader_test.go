@@ -71,3 +71,34 @@ func TestElectorHandover(t *testing.T) {
 		t.Fatal("no handover within 20s of the leader's shutdown")
 	}
 }
+
+// TestElectorFence: the fence is open only while this replica leads with a fresh Lease: a leader
+// that has not renewed within the renew deadline (a paused process, say) sends nothing.
+func TestElectorFence(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
+		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 100 * time.Millisecond}
+	e := newElector(opts, fake.NewClientset(), record.NewFakeRecorder(100))
+	if err := e.fence(); err == nil {
+		t.Fatal("fence open before leading")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- e.run(ctx, func(ctx context.Context) {
+			if err := e.fence(); err != nil {
+				t.Errorf("fence closed while leading with a fresh Lease: %v", err)
+			}
+			// As if this process had been paused since its last renewal.
+			e.lock.last.Store(time.Now().Add(-opts.RenewDeadline - time.Second).UnixNano())
+			if err := e.fence(); err == nil {
+				t.Error("fence open with a Lease last renewed past the renew deadline")
+			}
+			cancel()
+		})
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -110,7 +110,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 
 	nfsBackend := &nfs.Backend{Exports: opts.NFSExports, Allow: opts.NFSAllow, Timeout: opts.OperationTimeout}
 	if len(opts.NFSAllow) > 0 {
-		nfsBackend.Direct = &nfs.Direct{UID: opts.NFSUID, GID: opts.NFSGID}
+		nfsBackend.Direct = &nfs.Direct{UID: opts.NFSUID, GID: opts.NFSGID, CallTimeout: opts.NFSCallTimeout}
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "dirpv", Name: "nfs_operations_blocked",
@@ -183,6 +183,9 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	}
 
 	elector := newElector(opts, client, recorder)
+	if opts.LeaderElect && nfsBackend.Direct != nil {
+		nfsBackend.Direct.Fence = elector.fence
+	}
 	serveErr := make(chan error, 1)
 	if opts.HTTPAddress != "" {
 		go func() { serveErr <- serve(ctx, opts.HTTPAddress, reg, elector, nfsBackend.Err) }()

@@ -35,6 +35,8 @@ type Options struct {
 	NFSAllow NFSAllow
 	NFSUID   int
 	NFSGID   int
+	// NFSCallTimeout bounds each call to a server with access: direct.
+	NFSCallTimeout time.Duration
 	// HostPathRoot bounds every hostPath class's basePath.
 	HostPathRoot string
 	// LocalRoot, when set, is where HostPathRoot of the node this process runs on is mounted:
@@ -74,6 +76,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var(&o.NFSAllow, "nfs-allow", "SERVER or SERVER:/EXPORT that classes with access: direct may name (repeatable); none: direct access is off")
 	fs.IntVar(&o.NFSUID, "nfs-uid", 0, "uid dirpv presents to NFS servers with access: direct (AUTH_UNIX)")
 	fs.IntVar(&o.NFSGID, "nfs-gid", 0, "gid dirpv presents to NFS servers with access: direct (AUTH_UNIX)")
+	fs.DurationVar(&o.NFSCallTimeout, "nfs-call-timeout", 15*time.Second, "how long one call to an NFS server with access: direct may take; a server that takes longer is taken to have stopped answering")
 	fs.StringVar(&o.HostPathRoot, "hostpath-root", DefaultHostPathRoot, "directory on the nodes that every hostPath basePath must lie within")
 	fs.StringVar(&o.LocalRoot, "local-root", "", "where --hostpath-root of this pod's node is mounted; hostPath work for that node then runs here instead of in helper pods")
 	fs.StringVar(&o.NodeName, "node-name", "", "the node this pod runs on (with --local-root); empty: every node (single-node clusters)")
@@ -125,6 +128,9 @@ func (o *Options) Validate() error {
 		if id < 0 || id > 1<<31-1 {
 			bad(flag, "%d is not a number from 0 to %d", id, 1<<31-1)
 		}
+	}
+	if o.NFSCallTimeout <= 0 {
+		bad("nfs-call-timeout", "must be positive")
 	}
 	if o.OperationTimeout <= 0 {
 		bad("operation-timeout", "must be positive")

@@ -45,6 +45,15 @@ type Config struct {
 	// Dial opens the TCP connections (e.g. from inside a network namespace);
 	// nil means a net.Dialer. The network passed is always "tcp".
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Fence, if set, is asked before every call is sent; an error stops the
+	// call unsent. dirpv fences its calls with its leadership: a replica that
+	// may no longer lead sends nothing.
+	Fence func() error
+	// CallTimeout, if positive, bounds every call besides its context, so a
+	// server that stops answering is noticed long before a whole operation's
+	// deadline.
+	CallTimeout time.Duration
 }
 
 // Client talks NFSv3 and MOUNT v3 to one server. It is safe for concurrent
@@ -54,8 +63,11 @@ type Client struct {
 	pmPort int
 	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	cred   rpc.Auth
-	xid    atomic.Uint32
-	closed atomic.Bool
+	fence  func() error
+	// callTimeout: see Config.CallTimeout.
+	callTimeout time.Duration
+	xid         atomic.Uint32
+	closed      atomic.Bool
 
 	nfs, mount *endpoint
 }
@@ -105,12 +117,14 @@ func New(cfg Config) (*Client, error) {
 		pm = DefaultPortmapperPort
 	}
 	c := &Client{
-		server: cfg.Server,
-		pmPort: pm,
-		dial:   dial,
-		cred:   rpc.Auth{Flavor: authUnix, Body: cred.Bytes()},
-		nfs:    newEndpoint(nfs.Nfs3Prog, nfs.Nfs3Vers, cfg.NFSPort, DefaultNFSPort),
-		mount:  newEndpoint(nfs.MountProg, nfs.MountVers, cfg.MountPort, DefaultMountPort),
+		server:      cfg.Server,
+		pmPort:      pm,
+		dial:        dial,
+		fence:       cfg.Fence,
+		callTimeout: cfg.CallTimeout,
+		cred:        rpc.Auth{Flavor: authUnix, Body: cred.Bytes()},
+		nfs:         newEndpoint(nfs.Nfs3Prog, nfs.Nfs3Vers, cfg.NFSPort, DefaultNFSPort),
+		mount:       newEndpoint(nfs.MountProg, nfs.MountVers, cfg.MountPort, DefaultMountPort),
 	}
 	c.xid.Store(rand.Uint32())
 	return c, nil
@@ -166,6 +180,16 @@ func (c *Client) opError(op, name string, h Handle, err error) error {
 // call runs one procedure of ep's program and returns a decoder at its
 // results.
 func (c *Client) call(ctx context.Context, ep *endpoint, proc uint32, args any) (*decoder, error) {
+	if c.fence != nil {
+		if err := c.fence(); err != nil {
+			return nil, err
+		}
+	}
+	if c.callTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.callTimeout)
+		defer cancel()
+	}
 	cn, err := c.connect(ctx, ep)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,12 @@ type Direct struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// ProbeInterval: see DefaultProbeInterval; 0 means the default.
 	ProbeInterval time.Duration
+	// CallTimeout bounds every call (see nfs3.Config.CallTimeout); 0: only the operation's
+	// deadline does.
+	CallTimeout time.Duration
+	// Fence, if set, is asked before every call to a server; an error stops the call unsent
+	// (see nfs3.Config.Fence). Set it before the first Run.
+	Fence func() error
 
 	mu      sync.Mutex
 	clients map[string]*nfs3.Client
@@ -93,7 +99,7 @@ func (d *Direct) client(server string) (*nfs3.Client, error) {
 	if c := d.clients[server]; c != nil {
 		return c, nil
 	}
-	c, err := nfs3.New(nfs3.Config{Server: server, UID: uint32(d.UID), GID: uint32(d.GID), MachineName: "dirpv", Dial: d.Dial})
+	c, err := nfs3.New(nfs3.Config{Server: server, UID: uint32(d.UID), GID: uint32(d.GID), MachineName: "dirpv", Dial: d.Dial, Fence: d.Fence, CallTimeout: d.CallTimeout})
 	if err != nil {
 		return nil, err
 	}

@@ -210,3 +210,20 @@ func TestDirectSilentServer(t *testing.T) {
 		t.Errorf("Err = %v, Silent = %d", err, b.Direct.Silent())
 	}
 }
+
+// TestDirectFence: with the fence closed nothing reaches the server.
+func TestDirectFence(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	export := t.TempDir()
+	b, _ := directBackend(t, nfs3test.Addr, nfs3test.Export{Dir: export})
+	b.Direct.Fence = func() error { return errors.New("not the leader") }
+	if _, err := b.Run(ctx, directVolume(export, "a"), createOp("a", "pv-a")); err == nil || !strings.Contains(err.Error(), "not the leader") {
+		t.Fatalf("Create with the fence closed: %v", err)
+	}
+	if names, _ := os.ReadDir(export); len(names) != 0 {
+		t.Errorf("the server got calls through a closed fence: %v", names)
+	}
+	if b.Direct.Silent() != 0 {
+		t.Error("a closed fence marked the server silent")
+	}
+}
