@@ -42,6 +42,7 @@ func TestE2E(t *testing.T) {
 		{"NFSDirectKernelClient", testNFSKernelClient(direct)},
 		{"ReclaimDirect", testReclaim(direct)},
 		{"RecycleNFSDirect", testRecycleNFS(direct)},
+		{"NFSDirectNewExport", testNFSDirectNewExport},
 		{"BadInput", testBadInput},
 		{"NestedClasses", testNestedClasses},
 		{"Recycle", testRecycle},

@@ -110,14 +110,8 @@ func testAPIServerDown(t *testing.T) {
 	before := snapshot(t, exportDir)
 
 	start := time.Now()
-	claims := createClaims(t, bc, ns, faultClassNFS, "c", apiServerBurst)
 	// Stop it mid-burst: some volumes made, most not yet.
-	atStop := 0
-	pollFor(t, time.Minute, "the first PVs of the burst", func(ctx context.Context) (bool, error) {
-		pvs, err := pvsWhere(ctx, bc, claimedIn(ns))
-		atStop = len(pvs)
-		return err == nil && atStop >= 10, nil
-	})
+	claims, atStop := midBurst(t, bc, ns, faultClassNFS, apiServerBurst)
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted { // a failure between stop and start must not leave the cluster without it

@@ -59,7 +59,9 @@ func testFaults(t *testing.T) {
 	}{
 		{"DiskFull", testDiskFull},
 		{"APIServerDown", testAPIServerDown},
+		{"NFSServerStopped", testNFSServerStopped},
 		{"LeaderKills", testLeaderKills},
+		{"LeaderPaused", testLeaderPaused},
 		{"CutOffLeader", testCutOffLeader},
 	} {
 		t.Run(tc.name, tc.fn)
@@ -132,6 +134,21 @@ func createClaims(t *testing.T, c kubernetes.Interface, ns, class, prefix string
 		}
 	}
 	return names
+}
+
+// midBurst creates n claims of class in ns at once (named c-000, c-001, ...) and waits until the
+// first 10 have PVs: a fault injected then hits a burst in full swing, some volumes made, most
+// not yet. It returns the claims and how many PVs there were.
+func midBurst(t *testing.T, c kubernetes.Interface, ns, class string, n int) ([]string, int) {
+	t.Helper()
+	claims := createClaims(t, c, ns, class, "c", n)
+	made := 0
+	pollFor(t, time.Minute, "the first PVs of the burst", func(ctx context.Context) (bool, error) {
+		pvs, err := pvsWhere(ctx, c, claimedIn(ns))
+		made = len(pvs)
+		return err == nil && made >= 10, nil
+	})
+	return claims, made
 }
 
 // deleteClaims deletes every claim of ns at once (20 at a time).

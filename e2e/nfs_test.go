@@ -14,6 +14,8 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 )
 
@@ -65,4 +67,51 @@ func dirpvNetns(t *testing.T) string {
 		return ns
 	}
 	return "dirpv"
+}
+
+// squashDir is the cluster's second export, which squashes root (hack/nfs-server.sh).
+const squashDir = "/srv/dirpv-nfs/squashed"
+
+// testNFSDirectNewExport: a class for another export of an allowed server, made while dirpv
+// runs, works at once (access: direct needs no mount and no restart). That export squashes
+// root: a class without uid and gid gets volumes owned by the anonymous user; one with a uid
+// gets an event that says what such an export needs.
+func testNFSDirectNewExport(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	class := func(name string, extra map[string]string) string {
+		params := map[string]string{"backend": "nfs", "server": nfsServer, "share": squashDir, "access": "direct"}
+		for k, v := range extra {
+			params[k] = v
+		}
+		sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + ns}, Provisioner: "dirpv.io/provisioner", Parameters: params}
+		if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = client.StorageV1().StorageClasses().Delete(context.Background(), sc.Name, metav1.DeleteOptions{})
+		})
+		return sc.Name
+	}
+
+	claim(t, ns, "anon", class("e2e-squashed", nil))
+	pv := bound(t, ns, "anon")
+	if pv.Spec.NFS.Server != nfsServer || !strings.HasPrefix(pv.Spec.NFS.Path, squashDir+"/") {
+		t.Fatalf("PV source %+v", pv.Spec.NFS)
+	}
+	dir := pv.Spec.NFS.Path
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+		t.Errorf("%s is owned by %d:%d, want the anonymous user 65534:65534 of the squashing export", dir, st.Uid, st.Gid)
+	}
+
+	claim(t, ns, "owned", class("e2e-squashed-uid", map[string]string{"uid": "1000", "gid": "1000"}))
+	event(t, ns, "owned", "ProvisioningFailed", "an export that squashes root needs a class without uid and gid")
+
+	deleteClaim(t, ns, "anon")
+	pvGone(t, pv.Name)
+	waitGone(t, dir)
 }

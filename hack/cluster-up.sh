@@ -156,6 +156,8 @@ nsx ip link set dirpv0 up
 
 # --- the NFS server, on every address of the namespace: pods and all nodes reach $NODE_IP ---
 "$HACK_DIR/nfs-server.sh" up "$NFS_STATE" "$NETNS" "${NFS_EXPORTS[@]}"
+# Clients of the squashed export act as the anonymous user: let it make volumes there.
+chmod 1777 "$NFS_SQUASH_DIR"
 
 # --- throwaway PKI, one per cluster ---
 log "creating PKI"

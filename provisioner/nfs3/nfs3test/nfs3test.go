@@ -104,14 +104,19 @@ func (s *Server) pid(t testing.TB, name string) int {
 // a request sent just after.
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
-	pid := s.pid(t, "ganesha")
+	StopProcess(t, s.pid(t, "ganesha"))
+}
+
+// StopProcess SIGSTOPs the process pid and waits until every one of its threads has stopped.
+func StopProcess(t testing.TB, pid int) {
+	t.Helper()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatalf("stopping ganesha: %v", err)
+		t.Fatalf("stopping process %d: %v", pid, err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !allThreadsStopped(t, pid) {
 		if time.Now().After(deadline) {
-			t.Fatal("ganesha's threads did not all stop within 30s of SIGSTOP")
+			t.Fatalf("the threads of process %d did not all stop within 30s of SIGSTOP", pid)
 		}
 		time.Sleep(10 * time.Millisecond) // polling /proc; there is nothing to wait on
 	}
@@ -120,7 +125,7 @@ func (s *Server) Stop(t testing.TB) {
 func allThreadsStopped(t testing.TB, pid int) bool {
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
 	if err != nil || len(tasks) == 0 {
-		t.Fatalf("ganesha's threads: %v", err)
+		t.Fatalf("the threads of process %d: %v", pid, err)
 	}
 	for _, f := range tasks {
 		b, err := os.ReadFile(f)
