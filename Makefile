@@ -5,7 +5,7 @@ IMAGE ?= dirpv.io/dirpv:v0.1.0
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build tools lint unit fuzz e2e test image docker-image cluster-up cluster-down demo demo-down
+.PHONY: all build tools lint unit fuzz e2e bench test image docker-image cluster-up cluster-down demo demo-down
 
 all: build
 
@@ -44,6 +44,9 @@ fuzz: ## Run each fuzz target for FUZZTIME (10s unless set).
 
 e2e: ## The end-to-end suite on a real local cluster (brought up and torn down unless one runs).
 	hack/e2e.sh
+
+bench: ## Measure on the local cluster: a table of ratios, and _output/bench.json.
+	hack/bench.sh
 
 test: tools lint unit fuzz e2e ## Everything: tools, lint, unit tests, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
 

@@ -1,0 +1,28 @@
+#!/bin/bash
+# Measures dirpv on the local cluster (e2e/bench_test.go) and prints a table of ratios measured
+# in one run; the figures also go to _output/bench.json. A cluster that is already up is used and
+# left running; otherwise one is brought up and torn down afterwards.
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+out=$REPO_ROOT/_output/bench.json
+mkdir -p "$(dirname "$out")"
+if ! kc get --raw /readyz >/dev/null 2>&1; then
+  trap '"$HACK_DIR/cluster-down.sh"' EXIT
+  "$HACK_DIR/cluster-up.sh"
+else
+  log "using the running cluster"
+  "$HACK_DIR/cluster-up.sh" # refreshes the images
+fi
+
+log "measuring (log: ${out%.json}.log)"
+cd "$REPO_ROOT"
+if ! nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" DIRPV_BENCH="$out" \
+  go test -tags e2e -count=1 -timeout 60m -v -run '^TestBench$' ./e2e/ >"${out%.json}.log" 2>&1; then
+  tail -40 "${out%.json}.log" >&2
+  exit 1
+fi
+# The table: the lines the test prints for it.
+grep -E '^(nfs, |\|)' "${out%.json}.log"
+log "figures: $out"
