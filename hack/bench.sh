@@ -24,5 +24,5 @@ if ! nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" DIRPV_BENC
   exit 1
 fi
 # The table: the lines the test prints for it.
-grep -E '^(nfs, |\|)' "${out%.json}.log"
+grep -E '^([0-9]+ cores, |\|)' "${out%.json}.log"
 log "figures: $out"

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	clientmetrics "k8s.io/client-go/tools/metrics"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -215,7 +216,21 @@ func newRegistry() (*prometheus.Registry, metrics.Metrics, *provisioner.Metrics)
 	reg.MustRegister(lib.PersistentVolumeClaimProvisionTotal, lib.PersistentVolumeClaimProvisionFailedTotal,
 		lib.PersistentVolumeClaimProvisionDurationSeconds, lib.PersistentVolumeDeleteTotal,
 		lib.PersistentVolumeDeleteFailedTotal, lib.PersistentVolumeDeleteDurationSeconds)
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "dirpv", Name: "kube_api_requests_total",
+		Help: "Requests this process made to kube-apiserver, by method and response code.",
+	}, []string{"method", "code"})
+	reg.MustRegister(requests)
+	// client-go takes one such counter per process (the first registration wins).
+	clientmetrics.Register(clientmetrics.RegisterOpts{RequestResult: apiRequests{requests}})
 	return reg, lib, provisioner.NewMetrics(reg)
+}
+
+// apiRequests counts requests to kube-apiserver as client-go reports them.
+type apiRequests struct{ *prometheus.CounterVec }
+
+func (r apiRequests) Increment(_ context.Context, code, method, _ string) {
+	r.WithLabelValues(method, code).Inc()
 }
 
 // ownImage returns the image of this pod's dirpv container, so helper pods run exactly the same
