@@ -66,7 +66,10 @@ func (d *Direct) Run(ctx context.Context, server, root string, op volumeop.Op) (
 		return volumeop.Result{}, err
 	}
 	res, err := d.run(ctx, c, server, root, op)
-	d.note(server, err)
+	// A call that ran out of its own time while the operation still had some: the server did
+	// not answer. An operation that ran out of time as a whole (a big scrub on a slow server)
+	// says nothing of the kind.
+	d.note(server, err, ctx.Err() == nil)
 	if errors.Is(err, syscall.EPERM) && op.Kind == volumeop.Create && (op.UID >= 0 || op.GID >= 0) {
 		err = fmt.Errorf("%w (the server refused to set the owner: an export that squashes root needs a class without uid and gid, or dirpv's --nfs-uid and --nfs-gid set to the export's anonymous user, whose ids every volume then gets)", err)
 	}
@@ -191,15 +194,15 @@ func (d *Direct) silent(server string, s *silence) error {
 	return fmt.Errorf("NFS server %s has not answered since %s (%v); its operations fail until it does", server, s.since.UTC().Format(time.RFC3339), s.err)
 }
 
-// note records whether server answered: an operation that ran out of time marks it silent; any
-// operation that succeeded clears that.
-func (d *Direct) note(server string, err error) {
+// note records whether server answered: a call that ran out of time while the operation had
+// some left (opInTime) marks it silent; any operation that succeeded clears that.
+func (d *Direct) note(server string, err error, opInTime bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
 	case err == nil:
 		delete(d.down, server)
-	case errors.Is(err, context.DeadlineExceeded):
+	case opInTime && errors.Is(err, context.DeadlineExceeded):
 		if d.down == nil {
 			d.down = map[string]*silence{}
 		}

@@ -168,13 +168,13 @@ func TestDirectRootSquash(t *testing.T) {
 	}
 }
 
-// TestDirectSilentServer: a server that stops answering fails its operations within their
+// TestDirectSilentServer: a server that stops answering fails its operations within a call's
 // deadline, is named by Err, and fails later ones at once until it answers again.
 func TestDirectSilentServer(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	export := t.TempDir()
 	b, srv := directBackend(t, nfs3test.Addr, nfs3test.Export{Dir: export})
-	b.Timeout = 2 * time.Second
+	b.Direct.CallTimeout = time.Second
 	b.Direct.ProbeInterval = time.Hour
 	if _, err := b.Run(ctx, directVolume(export, "a"), createOp("a", "pv-a")); err != nil {
 		t.Fatal(err)
