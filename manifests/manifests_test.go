@@ -93,7 +93,7 @@ func deploymentOptions(t *testing.T, d *appsv1.Deployment) *config.Options {
 }
 
 func TestOverlays(t *testing.T) {
-	for _, dir := range []string{"overlays/hostpath", "overlays/nfs", "../e2e/testdata/install", "../e2e/testdata/localroot"} {
+	for _, dir := range []string{"overlays/hostpath", "overlays/nfs", "overlays/nfs-direct", "../e2e/testdata/install", "../e2e/testdata/localroot"} {
 		t.Run(dir, func(t *testing.T) {
 			objs := render(t, dir)
 			deps := find[*appsv1.Deployment](objs)
@@ -121,7 +121,7 @@ func TestOverlays(t *testing.T) {
 					continue // the suite's classes include deliberately bad ones
 				}
 				// The backends as the Deployment configures them place a volume of every class.
-				backends := backend.Set{&nfs.Backend{Exports: opts.NFSExports}, &hostpath.Backend{Root: opts.HostPathRoot}}
+				backends := backend.Set{nfs.New(opts), &hostpath.Backend{Root: opts.HostPathRoot}}
 				class, b, err := backends.ParseClass(sc.Parameters)
 				if err != nil {
 					t.Errorf("class %s: %v", sc.Name, err)

@@ -109,10 +109,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "dirpv"})
 
-	nfsBackend := &nfs.Backend{Exports: opts.NFSExports, Allow: opts.NFSAllow, Timeout: opts.OperationTimeout}
-	if len(opts.NFSAllow) > 0 {
-		nfsBackend.Direct = &nfs.Direct{UID: opts.NFSUID, GID: opts.NFSGID, CallTimeout: opts.NFSCallTimeout}
-	}
+	nfsBackend := nfs.New(opts)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "dirpv", Name: "nfs_operations_blocked",
 		Help: "Operations on NFS exports still blocked past their deadline (a hung server).",

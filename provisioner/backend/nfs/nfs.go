@@ -98,6 +98,16 @@ type Backend struct {
 
 var _ backend.Backend = (*Backend)(nil)
 
+// New is the backend as the options configure it: direct access is on when --nfs-allow names
+// something.
+func New(o *config.Options) *Backend {
+	b := &Backend{Exports: o.NFSExports, Allow: o.NFSAllow, Timeout: o.OperationTimeout}
+	if len(o.NFSAllow) > 0 {
+		b.Direct = &Direct{UID: o.NFSUID, GID: o.NFSGID, CallTimeout: o.NFSCallTimeout}
+	}
+	return b
+}
+
 // Name implements config.Backend.
 func (b *Backend) Name() string { return Name }
 
