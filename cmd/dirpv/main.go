@@ -186,7 +186,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	}
 	serveErr := make(chan error, 1)
 	if opts.HTTPAddress != "" {
-		go func() { serveErr <- serve(ctx, opts.HTTPAddress, reg, elector, nfsBackend.Err) }()
+		go func() { serveErr <- serve(ctx, opts.HTTPAddress, reg, elector, nfsBackend.Err, opts.Profiling) }()
 	}
 	if opts.LeaderElect {
 		err = elector.run(ctx, runController)

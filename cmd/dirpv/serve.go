@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,8 +14,8 @@ import (
 )
 
 // serve answers /healthz, /readyz and /metrics on addr until ctx ends.
-func serve(ctx context.Context, addr string, reg *prometheus.Registry, e *elector, blocked func() error) error {
-	srv := &http.Server{Addr: addr, Handler: handler(reg, e, blocked), ReadHeaderTimeout: 10 * time.Second}
+func serve(ctx context.Context, addr string, reg *prometheus.Registry, e *elector, blocked func() error, profiling bool) error {
+	srv := &http.Server{Addr: addr, Handler: handler(reg, e, blocked, profiling), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -31,9 +32,16 @@ func serve(ctx context.Context, addr string, reg *prometheus.Registry, e *electo
 // handler serves the probes and metrics: /healthz fails when this replica leads but has not
 // renewed its Lease in time; /readyz tells whether it leads or stands by, and fails while
 // blocked reports operations stuck on a hung NFS export (a restart would not cure that, so it
-// is not a liveness failure).
-func handler(reg *prometheus.Registry, e *elector, blocked func() error) http.Handler {
+// is not a liveness failure). With profiling, /debug/pprof/ serves Go's profiles.
+func handler(reg *prometheus.Registry, e *elector, blocked func() error, profiling bool) http.Handler {
 	mux := http.NewServeMux()
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := e.healthy(); err != nil {

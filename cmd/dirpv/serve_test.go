@@ -41,7 +41,7 @@ func TestHandler(t *testing.T) {
 			return *p
 		}
 		return nil
-	}))
+	}, false))
 	defer srv.Close()
 
 	if code, body := get(t, srv, "/readyz"); code != 200 || body != "ok: standby\n" {
@@ -90,4 +90,18 @@ func TestHandler(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestProfiling: /debug/pprof/ is there with --profiling only.
+func TestProfiling(t *testing.T) {
+	reg, _, _ := newRegistry()
+	e := newElector(&config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv"}, fake.NewClientset(), record.NewFakeRecorder(10))
+	for _, on := range []bool{false, true} {
+		srv := httptest.NewServer(handler(reg, e, func() error { return nil }, on))
+		code, body := get(t, srv, "/debug/pprof/")
+		srv.Close()
+		if on && (code != 200 || !strings.Contains(body, "goroutine")) || !on && code != 404 {
+			t.Errorf("profiling %v: /debug/pprof/ answered %d %.60q", on, code, body)
+		}
+	}
 }

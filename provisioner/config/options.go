@@ -26,8 +26,9 @@ type Options struct {
 	RenewDeadline        time.Duration
 	RetryPeriod          time.Duration
 
-	// HTTPAddress serves /healthz, /readyz and /metrics.
+	// HTTPAddress serves /healthz, /readyz and /metrics, and with Profiling /debug/pprof/.
 	HTTPAddress string
+	Profiling   bool
 
 	NFSExports NFSExports
 	// NFSAllow lists the NFS servers and exports classes with access: direct may name; empty:
@@ -72,6 +73,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it steps down")
 	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", time.Second, "how often candidates try to take the Lease")
 	fs.StringVar(&o.HTTPAddress, "http-address", ":8080", "address serving /healthz, /readyz and /metrics; empty: off")
+	fs.BoolVar(&o.Profiling, "profiling", false, "also serve Go's profiles at /debug/pprof/ on --http-address")
 	fs.Var(&o.NFSExports, "nfs-export", "SERVER:SHARE=/local/path: where the export SERVER:SHARE is mounted in this pod (repeatable)")
 	fs.Var(&o.NFSAllow, "nfs-allow", "SERVER or SERVER:/EXPORT that classes with access: direct may name (repeatable); none: direct access is off")
 	fs.IntVar(&o.NFSUID, "nfs-uid", 0, "uid dirpv presents to NFS servers with access: direct (AUTH_UNIX)")
