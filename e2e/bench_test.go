@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -357,18 +356,11 @@ func createPV(t *testing.T, c kubernetes.Interface, pv *v1.PersistentVolume) {
 	}
 }
 
-// deletePVs deletes PVs made by hand, 20 at a time.
+// deletePVs deletes PVs made by hand, 20 at a time (a cleanup: errors are of no use).
 func deletePVs(c kubernetes.Interface, names []string) {
-	sem := make(chan struct{}, 20)
-	var wg sync.WaitGroup
-	for _, name := range names {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			_ = c.CoreV1().PersistentVolumes().Delete(context.Background(), name, metav1.DeleteOptions{})
-		})
-	}
-	wg.Wait()
+	_ = atOnce(len(names), func(i int) error {
+		return c.CoreV1().PersistentVolumes().Delete(context.Background(), names[i], metav1.DeleteOptions{})
+	})
 }
 
 // use is a process's resource use so far.

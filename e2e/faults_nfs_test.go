@@ -6,9 +6,7 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,30 +26,13 @@ type ganesha struct{ pid int }
 
 func findGanesha(t *testing.T) *ganesha {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(clusterDir(), "nfs", "ganesha.pid"))
-	if err != nil {
-		t.Fatalf("the NFS server's PID file (set DIRPV_CLUSTER_DIR to the cluster's directory): %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ganesha{pid: pid}
+	return &ganesha{pid: nfs3test.ReadPID(t, filepath.Join(clusterDir(), "nfs"), "ganesha")}
 }
 
-// stop SIGSTOPs the server and waits until every one of its threads has stopped (kill returns
-// before that, and a running thread would still answer).
-func (g *ganesha) stop(t *testing.T) {
-	t.Helper()
-	nfs3test.StopProcess(t, g.pid)
-}
+// stop SIGSTOPs the server and waits until every one of its threads has stopped.
+func (g *ganesha) stop(t *testing.T) { nfs3test.StopProcess(t, g.pid) }
 
-func (g *ganesha) cont(t *testing.T) {
-	t.Helper()
-	if err := syscall.Kill(g.pid, syscall.SIGCONT); err != nil {
-		t.Fatalf("SIGCONT ganesha %d: %v", g.pid, err)
-	}
-}
+func (g *ganesha) cont(t *testing.T) { nfs3test.ContinueProcess(t, g.pid) }
 
 // readyz is what a replica's /readyz answers: its status code and body.
 func readyz(ctx context.Context, ip string) (int, string, error) {
@@ -66,17 +47,6 @@ func readyz(ctx context.Context, ip string) (int, string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
-}
-
-// leaderPod is the pod of the replica that leads now.
-func leaderPod(t *testing.T) *v1.Pod {
-	t.Helper()
-	leaderNode(t) // waits for a running replica to lead
-	p, err := client.CoreV1().Pods(dirpvNamespace).Get(context.Background(), holderPod(leader(t)), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // testNFSServerStopped: the NFS server SIGSTOPped in the middle of a burst of access: direct

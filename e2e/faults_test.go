@@ -102,36 +102,49 @@ func ownClient(t *testing.T, qps float32, burst int) kubernetes.Interface {
 	return kubernetes.NewForConfigOrDie(cfg)
 }
 
-// createClaims creates n claims of class at once (20 at a time), named PREFIX-000, PREFIX-001, ...
-func createClaims(t *testing.T, c kubernetes.Interface, ns, class, prefix string, n int) []string {
-	t.Helper()
-	names := make([]string, n)
+// atOnce runs f for 0 to n-1, 20 at a time, and returns the first error.
+func atOnce(n int, f func(i int) error) error {
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 20)
 	var wg sync.WaitGroup
 	for i := range n {
-		names[i] = fmt.Sprintf("%s-%03d", prefix, i)
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			pvc := &v1.PersistentVolumeClaim{
-				ObjectMeta: metav1.ObjectMeta{Name: names[i], Namespace: ns},
-				Spec: v1.PersistentVolumeClaimSpec{
-					StorageClassName: &class,
-					AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-					Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
-				},
-			}
-			_, err := c.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), pvc, metav1.CreateOptions{})
-			errs <- err
+			errs <- f(i)
 		})
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		if err != nil {
-			t.Fatalf("creating claims: %v", err)
+			return err
 		}
+	}
+	return nil
+}
+
+// createClaims creates n claims of class at once (20 at a time), named PREFIX-000, PREFIX-001, ...
+func createClaims(t *testing.T, c kubernetes.Interface, ns, class, prefix string, n int) []string {
+	t.Helper()
+	names := make([]string, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("%s-%03d", prefix, i)
+	}
+	err := atOnce(n, func(i int) error {
+		pvc := &v1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: names[i], Namespace: ns},
+			Spec: v1.PersistentVolumeClaimSpec{
+				StorageClassName: &class,
+				AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
+				Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		_, err := c.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), pvc, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("creating claims: %v", err)
 	}
 	return names
 }
@@ -154,26 +167,15 @@ func midBurst(t *testing.T, c kubernetes.Interface, ns, class string, n int) ([]
 // deleteClaims deletes every claim of ns at once (20 at a time).
 func deleteClaims(t *testing.T, c kubernetes.Interface, ns string, names []string) {
 	t.Helper()
-	errs := make(chan error, len(names))
-	sem := make(chan struct{}, 20)
-	var wg sync.WaitGroup
-	for _, name := range names {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			err := c.CoreV1().PersistentVolumeClaims(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
-			if apierrors.IsNotFound(err) {
-				err = nil
-			}
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("deleting claims: %v", err)
+	err := atOnce(len(names), func(i int) error {
+		err := c.CoreV1().PersistentVolumeClaims(ns).Delete(context.Background(), names[i], metav1.DeleteOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
 		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("deleting claims: %v", err)
 	}
 }
 

@@ -110,9 +110,15 @@ func (h *helperRuns) checkOnNode(t *testing.T, pv, node string) {
 // leaderNode is the node the current leader runs on.
 func leaderNode(t *testing.T) string {
 	t.Helper()
-	// Right after a rollout the Lease may be released by a replica that was replaced, or held
-	// by one being deleted: wait for a running replica to lead.
-	var node string
+	return leaderPod(t).Spec.NodeName
+}
+
+// leaderPod is the pod of the replica that leads now. Right after a rollout the Lease may be
+// released by a replica that was replaced, or held by one being deleted: it waits for a running
+// replica to lead.
+func leaderPod(t *testing.T) *v1.Pod {
+	t.Helper()
+	var pod *v1.Pod
 	poll(t, "a running replica leading", func(ctx context.Context) (bool, error) {
 		lease, err := client.CoordinationV1().Leases(dirpvNamespace).Get(ctx, leaseName, metav1.GetOptions{})
 		if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
@@ -122,10 +128,10 @@ func leaderNode(t *testing.T) string {
 		if err != nil || p.DeletionTimestamp != nil {
 			return false, nil
 		}
-		node = p.Spec.NodeName
+		pod = p
 		return true, nil
 	})
-	return node
+	return pod
 }
 
 func podNode(t *testing.T, ns, name string) string {

@@ -40,10 +40,7 @@ if [ -e "$NETNS_FILE" ] && [ -f "$KUBECONFIG_ADMIN" ] && [ -f "$WORK/kubelet.pid
   if [ -n "$(kc --request-timeout=10s get pods -A -o name 2>/dev/null)" ]; then
     log "deleting pods"
     kc --request-timeout=10s delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
-    for ((i = 0; i < 60; i++)); do
-      [ -z "$(ctrk tasks ls -q 2>/dev/null)" ] && break
-      sleep 0.5
-    done
+    wait_tasks_gone "$CTR_SOCK"
   fi
 fi
 

@@ -78,7 +78,6 @@ if [ -e "$WORK" ] || [ -e "/var/run/netns/$NETNS" ]; then
 fi
 
 # --- from here on, any failure shows the logs and tears down what was started ---
-waiting_for="" # the component a wait is about: its log is shown on failure
 on_error() {   # line [exit code]
   local rc=${2:-$?} c shown=""
   trap - ERR INT TERM
@@ -107,26 +106,6 @@ on_error() {   # line [exit code]
 trap 'on_error $LINENO' ERR
 trap 'on_error $LINENO 130' INT TERM
 
-# wait_until SECONDS COMPONENT WHAT CMD...: poll CMD until it succeeds; fail at the deadline,
-# or at once when COMPONENT (if not empty) has exited.
-wait_until() {
-  local secs=$1 comp=$2 what=$3
-  shift 3
-  local deadline=$((SECONDS + secs))
-  waiting_for=$comp
-  until "$@" >/dev/null 2>&1; do
-    if [ -n "$comp" ] && ! pid_alive "$comp"; then
-      log "$comp exited while waiting for $what"
-      return 1
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      log "timed out after ${secs}s waiting for $what"
-      return 1
-    fi
-    sleep 0.5
-  done
-  waiting_for=""
-}
 
 # start NAME CMD...: run CMD inside the netns in a session of its own (so a Ctrl-C of this
 # script does not reach it), log and PID file in $WORK. Without job control a background

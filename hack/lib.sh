@@ -221,16 +221,28 @@ stop_recorded() {
   kill_wait "$sig" 10 "${pids[@]}"
 }
 
+# tasks_of SOCK: the containers the containerd at SOCK runs.
+tasks_of() { [ -S "$1" ] && ctr -a "$1" -n k8s.io tasks ls -q 2>/dev/null; }
+
+# wait_tasks_gone SOCK: wait up to 30 s until the containerd at SOCK runs no containers (the
+# kubelet tearing down the pods just deleted).
+wait_tasks_gone() {
+  local i
+  for ((i = 0; i < 60; i++)); do
+    [ -z "$(tasks_of "$1")" ] && return 0
+    sleep 0.5
+  done
+}
+
 # kill_tasks SOCK: SIGKILL and delete the containers the containerd at SOCK still runs.
 kill_tasks() {
   local sock=$1 t i
-  tasks_of() { [ -S "$sock" ] && ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null; }
-  [ -n "$(tasks_of)" ] || return 0
+  [ -n "$(tasks_of "$sock")" ] || return 0
   log "killing leftover containers"
-  for t in $(tasks_of); do ctr -a "$sock" -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
+  for t in $(tasks_of "$sock"); do ctr -a "$sock" -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
   for ((i = 0; i < 20; i++)); do
-    for t in $(tasks_of); do ctr -a "$sock" -n k8s.io tasks delete -f "$t" >/dev/null 2>&1 || true; done
-    [ -z "$(tasks_of)" ] && break
+    for t in $(tasks_of "$sock"); do ctr -a "$sock" -n k8s.io tasks delete -f "$t" >/dev/null 2>&1 || true; done
+    [ -z "$(tasks_of "$sock")" ] && break
     sleep 0.5
   done
 }
@@ -257,4 +269,27 @@ end_processes() {
   log "ending $# leftover process(es) of $what"
   [ ${#children[@]} -eq 0 ] || kill -9 "${children[@]}" 2>/dev/null || true
   kill_wait TERM 5 "$@"
+}
+
+# wait_until SECONDS COMPONENT WHAT CMD...: poll CMD until it succeeds; fail at the deadline, or
+# at once when COMPONENT (if not empty) has exited. The script defines `pid_alive COMPONENT`;
+# waiting_for names the component waited on, for the logs a failing script shows.
+waiting_for=""
+wait_until() {
+  local secs=$1 comp=$2 what=$3
+  shift 3
+  local deadline=$((SECONDS + secs))
+  waiting_for=$comp
+  until "$@" >/dev/null 2>&1; do
+    if [ -n "$comp" ] && ! pid_alive "$comp"; then
+      log "$comp exited while waiting for $what"
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "timed out after ${secs}s waiting for $what"
+      return 1
+    fi
+    sleep 0.5
+  done
+  waiting_for=""
 }

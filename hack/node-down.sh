@@ -22,8 +22,6 @@ SOCK=$N/containerd/containerd.sock
 VETH=veth-$NAME
 CGROOT=/$NNS
 
-ctrn() { ctr -a "$SOCK" -n k8s.io "$@"; }
-tasks() { [ -S "$SOCK" ] && ctrn tasks ls -q 2>/dev/null; }
 api_up() {
   [ -e "/var/run/netns/$NETNS" ] && [ -f "$KUBECONFIG_ADMIN" ] &&
     kc --request-timeout=5s get --raw /readyz >/dev/null 2>&1
@@ -57,10 +55,7 @@ if api_up; then
     kc --request-timeout=10s delete pods -A --field-selector "spec.nodeName=$NAME" \
       --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
     if [ -f "$N/kubelet.pid" ] && alive "$(cat "$N/kubelet.pid")"; then
-      for ((i = 0; i < 60; i++)); do
-        [ -z "$(tasks)" ] && break
-        sleep 0.5
-      done
+      wait_tasks_gone "$SOCK"
     fi
   fi
 fi

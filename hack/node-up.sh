@@ -74,17 +74,6 @@ on_error() { # line [exit code]
 trap 'on_error $LINENO' ERR
 trap 'on_error $LINENO 130' INT TERM
 
-# wait_until SECONDS COMPONENT WHAT CMD...: poll CMD; fail at the deadline or when COMPONENT exits.
-wait_until() {
-  local secs=$1 comp=$2 what=$3
-  shift 3
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    if [ -n "$comp" ] && ! pid_alive "$comp"; then log "$comp exited while waiting for $what"; return 1; fi
-    if [ "$SECONDS" -ge "$deadline" ]; then log "timed out after ${secs}s waiting for $what"; return 1; fi
-    sleep 0.5
-  done
-}
 
 mkdir -p "$N/pki" "$N/cni" "$N/containerd" "$ROOT"
 

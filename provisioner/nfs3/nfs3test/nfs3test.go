@@ -88,7 +88,13 @@ func Start(t testing.TB, exports ...Export) *Server {
 
 func (s *Server) pid(t testing.TB, name string) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.stateDir, name+".pid"))
+	return ReadPID(t, s.stateDir, name)
+}
+
+// ReadPID is the PID hack/nfs-server.sh recorded for name (ganesha, rpcbind) in stateDir.
+func ReadPID(t testing.TB, stateDir, name string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(stateDir, name+".pid"))
 	if err != nil {
 		t.Fatalf("%s pid: %v", name, err)
 	}
@@ -144,8 +150,14 @@ func allThreadsStopped(t testing.TB, pid int) bool {
 // Continue resumes a stopped ganesha.
 func (s *Server) Continue(t testing.TB) {
 	t.Helper()
-	if err := syscall.Kill(s.pid(t, "ganesha"), syscall.SIGCONT); err != nil {
-		t.Fatalf("continuing ganesha: %v", err)
+	ContinueProcess(t, s.pid(t, "ganesha"))
+}
+
+// ContinueProcess resumes a process StopProcess stopped.
+func ContinueProcess(t testing.TB, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatalf("continuing process %d: %v", pid, err)
 	}
 }
 
