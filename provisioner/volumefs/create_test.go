@@ -1,6 +1,7 @@
 package volumefs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -709,4 +710,34 @@ func TestCreateRaces(t *testing.T) {
 			t.Errorf("foreign directory's mode changed to %v", got)
 		}
 	})
+}
+
+// lateMkdir is a directory whose Mkdir gets no answer in time although the server goes on to
+// make the directory (a stopped NFS server that resumes).
+type lateMkdir struct{ fsys.Dir }
+
+func (d lateMkdir) Mkdir(name string, mode fs.FileMode) error {
+	if err := d.Dir.Mkdir(name, mode); err != nil {
+		return err
+	}
+	return context.DeadlineExceeded
+}
+
+func (d lateMkdir) OpenDir(name string, want fsys.ID) (fsys.Dir, error) {
+	sub, err := d.Dir.OpenDir(name, want)
+	if err != nil {
+		return nil, err
+	}
+	return lateMkdir{sub}, nil
+}
+
+// TestCreateMkdirWithoutAnswer: a Create whose mkdir got no answer keeps its marker, so the
+// retry takes over the directory the server made after all instead of calling it foreign.
+func TestCreateMkdirWithoutAnswer(t *testing.T) {
+	r, dir, _ := testRoot(t)
+	if err := Create(lateMkdir{r}, opts("v", "pv")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Create without an answer: %v", err)
+	}
+	mustCreate(t, r, "v", "pv")
+	assertNames(t, dir, "v", ".v.dirpv")
 }
