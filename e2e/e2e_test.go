@@ -34,6 +34,7 @@ func TestE2E(t *testing.T) {
 		{"StatefulSetKeepsData", testStatefulSet},
 		{"PodDataSurvivesPod", testPodData},
 		{"HostPathThroughHelperPods", testHelperPods},
+		{"BatchedHelperPods", testBatchedHelpers},
 		{"NFS", testNFS(mount)},
 		{"NFSKernelClient", testNFSKernelClient(mount)},
 		{"Reclaim", testReclaim(mount)},

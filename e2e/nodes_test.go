@@ -28,34 +28,37 @@ import (
 // The cases of a cluster with several nodes (make e2e brings up two): hostPath volumes live on
 // their node, and dirpv's work on a volume happens on that node, wherever dirpv itself runs.
 
-// helperRun is one helper pod dirpv started: its operation, PV and node.
-type helperRun struct{ op, pv, node string }
+// helperRun is one operation a helper pod dirpv started ran: the operation, its PV, and the
+// pod and its node.
+type helperRun struct{ op, pv, pod, node string }
 
-// helperRuns records the helper pods created while a test runs.
+// helperRuns records the operations of the helper pods created while a test runs.
 type helperRuns struct {
 	mu   sync.Mutex
-	runs map[string]helperRun // by pod name
+	runs map[string][]helperRun // by pod name
 }
 
 func watchHelperRuns(t *testing.T) *helperRuns {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &helperRuns{runs: map[string]helperRun{}}
+	h := &helperRuns{runs: map[string][]helperRun{}}
 	w := watchPods(t, ctx, "app.kubernetes.io/component=helper")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for e := range w.ResultChan() {
 			p, ok := e.Object.(*v1.Pod)
-			if !ok || e.Type != watch.Added || len(p.Spec.Containers) == 0 {
+			if !ok || e.Type != watch.Added {
 				continue
 			}
-			op := ""
-			if args := p.Spec.Containers[0].Args; len(args) > 2 {
-				op = args[2] // helper --root=/data <op> ...
+			var runs []helperRun
+			// dirpv.io/operations: a line "KIND PV" per operation.
+			for line := range strings.Lines(p.Annotations["dirpv.io/operations"]) {
+				op, pv, _ := strings.Cut(strings.TrimSpace(line), " ")
+				runs = append(runs, helperRun{op: op, pv: pv, pod: p.Name, node: p.Spec.NodeName})
 			}
 			h.mu.Lock()
-			h.runs[p.Name] = helperRun{op: op, pv: p.Labels["dirpv.io/pv"], node: p.Spec.NodeName}
+			h.runs[p.Name] = runs
 			h.mu.Unlock()
 		}
 	}()
@@ -68,9 +71,11 @@ func (h *helperRuns) of(pv string) []helperRun {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []helperRun
-	for _, r := range h.runs {
-		if r.pv == pv {
-			out = append(out, r)
+	for _, runs := range h.runs {
+		for _, r := range runs {
+			if r.pv == pv {
+				out = append(out, r)
+			}
 		}
 	}
 	return out

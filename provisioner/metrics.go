@@ -12,6 +12,8 @@ type Metrics struct {
 	Duration *prometheus.HistogramVec
 	// Recycles counts recycled volumes and failed attempts.
 	Recycles *prometheus.CounterVec
+	// HelperBatch observes how many operations each helper pod ran.
+	HelperBatch prometheus.Histogram
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -31,9 +33,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Namespace: "dirpv", Name: "recycles_total",
 		Help: "Released volumes scrubbed and made Available (success), or attempts that failed (error).",
 	}, []string{"result"})
-	reg.MustRegister(m.Operations, m.Duration, m.Recycles)
+	m.HelperBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "dirpv", Name: "helper_pod_operations",
+		Help:    "Operations run by each helper pod (its count is the helper pods started).",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+	})
+	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch)
 	return m
 }
+
+// HelperPod observes one helper pod's number of operations.
+func (m *Metrics) HelperPod(ops int) { m.HelperBatch.Observe(float64(ops)) }
 
 // RecycleResult counts one recycle outcome.
 func (m *Metrics) RecycleResult(result string) { m.Recycles.WithLabelValues(result).Inc() }

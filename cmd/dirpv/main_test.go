@@ -10,6 +10,7 @@ import (
 
 	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/volumefs"
+	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
 func TestRunFlags(t *testing.T) {
@@ -50,7 +51,7 @@ func TestHelperCommand(t *testing.T) {
 		return string(b), err
 	}
 	msg, err := helper("create", "--path=ns-a", "--pv=pvc-1", "--claim-uid=1", "--mode=0750", "--uid=-1", "--gid=-1")
-	if err != nil || msg != "{}" {
+	if err != nil || msg != "[{}]" {
 		t.Fatalf("create: %q %v", msg, err)
 	}
 	if fi, err := os.Stat(filepath.Join(root, "ns-a")); err != nil || fi.Mode().Perm() != 0o750 {
@@ -59,19 +60,39 @@ func TestHelperCommand(t *testing.T) {
 	if m, err := volumefs.ReadMarker(mustRoot(t, root), "ns-a"); err != nil || m == nil || m.PV != "pvc-1" || m.ClaimUID != "1" {
 		t.Fatalf("marker %+v %v", m, err)
 	}
-	msg, err = helper("delete", "--path=ns-a", "--pv=pvc-2")
-	if err == nil || !strings.Contains(msg, "not owned") {
-		t.Fatalf("delete by another PV: %q %v", msg, err)
+	// A batch (its operations run at once): each gets its own outcome, in order, and one
+	// failure stops no other.
+	batch := func(args ...string) []volumeop.Outcome {
+		t.Helper()
+		msg, err := helper(args...)
+		if err != nil {
+			t.Fatalf("batch: %v", err)
+		}
+		outs, err := volumeop.DecodeOutcomes(msg, strings.Count(strings.Join(args, " "), " -- ")+1)
+		if err != nil {
+			t.Fatalf("batch outcomes %q: %v", msg, err)
+		}
+		return outs
 	}
-	msg, err = helper("archive", "--path=ns-a", "--pv=pvc-1", "--now=2026-11-22T08:00:00Z")
-	if err != nil || msg != `{"archive":"archived-ns-a-20261122T080000Z"}` {
-		t.Fatalf("archive: %q %v", msg, err)
+	outs := batch(
+		"delete", "--path=ns-a", "--pv=pvc-2", "--",
+		"create", "--path=../escape", "--pv=pvc-3", "--",
+		"create", "--path=ns-b", "--pv=pvc-4", "--claim-uid=4")
+	if !strings.Contains(outs[0].Error, "not owned") || !strings.Contains(outs[1].Error, "escapes its root") || outs[2] != (volumeop.Outcome{}) {
+		t.Fatalf("batch outcomes %+v", outs)
 	}
-	if _, err := helper("create", "--path=../escape", "--pv=pvc-3"); err == nil {
-		t.Fatal("helper accepted a path outside its root")
+	outs = batch("archive", "--path=ns-a", "--pv=pvc-1", "--now=2026-11-22T08:00:00Z", "--", "delete", "--path=ns-b", "--pv=pvc-4")
+	if outs[0] != (volumeop.Outcome{Result: volumeop.Result{Archive: "archived-ns-a-20261122T080000Z"}}) || outs[1] != (volumeop.Outcome{}) {
+		t.Fatalf("batch outcomes %+v", outs)
+	}
+	if _, err := os.Stat(filepath.Join(root, "ns-b")); !os.IsNotExist(err) {
+		t.Fatalf("ns-b not deleted: %v", err)
 	}
 	if _, err := helper("shred", "--path=x", "--pv=p"); err == nil || !strings.Contains(err.Error(), "unknown operation") {
 		t.Fatalf("unknown op: %v", err)
+	}
+	if _, err := helper("create", "--path=x", "--pv=p", "--", "--"); err == nil || !strings.Contains(err.Error(), "operation 2: missing operation") {
+		t.Fatalf("empty group: %v", err)
 	}
 }
 

@@ -48,9 +48,11 @@ type Options struct {
 
 	// Namespace and PodName identify this process's pod: helper pods run in Namespace and, unless
 	// HelperImage is set, with this pod's image.
-	Namespace        string
-	PodName          string
-	HelperImage      string
+	Namespace   string
+	PodName     string
+	HelperImage string
+	// HelperBatchSize is the most operations one helper pod runs.
+	HelperBatchSize  int
 	OperationTimeout time.Duration
 }
 
@@ -85,6 +87,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", "", "namespace of this pod, its Lease and helper pods")
 	fs.StringVar(&o.PodName, "pod-name", "", "name of this pod; its image is used for helper pods unless --helper-image is set")
 	fs.StringVar(&o.HelperImage, "helper-image", "", "image of helper pods; empty: this pod's own image")
+	fs.IntVar(&o.HelperBatchSize, "helper-batch-size", 64, "most operations one helper pod runs; a node's operations that arrive while its helper pod runs share the next one")
 	fs.DurationVar(&o.OperationTimeout, "operation-timeout", 2*time.Minute, "how long one operation on a volume directory may take, helper pod included")
 }
 
@@ -105,6 +108,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Workers < 1 {
 		bad("workers", "must be at least 1")
+	}
+	if o.HelperBatchSize < 1 {
+		bad("helper-batch-size", "must be at least 1")
 	}
 	if o.Namespace == "" {
 		bad("namespace", "is required (set it from the pod's metadata.namespace)")

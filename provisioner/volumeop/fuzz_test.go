@@ -1,6 +1,7 @@
 package volumeop
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +10,8 @@ import (
 )
 
 // FuzzParseArgs: a helper pod's arguments never make ParseArgs panic, and whatever it accepts
-// encodes (Args) to arguments that parse to the same operation.
+// encodes (Args) to arguments that parse to the same operation and never hold a bare "--",
+// which separates a batch's operations.
 func FuzzParseArgs(f *testing.F) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, op := range []Op{
@@ -31,6 +33,9 @@ func FuzzParseArgs(f *testing.F) {
 		}
 		if op.Path == "" || op.Owner.PV == "" {
 			t.Fatalf("accepted an operation without a path or PV: %+v", op)
+		}
+		if slices.Contains(op.Args(), batchSeparator) {
+			t.Fatalf("%+v: its arguments %q contain the batch separator", op, op.Args())
 		}
 		again, err := ParseArgs(op.Args())
 		if err != nil {

@@ -29,10 +29,12 @@ const (
 	helperContainer = "helper"
 	LabelComponent  = "app.kubernetes.io/component"
 	ComponentHelper = "helper"
-	LabelPV         = "dirpv.io/pv"
+	// AnnOperations lists a helper pod's operations, one "KIND PV" per line.
+	AnnOperations = "dirpv.io/operations"
 )
 
-// PodRunner runs one volume operation in a helper pod on a node and waits for it with a watch.
+// PodRunner runs a batch of volume operations in a helper pod on a node and waits for it with a
+// watch.
 type PodRunner struct {
 	Client     kubernetes.Interface
 	Namespace  string
@@ -40,23 +42,30 @@ type PodRunner struct {
 	PullPolicy v1.PullPolicy
 }
 
-// Pod builds the helper pod for op on node: dirpv's own image, no shell, only root (the
+// Pod builds the helper pod for ops on node: dirpv's own image, no shell, only root (the
 // node's --hostpath-root, which every class's basePath lies within) mounted, and root with
 // just the capabilities that mkdir, chown, chmod and delete of tenant files need. It mounts
 // root rather than the class's basePath because the checks for volumes nested in other
 // volumes look at every directory from root down to the volume.
-func (r *PodRunner) Pod(node, root string, op volumeop.Op) *v1.Pod {
+func (r *PodRunner) Pod(node, root string, ops []volumeop.Op) *v1.Pod {
 	dirOrCreate := v1.HostPathDirectoryOrCreate
-	args := append([]string{"helper", "--root=" + HelperMountPath}, op.Args()...)
+	args := append([]string{"helper", "--root=" + HelperMountPath}, volumeop.BatchArgs(ops)...)
+	name, list := "dirpv-"+string(ops[0].Kind)+"-", make([]string, len(ops))
+	for i, op := range ops {
+		list[i] = string(op.Kind) + " " + op.Owner.PV
+		if op.Kind != ops[0].Kind {
+			name = "dirpv-ops-"
+		}
+	}
 	return &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "dirpv-" + string(op.Kind) + "-",
+			GenerateName: name,
 			Namespace:    r.Namespace,
 			Labels: map[string]string{
 				"app.kubernetes.io/name": "dirpv",
 				LabelComponent:           ComponentHelper,
-				LabelPV:                  op.Owner.PV,
 			},
+			Annotations: map[string]string{AnnOperations: strings.Join(list, "\n")},
 		},
 		Spec: v1.PodSpec{
 			NodeName:                     node,
@@ -131,15 +140,17 @@ func (r *PodRunner) DeleteLeftovers(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// Run creates the helper pod, waits until it ends (or ctx does), returns its result and deletes it.
-func (r *PodRunner) Run(ctx context.Context, node, root string, op volumeop.Op) (volumeop.Result, error) {
+// Run creates a helper pod for ops (packed by volumeop.Pack), waits until it ends (or ctx
+// does), returns each operation's outcome and deletes it. An error means no operation has an
+// outcome: each may or may not have run.
+func (r *PodRunner) Run(ctx context.Context, node, root string, ops []volumeop.Op) ([]volumeop.Outcome, error) {
 	logger := klog.FromContext(ctx)
 	pods := r.Client.CoreV1().Pods(r.Namespace)
-	pod, err := pods.Create(ctx, r.Pod(node, root, op), metav1.CreateOptions{})
+	pod, err := pods.Create(ctx, r.Pod(node, root, ops), metav1.CreateOptions{})
 	if err != nil {
-		return volumeop.Result{}, fmt.Errorf("creating helper pod on node %s: %w", node, err)
+		return nil, fmt.Errorf("creating helper pod on node %s: %w", node, err)
 	}
-	logger.V(4).Info("Helper pod started", "pod", klog.KObj(pod), "node", node, "op", op.Kind)
+	logger.V(4).Info("Helper pod started", "pod", klog.KObj(pod), "node", node, "operations", len(ops))
 	defer func() {
 		// The pod is ours alone; delete it even when ctx is already over.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -179,9 +190,9 @@ func (r *PodRunner) Run(ctx context.Context, node, root string, op volumeop.Op) 
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (helper pod %s: %s)", context.Cause(ctx), pod.Name, describe(last))
 		}
-		return volumeop.Result{}, fmt.Errorf("helper pod %s/%s on node %s: %w", r.Namespace, pod.Name, node, err)
+		return nil, fmt.Errorf("helper pod %s/%s on node %s: %w", r.Namespace, pod.Name, node, err)
 	}
-	return result(last)
+	return outcomes(last, len(ops))
 }
 
 // stuck reports a pod that cannot start, so callers learn why now rather than at the timeout.
@@ -210,7 +221,7 @@ func describe(p *v1.Pod) string {
 	return s
 }
 
-func result(p *v1.Pod) (volumeop.Result, error) {
+func outcomes(p *v1.Pod, n int) ([]volumeop.Outcome, error) {
 	for _, s := range p.Status.ContainerStatuses {
 		t := s.State.Terminated
 		if s.Name != helperContainer || t == nil {
@@ -221,13 +232,13 @@ func result(p *v1.Pod) (volumeop.Result, error) {
 			if msg == "" {
 				msg = t.Reason
 			}
-			return volumeop.Result{}, fmt.Errorf("helper on node %s failed: %s", p.Spec.NodeName, msg)
+			return nil, fmt.Errorf("helper on node %s failed: %s", p.Spec.NodeName, msg)
 		}
-		res, err := volumeop.DecodeResult(msg)
+		outs, err := volumeop.DecodeOutcomes(msg, n)
 		if err != nil {
-			return volumeop.Result{}, fmt.Errorf("helper on node %s: unreadable result %q: %w", p.Spec.NodeName, msg, err)
+			return nil, fmt.Errorf("helper on node %s: unreadable outcomes %q: %w", p.Spec.NodeName, msg, err)
 		}
-		return res, nil
+		return outs, nil
 	}
-	return volumeop.Result{}, fmt.Errorf("helper pod ended %s without a container result", p.Status.Phase)
+	return nil, fmt.Errorf("helper pod ended %s without a container result", p.Status.Phase)
 }

@@ -27,9 +27,9 @@ var createOp = volumeop.Op{Kind: volumeop.Create, Path: "team-data-pvc-1", Mode:
 
 func TestHelperPodSpec(t *testing.T) {
 	r := &PodRunner{Namespace: "dirpv", Image: "dirpv.io/dirpv:v1", PullPolicy: v1.PullNever}
-	pod := r.Pod("node1", "/var/lib/dirpv", createOp)
+	pod := r.Pod("node1", "/var/lib/dirpv", []volumeop.Op{createOp})
 	spec := pod.Spec
-	if pod.Namespace != "dirpv" || !strings.HasPrefix(pod.GenerateName, "dirpv-create-") || pod.Labels[LabelPV] != "pvc-1" {
+	if pod.Namespace != "dirpv" || !strings.HasPrefix(pod.GenerateName, "dirpv-create-") || pod.Annotations[AnnOperations] != "create pvc-1" {
 		t.Errorf("meta %+v", pod.ObjectMeta)
 	}
 	if spec.NodeName != "node1" || spec.RestartPolicy != v1.RestartPolicyNever || *spec.AutomountServiceAccountToken {
@@ -49,8 +49,17 @@ func TestHelperPodSpec(t *testing.T) {
 	if c.Args[0] != "helper" || c.Args[1] != "--root="+HelperMountPath {
 		t.Fatalf("args %v", c.Args)
 	}
-	if got, err := volumeop.ParseArgs(c.Args[2:]); err != nil || fmt.Sprint(got) != fmt.Sprint(createOp) {
+	if got, err := volumeop.ParseBatchArgs(c.Args[2:]); err != nil || fmt.Sprint(got) != fmt.Sprint([]volumeop.Op{createOp}) {
 		t.Errorf("args decode to %+v, %v; want %+v", got, err, createOp)
+	}
+	// A batch of several kinds lists each operation and is named for none.
+	archive := volumeop.Op{Kind: volumeop.Archive, Path: "b", Owner: volumefs.Marker{PV: "pvc-2"}}
+	mixed := r.Pod("node1", "/var/lib/dirpv", []volumeop.Op{createOp, archive})
+	if mixed.GenerateName != "dirpv-ops-" || mixed.Annotations[AnnOperations] != "create pvc-1\narchive pvc-2" {
+		t.Errorf("batch meta %+v", mixed.ObjectMeta)
+	}
+	if got, err := volumeop.ParseBatchArgs(mixed.Spec.Containers[0].Args[2:]); err != nil || len(got) != 2 || got[1].Owner.PV != "pvc-2" {
+		t.Errorf("batch args decode to %+v, %v", got, err)
 	}
 	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != HelperMountPath {
 		t.Errorf("mounts %+v", c.VolumeMounts)
@@ -134,11 +143,14 @@ func TestHelperRun(t *testing.T) {
 		want    volumeop.Result
 		wantErr string
 	}{
-		{name: "success", status: terminated(v1.PodSucceeded, 0, `{"archive":"archived-x"}`), want: volumeop.Result{Archive: "archived-x"}},
-		{name: "success seen by the watch", status: terminated(v1.PodSucceeded, 0, `{"archive":"archived-x"}`), late: true,
+		{name: "success", status: terminated(v1.PodSucceeded, 0, `[{"archive":"archived-x"}]`), want: volumeop.Result{Archive: "archived-x"}},
+		{name: "success seen by the watch", status: terminated(v1.PodSucceeded, 0, `[{"archive":"archived-x"}]`), late: true,
 			want: volumeop.Result{Archive: "archived-x"}},
-		{name: "failure output reaches the caller", status: terminated(v1.PodFailed, 1, "create team-data: directory belongs to another PV"),
+		{name: "the operation's failure reaches the caller", status: terminated(v1.PodSucceeded, 0, `[{"error":"create team-data: directory belongs to another PV"}]`),
 			wantErr: "helper on node node1 failed: create team-data: directory belongs to another PV"},
+		{name: "the helper's failure reaches the caller", status: terminated(v1.PodFailed, 2, "helper: operation 1: unknown operation"),
+			wantErr: "helper on node node1 failed: helper: operation 1: unknown operation"},
+		{name: "unreadable outcomes", status: terminated(v1.PodSucceeded, 0, `{}`), wantErr: "unreadable outcomes"},
 		{name: "image pull failure is reported at once", timeout: time.Hour, status: &v1.PodStatus{Phase: v1.PodPending, ContainerStatuses: []v1.ContainerStatus{{
 			Name: helperContainer, State: v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "not found"}},
 		}}}, wantErr: "cannot start: ErrImagePull: not found"},
@@ -154,7 +166,7 @@ func TestHelperRun(t *testing.T) {
 				timeout = time.Minute
 			}
 			b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: timeout,
-				Helper: &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}}
+				Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, 64, nil)}
 			vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", BasePath: "/var/lib/dirpv"}}
 			res, err := b.Run(ctx, vol, createOp)
 			if tt.wantErr != "" {
@@ -167,6 +179,7 @@ func TestHelperRun(t *testing.T) {
 			if created.Load() != 1 {
 				t.Errorf("%d helper pods created, want 1", created.Load())
 			}
+			b.Helper.draining.Wait() // a caller that gave up does not wait for its pod's deletion
 			pods, _ := client.CoreV1().Pods("dirpv").List(ctx, metav1.ListOptions{})
 			if len(pods.Items) != 0 {
 				t.Errorf("helper pod left behind: %s", pods.Items[0].Name)
@@ -178,7 +191,7 @@ func TestHelperRun(t *testing.T) {
 func TestRunNodeGone(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, created := fakeKubelet(nil, nil, false)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, nil)}
 	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "gone", BasePath: "/var/lib/dirpv"}}, createOp)
 	if !errors.Is(err, backend.ErrNodeGone) || created.Load() != 0 {
 		t.Fatalf("err %v, pods created %d", err, created.Load())
@@ -188,7 +201,7 @@ func TestRunNodeGone(t *testing.T) {
 func TestRunRefusesBasePathOutsideRoot(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, created := fakeKubelet(nil, nil, false)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, nil)}
 	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "node1", BasePath: "/etc"}}, createOp)
 	if err == nil || !strings.Contains(err.Error(), "not within") || created.Load() != 0 {
 		t.Fatalf("err %v, pods created %d", err, created.Load())
@@ -198,7 +211,7 @@ func TestRunRefusesBasePathOutsideRoot(t *testing.T) {
 func TestDeleteLeftovers(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	r := &PodRunner{Namespace: "dirpv", Image: "img"}
-	leftover := r.Pod("node1", "/var/lib/dirpv", createOp)
+	leftover := r.Pod("node1", "/var/lib/dirpv", []volumeop.Op{createOp})
 	leftover.Name = "dirpv-create-abcde"
 	elsewhere := leftover.DeepCopy()
 	elsewhere.Namespace = "team"

@@ -91,8 +91,9 @@ type Backend struct {
 	// LocalRoot and LocalNode: see config.Options.
 	LocalRoot string
 	LocalNode string
-	Helper    *PodRunner
-	Timeout   time.Duration
+	// Helper runs the operations of nodes without LocalRoot in helper pods.
+	Helper  *Batcher
+	Timeout time.Duration
 }
 
 var _ backend.Backend = (*Backend)(nil)

@@ -32,7 +32,7 @@ func finishingClient(objects ...runtime.Object) (*fake.Clientset, *[]*v1.Pod) {
 	client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		pod := a.(k8stesting.CreateAction).GetObject().(*v1.Pod)
 		pod.Name = fmt.Sprintf("%s%d", pod.GenerateName, len(pods))
-		pod.Status = *terminated(v1.PodSucceeded, 0, "{}")
+		pod.Status = *terminated(v1.PodSucceeded, 0, "[{}]")
 		pods = append(pods, pod.DeepCopy())
 		return false, nil, nil
 	})
@@ -47,7 +47,7 @@ func TestRunInOperatorRoot(t *testing.T) {
 	t.Run("helper pod", func(t *testing.T) {
 		_, ctx := ktesting.NewTestContext(t)
 		client, pods := finishingClient(nodeA)
-		b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}}
+		b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, 64, nil)}
 		if _, err := b.Run(ctx, vol, createOp); err != nil {
 			t.Fatal(err)
 		}
@@ -58,9 +58,12 @@ func TestRunInOperatorRoot(t *testing.T) {
 		if len(spec.Volumes) != 1 || spec.Volumes[0].HostPath.Path != "/var/lib/dirpv" {
 			t.Errorf("volumes %+v, want only --hostpath-root", spec.Volumes)
 		}
-		op, err := volumeop.ParseArgs(spec.Containers[0].Args[2:])
-		if err != nil || op.Path != "fast/"+createOp.Path || op.Owner.NodeUID != "uid-a" || op.Owner.PV != createOp.Owner.PV {
-			t.Errorf("helper's operation %+v, %v", op, err)
+		ops, err := volumeop.ParseBatchArgs(spec.Containers[0].Args[2:])
+		if err != nil || len(ops) != 1 {
+			t.Fatalf("helper's operations %+v, %v", ops, err)
+		}
+		if op := ops[0]; op.Path != "fast/"+createOp.Path || op.Owner.NodeUID != "uid-a" || op.Owner.PV != createOp.Owner.PV {
+			t.Errorf("helper's operation %+v", op)
 		}
 	})
 
@@ -90,7 +93,7 @@ func TestRunInOperatorRoot(t *testing.T) {
 func TestRunNodeRecreated(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, pods := finishingClient(nodeA)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, nil)}
 	vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", NodeUID: "uid-before", BasePath: "/var/lib/dirpv"}}
 	_, err := b.Run(ctx, vol, volumeop.Op{Kind: volumeop.Delete, Path: "x", Owner: volumefs.Marker{PV: "pvc-1"}})
 	if !errors.Is(err, backend.ErrNodeGone) || !strings.Contains(err.Error(), "deleted and joined again") || len(*pods) != 0 {
@@ -103,7 +106,7 @@ func TestRunNodeRecreated(t *testing.T) {
 func TestRunRefusesHiddenBasePath(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, pods := finishingClient(nodeA)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: &PodRunner{Client: client, Namespace: "dirpv"}}
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, nil)}
 	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "node1", BasePath: "/var/lib/dirpv/.x.dirpv"}}, createOp)
 	if err == nil || !strings.Contains(err.Error(), "basePath /var/lib/dirpv/.x.dirpv") || len(*pods) != 0 {
 		t.Fatalf("err %v, %d helper pods", err, len(*pods))

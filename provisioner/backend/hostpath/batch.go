@@ -1,0 +1,148 @@
+package hostpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"k8s.io/klog/v2"
+
+	"dirpv.io/dirpv/provisioner/volumeop"
+)
+
+// podRunner runs a batch of operations in one helper pod: PodRunner, or a fake in tests.
+type podRunner interface {
+	Run(ctx context.Context, node, root string, ops []volumeop.Op) ([]volumeop.Outcome, error)
+}
+
+// Batcher runs operations on nodes in helper pods, several to a pod. Each node has two lanes:
+// operations that take constant time (create, archive, release) and those that walk a volume's
+// tree (delete, scrub), so that a long delete never holds up a create. A lane runs one pod at a
+// time; the operations that arrive while it runs wait and then share the next one (at most
+// MaxOps, and no more than their outcomes can report). So an idle node's first operation starts
+// its pod at once, and a busy node's operations share pods: there is no timer to fill a batch.
+//
+// A pod that fails fails each of its operations, and each is retried on its own, as the markers
+// make every operation safe to repeat. A caller that gives up (its context ends) leaves its
+// operation's outcome behind; when every caller of a pod has given up, the pod is stopped.
+type Batcher struct {
+	pods   podRunner
+	maxOps int
+	// observe, when set, is called with the number of operations of each pod started.
+	observe func(ops int)
+	// queued, in tests, is called with each request once it is queued.
+	queued func(r *request)
+
+	mu    sync.Mutex
+	lanes map[lane][]*request // a lane is in the map while its goroutine runs
+	// draining counts the lanes' goroutines, for tests to wait for.
+	draining sync.WaitGroup
+}
+
+// NewBatcher batches operations of at most maxOps to a pod run by pods; observe (optional) is
+// called with the size of every batch.
+func NewBatcher(pods *PodRunner, maxOps int, observe func(ops int)) *Batcher {
+	return newBatcher(pods, maxOps, observe)
+}
+
+func newBatcher(pods podRunner, maxOps int, observe func(ops int)) *Batcher {
+	return &Batcher{pods: pods, maxOps: maxOps, observe: observe, lanes: map[lane][]*request{}}
+}
+
+type lane struct {
+	node, root string
+	walks      bool
+}
+
+type request struct {
+	ctx  context.Context
+	op   volumeop.Op
+	done chan reply // buffered: the lane never waits for a caller
+}
+
+type reply struct {
+	res volumeop.Result
+	err error
+}
+
+// Run performs op on node, root being the directory op.Path is relative to there, and returns
+// its result when its pod has ended, or an error when ctx ends first.
+func (b *Batcher) Run(ctx context.Context, node, root string, op volumeop.Op) (volumeop.Result, error) {
+	r := &request{ctx: ctx, op: op, done: make(chan reply, 1)}
+	l := lane{node: node, root: root, walks: op.Kind.WalksTree()}
+	b.mu.Lock()
+	waiting, running := b.lanes[l]
+	b.lanes[l] = append(waiting, r)
+	b.mu.Unlock()
+	if b.queued != nil {
+		b.queued(r)
+	}
+	if !running {
+		b.draining.Go(func() { b.drain(l) })
+	}
+	select {
+	case rep := <-r.done:
+		return rep.res, rep.err
+	case <-ctx.Done():
+		return volumeop.Result{}, fmt.Errorf("%s %s on node %s: %w", op.Kind, op.Path, node, context.Cause(ctx))
+	}
+}
+
+// drain runs the lane's pods, one after another, until nobody waits.
+func (b *Batcher) drain(l lane) {
+	for {
+		b.mu.Lock()
+		waiting := slices.DeleteFunc(b.lanes[l], func(r *request) bool { return r.ctx.Err() != nil })
+		if len(waiting) == 0 {
+			delete(b.lanes, l)
+			b.mu.Unlock()
+			return
+		}
+		ops := make([]volumeop.Op, len(waiting))
+		for i, r := range waiting {
+			ops[i] = r.op
+		}
+		n := volumeop.Pack(ops, b.maxOps)
+		batch := slices.Clone(waiting[:n])
+		b.lanes[l] = slices.Clone(waiting[n:])
+		b.mu.Unlock()
+		b.run(l, batch, ops[:n])
+	}
+}
+
+var errCallersGone = errors.New("every operation's caller gave up")
+
+// run runs one pod for batch and hands each caller its operation's outcome.
+func (b *Batcher) run(l lane, batch []*request, ops []volumeop.Op) {
+	// The pod serves its callers: it goes on while any of them waits, and no longer.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(batch[0].ctx))
+	defer cancel(nil)
+	var left atomic.Int32
+	left.Store(int32(len(batch)))
+	for _, r := range batch {
+		stop := context.AfterFunc(r.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel(errCallersGone)
+			}
+		})
+		defer stop()
+	}
+	if b.observe != nil {
+		b.observe(len(ops))
+	}
+	klog.FromContext(ctx).V(4).Info("Running a batch of operations", "node", l.node, "operations", len(ops))
+	outs, err := b.pods.Run(ctx, l.node, l.root, ops)
+	for i, r := range batch {
+		switch {
+		case err != nil:
+			r.done <- reply{err: err}
+		case outs[i].Error != "":
+			r.done <- reply{err: fmt.Errorf("helper on node %s failed: %s", l.node, outs[i].Error)}
+		default:
+			r.done <- reply{res: outs[i].Result}
+		}
+	}
+}

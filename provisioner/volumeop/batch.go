@@ -1,0 +1,194 @@
+package volumeop
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"unicode/utf8"
+)
+
+// A batch is several operations run by one helper pod: their arguments are groups separated by
+// batchSeparator (no argument of an operation is ever a bare "--"), and their outcomes come back,
+// in order, as one JSON array in the container's termination message.
+
+const batchSeparator = "--"
+
+// ResultBudget is what a batch's outcomes may take: the kubelet keeps at most 4096 bytes of a
+// termination message.
+const ResultBudget = 4000
+
+// minRecord is what Pack reserves for any outcome: a short error, or a success. Longer errors are
+// cut to fit when the whole batch's would not (EncodeOutcomes).
+const minRecord = 60
+
+// runningAtOnce bounds the operations a helper runs at the same time.
+const runningAtOnce = 8
+
+// WalksTree reports whether operations of kind k take time that grows with a volume's contents
+// (they walk its tree); the others take constant time. Batches keep them apart, so that a long
+// delete does not hold up the creates behind it.
+func (k Kind) WalksTree() bool { return k == Delete || k == Scrub }
+
+// Outcome is one operation's result in a batch: Error is empty when it succeeded.
+type Outcome struct {
+	Result
+	Error string `json:"error,omitempty"`
+}
+
+// recordBound is the most a successful outcome of op can take in EncodeOutcomes, comma included;
+// a failed one takes at most minRecord once cut.
+func recordBound(op Op) int {
+	if op.Kind != Archive {
+		return minRecord
+	}
+	// The archive is named after the volume, in its parent: dir/archived-base-stamp[-n], and JSON
+	// escapes at most double a name (paths have no control characters).
+	return len(`{"archive":""},`) + 2*(len(op.Path)+len("/archived--20060102T150405Z-999"))
+}
+
+// Pack returns how many of ops, from the first, one helper may run: at most max, and no more
+// than their outcomes can report within ResultBudget. It is at least 1 when ops is not empty.
+func Pack(ops []Op, max int) int {
+	used := len("[]")
+	for i, op := range ops {
+		used += recordBound(op)
+		if i == max || (i > 0 && used > ResultBudget) {
+			return i
+		}
+	}
+	return len(ops)
+}
+
+// BatchArgs encodes ops as the arguments of `dirpv helper`.
+func BatchArgs(ops []Op) []string {
+	var args []string
+	for i, op := range ops {
+		if i > 0 {
+			args = append(args, batchSeparator)
+		}
+		args = append(args, op.Args()...)
+	}
+	return args
+}
+
+// ParseBatchArgs is the inverse of BatchArgs; it refuses a batch whose outcomes might not fit.
+func ParseBatchArgs(args []string) ([]Op, error) {
+	var ops []Op
+	for group := range splitGroups(args) {
+		op, err := ParseArgs(group)
+		if err != nil {
+			return nil, fmt.Errorf("operation %d: %w", len(ops)+1, err)
+		}
+		ops = append(ops, op)
+	}
+	if n := Pack(ops, len(ops)); n < len(ops) {
+		return nil, fmt.Errorf("%d operations: only %d fit in one helper's result", len(ops), n)
+	}
+	return ops, nil
+}
+
+func splitGroups(args []string) func(yield func([]string) bool) {
+	return func(yield func([]string) bool) {
+		for {
+			i := slices.Index(args, batchSeparator)
+			if i < 0 {
+				yield(args)
+				return
+			}
+			if !yield(args[:i]) {
+				return
+			}
+			args = args[i+1:]
+		}
+	}
+}
+
+// RunBatch performs ops in dir, several at a time, and returns each one's outcome.
+func RunBatch(ctx context.Context, dir string, ops []Op) []Outcome {
+	out := make([]Outcome, len(ops))
+	sem := make(chan struct{}, runningAtOnce)
+	var wg sync.WaitGroup
+	for i, op := range ops {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			res, err := RunLocal(ctx, dir, op)
+			out[i].Result = res
+			if err != nil {
+				out[i].Error = cmp.Or(err.Error(), "failed")
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// EncodeOutcomes writes outcomes as a JSON array within ResultBudget, provided their operations
+// were packed by Pack: if the errors' full texts do not fit, each is cut to an equal share.
+func EncodeOutcomes(outs []Outcome) string {
+	s := encode(outs)
+	failed := 0
+	for _, o := range outs {
+		if o.Error != "" {
+			failed++
+		}
+	}
+	if len(s) <= ResultBudget || failed == 0 {
+		return s
+	}
+	withoutErrors := slices.Clone(outs)
+	for i := range withoutErrors {
+		withoutErrors[i].Error = ""
+	}
+	// Each error's record grows by `"error":"…",` (up to 13 bytes) plus its escaped text.
+	share := (ResultBudget-len(encode(withoutErrors)))/failed - 13
+	cut := slices.Clone(outs)
+	for i := range cut {
+		if cut[i].Error != "" {
+			cut[i].Error = shorten(cut[i].Error, share)
+		}
+	}
+	return encode(cut)
+}
+
+func encode(outs []Outcome) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(outs) // outcomes are plain strings and booleans
+	return string(bytes.TrimSpace(b.Bytes()))
+}
+
+// shorten cuts s so that, JSON-escaped and followed by "…", it takes at most n bytes.
+func shorten(s string, n int) string {
+	const ellipsis = "…"
+	n -= len(ellipsis)
+	size := 0
+	for i, r := range s {
+		w := utf8.RuneLen(r)
+		if r < 0x20 || r == '"' || r == '\\' {
+			w = 6 // \u00XX at worst
+		}
+		if size+w > n {
+			return s[:i] + ellipsis
+		}
+		size += w
+	}
+	return s
+}
+
+// DecodeOutcomes reads the outcomes of n operations.
+func DecodeOutcomes(s string, n int) ([]Outcome, error) {
+	var outs []Outcome
+	if err := json.Unmarshal([]byte(s), &outs); err != nil {
+		return nil, err
+	}
+	if len(outs) != n {
+		return nil, fmt.Errorf("%d outcomes for %d operations", len(outs), n)
+	}
+	return outs, nil
+}
