@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,17 +23,55 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 )
 
-// benchClaims is the size of each nfs burst; benchReplicas the sizes of the hostPath StatefulSets.
-const benchClaims = 200
+// benchSettings are what `make bench` measures; hack/bench.sh passes them from the environment.
+type benchSettings struct {
+	// Runs is how many times each measurement is made; the table gives medians.
+	Runs int `json:"runs"`
+	// Claims is the size of each nfs burst; Replicas the sizes of the hostPath StatefulSets.
+	Claims   int   `json:"claims"`
+	Replicas []int `json:"replicas"`
+	// Volumes is how many PVs and claims the memory part fills the cluster with.
+	Volumes int `json:"volumes"`
+	// NFS, HostPath and Memory select the parts measured.
+	NFS      bool `json:"nfs"`
+	HostPath bool `json:"hostPath"`
+	Memory   bool `json:"memory"`
+}
 
-var benchReplicas = []int{50, 100}
+func readBenchSettings(t *testing.T) benchSettings {
+	atoi := func(name, def string) []int {
+		var out []int
+		for _, f := range strings.Split(cmp.Or(os.Getenv(name), def), ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				t.Fatalf("%s: %q is not a positive number", name, f)
+			}
+			out = append(out, n)
+		}
+		return out
+	}
+	parts := cmp.Or(os.Getenv("DIRPV_BENCH_PARTS"), "nfs,hostpath,memory")
+	return benchSettings{
+		Runs:     atoi("DIRPV_BENCH_RUNS", "3")[0],
+		Claims:   atoi("DIRPV_BENCH_CLAIMS", "200")[0],
+		Replicas: atoi("DIRPV_BENCH_REPLICAS", "50,100,200"),
+		Volumes:  atoi("DIRPV_BENCH_VOLUMES", "10000")[0],
+		NFS:      strings.Contains(parts, "nfs"),
+		HostPath: strings.Contains(parts, "hostpath"),
+		Memory:   strings.Contains(parts, "memory"),
+	}
+}
 
 // benchRow is one line of the table: dirpv's time against the cluster's ceiling for the same
 // work, the same work done by kube-controller-manager and the kubelet on PVs made beforehand.
+// Each figure is the median over the runs; Ratio is the median of the ratios, each measured
+// within one run.
 type benchRow struct {
 	Run     string  `json:"run"`
 	Dirpv   float64 `json:"dirpvSeconds"`
@@ -40,17 +79,47 @@ type benchRow struct {
 	// Ratio is Dirpv/Ceiling, or for the direct rows Dirpv/(the mount row's Dirpv).
 	Ratio float64 `json:"ratio"`
 	Of    string  `json:"ratioOf"`
+
+	dirpv, ceiling, ratio []float64
+}
+
+// benchTable collects each row's figures over the runs, in the order rows first appear.
+type benchTable struct {
+	t    *testing.T
+	rows []*benchRow
+}
+
+func (b *benchTable) add(run string, dirpv, ceiling float64, of string) {
+	i := slices.IndexFunc(b.rows, func(r *benchRow) bool { return r.Run == run })
+	if i < 0 {
+		b.rows = append(b.rows, &benchRow{Run: run, Of: of})
+		i = len(b.rows) - 1
+	}
+	r := b.rows[i]
+	b.t.Logf("%s: %.1f s, %s %.1f s: %.2fx", run, dirpv, of, ceiling, dirpv/ceiling)
+	r.dirpv, r.ceiling, r.ratio = append(r.dirpv, dirpv), append(r.ceiling, ceiling), append(r.ratio, dirpv/ceiling)
+	r.Dirpv, r.Ratio = median(r.dirpv), median(r.ratio)
+	if of == "ceiling" {
+		r.Ceiling = median(r.ceiling)
+	}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	return s[len(s)/2]
 }
 
 // TestBench is what `make bench` measures (hack/bench.sh sets DIRPV_BENCH to the JSON file it
-// writes); the e2e suite skips it. Every figure is from this one run, and the table gives
-// ratios, which compare across machines:
-//   - nfs: 200 claims of one class at once until all are Bound, and their deletion until every
-//     PV and directory is gone, with access: mount and access: direct, against the ceiling: the
-//     same claims bound to 200 PVs made beforehand (no provisioner at all), and deleted until
-//     those PVs are Released;
-//   - hostPath: a StatefulSet of 50 and of 100 replicas (Parallel) until every pod runs, against
-//     the same StatefulSet over node-pinned PVs made beforehand.
+// writes); the e2e suite skips it. Each ratio is measured within one run and the table gives the
+// medians over the runs, so ratios compare across machines:
+//   - nfs: Claims claims of one class at once until all are Bound, and their deletion until
+//     every PV and directory is gone, with access: mount and access: direct, against the
+//     ceiling: the same claims bound to PVs made beforehand (no provisioner at all), and deleted
+//     until those PVs are Released;
+//   - hostPath: StatefulSets of Replicas replicas (Parallel) until every pod runs, and the
+//     deletion of their claims once the pods are gone until every PV is, against the same
+//     StatefulSets over node-pinned PVs made beforehand, whose claims' deletion ends when the
+//     PVs are Released.
 //
 // It also reports claim-to-Bound latencies (p50, p99, from the burst's start), the leader's peak
 // RSS and CPU seconds over the run, and the API requests it made per volume.
@@ -59,62 +128,87 @@ func TestBench(t *testing.T) {
 	if out == "" {
 		t.Skip("run by make bench")
 	}
+	set := readBenchSettings(t)
 	install(t, "install")
 	bc := ownClient(t, 200, 400)
 	lead := leaderPod(t)
 	requestsBefore := apiRequests(t, lead.Status.PodIP)
 	volumes := 0
-	var rows []benchRow
-	latency := map[string][2]float64{}
+	table := benchTable{t: t}
+	latency := map[string][2][]float64{}
 
-	staticBind, staticRelease := staticNFSBurst(t, bc)
-	var mountBind float64
-	var mountDelete float64
-	for _, r := range []struct{ access, class string }{{"mount", faultClassNFS}, {"direct", faultClassDirect}} {
-		bind, del, p50, p99 := nfsBurst(t, bc, r.class)
-		volumes += benchClaims
-		latency[r.access] = [2]float64{p50, p99}
-		rows = append(rows,
-			benchRow{Run: fmt.Sprintf("nfs %s, %d claims at once -> all Bound", r.access, benchClaims), Dirpv: bind, Ceiling: staticBind, Ratio: bind / staticBind, Of: "ceiling"},
-			benchRow{Run: fmt.Sprintf("nfs %s, %d claims deleted -> all PVs and directories gone", r.access, benchClaims), Dirpv: del, Ceiling: staticRelease, Ratio: del / staticRelease, Of: "ceiling"})
-		if r.access == "mount" {
-			mountBind, mountDelete = bind, del
-		} else {
-			rows = append(rows,
-				benchRow{Run: "nfs direct/mount, all Bound", Dirpv: bind, Ratio: bind / mountBind, Of: "mount"},
-				benchRow{Run: "nfs direct/mount, deleted", Dirpv: del, Ratio: del / mountDelete, Of: "mount"})
+	for run := 1; run <= set.Runs; run++ {
+		t.Logf("run %d of %d", run, set.Runs)
+		if set.NFS {
+			staticBind, staticRelease := staticNFSBurst(t, bc, set.Claims)
+			var mountBind, mountDelete float64
+			for _, r := range []struct{ access, class string }{{"mount", faultClassNFS}, {"direct", faultClassDirect}} {
+				bind, del, p50, p99 := nfsBurst(t, bc, r.class, set.Claims)
+				volumes += set.Claims
+				l := latency[r.access]
+				latency[r.access] = [2][]float64{append(l[0], p50), append(l[1], p99)}
+				table.add(fmt.Sprintf("nfs %s, %d claims at once -> all Bound", r.access, set.Claims), bind, staticBind, "ceiling")
+				table.add(fmt.Sprintf("nfs %s, %d claims deleted -> all PVs and directories gone", r.access, set.Claims), del, staticRelease, "ceiling")
+				if r.access == "mount" {
+					mountBind, mountDelete = bind, del
+				} else {
+					table.add("nfs direct/mount, all Bound", bind, mountBind, "mount")
+					table.add("nfs direct/mount, deleted", del, mountDelete, "mount")
+				}
+			}
 		}
-	}
-	for _, n := range benchReplicas {
-		ceiling := statefulSetRun(t, n, staticHostPathClass(t, n))
-		took := statefulSetRun(t, n, "dirpv-hostpath")
-		volumes += n
-		rows = append(rows, benchRow{Run: fmt.Sprintf("hostPath, StatefulSet of %d (Parallel) -> all Running", n), Dirpv: took, Ceiling: ceiling, Ratio: took / ceiling, Of: "ceiling"})
+		if set.HostPath {
+			for _, n := range set.Replicas {
+				class, cleanup := staticHostPathClass(t, n)
+				ceilingRun, ceilingDelete := statefulSetRun(t, n, class, false)
+				cleanup()
+				took, del := statefulSetRun(t, n, "dirpv-hostpath", true)
+				volumes += n
+				table.add(fmt.Sprintf("hostPath, StatefulSet of %d (Parallel) -> all Running", n), took, ceilingRun, "ceiling")
+				table.add(fmt.Sprintf("hostPath, StatefulSet of %d scaled to 0, claims deleted -> all PVs gone", n), del, ceilingDelete, "ceiling")
+			}
+		}
 	}
 
 	use := processUse(t, lead)
-	perVolume := (apiRequests(t, lead.Status.PodIP) - requestsBefore) / float64(volumes)
+	perVolume := (apiRequests(t, lead.Status.PodIP) - requestsBefore) / float64(max(volumes, 1))
+	var heldRSS int64
+	if set.Memory {
+		heldRSS = memoryRun(t, bc, lead, set.Volumes)
+	}
 	version, _ := client.Discovery().ServerVersion()
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d cores, Kubernetes %s, one run\n", runtime.NumCPU(), version.GitVersion)
+	fmt.Fprintf(&b, "%d cores, Kubernetes %s, medians of %d runs\n", runtime.NumCPU(), version.GitVersion, set.Runs)
 	fmt.Fprintf(&b, "| run | ratio | dirpv | the cluster's ceiling |\n|---|---|---|---|\n")
-	for _, r := range rows {
+	for _, r := range table.rows {
 		ceiling := "(of mount)"
 		if r.Ceiling > 0 {
 			ceiling = fmt.Sprintf("%.1f s", r.Ceiling)
 		}
 		fmt.Fprintf(&b, "| %s | %.2fx | %.1f s | %s |\n", r.Run, r.Ratio, r.Dirpv, ceiling)
 	}
-	fmt.Fprintf(&b, "| claim to Bound, p50 / p99 (mount; direct) | | %.1f / %.1f s; %.1f / %.1f s | |\n",
-		latency["mount"][0], latency["mount"][1], latency["direct"][0], latency["direct"][1])
-	fmt.Fprintf(&b, "| leader: peak RSS, CPU | | %d MiB, %.0f s | |\n", use.peakRSSKiB/1024, use.cpu.Seconds())
+	p := func(access string) [2]float64 {
+		l := latency[access]
+		if len(l[0]) == 0 {
+			return [2]float64{}
+		}
+		return [2]float64{median(l[0]), median(l[1])}
+	}
+	if set.NFS {
+		fmt.Fprintf(&b, "| claim to Bound, p50 / p99 (mount; direct) | | %.1f / %.1f s; %.1f / %.1f s | |\n",
+			p("mount")[0], p("mount")[1], p("direct")[0], p("direct")[1])
+	}
+	fmt.Fprintf(&b, "| leader: peak RSS, CPU (all runs) | | %d MiB, %.0f s | |\n", use.peakRSSKiB/1024, use.cpu.Seconds())
 	fmt.Fprintf(&b, "| API requests per volume | | %.1f | |\n", perVolume)
+	if set.Memory {
+		fmt.Fprintf(&b, "| leader's RSS with %d PVs and claims in the cluster | | %d MiB | |\n", set.Volumes, heldRSS/1024)
+	}
 	fmt.Print(b.String())
 	report := map[string]any{
-		"cores": runtime.NumCPU(), "kubernetes": version.GitVersion, "rows": rows,
-		"claimToBoundSeconds": map[string]any{"mount": latency["mount"], "direct": latency["direct"]},
+		"cores": runtime.NumCPU(), "kubernetes": version.GitVersion, "settings": set, "rows": table.rows,
+		"claimToBoundSeconds": map[string]any{"mount": p("mount"), "direct": p("direct")},
 		"leaderPeakRSSBytes":  use.peakRSSKiB * 1024, "leaderCPUSeconds": use.cpu.Seconds(),
-		"apiRequestsPerVolume": perVolume,
+		"apiRequestsPerVolume": perVolume, "leaderRSSBytesWithVolumes": heldRSS * 1024,
 	}
 	data, err := json.MarshalIndent(report, "", "  ")
 	if err != nil {
@@ -125,15 +219,15 @@ func TestBench(t *testing.T) {
 	}
 }
 
-// nfsBurst creates benchClaims claims of class at once and returns the seconds until all were
+// nfsBurst creates n claims of class at once and returns the seconds until all were
 // Bound and until, once deleted, every PV and directory was gone, and the claim-to-Bound
 // latencies (p50, p99, from the burst's start, as seen by polling every 250 ms). The burst's
 // invariants are checked as in the fault cases.
-func nfsBurst(t *testing.T, bc kubernetes.Interface, class string) (bind, del, p50, p99 float64) {
+func nfsBurst(t *testing.T, bc kubernetes.Interface, class string, n int) (bind, del, p50, p99 float64) {
 	ns := namespace(t)
 	subtree := filepath.Join("fault", ns)
 	start := time.Now()
-	claims := createClaims(t, bc, ns, class, "c", benchClaims)
+	claims := createClaims(t, bc, ns, class, "c", n)
 	boundAt := map[string]time.Duration{}
 	pollFor(t, settleTimeout, class+" claims Bound", func(ctx context.Context) (bool, error) {
 		pvcs, err := claimsOf(ctx, bc, ns)
@@ -175,14 +269,14 @@ func nfsBurst(t *testing.T, bc kubernetes.Interface, class string) (bind, del, p
 	return bind, del, p50, p99
 }
 
-// staticNFSBurst is the ceiling of nfsBurst: benchClaims PVs made beforehand (a class without a
+// staticNFSBurst is the ceiling of nfsBurst: n PVs made beforehand (a class without a
 // provisioner, policy Retain), the same claims at once until all are Bound, then deleted until
 // the PVs are Released. Only kube-controller-manager works here.
-func staticNFSBurst(t *testing.T, bc kubernetes.Interface) (bind, release float64) {
+func staticNFSBurst(t *testing.T, bc kubernetes.Interface, n int) (bind, release float64) {
 	ns := namespace(t)
 	class := staticClass(t, "e2e-bench-nfs-"+ns, storagev1.VolumeBindingImmediate)
 	var pvs []string
-	for i := range benchClaims {
+	for i := range n {
 		pv := &v1.PersistentVolume{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%03d", class, i)},
 			Spec: v1.PersistentVolumeSpec{
@@ -196,14 +290,14 @@ func staticNFSBurst(t *testing.T, bc kubernetes.Interface) (bind, release float6
 		pvs = append(pvs, pv.Name)
 		createPV(t, bc, pv)
 	}
-	t.Cleanup(func() { deletePVs(bc, pvs) })
+	defer deletePVs(bc, pvs)
 	pollFor(t, time.Minute, "the static PVs Available", func(ctx context.Context) (bool, error) {
 		list, err := pvsWhere(ctx, bc, func(pv *v1.PersistentVolume) bool { return pv.Spec.StorageClassName == class })
-		return err == nil && countPhase(list, v1.VolumeAvailable) == benchClaims, nil
+		return err == nil && countPhase(list, v1.VolumeAvailable) == n, nil
 	})
 
 	start := time.Now()
-	claims := createClaims(t, bc, ns, class, "c", benchClaims)
+	claims := createClaims(t, bc, ns, class, "c", n)
 	pollFor(t, settleTimeout, "static claims Bound", func(ctx context.Context) (bool, error) {
 		pvcs, err := claimsOf(ctx, bc, ns)
 		if err != nil {
@@ -221,14 +315,15 @@ func staticNFSBurst(t *testing.T, bc kubernetes.Interface) (bind, release float6
 	deleteClaims(t, bc, ns, claims)
 	pollFor(t, settleTimeout, "static PVs Released", func(ctx context.Context) (bool, error) {
 		list, err := pvsWhere(ctx, bc, func(pv *v1.PersistentVolume) bool { return pv.Spec.StorageClassName == class })
-		return err == nil && countPhase(list, v1.VolumeReleased) == benchClaims, nil
+		return err == nil && countPhase(list, v1.VolumeReleased) == n, nil
 	})
 	return bind, time.Since(start).Seconds()
 }
 
 // staticHostPathClass makes n node-pinned hostPath PVs on node1 (directories made on first use)
-// of a class without a provisioner, binding WaitForFirstConsumer, and returns the class.
-func staticHostPathClass(t *testing.T, n int) string {
+// of a class without a provisioner, binding WaitForFirstConsumer, and returns the class and what
+// deletes the PVs and their directories.
+func staticHostPathClass(t *testing.T, n int) (string, func()) {
 	class := staticClass(t, "e2e-bench-local-"+rand.String(5), storagev1.VolumeBindingWaitForFirstConsumer)
 	orCreate := v1.HostPathDirectoryOrCreate
 	var pvs []string
@@ -250,17 +345,20 @@ func staticHostPathClass(t *testing.T, n int) string {
 		pvs = append(pvs, pv.Name)
 		createPV(t, client, pv)
 	}
-	t.Cleanup(func() {
+	cleanup := func() {
 		deletePVs(client, pvs)
 		_ = os.RemoveAll(filepath.Join(basePath, "bench-static", class))
-	})
-	return class
+	}
+	t.Cleanup(cleanup)
+	return class, cleanup
 }
 
 // statefulSetRun runs a StatefulSet of n replicas (Parallel) with a volume of class each on
-// node1, and returns the seconds until every pod ran; then it deletes the StatefulSet and its
+// node1, and returns the seconds until every pod ran; then it scales the StatefulSet to 0 and
+// deletes its claims, and returns the seconds from there until every PV is gone (dirpv's) or
+// Released (made beforehand, policy Retain).
 // claims.
-func statefulSetRun(t *testing.T, n int, class string) float64 {
+func statefulSetRun(t *testing.T, n int, class string, untilGone bool) (running, deleted float64) {
 	ns := namespace(t)
 	replicas := int32(n)
 	labels := map[string]string{"app": "bench"}
@@ -306,37 +404,26 @@ func statefulSetRun(t *testing.T, n int, class string) float64 {
 		}
 		return running == n, nil
 	})
-	took := time.Since(start).Seconds()
+	running = time.Since(start).Seconds()
 
-	if err := client.AppsV1().StatefulSets(ns).Delete(context.Background(), "bench", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pollFor(t, 5*time.Minute, "the replicas gone", func(ctx context.Context) (bool, error) {
-		pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, nil
-		}
-		for _, p := range pods.Items {
-			_ = client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))})
-		}
-		return len(pods.Items) == 0, nil
-	})
-	pvcs, err := claimsOf(context.Background(), client, ns)
-	if err != nil {
+	// What a user does: scale to 0 and delete the claims. The claims go once their pods have.
+	start = time.Now()
+	scale := []byte(`{"spec":{"replicas":0}}`)
+	if _, err := client.AppsV1().StatefulSets(ns).Patch(context.Background(), "bench", types.MergePatchType, scale, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
-	for name := range pvcs {
-		names = append(names, name)
+	for i := range n {
+		names = append(names, fmt.Sprintf("data-bench-%d", i))
 	}
 	deleteClaims(t, client, ns, names)
-	pollFor(t, 5*time.Minute, "the claims' dirpv PVs gone", func(ctx context.Context) (bool, error) {
+	pollFor(t, 10*time.Minute, "the claims' PVs gone or Released", func(ctx context.Context) (bool, error) {
 		pvs, err := pvsWhere(ctx, client, func(pv *v1.PersistentVolume) bool {
-			return claimedIn(ns)(pv) && pv.Spec.StorageClassName == "dirpv-hostpath"
+			return claimedIn(ns)(pv) && (untilGone || pv.Status.Phase != v1.VolumeReleased)
 		})
 		return err == nil && len(pvs) == 0, nil
 	})
-	return took
+	return running, time.Since(start).Seconds()
 }
 
 func staticClass(t *testing.T, name string, mode storagev1.VolumeBindingMode) string {
@@ -365,12 +452,12 @@ func deletePVs(c kubernetes.Interface, names []string) {
 
 // use is a process's resource use so far.
 type use struct {
-	peakRSSKiB int64
-	cpu        time.Duration
+	peakRSSKiB, rssKiB int64
+	cpu                time.Duration
 }
 
-// processUse reads the leader's dirpv process on this machine (node1): its peak RSS (VmHWM) and
-// the CPU time it used (utime + stime).
+// processUse reads the leader's dirpv process on this machine (every node's processes are this
+// machine's): its peak and current RSS (VmHWM, VmRSS) and the CPU time it used (utime + stime).
 func processUse(t *testing.T, pod *v1.Pod) use {
 	pids := dirpvProcesses(pod.UID)
 	if len(pids) != 1 {
@@ -384,6 +471,9 @@ func processUse(t *testing.T, pod *v1.Pod) use {
 	for _, line := range strings.Split(string(status), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 			u.peakRSSKiB, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			u.rssKiB, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
 		}
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pids[0]))
@@ -416,4 +506,78 @@ func apiRequests(t *testing.T, ip string) float64 {
 		}
 	}
 	return total
+}
+
+// memoryRun fills the cluster with n dirpv nfs PVs, each bound to a claim of its own as dirpv and
+// kube-controller-manager leave them (the claim names its volume, the PV its claim; policy Retain,
+// so that nothing is reclaimed when they go), and returns the leader's resident memory (KiB) once
+// it has taken them in: when its RSS has settled (less than 1 MiB apart over three polls 5 s
+// apart). Then it deletes them.
+func memoryRun(t *testing.T, bc kubernetes.Interface, lead *v1.Pod, n int) int64 {
+	ns := namespace(t)
+	prefix := "e2e-mem-" + ns
+	pvName := func(i int) string { return fmt.Sprintf("%s-%05d", prefix, i) }
+	class := faultClassNFS
+	err := atOnce(n, func(i int) error {
+		pvc := &v1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("c-%05d", i), Namespace: ns},
+			Spec: v1.PersistentVolumeClaimSpec{
+				StorageClassName: &class,
+				VolumeName:       pvName(i),
+				AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
+				Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		pvc, err := bc.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), pvc, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		path := filepath.Join("fault", ns, pvc.Name)
+		pv := &v1.PersistentVolume{
+			ObjectMeta: metav1.ObjectMeta{Name: pvName(i), Annotations: map[string]string{
+				"pv.kubernetes.io/provisioned-by": "dirpv.io/provisioner",
+				"dirpv.io/backend":                "nfs", "dirpv.io/path": path, "dirpv.io/on-delete": "delete",
+				"dirpv.io/server": nfsServer, "dirpv.io/share": exportDir,
+			}},
+			Spec: v1.PersistentVolumeSpec{
+				StorageClassName:              class,
+				PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRetain,
+				AccessModes:                   []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
+				Capacity:                      v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")},
+				ClaimRef:                      &v1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: ns, Name: pvc.Name, UID: pvc.UID},
+				PersistentVolumeSource:        v1.PersistentVolumeSource{NFS: &v1.NFSVolumeSource{Server: nfsServer, Path: filepath.Join(exportDir, path)}},
+				MountOptions:                  []string{"nfsvers=4.1"},
+			},
+		}
+		_, err = bc.CoreV1().PersistentVolumes().Create(context.Background(), pv, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("making %d PVs and claims: %v", n, err)
+	}
+	defer func() {
+		// Without their protection finalizers, which kube-controller-manager would take off one by
+		// one at its own pace.
+		unprotect := []byte(`{"metadata":{"finalizers":null}}`)
+		_ = atOnce(n, func(i int) error {
+			name := fmt.Sprintf("c-%05d", i)
+			_, _ = bc.CoreV1().PersistentVolumeClaims(ns).Patch(context.Background(), name, types.MergePatchType, unprotect, metav1.PatchOptions{})
+			_ = bc.CoreV1().PersistentVolumeClaims(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+			_, _ = bc.CoreV1().PersistentVolumes().Patch(context.Background(), pvName(i), types.MergePatchType, unprotect, metav1.PatchOptions{})
+			return bc.CoreV1().PersistentVolumes().Delete(context.Background(), pvName(i), metav1.DeleteOptions{})
+		})
+	}()
+	var last []int64
+	err = wait.PollUntilContextTimeout(context.Background(), 5*time.Second, 10*time.Minute, true, func(context.Context) (bool, error) {
+		last = append(last, processUse(t, lead).rssKiB)
+		if len(last) < 3 {
+			return false, nil
+		}
+		w := last[len(last)-3:]
+		return slices.Max(w)-slices.Min(w) < 1024, nil
+	})
+	if err != nil {
+		t.Fatalf("the leader's RSS did not settle: %v KiB", last)
+	}
+	return last[len(last)-1]
 }

@@ -192,7 +192,8 @@ log "kube-apiserver ready; starting kube-controller-manager, kube-scheduler, kub
 start kcm "$KBIN/kube-controller-manager" --kubeconfig="$WORK/kcm.kubeconfig" \
   --authentication-kubeconfig="$WORK/kcm.kubeconfig" --authorization-kubeconfig="$WORK/kcm.kubeconfig" \
   --service-account-private-key-file="$P/sa.key" --root-ca-file="$P/ca.crt" --use-service-account-credentials=true \
-  --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" --leader-elect=false
+  --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" --leader-elect=false \
+  ${KCM_QPS:+--kube-api-qps="$KCM_QPS" --kube-api-burst="$((KCM_QPS * 3 / 2))"}
 start sched "$KBIN/kube-scheduler" --kubeconfig="$WORK/sched.kubeconfig" \
   --authentication-kubeconfig="$WORK/sched.kubeconfig" --authorization-kubeconfig="$WORK/sched.kubeconfig" \
   --leader-elect=false

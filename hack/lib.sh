@@ -20,6 +20,9 @@ POD_CIDR=10.88.0.0/16
 # and node2..nodeN (hack/node-up.sh), each in network and mount namespaces of its own, so that
 # its /var/lib (hostPath volumes, /var/lib/kubelet) is its own. Their state: $NODES_DIR/<name>.
 NODES=${DIRPV_NODES:-1}
+# KCM_QPS, when set, raises kube-controller-manager's client rate (default 20 queries per second,
+# burst 30), which bounds how fast its PV binder binds claims: `make bench` measures both.
+KCM_QPS=${DIRPV_KCM_QPS:-}
 KUBELET_ROOT=/var/lib/kubelet               # the standard dir: node-inspecting tools expect it
 
 DIRPV_IMAGE=${DIRPV_IMAGE:-dirpv.io/dirpv:v0.1.0}
@@ -127,6 +130,7 @@ EOF
 # alpha gate KubeletCrashLoopBackOffMax (off by default; the cap must then be set, 1-300 s).
 # With a 1 s cap a container killed after running more than 2 s restarts at once, and one
 # that keeps crashing is retried about every 10 s (the pod worker's requeue period).
+# maxPods: `make bench` runs a StatefulSet of 200 replicas on one node (the default is 110).
 write_kubelet_config() {
   cat >"$1" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -145,6 +149,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 featureGates: {KubeletCrashLoopBackOffMax: true}
 crashLoopBackOff: {maxContainerRestartPeriod: 1s}
+maxPods: 250
 EOF
   if [ -n "${6:-}" ]; then echo "cgroupRoot: $6" >>"$1"; fi
 }
