@@ -148,8 +148,10 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		} else if n > 0 {
 			logger.Info("Deleted helper pods left by a previous leader", "count", n)
 		}
-		// One PV cache per term, shared by the provisioning and the recycle controller.
-		factory := informers.NewSharedInformerFactory(client, controller.DefaultResyncPeriod)
+		// One cache of PVs, claims and classes per term, shared by the provisioning and the
+		// recycle controller.
+		factory := informers.NewSharedInformerFactoryWithOptions(client, controller.DefaultResyncPeriod,
+			informers.WithTransform(dropManagedFields))
 		pvs := factory.Core().V1().PersistentVolumes()
 		pc := controller.NewProvisionController(logger, client, opts.Name, prov,
 			controller.LeaderElection(false), // elected here, with a released Lease on shutdown
@@ -158,6 +160,8 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 			controller.Threadiness(opts.Workers),
 			controller.AddFinalizer(true),
 			controller.VolumesInformer(pvs.Informer()),
+			controller.ClaimsInformer(factory.Core().V1().PersistentVolumeClaims().Informer()),
+			controller.ClassesInformer(factory.Storage().V1().StorageClasses().Informer()),
 			// Save PVs in the background, retrying with backoff for the rest of the term, instead
 			// of the default blocking store, which after 5 failed saves (40 s) deletes the
 			// directory it made. Its loop outlives the term (the library's workers are not
@@ -202,6 +206,16 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	default:
 		return nil
 	}
+}
+
+// dropManagedFields keeps objects' managed fields (often the largest part of a PV or claim) out of
+// the caches: nothing here reads them, and an update of an object without them leaves them as
+// they are on the server.
+func dropManagedFields(obj any) (any, error) {
+	if o, ok := obj.(metav1.Object); ok {
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // newRegistry holds every metric /metrics serves: the process's, the provisioner library's (it
