@@ -417,12 +417,21 @@ func statefulSetRun(t *testing.T, n int, class string, untilGone bool) (running,
 		names = append(names, fmt.Sprintf("data-bench-%d", i))
 	}
 	deleteClaims(t, client, ns, names)
+	// When the last PV left Bound tells the binder's share of a deletion from dirpv's.
+	var released time.Duration
 	pollFor(t, 10*time.Minute, "the claims' PVs gone or Released", func(ctx context.Context) (bool, error) {
-		pvs, err := pvsWhere(ctx, client, func(pv *v1.PersistentVolume) bool {
-			return claimedIn(ns)(pv) && (untilGone || pv.Status.Phase != v1.VolumeReleased)
-		})
-		return err == nil && len(pvs) == 0, nil
+		pvs, err := pvsWhere(ctx, client, claimedIn(ns))
+		if err != nil {
+			return false, nil
+		}
+		if released == 0 && !slices.ContainsFunc(pvs, func(pv v1.PersistentVolume) bool { return pv.Status.Phase == v1.VolumeBound }) {
+			released = time.Since(start)
+		}
+		return !slices.ContainsFunc(pvs, func(pv v1.PersistentVolume) bool {
+			return untilGone || pv.Status.Phase != v1.VolumeReleased
+		}), nil
 	})
+	t.Logf("%s: the last of %d PVs left Bound after %.1f s", class, n, released.Seconds())
 	return running, time.Since(start).Seconds()
 }
 
