@@ -20,10 +20,11 @@ type podRunner interface {
 
 // Batcher runs operations on nodes in helper pods, several to a pod. Each node has two lanes:
 // operations that take constant time (create, archive, release) and those that walk a volume's
-// tree (delete, scrub), so that a long delete never holds up a create. A lane runs one pod at a
-// time; the operations that arrive while it runs wait and then share the next one (at most
-// MaxOps, and no more than their outcomes can report). So an idle node's first operation starts
-// its pod at once, and a busy node's operations share pods: there is no timer to fill a batch.
+// tree (delete, scrub), so that a long delete never holds up a create. A lane runs up to
+// podsPerLane pods at a time; the operations that arrive while they all run wait, and then share
+// the next one to start (at most maxOps, and no more than their outcomes can report). So an idle
+// node's first operation starts its pod at once, and a busy node's operations share pods: there
+// is no timer to fill a batch.
 //
 // A pod that fails fails each of its operations, and each is retried on its own, as the markers
 // make every operation safe to repeat. A caller that gives up (its context ends) leaves its
@@ -37,7 +38,7 @@ type Batcher struct {
 	queued func(r *request)
 
 	mu    sync.Mutex
-	lanes map[lane][]*request // a lane is in the map while its goroutine runs
+	lanes map[lane]*queue // a lane is in the map while it runs a pod
 	// draining counts the lanes' goroutines, for tests to wait for.
 	draining sync.WaitGroup
 }
@@ -49,12 +50,21 @@ func NewBatcher(pods *PodRunner, maxOps int, observe func(ops int)) *Batcher {
 }
 
 func newBatcher(pods podRunner, maxOps int, observe func(ops int)) *Batcher {
-	return &Batcher{pods: pods, maxOps: maxOps, observe: observe, lanes: map[lane][]*request{}}
+	return &Batcher{pods: pods, maxOps: maxOps, observe: observe, lanes: map[lane]*queue{}}
 }
+
+// podsPerLane is how many pods a lane runs at once. With two, the operations that pile up while
+// a pod runs start theirs without waiting for a pod that set out with only a few.
+const podsPerLane = 2
 
 type lane struct {
 	node, root string
 	walks      bool
+}
+
+type queue struct {
+	waiting []*request
+	pods    int // running, or about to
 }
 
 type request struct {
@@ -74,14 +84,22 @@ func (b *Batcher) Run(ctx context.Context, node, root string, op volumeop.Op) (v
 	r := &request{ctx: ctx, op: op, done: make(chan reply, 1)}
 	l := lane{node: node, root: root, walks: op.Kind.WalksTree()}
 	b.mu.Lock()
-	waiting, running := b.lanes[l]
-	b.lanes[l] = append(waiting, r)
+	q := b.lanes[l]
+	if q == nil {
+		q = &queue{}
+		b.lanes[l] = q
+	}
+	q.waiting = append(q.waiting, r)
+	start := q.pods < podsPerLane
+	if start {
+		q.pods++
+	}
 	b.mu.Unlock()
 	if b.queued != nil {
 		b.queued(r)
 	}
-	if !running {
-		b.draining.Go(func() { b.drain(l) })
+	if start {
+		b.draining.Go(func() { b.drain(l, q) })
 	}
 	select {
 	case rep := <-r.done:
@@ -91,13 +109,16 @@ func (b *Batcher) Run(ctx context.Context, node, root string, op volumeop.Op) (v
 	}
 }
 
-// drain runs the lane's pods, one after another, until nobody waits.
-func (b *Batcher) drain(l lane) {
+// drain runs pods of the lane l, one after another, until nobody waits.
+func (b *Batcher) drain(l lane, q *queue) {
 	for {
 		b.mu.Lock()
-		waiting := slices.DeleteFunc(b.lanes[l], func(r *request) bool { return r.ctx.Err() != nil })
+		waiting := slices.DeleteFunc(q.waiting, func(r *request) bool { return r.ctx.Err() != nil })
 		if len(waiting) == 0 {
-			delete(b.lanes, l)
+			q.waiting = nil
+			if q.pods--; q.pods == 0 {
+				delete(b.lanes, l)
+			}
 			b.mu.Unlock()
 			return
 		}
@@ -107,7 +128,7 @@ func (b *Batcher) drain(l lane) {
 		}
 		n := volumeop.Pack(ops, b.maxOps)
 		batch := slices.Clone(waiting[:n])
-		b.lanes[l] = slices.Clone(waiting[n:])
+		q.waiting = slices.Clone(waiting[n:])
 		b.mu.Unlock()
 		b.run(l, batch, ops[:n])
 	}

@@ -114,27 +114,32 @@ func (bt *batchTest) answered(c chan answer) {
 	}
 }
 
-// TestBatchGroupCommit: a node's first operation starts a pod at once; those that arrive while
-// it runs share the next pod, at most maxOps to a pod; each caller gets its own operation's outcome.
+// TestBatchGroupCommit: a node's first operations start pods at once, podsPerLane of them; those
+// that arrive while those run share the next pod, at most maxOps to a pod; each caller gets its
+// own operation's outcome.
 func TestBatchGroupCommit(t *testing.T) {
 	bt := newBatchTest(t, 4)
 	first := bt.run(bt.ctx, "node1", volumeop.Create, "a")
 	p1 := bt.pod("node1", "a")
+	second := bt.run(bt.ctx, "node1", volumeop.Create, "b")
+	p2 := bt.pod("node1", "b")
 	var later []chan answer
 	for i := range 6 {
-		later = append(later, bt.run(bt.ctx, "node1", volumeop.Create, fmt.Sprint("b", i)))
+		later = append(later, bt.run(bt.ctx, "node1", volumeop.Create, fmt.Sprint("c", i)))
 	}
 	p1.succeed()
 	bt.answered(first)
-	p2 := bt.pod("node1", "b0,b1,b2,b3")
+	p3 := bt.pod("node1", "c0,c1,c2,c3")
 	p2.succeed()
-	p3 := bt.pod("node1", "b4,b5")
+	bt.answered(second)
+	p4 := bt.pod("node1", "c4,c5")
+	p4.succeed()
 	p3.succeed()
 	for _, c := range later {
 		bt.answered(c)
 	}
-	if fmt.Sprint(bt.sizes) != "[1 4 2]" {
-		t.Errorf("batch sizes %v, want [1 4 2]", bt.sizes)
+	if fmt.Sprint(bt.sizes) != "[1 1 4 2]" {
+		t.Errorf("batch sizes %v, want [1 1 4 2]", bt.sizes)
 	}
 }
 
@@ -160,6 +165,8 @@ func TestBatchFailures(t *testing.T) {
 	bt := newBatchTest(t, 64)
 	first := bt.run(bt.ctx, "node1", volumeop.Create, "a")
 	p1 := bt.pod("node1", "a")
+	busy := bt.run(bt.ctx, "node1", volumeop.Create, "busy")
+	pBusy := bt.pod("node1", "busy")
 	b := bt.run(bt.ctx, "node1", volumeop.Create, "b")
 	c := bt.run(bt.ctx, "node1", volumeop.Create, "c")
 	p1.end <- fakeEnd{err: errors.New("helper pod dirpv/x on node node1: cannot start: ErrImagePull")}
@@ -172,6 +179,8 @@ func TestBatchFailures(t *testing.T) {
 		t.Fatalf("b: %v, want its own failure", a.err)
 	}
 	bt.answered(c)
+	pBusy.succeed()
+	bt.answered(busy)
 }
 
 // TestBatchCallersGiveUp: an operation whose caller gave up while it waited is not run, and a pod
@@ -180,6 +189,8 @@ func TestBatchCallersGiveUp(t *testing.T) {
 	bt := newBatchTest(t, 64)
 	first := bt.run(bt.ctx, "node1", volumeop.Create, "a")
 	p1 := bt.pod("node1", "a")
+	busy := bt.run(bt.ctx, "node1", volumeop.Create, "busy")
+	pBusy := bt.pod("node1", "busy")
 	gone, giveUp := context.WithCancel(bt.ctx)
 	abandoned := bt.run(gone, "node1", volumeop.Create, "abandoned")
 	kept := bt.run(bt.ctx, "node1", volumeop.Create, "kept")
@@ -191,6 +202,8 @@ func TestBatchCallersGiveUp(t *testing.T) {
 	bt.answered(first)
 	bt.pod("node1", "kept").succeed()
 	bt.answered(kept)
+	pBusy.succeed()
+	bt.answered(busy)
 
 	gone, giveUp = context.WithCancel(bt.ctx)
 	c := bt.run(gone, "node1", volumeop.Create, "d")
