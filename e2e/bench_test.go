@@ -521,7 +521,7 @@ func apiRequests(t *testing.T, ip string) float64 {
 // kube-controller-manager leave them (the claim names its volume, the PV its claim; policy Retain,
 // so that nothing is reclaimed when they go), and returns the leader's resident memory (KiB) once
 // it has taken them in: when its RSS has settled (less than 1 MiB apart over three polls 5 s
-// apart). Then it deletes them.
+// apart). Then it deletes them, unless the cluster is torn down next.
 func memoryRun(t *testing.T, bc kubernetes.Interface, lead *v1.Pod, n int) int64 {
 	ns := namespace(t)
 	prefix := "e2e-mem-" + ns
@@ -565,6 +565,9 @@ func memoryRun(t *testing.T, bc kubernetes.Interface, lead *v1.Pod, n int) int64
 		t.Fatalf("making %d PVs and claims: %v", n, err)
 	}
 	defer func() {
+		if os.Getenv("DIRPV_BENCH_DISPOSABLE") != "" {
+			return // hack/bench.sh tears the cluster down
+		}
 		// Without their protection finalizers, which kube-controller-manager would take off one by
 		// one at its own pace.
 		unprotect := []byte(`{"metadata":{"finalizers":null}}`)

@@ -8,9 +8,12 @@ set -euo pipefail
 
 out=$REPO_ROOT/_output/bench.json
 mkdir -p "$(dirname "$out")"
+# A cluster brought up here is torn down afterwards: the bench need not delete what it made.
+disposable=
 if ! kc get --raw /readyz >/dev/null 2>&1; then
   trap '"$HACK_DIR/cluster-down.sh"' EXIT
   "$HACK_DIR/cluster-up.sh"
+  disposable=1
 else
   log "using the running cluster"
   "$HACK_DIR/cluster-up.sh" # refreshes the images
@@ -18,7 +21,7 @@ fi
 
 log "measuring (log: ${out%.json}.log)"
 cd "$REPO_ROOT"
-if ! nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" DIRPV_BENCH="$out" \
+if ! nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" DIRPV_BENCH="$out" DIRPV_BENCH_DISPOSABLE="$disposable" \
   go test -tags e2e -count=1 -timeout 60m -v -run '^TestBench$' ./e2e/ >"${out%.json}.log" 2>&1; then
   tail -40 "${out%.json}.log" >&2
   exit 1
