@@ -38,6 +38,10 @@ func (i Info) IsRegular() bool { return i.Type == 0 }
 // ErrChanged means an entry is no longer the file that was looked at a moment ago.
 var ErrChanged = errors.New("changed while in use")
 
+// ErrNoAnswer means a call got no answer after it was sent (its connection was lost): it may or
+// may not have taken effect.
+var ErrNoAnswer = errors.New("no answer, outcome unknown")
+
 // Dir is an open directory. Every name is a single component; none is ever followed if it is a
 // symbolic link. Implementations are not safe for concurrent use of one Dir.
 type Dir interface {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"syscall"
+
+	"dirpv.io/dirpv/provisioner/fsys"
 )
 
 // Sentinel errors that are not NFS status codes.
@@ -12,8 +14,9 @@ var (
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("nfs3: client closed")
 	// ErrConnLost: the connection broke after the request was sent, so the
-	// server may or may not have executed it. The next call redials.
-	ErrConnLost = errors.New("nfs3: connection lost")
+	// server may or may not have executed it (it is an fsys.ErrNoAnswer). The
+	// next call redials.
+	ErrConnLost = fmt.Errorf("nfs3: connection lost (%w)", fsys.ErrNoAnswer)
 )
 
 // Status is an NFSv3 (nfsstat3) or MOUNT v3 (mountstat3) status code; the two

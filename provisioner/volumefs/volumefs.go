@@ -253,9 +253,9 @@ func createOnce(v volume, mode fs.FileMode, uid, gid int, owner Marker) error {
 		// We created the marker, so the path is ours unless a directory was already there.
 		defer lock.Close()
 		if err := v.dir.Mkdir(v.base, 0o700); err != nil {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				// No answer (an NFS server that stopped): the directory may still be made. Keep
-				// our marker, so that a retry by this PV takes over what it finds.
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, fsys.ErrNoAnswer) {
+				// No answer (an NFS server that stopped, a connection lost): the directory may
+				// still be made. Keep our marker, so that a retry by this PV takes over what it finds.
 				return fmt.Errorf("create volume %q: %w", v.path, err)
 			}
 			var cleanup string
