@@ -130,7 +130,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 			&hostpath.Backend{
 				Client: client, Root: opts.HostPathRoot, LocalRoot: opts.LocalRoot, LocalNode: opts.NodeName,
 				Timeout: opts.OperationTimeout,
-				Helper:  hostpath.NewBatcher(helper, opts.HelperBatchSize, ownMetrics.HelperPod),
+				Helper:  hostpath.NewBatcher(helper, opts.HelperBatchSize, opts.HelperBatchWait, ownMetrics.HelperPod),
 			},
 		},
 		Recorder: recorder,

@@ -51,8 +51,10 @@ type Options struct {
 	Namespace   string
 	PodName     string
 	HelperImage string
-	// HelperBatchSize is the most operations one helper pod runs.
+	// HelperBatchSize is the most operations one helper pod runs; HelperBatchWait how long a
+	// helper pod that is not full waits for more before it starts.
 	HelperBatchSize  int
+	HelperBatchWait  time.Duration
 	OperationTimeout time.Duration
 }
 
@@ -87,7 +89,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", "", "namespace of this pod, its Lease and helper pods")
 	fs.StringVar(&o.PodName, "pod-name", "", "name of this pod; its image is used for helper pods unless --helper-image is set")
 	fs.StringVar(&o.HelperImage, "helper-image", "", "image of helper pods; empty: this pod's own image")
-	fs.IntVar(&o.HelperBatchSize, "helper-batch-size", 64, "most operations one helper pod runs; a node's operations that arrive while its helper pod runs share the next one")
+	fs.IntVar(&o.HelperBatchSize, "helper-batch-size", 64, "most operations one helper pod runs; a node's operations that arrive while its helper pods run share the next one")
+	fs.DurationVar(&o.HelperBatchWait, "helper-batch-wait", 250*time.Millisecond, "how long a helper pod that is not full waits for more operations before it starts")
 	fs.DurationVar(&o.OperationTimeout, "operation-timeout", 2*time.Minute, "how long one operation on a volume directory may take, helper pod included")
 }
 
@@ -111,6 +114,9 @@ func (o *Options) Validate() error {
 	}
 	if o.HelperBatchSize < 1 {
 		bad("helper-batch-size", "must be at least 1")
+	}
+	if o.HelperBatchWait < 0 || o.HelperBatchWait > 10*time.Second {
+		bad("helper-batch-wait", "must be between 0 and 10s")
 	}
 	if o.Namespace == "" {
 		bad("namespace", "is required (set it from the pod's metadata.namespace)")

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -22,9 +23,10 @@ type podRunner interface {
 // operations that take constant time (create, archive, release) and those that walk a volume's
 // tree (delete, scrub), so that a long delete never holds up a create. A lane runs up to
 // podsPerLane pods at a time; the operations that arrive while they all run wait, and then share
-// the next one to start (at most maxOps, and no more than their outcomes can report). So an idle
-// node's first operation starts its pod at once, and a busy node's operations share pods: there
-// is no timer to fill a batch.
+// the next one to start (at most maxOps, and no more than their outcomes can report). A pod about
+// to start waits a moment (gather) for the operations that arrive together with its first: the
+// callers a finished pod frees come back with their next operations within milliseconds of one
+// another.
 //
 // A pod that fails fails each of its operations, and each is retried on its own, as the markers
 // make every operation safe to repeat. A caller that gives up (its context ends) leaves its
@@ -32,6 +34,8 @@ type podRunner interface {
 type Batcher struct {
 	pods   podRunner
 	maxOps int
+	// gather, when set, waits a moment before a pod that is not full starts.
+	gather func()
 	// observe, when set, is called with the number of operations of each pod started.
 	observe func(ops int)
 	// queued, in tests, is called with each request once it is queued.
@@ -43,10 +47,14 @@ type Batcher struct {
 	draining sync.WaitGroup
 }
 
-// NewBatcher batches operations of at most maxOps to a pod run by pods; observe (optional) is
-// called with the size of every batch.
-func NewBatcher(pods *PodRunner, maxOps int, observe func(ops int)) *Batcher {
-	return newBatcher(pods, maxOps, observe)
+// NewBatcher batches operations of at most maxOps to a pod run by pods, and has a pod that is not
+// full wait for gather before it starts; observe (optional) is called with the size of every batch.
+func NewBatcher(pods *PodRunner, maxOps int, gather time.Duration, observe func(ops int)) *Batcher {
+	b := newBatcher(pods, maxOps, observe)
+	if gather > 0 {
+		b.gather = func() { time.Sleep(gather) }
+	}
+	return b
 }
 
 func newBatcher(pods podRunner, maxOps int, observe func(ops int)) *Batcher {
@@ -112,6 +120,12 @@ func (b *Batcher) Run(ctx context.Context, node, root string, op volumeop.Op) (v
 // drain runs pods of the lane l, one after another, until nobody waits.
 func (b *Batcher) drain(l lane, q *queue) {
 	for {
+		b.mu.Lock()
+		full := len(q.waiting) >= b.maxOps
+		b.mu.Unlock()
+		if !full && b.gather != nil {
+			b.gather()
+		}
 		b.mu.Lock()
 		waiting := slices.DeleteFunc(q.waiting, func(r *request) bool { return r.ctx.Err() != nil })
 		if len(waiting) == 0 {

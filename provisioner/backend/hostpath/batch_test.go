@@ -215,3 +215,25 @@ func TestBatchCallersGiveUp(t *testing.T) {
 		t.Fatalf("pod stopped by %v", context.Cause(p.ctx))
 	}
 }
+
+// TestBatchGathers: a pod about to start takes the operations that arrived while it gathered.
+func TestBatchGathers(t *testing.T) {
+	bt := newBatchTest(t, 64)
+	gate := make(chan struct{})
+	bt.b.gather = func() { <-gate }
+	var all []chan answer
+	for _, pv := range []string{"a", "b", "c"} {
+		all = append(all, bt.run(bt.ctx, "node1", volumeop.Create, pv))
+	}
+	gate <- struct{}{} // one of the lane's two goroutines starts its pod
+	bt.pod("node1", "a,b,c").succeed()
+	for _, c := range all {
+		bt.answered(c)
+	}
+	gate <- struct{}{} // each goroutine gathers once more, finds nobody and ends
+	gate <- struct{}{}
+	bt.b.draining.Wait()
+	if fmt.Sprint(bt.sizes) != "[3]" {
+		t.Errorf("batch sizes %v, want [3]", bt.sizes)
+	}
+}

@@ -166,7 +166,7 @@ func TestHelperRun(t *testing.T) {
 				timeout = time.Minute
 			}
 			b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: timeout,
-				Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, 64, nil)}
+				Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, 64, 0, nil)}
 			vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", BasePath: "/var/lib/dirpv"}}
 			res, err := b.Run(ctx, vol, createOp)
 			if tt.wantErr != "" {
@@ -191,7 +191,7 @@ func TestHelperRun(t *testing.T) {
 func TestRunNodeGone(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, created := fakeKubelet(nil, nil, false)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, nil)}
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, 0, nil)}
 	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "gone", BasePath: "/var/lib/dirpv"}}, createOp)
 	if !errors.Is(err, backend.ErrNodeGone) || created.Load() != 0 {
 		t.Fatalf("err %v, pods created %d", err, created.Load())
@@ -201,7 +201,7 @@ func TestRunNodeGone(t *testing.T) {
 func TestRunRefusesBasePathOutsideRoot(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, created := fakeKubelet(nil, nil, false)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, nil)}
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, 0, nil)}
 	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "node1", BasePath: "/etc"}}, createOp)
 	if err == nil || !strings.Contains(err.Error(), "not within") || created.Load() != 0 {
 		t.Fatalf("err %v, pods created %d", err, created.Load())

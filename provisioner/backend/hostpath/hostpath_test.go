@@ -47,7 +47,7 @@ func TestRunInOperatorRoot(t *testing.T) {
 	t.Run("helper pod", func(t *testing.T) {
 		_, ctx := ktesting.NewTestContext(t)
 		client, pods := finishingClient(nodeA)
-		b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, 64, nil)}
+		b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, 64, 0, nil)}
 		if _, err := b.Run(ctx, vol, createOp); err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +93,7 @@ func TestRunInOperatorRoot(t *testing.T) {
 func TestRunNodeRecreated(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, pods := finishingClient(nodeA)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, nil)}
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, 0, nil)}
 	vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", NodeUID: "uid-before", BasePath: "/var/lib/dirpv"}}
 	_, err := b.Run(ctx, vol, volumeop.Op{Kind: volumeop.Delete, Path: "x", Owner: volumefs.Marker{PV: "pvc-1"}})
 	if !errors.Is(err, backend.ErrNodeGone) || !strings.Contains(err.Error(), "deleted and joined again") || len(*pods) != 0 {
@@ -106,7 +106,7 @@ func TestRunNodeRecreated(t *testing.T) {
 func TestRunRefusesHiddenBasePath(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client, pods := finishingClient(nodeA)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, nil)}
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, 0, nil)}
 	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "node1", BasePath: "/var/lib/dirpv/.x.dirpv"}}, createOp)
 	if err == nil || !strings.Contains(err.Error(), "basePath /var/lib/dirpv/.x.dirpv") || len(*pods) != 0 {
 		t.Fatalf("err %v, %d helper pods", err, len(*pods))
