@@ -159,9 +159,10 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Ping calls the NFS program's NULL procedure.
+// Ping calls the NFS program's NULL procedure. It is not fenced: NULL changes nothing, and a
+// replica that may not change anything still needs to know whether the server answers.
 func (c *Client) Ping(ctx context.Context) error {
-	_, err := c.call(ctx, c.nfs, 0, nil)
+	_, err := c.exchange(ctx, c.nfs, 0, nil)
 	if err != nil {
 		return c.opError("NULL", "", Handle{}, err)
 	}
@@ -185,6 +186,11 @@ func (c *Client) call(ctx context.Context, ep *endpoint, proc uint32, args any) 
 			return nil, err
 		}
 	}
+	return c.exchange(ctx, ep, proc, args)
+}
+
+// exchange sends one call, fence or not, and waits for its reply.
+func (c *Client) exchange(ctx context.Context, ep *endpoint, proc uint32, args any) (*decoder, error) {
 	if c.callTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.callTimeout)

@@ -164,18 +164,31 @@ func (d *Direct) check(ctx context.Context, server string, c *nfs3.Client) error
 		d.mu.Unlock()
 		return nil
 	}
+	if !d.probeDue(s) {
+		err := d.silent(server, s)
+		d.mu.Unlock()
+		return err
+	}
+	d.mu.Unlock()
+	return d.probe(ctx, server, c, s)
+}
+
+// probeDue reports whether s is to be asked again now, and if so marks it being asked. Call it
+// with d.mu held.
+func (d *Direct) probeDue(s *silence) bool {
 	interval := d.ProbeInterval
 	if interval == 0 {
 		interval = DefaultProbeInterval
 	}
 	if s.probing || time.Since(s.lastProbe) < interval {
-		err := d.silent(server, s)
-		d.mu.Unlock()
-		return err
+		return false
 	}
 	s.probing, s.lastProbe = true, time.Now()
-	d.mu.Unlock()
+	return true
+}
 
+// probe asks server, silent as s, whether it answers again (probeDue said to).
+func (d *Direct) probe(ctx context.Context, server string, c *nfs3.Client, s *silence) error {
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	err := c.Ping(pctx)
 	cancel()
@@ -212,13 +225,19 @@ func (d *Direct) note(server string, err error, opInTime bool) {
 	}
 }
 
-// Err names the servers that stopped answering, for /readyz; nil if there are none.
+// Err names the servers that stopped answering, for /readyz; nil if there are none. It also
+// starts asking those due to be asked again, in the background: a replica that runs no
+// operations (a standby, whose calls the fence stops) learns so that a server answers again.
 func (d *Direct) Err() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var errs []error
 	for _, server := range slices.Sorted(maps.Keys(d.down)) {
-		errs = append(errs, d.silent(server, d.down[server]))
+		s := d.down[server]
+		if c := d.clients[server]; c != nil && d.probeDue(s) {
+			go func() { _ = d.probe(context.Background(), server, c, s) }()
+		}
+		errs = append(errs, d.silent(server, s))
 	}
 	return errors.Join(errs...)
 }

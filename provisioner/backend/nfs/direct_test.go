@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2/ktesting"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
@@ -202,7 +203,14 @@ func TestDirectSilentServer(t *testing.T) {
 
 	srv.Continue(t)
 	stopped = false
+	// With no operation to ask it (as on a standby), /readyz's asking clears the mark.
 	b.Direct.ProbeInterval = time.Nanosecond
+	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return b.Direct.Err() == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("the server answers again, yet Err = %v", b.Direct.Err())
+	}
 	if _, err := b.Run(ctx, directVolume(export, "c"), createOp("c", "pv-c")); err != nil {
 		t.Fatalf("Create once the server answers again: %v", err)
 	}
@@ -225,5 +233,13 @@ func TestDirectFence(t *testing.T) {
 	}
 	if b.Direct.Silent() != 0 {
 		t.Error("a closed fence marked the server silent")
+	}
+	// NULL changes nothing: a fenced replica may still ask whether the server answers.
+	c, err := b.Direct.client(nfs3test.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Errorf("Ping with the fence closed: %v", err)
 	}
 }
