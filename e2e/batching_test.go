@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -20,32 +18,7 @@ func testBatchedHelpers(t *testing.T) {
 	helpers := watchHelperRuns(t)
 	ns := namespace(t)
 	const replicas = 20
-	labels := map[string]string{"app": "batch"}
-	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "batch", Namespace: ns},
-		Spec: appsv1.StatefulSetSpec{
-			Replicas:            ptr(int32(replicas)),
-			Selector:            &metav1.LabelSelector{MatchLabels: labels},
-			PodManagementPolicy: appsv1.ParallelPodManagement,
-			Template: v1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: v1.PodSpec{
-					TerminationGracePeriodSeconds: ptr(int64(0)),
-					Containers: []v1.Container{{
-						Name: "app", Image: busybox, ImagePullPolicy: v1.PullNever, Command: []string{"sleep", "3600"},
-						VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},
-					}},
-				},
-			},
-			VolumeClaimTemplates: []v1.PersistentVolumeClaim{{
-				ObjectMeta: metav1.ObjectMeta{Name: "data"},
-				Spec: v1.PersistentVolumeClaimSpec{
-					AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
-					Resources:   v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
-				},
-			}},
-		},
-	}
+	sts := parallelStatefulSet(ns, "batch", replicas, nil)
 	if _, err := client.AppsV1().StatefulSets(ns).Create(context.Background(), sts, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

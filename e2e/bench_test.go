@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -360,33 +359,8 @@ func staticHostPathClass(t *testing.T, n int) (string, func()) {
 // claims.
 func statefulSetRun(t *testing.T, n int, class string, untilGone bool) (running, deleted float64) {
 	ns := namespace(t)
-	replicas := int32(n)
-	labels := map[string]string{"app": "bench"}
-	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: ns},
-		Spec: appsv1.StatefulSetSpec{
-			Replicas:            &replicas,
-			PodManagementPolicy: appsv1.ParallelPodManagement,
-			Selector:            &metav1.LabelSelector{MatchLabels: labels},
-			Template: v1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: v1.PodSpec{
-					NodeSelector:                  map[string]string{v1.LabelHostname: "node1"},
-					TerminationGracePeriodSeconds: ptr(int64(0)),
-					Containers: []v1.Container{{Name: "app", Image: busybox, ImagePullPolicy: v1.PullNever,
-						Command: []string{"sleep", "3600"}, VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
-				},
-			},
-			VolumeClaimTemplates: []v1.PersistentVolumeClaim{{
-				ObjectMeta: metav1.ObjectMeta{Name: "data"},
-				Spec: v1.PersistentVolumeClaimSpec{
-					StorageClassName: &class,
-					AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
-					Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
-				},
-			}},
-		},
-	}
+	sts := parallelStatefulSet(ns, "bench", n, &class)
+	sts.Spec.Template.Spec.NodeSelector = map[string]string{v1.LabelHostname: "node1"}
 	start := time.Now()
 	if _, err := client.AppsV1().StatefulSets(ns).Create(context.Background(), sts, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -370,3 +371,36 @@ func watchPods(t *testing.T, ctx context.Context, selector string) watch.Interfa
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// parallelStatefulSet is a StatefulSet of replicas busybox pods named name (label app=name),
+// started in parallel, each with a 1Gi ReadWriteOnce volume "data" at /data of class (nil: the
+// default class).
+func parallelStatefulSet(ns, name string, replicas int, class *string) *appsv1.StatefulSet {
+	labels := map[string]string{"app": name}
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            ptr(int32(replicas)),
+			Selector:            &metav1.LabelSelector{MatchLabels: labels},
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			Template: v1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: v1.PodSpec{
+					TerminationGracePeriodSeconds: ptr(int64(0)),
+					Containers: []v1.Container{{
+						Name: "app", Image: busybox, ImagePullPolicy: v1.PullNever, Command: []string{"sleep", "3600"},
+						VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},
+					}},
+				},
+			},
+			VolumeClaimTemplates: []v1.PersistentVolumeClaim{{
+				ObjectMeta: metav1.ObjectMeta{Name: "data"},
+				Spec: v1.PersistentVolumeClaimSpec{
+					StorageClassName: class,
+					AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+					Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+				},
+			}},
+		},
+	}
+}
