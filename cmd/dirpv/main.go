@@ -36,6 +36,7 @@ import (
 	"dirpv.io/dirpv/provisioner/backend/hostpath"
 	"dirpv.io/dirpv/provisioner/backend/nfs"
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/dedup"
 	"dirpv.io/dirpv/provisioner/recycle"
 )
 
@@ -151,7 +152,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		// One cache of PVs, claims and classes per term, shared by the provisioning and the
 		// recycle controller.
 		factory := informers.NewSharedInformerFactoryWithOptions(client, controller.DefaultResyncPeriod,
-			informers.WithTransform(dropManagedFields))
+			informers.WithTransform(dedup.New().Transform))
 		pvs := factory.Core().V1().PersistentVolumes()
 		pc := controller.NewProvisionController(logger, client, opts.Name, prov,
 			controller.LeaderElection(false), // elected here, with a released Lease on shutdown
@@ -206,16 +207,6 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	default:
 		return nil
 	}
-}
-
-// dropManagedFields keeps objects' managed fields (often the largest part of a PV or claim) out of
-// the caches: nothing here reads them, and an update of an object without them leaves them as
-// they are on the server.
-func dropManagedFields(obj any) (any, error) {
-	if o, ok := obj.(metav1.Object); ok {
-		o.SetManagedFields(nil)
-	}
-	return obj, nil
 }
 
 // newRegistry holds every metric /metrics serves: the process's, the provisioner library's (it

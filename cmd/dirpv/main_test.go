@@ -8,9 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/cache"
 
 	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/volumefs"
@@ -108,18 +105,4 @@ func mustRoot(t *testing.T, dir string) fsys.Dir {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
-}
-
-func TestDropManagedFields(t *testing.T) {
-	pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv", Annotations: map[string]string{"a": "b"},
-		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate}}}}
-	got, err := dropManagedFields(pv)
-	if err != nil || got.(*v1.PersistentVolume).ManagedFields != nil || got.(*v1.PersistentVolume).Annotations["a"] != "b" {
-		t.Fatalf("dropManagedFields = %+v, %v", got, err)
-	}
-	// What is not an object (a tombstone, say) passes through.
-	tomb := cache.DeletedFinalStateUnknown{Key: "pv"}
-	if got, err := dropManagedFields(tomb); err != nil || got != tomb {
-		t.Fatalf("dropManagedFields(tombstone) = %+v, %v", got, err)
-	}
 }
