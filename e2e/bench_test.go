@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +26,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"dirpv.io/dirpv/provisioner/backend"
 )
 
 // benchSettings are what `make bench` measures; hack/bench.sh passes them from the environment.
@@ -114,11 +119,11 @@ func median(xs []float64) float64 {
 //   - nfs: Claims claims of one class at once until all are Bound, and their deletion until
 //     every PV and directory is gone, with access: mount and access: direct, against the
 //     ceiling: the same claims bound to PVs made beforehand (no provisioner at all), and deleted
-//     until those PVs are Released;
+//     until those PVs are gone, deleted by an external provisioner that does no work
+//     (instantDeleter);
 //   - hostPath: StatefulSets of Replicas replicas (Parallel) until every pod runs, and the
 //     deletion of their claims once the pods are gone until every PV is, against the same
-//     StatefulSets over node-pinned PVs made beforehand, whose claims' deletion ends when the
-//     PVs are Released.
+//     StatefulSets over node-pinned PVs made beforehand, deleted by instantDeleter.
 //
 // It also reports claim-to-Bound latencies (p50, p99, from the burst's start), the leader's peak
 // RSS and CPU seconds over the run, and the API requests it made per volume.
@@ -159,9 +164,9 @@ func TestBench(t *testing.T) {
 		if set.HostPath {
 			for _, n := range set.Replicas {
 				class, cleanup := staticHostPathClass(t, n)
-				ceilingRun, ceilingDelete := statefulSetRun(t, n, class, false)
+				ceilingRun, ceilingDelete := statefulSetRun(t, n, class)
 				cleanup()
-				took, del := statefulSetRun(t, n, "dirpv-hostpath", true)
+				took, del := statefulSetRun(t, n, "dirpv-hostpath")
 				volumes += n
 				table.add(fmt.Sprintf("hostPath, StatefulSet of %d (Parallel) -> all Running", n), took, ceilingRun, "ceiling")
 				table.add(fmt.Sprintf("hostPath, StatefulSet of %d scaled to 0, claims deleted -> all PVs gone", n), del, ceilingDelete, "ceiling")
@@ -268,28 +273,21 @@ func nfsBurst(t *testing.T, bc kubernetes.Interface, class string, n int) (bind,
 	return bind, del, p50, p99
 }
 
-// staticNFSBurst is the ceiling of nfsBurst: n PVs made beforehand (a class without a
-// provisioner, policy Retain), the same claims at once until all are Bound, then deleted until
-// the PVs are Released. Only kube-controller-manager works here.
-func staticNFSBurst(t *testing.T, bc kubernetes.Interface, n int) (bind, release float64) {
+// staticNFSBurst is the ceiling of nfsBurst: n PVs made beforehand (staticPV), the same claims
+// at once until all are Bound, then deleted until the PVs are gone. Only kube-controller-manager
+// and instantDeleter work here.
+func staticNFSBurst(t *testing.T, bc kubernetes.Interface, n int) (bind, gone float64) {
 	ns := namespace(t)
 	class := staticClass(t, "e2e-bench-nfs-"+ns, storagev1.VolumeBindingImmediate)
 	var pvs []string
 	for i := range n {
-		pv := &v1.PersistentVolume{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%03d", class, i)},
-			Spec: v1.PersistentVolumeSpec{
-				StorageClassName:              class,
-				PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRetain,
-				AccessModes:                   []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-				Capacity:                      v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")},
-				PersistentVolumeSource:        v1.PersistentVolumeSource{NFS: &v1.NFSVolumeSource{Server: nfsServer, Path: exportDir + "/unused/" + strconv.Itoa(i)}},
-			},
-		}
+		pv := staticPV(class, i, v1.ReadWriteMany, v1.PersistentVolumeSource{
+			NFS: &v1.NFSVolumeSource{Server: nfsServer, Path: exportDir + "/unused/" + strconv.Itoa(i)}})
 		pvs = append(pvs, pv.Name)
 		createPV(t, bc, pv)
 	}
 	defer deletePVs(bc, pvs)
+	defer instantDeleter(t, class)()
 	pollFor(t, time.Minute, "the static PVs Available", func(ctx context.Context) (bool, error) {
 		list, err := pvsWhere(ctx, bc, func(pv *v1.PersistentVolume) bool { return pv.Spec.StorageClassName == class })
 		return err == nil && countPhase(list, v1.VolumeAvailable) == n, nil
@@ -312,39 +310,83 @@ func staticNFSBurst(t *testing.T, bc kubernetes.Interface, n int) (bind, release
 	bind = time.Since(start).Seconds()
 	start = time.Now()
 	deleteClaims(t, bc, ns, claims)
-	pollFor(t, settleTimeout, "static PVs Released", func(ctx context.Context) (bool, error) {
+	pollFor(t, settleTimeout, "static PVs gone", func(ctx context.Context) (bool, error) {
 		list, err := pvsWhere(ctx, bc, func(pv *v1.PersistentVolume) bool { return pv.Spec.StorageClassName == class })
-		return err == nil && countPhase(list, v1.VolumeReleased) == n, nil
+		return err == nil && len(list) == 0, nil
 	})
 	return bind, time.Since(start).Seconds()
 }
 
-// staticHostPathClass makes n node-pinned hostPath PVs on node1 (directories made on first use)
-// of a class without a provisioner, binding WaitForFirstConsumer, and returns the class and what
-// deletes the PVs and their directories.
+// staticPV is the i-th PV made beforehand for a class without a provisioner. It says it was
+// provisioned by an external provisioner that no one runs, with policy Delete, so that
+// kube-controller-manager does for it on release what it does for dirpv's PVs (it reads the PV
+// again before it leaves it to that provisioner), and instantDeleter plays that provisioner.
+func staticPV(class string, i int, access v1.PersistentVolumeAccessMode, source v1.PersistentVolumeSource) *v1.PersistentVolume {
+	return &v1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        fmt.Sprintf("%s-%03d", class, i),
+			Annotations: map[string]string{"pv.kubernetes.io/provisioned-by": instantProvisioner},
+		},
+		Spec: v1.PersistentVolumeSpec{
+			StorageClassName:              class,
+			PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimDelete,
+			AccessModes:                   []v1.PersistentVolumeAccessMode{access},
+			Capacity:                      v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")},
+			PersistentVolumeSource:        source,
+		},
+	}
+}
+
+// instantProvisioner is the provisioner staticPV's PVs name; instantDeleter does its work.
+const instantProvisioner = "dirpv.io/bench-instant"
+
+// instantDeleter deletes each PV of class the moment it is Released, with a client that has
+// dirpv's default rate limits, from a watch: an external provisioner whose deletion costs
+// nothing, the ceiling of any. It returns what stops it.
+func instantDeleter(t *testing.T, class string) (stop func()) {
+	c := ownClient(t, 100, 200)
+	factory := informers.NewSharedInformerFactory(c, 0)
+	remove := func(obj any) {
+		pv, ok := obj.(*v1.PersistentVolume)
+		if !ok || pv.Spec.StorageClassName != class || pv.Status.Phase != v1.VolumeReleased || pv.DeletionTimestamp != nil {
+			return
+		}
+		go func() {
+			_ = c.CoreV1().PersistentVolumes().Delete(context.Background(), pv.Name, metav1.DeleteOptions{})
+		}()
+	}
+	if _, err := factory.Core().V1().PersistentVolumes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    remove,
+		UpdateFunc: func(_, obj any) { remove(obj) },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	factory.Start(done)
+	factory.WaitForCacheSync(done)
+	return sync.OnceFunc(func() { close(done); factory.Shutdown() })
+}
+
+// staticHostPathClass makes n node-pinned hostPath PVs on node1 (staticPV; directories made on
+// first use) of a class without a provisioner, binding WaitForFirstConsumer, with instantDeleter
+// running for it, and returns the class and what stops the deleter and deletes what is left of
+// the PVs and their directories.
 func staticHostPathClass(t *testing.T, n int) (string, func()) {
 	class := staticClass(t, "e2e-bench-local-"+rand.String(5), storagev1.VolumeBindingWaitForFirstConsumer)
 	orCreate := v1.HostPathDirectoryOrCreate
 	var pvs []string
 	for i := range n {
-		pv := &v1.PersistentVolume{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%03d", class, i)},
-			Spec: v1.PersistentVolumeSpec{
-				StorageClassName:              class,
-				PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRetain,
-				AccessModes:                   []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
-				Capacity:                      v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")},
-				PersistentVolumeSource: v1.PersistentVolumeSource{HostPath: &v1.HostPathVolumeSource{
-					Path: filepath.Join(basePath, "bench-static", class, strconv.Itoa(i)), Type: &orCreate}},
-				NodeAffinity: &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
-					MatchExpressions: []v1.NodeSelectorRequirement{{Key: v1.LabelHostname, Operator: v1.NodeSelectorOpIn, Values: []string{"node1"}}},
-				}}}},
-			},
-		}
+		pv := staticPV(class, i, v1.ReadWriteOnce, v1.PersistentVolumeSource{HostPath: &v1.HostPathVolumeSource{
+			Path: filepath.Join(basePath, "bench-static", class, strconv.Itoa(i)), Type: &orCreate}})
+		pv.Spec.NodeAffinity = &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+			MatchExpressions: []v1.NodeSelectorRequirement{{Key: v1.LabelHostname, Operator: v1.NodeSelectorOpIn, Values: []string{"node1"}}},
+		}}}}
 		pvs = append(pvs, pv.Name)
 		createPV(t, client, pv)
 	}
+	stop := instantDeleter(t, class)
 	cleanup := func() {
+		stop()
 		deletePVs(client, pvs)
 		_ = os.RemoveAll(filepath.Join(basePath, "bench-static", class))
 	}
@@ -354,10 +396,8 @@ func staticHostPathClass(t *testing.T, n int) (string, func()) {
 
 // statefulSetRun runs a StatefulSet of n replicas (Parallel) with a volume of class each on
 // node1, and returns the seconds until every pod ran; then it scales the StatefulSet to 0 and
-// deletes its claims, and returns the seconds from there until every PV is gone (dirpv's) or
-// Released (made beforehand, policy Retain).
-// claims.
-func statefulSetRun(t *testing.T, n int, class string, untilGone bool) (running, deleted float64) {
+// deletes its claims, and returns the seconds from there until every PV is gone.
+func statefulSetRun(t *testing.T, n int, class string) (running, deleted float64) {
 	ns := namespace(t)
 	sts := parallelStatefulSet(ns, "bench", n, &class)
 	sts.Spec.Template.Spec.NodeSelector = map[string]string{v1.LabelHostname: "node1"}
@@ -393,7 +433,7 @@ func statefulSetRun(t *testing.T, n int, class string, untilGone bool) (running,
 	deleteClaims(t, client, ns, names)
 	// When the last PV left Bound tells the binder's share of a deletion from dirpv's.
 	var released time.Duration
-	pollFor(t, 10*time.Minute, "the claims' PVs gone or Released", func(ctx context.Context) (bool, error) {
+	pollFor(t, 10*time.Minute, "the claims' PVs gone", func(ctx context.Context) (bool, error) {
 		pvs, err := pvsWhere(ctx, client, claimedIn(ns))
 		if err != nil {
 			return false, nil
@@ -401,9 +441,7 @@ func statefulSetRun(t *testing.T, n int, class string, untilGone bool) (running,
 		if released == 0 && !slices.ContainsFunc(pvs, func(pv v1.PersistentVolume) bool { return pv.Status.Phase == v1.VolumeBound }) {
 			released = time.Since(start)
 		}
-		return !slices.ContainsFunc(pvs, func(pv v1.PersistentVolume) bool {
-			return untilGone || pv.Status.Phase != v1.VolumeReleased
-		}), nil
+		return len(pvs) == 0, nil
 	})
 	t.Logf("%s: the last of %d PVs left Bound after %.1f s", class, n, released.Seconds())
 	return running, time.Since(start).Seconds()
@@ -521,7 +559,10 @@ func memoryRun(t *testing.T, bc kubernetes.Interface, lead *v1.Pod, n int) int64
 				"pv.kubernetes.io/provisioned-by": "dirpv.io/provisioner",
 				"dirpv.io/backend":                "nfs", "dirpv.io/path": path, "dirpv.io/on-delete": "delete",
 				"dirpv.io/server": nfsServer, "dirpv.io/share": exportDir,
-			}},
+			},
+				// As dirpv makes a PV of policy Retain (else it would add this itself, 10,000 times).
+				Finalizers: []string{backend.FinalizerReclaim},
+			},
 			Spec: v1.PersistentVolumeSpec{
 				StorageClassName:              class,
 				PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRetain,

@@ -17,6 +17,11 @@ if ! kc get --raw /readyz >/dev/null 2>&1; then
 else
   log "using the running cluster"
   "$HACK_DIR/cluster-up.sh" # refreshes the images
+  # The image keeps its tag: replicas already running would go on with the old build.
+  if kc -n dirpv get deployment/dirpv >/dev/null 2>&1; then
+    kc -n dirpv rollout restart deployment/dirpv
+    kc -n dirpv rollout status deployment/dirpv --timeout=3m
+  fi
 fi
 
 log "measuring (log: ${out%.json}.log)"
