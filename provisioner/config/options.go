@@ -70,7 +70,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster configuration")
 	fs.Float64Var(&o.KubeQPS, "kube-api-qps", 100, "queries per second to the Kubernetes API")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", 200, "burst of queries to the Kubernetes API")
-	fs.IntVar(&o.Workers, "workers", 64, "claims and volumes processed in parallel")
+	fs.IntVar(&o.Workers, "workers", 256, "claims and volumes processed in parallel")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one active replica through a Lease")
 	fs.StringVar(&o.LeaderElectNamespace, "leader-elect-namespace", "", "namespace of the Lease; empty: --namespace")
 	fs.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a lost leader's Lease is honoured")
