@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
