@@ -92,7 +92,8 @@ if [ -e "$NETNS_FILE" ]; then
   ip netns del "$NETNS" 2>/dev/null || true
 fi
 if compgen -G "/var/run/netns/cni-*" >/dev/null; then
-  in_use=$(for d in /proc/[0-9]*; do readlink "$d/ns/net" 2>/dev/null; done | sort -u)
+  # A process may exit between the glob and its readlink: that is not a failure (pipefail).
+  in_use=$(for d in /proc/[0-9]*; do readlink "$d/ns/net" 2>/dev/null || true; done | sort -u)
   for f in /var/run/netns/cni-*; do
     ino=$(stat -L -c %i "$f" 2>/dev/null) || continue
     if ! grep -qxF "net:[$ino]" <<<"$in_use"; then
