@@ -298,3 +298,48 @@ wait_until() {
   done
   waiting_for=""
 }
+
+# vm_kernel KPKG DIR TMP MODULE...: Debian's kernel package KPKG, for booting under qemu: its
+# vmlinuz and the MODULEs with what they depend on, listed in DIR/KPKG/load-order in the order to
+# load them, fetched once into DIR/KPKG (extracted, never installed). TMP is scratch space.
+# Returns 1, with apt's output, when the package cannot be downloaded.
+vm_kernel() {
+  local kpkg=$1 dir=$2 tmp=$3
+  shift 3
+  local kdir=$dir/$kpkg
+  [ ! -f "$kdir/load-order" ] || return 0
+  log "fetching $kpkg"
+  mkdir -p "$dir" "$tmp/deb"
+  # apt-get download as root warns that _apt cannot write here: harmless, shown only on failure
+  if ! (cd "$tmp/deb" && apt-get download -q "$kpkg") >"$tmp/apt.log" 2>&1; then
+    # maybe just stale package lists
+    if ! { apt-get update -qq && (cd "$tmp/deb" && apt-get download -q "$kpkg"); } >"$tmp/apt.log" 2>&1; then
+      cat "$tmp/apt.log" >&2
+      return 1
+    fi
+  fi
+  dpkg -x "$tmp"/deb/*.deb "$tmp/kernel"
+  local modroot
+  modroot=$(echo "$tmp"/kernel/lib/modules/*/kernel)
+  # The host has no modinfo and the deb no modules.dep: each .ko names its dependencies in its
+  # depends= field; those load first.
+  local -A seen=()
+  local order=() m
+  _vm_kofile() { find "$modroot" -name "$1.ko" | head -1; }
+  _vm_addmod() {
+    local m=$1 f d
+    [ -z "${seen[$m]:-}" ] || return 0
+    seen[$m]=1
+    f=$(_vm_kofile "$m")
+    [ -n "$f" ] || { echo "module $m is not in $kpkg" >&2; exit 1; }
+    for d in $(grep -ao 'depends=[a-z0-9_,-]*' "$f" | head -1 | cut -d= -f2 | tr ',' ' '); do _vm_addmod "$d"; done
+    order+=("$m")
+  }
+  for m in "$@"; do _vm_addmod "$m"; done
+  mkdir -p "$tmp/k/modules"
+  cp "$tmp"/kernel/boot/vmlinuz-* "$tmp/k/vmlinuz"
+  for m in "${order[@]}"; do cp "$(_vm_kofile "$m")" "$tmp/k/modules/"; done
+  echo "${order[*]}" >"$tmp/k/load-order"
+  # renamed into place whole: a concurrent run sees either nothing or all of it
+  mv -T "$tmp/k" "$kdir" 2>/dev/null || [ -f "$kdir/load-order" ]
+}

@@ -78,42 +78,10 @@ trap 'exit 143' TERM
 
 # --- kernel: the package's vmlinuz and the modules the guest loads, in dependency order ---
 kdir=$VMCACHE/$KPKG
-if [ ! -f "$kdir/load-order" ]; then
-  log "nfs-vm: fetching $KPKG"
-  mkdir -p "$VMCACHE" "$tmp/deb"
-  # apt-get download as root warns that _apt cannot write here: harmless, shown only on failure
-  if ! (cd "$tmp/deb" && apt-get download -q "$KPKG") >"$tmp/apt.log" 2>&1; then
-    # maybe just stale package lists
-    if ! { apt-get update -qq && (cd "$tmp/deb" && apt-get download -q "$KPKG"); } >"$tmp/apt.log" 2>&1; then
-      cat "$tmp/apt.log" >&2
-      echo "nfs-vm: cannot download $KPKG (no network? run hack/nfs-vm.sh prepare from the root" \
-        "netns first; another kernel: NFS_VM_KPKG, see apt-cache search cloud-amd64)" >&2
-      exit 1
-    fi
-  fi
-  dpkg -x "$tmp"/deb/*.deb "$tmp/kernel"
-  modroot=$(echo "$tmp"/kernel/lib/modules/*/kernel)
-  # The host has no modinfo and the deb no modules.dep: each .ko names its dependencies in
-  # its depends= field; load those first.
-  declare -A seen=()
-  order=()
-  kofile() { find "$modroot" -name "$1.ko" | head -1; }
-  addmod() {
-    local m=$1 f d
-    [ -z "${seen[$m]:-}" ] || return 0
-    seen[$m]=1
-    f=$(kofile "$m")
-    [ -n "$f" ] || { echo "nfs-vm: module $m not in $KPKG" >&2; exit 1; }
-    for d in $(grep -ao 'depends=[a-z0-9_,-]*' "$f" | head -1 | cut -d= -f2 | tr ',' ' '); do addmod "$d"; done
-    order+=("$m")
-  }
-  for m in virtio_pci virtio_net nfsv3 nfsv4; do addmod "$m"; done
-  mkdir -p "$tmp/k/modules"
-  cp "$tmp"/kernel/boot/vmlinuz-* "$tmp/k/vmlinuz"
-  for m in "${order[@]}"; do cp "$(kofile "$m")" "$tmp/k/modules/"; done
-  echo "${order[*]}" >"$tmp/k/load-order"
-  # renamed into place whole: a concurrent run sees either nothing or all of it
-  mv -T "$tmp/k" "$kdir" 2>/dev/null || [ -f "$kdir/load-order" ]
+if ! vm_kernel "$KPKG" "$VMCACHE" "$tmp" virtio_pci virtio_net nfsv3 nfsv4; then
+  echo "nfs-vm: cannot download $KPKG (no network? run hack/nfs-vm.sh prepare from the root" \
+    "netns first; another kernel: NFS_VM_KPKG, see apt-cache search cloud-amd64)" >&2
+  exit 1
 fi
 
 # --- initramfs: busybox, mount.nfs with its libraries, the modules, the init script ---
