@@ -5,7 +5,7 @@ IMAGE ?= dirpv.io/dirpv:v0.1.0
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build tools lint unit fuzz e2e bench test image docker-image cluster-up cluster-down demo demo-down
+.PHONY: all build tools lint unit quota fuzz e2e bench test image docker-image cluster-up cluster-down demo demo-down
 
 all: build
 
@@ -23,6 +23,9 @@ lint: ## gofmt and go vet (the manifests' unit test renders every overlay).
 
 unit: ## Unit tests (fake clients, real filesystem under temporary directories).
 	$(GO) test -race -count=1 ./...
+
+quota: ## Size enforcement on real filesystems: btrfs on a loop device, XFS and ext4 in a VM (root).
+	hack/quota-test.sh
 
 # Fuzz targets, as ./package/FuzzName; append to add one.
 FUZZ_TARGETS := \
@@ -50,7 +53,7 @@ e2e: ## The end-to-end suite on a real local cluster (brought up and torn down u
 bench: ## Measure on the local cluster: a table of ratios, and _output/bench.json.
 	hack/bench.sh
 
-test: tools lint unit fuzz e2e ## Everything: tools, lint, unit tests, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
+test: tools lint unit quota fuzz e2e ## Everything: tools, lint, unit tests, quota enforcement, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
 
 image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
 	DIRPV_IMAGE=$(IMAGE) hack/images.sh
