@@ -343,3 +343,19 @@ vm_kernel() {
   # renamed into place whole: a concurrent run sees either nothing or all of it
   mv -T "$tmp/k" "$kdir" 2>/dev/null || [ -f "$kdir/load-order" ]
 }
+
+# vm_initrd ROOT INIT INITRD TMP: packs the directory ROOT, with INIT as its /init and the
+# modules and load-order of vm_kernel's directory (INITRD's) in lib/modules, into INITRD, a
+# gzipped cpio, and removes that directory's older initramfs images. TMP is scratch space.
+vm_initrd() {
+  local root=$1 init=$2 initrd=$3 tmp=$4
+  local kdir=${initrd%/*}
+  cp "$kdir"/modules/*.ko "$kdir/load-order" "$root/lib/modules/"
+  cp "$init" "$root/init"
+  chmod 755 "$root/init"
+  (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$tmp/initrd.gz"
+  # Others were built from an older init script or tools. Only old ones go: another worktree's
+  # (another init script, same cache) may be in use right now.
+  find "$kdir" -maxdepth 1 -name 'initrd-*.gz' ! -name "${initrd##*/}" -mmin +60 -delete
+  mv "$tmp/initrd.gz" "$initrd"
+}

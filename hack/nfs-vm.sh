@@ -104,14 +104,7 @@ if [ ! -f "$initrd" ]; then
   ln -s /proc/mounts "$R/etc/mtab"
   printf 'root:x:0:0::/:/bin/sh\n' >"$R/etc/passwd"
   printf 'root:x:0:\n' >"$R/etc/group"
-  cp "$kdir"/modules/*.ko "$kdir/load-order" "$R/lib/modules/"
-  cp "$HACK_DIR/nfs-vm/guest-init.sh" "$R/init"
-  chmod 755 "$R/init"
-  (cd "$R" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$tmp/initrd.gz"
-  # Others were built from an older init script or mount.nfs. Only old ones go: another
-  # worktree's (other init script, same cache) may be in use right now.
-  find "$kdir" -maxdepth 1 -name 'initrd-*.gz' ! -name "${initrd##*/}" -mmin +60 -delete
-  mv "$tmp/initrd.gz" "$initrd"
+  vm_initrd "$R" "$HACK_DIR/nfs-vm/guest-init.sh" "$initrd" "$tmp"
 fi
 [ $mode = run ] || exit 0
 

@@ -105,13 +105,7 @@ initramfs() {
   cp /etc/mke2fs.conf "$R/etc/"
   printf 'root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n' >"$R/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$R/etc/group"
-  cp "$kdir"/modules/*.ko "$kdir/load-order" "$R/lib/modules/"
-  cp "$HACK_DIR/quota-vm/guest-init.sh" "$R/init"
-  chmod 755 "$R/init"
-  (cd "$R" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$tmp/initrd.gz"
-  # Only old ones go: another worktree's (another init script, same cache) may be in use now.
-  find "$kdir" -maxdepth 1 -name 'initrd-*.gz' ! -name "${initrd##*/}" -mmin +60 -delete
-  mv "$tmp/initrd.gz" "$initrd"
+  vm_initrd "$R" "$HACK_DIR/quota-vm/guest-init.sh" "$initrd" "$tmp"
 }
 
 test_vm() {
