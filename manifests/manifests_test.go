@@ -181,7 +181,7 @@ func checkRBAC(t *testing.T, objs []runtime.Object) {
 		resource, verb string
 	}{
 		{cluster, "persistentvolumes", "create"}, {cluster, "persistentvolumes", "delete"}, {cluster, "persistentvolumes", "patch"},
-		{cluster, "persistentvolumeclaims", "watch"}, {cluster, "storageclasses", "get"}, {cluster, "nodes", "get"},
+		{cluster, "persistentvolumeclaims", "watch"}, {cluster, "persistentvolumeclaims/status", "patch"}, {cluster, "storageclasses", "get"}, {cluster, "nodes", "get"},
 		{cluster, "events", "create"}, {ns, "leases", "update"}, {ns, "pods", "create"}, {ns, "pods", "watch"}, {ns, "pods", "delete"},
 	} {
 		if !allowed(want.rules, want.resource, want.verb) {
