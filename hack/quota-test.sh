@@ -63,7 +63,7 @@ test_btrfs() {
   mount -t btrfs "$loopdev" "$tmp/btrfs"
   mnt=$tmp/btrfs
   local rc=0
-  (cd "$REPO_ROOT" && DIRPV_QUOTA_BTRFS=$mnt go test -count=1 -run Btrfs -v ./provisioner/quota/) || rc=$?
+  (cd "$REPO_ROOT" && DIRPV_QUOTA_BTRFS=$mnt go test -count=1 -run Btrfs -v ./provisioner/quota/ ./provisioner/volumeop/) || rc=$?
   umount "$mnt"
   mnt=""
   losetup -d "$loopdev"

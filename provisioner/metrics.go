@@ -14,6 +14,8 @@ type Metrics struct {
 	Recycles *prometheus.CounterVec
 	// HelperBatch observes how many operations each helper pod ran.
 	HelperBatch prometheus.Histogram
+	// Resizes counts resized volumes and failed attempts.
+	Resizes *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -38,7 +40,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "Operations run by each helper pod (its count is the helper pods started).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 	})
-	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch)
+	m.Resizes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "dirpv", Name: "resizes_total",
+		Help: "Claims whose volume was resized (success), or attempts that failed or were refused (error).",
+	}, []string{"result"})
+	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch, m.Resizes)
 	return m
 }
 
@@ -47,3 +53,6 @@ func (m *Metrics) HelperPod(ops int) { m.HelperBatch.Observe(float64(ops)) }
 
 // RecycleResult counts one recycle outcome.
 func (m *Metrics) RecycleResult(result string) { m.Recycles.WithLabelValues(result).Inc() }
+
+// ResizeResult counts one resize outcome.
+func (m *Metrics) ResizeResult(result string) { m.Resizes.WithLabelValues(result).Inc() }

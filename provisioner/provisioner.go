@@ -9,6 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -18,6 +19,7 @@ import (
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/pathname"
+	"dirpv.io/dirpv/provisioner/resize"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
@@ -76,7 +78,8 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
-	vol := backend.Volume{Backend: b.Name(), Location: loc, OnDelete: class.OnDelete, Recycle: class.Recycle}
+	vol := backend.Volume{Backend: b.Name(), Location: loc, OnDelete: class.OnDelete, Recycle: class.Recycle,
+		Enforced: class.Capacity == config.CapacityEnforce}
 	if class.Recycle && sc.ReclaimPolicy != nil && *sc.ReclaimPolicy == v1.PersistentVolumeReclaimRetain {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %q: \"true\" conflicts with reclaimPolicy Retain (leave reclaimPolicy at Delete)", sc.Name, config.ParamRecycle)
 	}
@@ -92,7 +95,11 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		Kind: volumeop.Create, Path: vol.Path, Mode: class.Mode, UID: class.UID, GID: class.GID,
 		Owner: volumefs.Marker{PV: opts.PVName, ClaimUID: string(claim.UID), ClaimNamespace: claim.Namespace, ClaimName: claim.Name},
 	}
-	if _, err := p.run(ctx, b, vol, op); err != nil {
+	if vol.Enforced {
+		op.Limit = bytesOf(claim.Spec.Resources.Requests[v1.ResourceStorage])
+	}
+	res, err := p.run(ctx, b, vol, op)
+	if err != nil {
 		err = fmt.Errorf("making %s: %w", vol, err)
 		switch {
 		case errors.Is(err, backend.ErrNodeGone):
@@ -105,8 +112,20 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		}
 		return nil, controller.ProvisioningFinished, err
 	}
-	logger.V(2).Info("Volume directory created", "volume", vol.String())
-	return buildPV(opts, vol), controller.ProvisioningFinished, nil
+	logger.V(2).Info("Volume directory created", "volume", vol.String(), "quota", res.Quota)
+	pv := buildPV(opts, vol)
+	if res.Quota != "" {
+		pv.Annotations[backend.AnnQuota] = res.Quota
+	}
+	return pv, controller.ProvisioningFinished, nil
+}
+
+// bytesOf is a size in whole bytes, rounded up.
+func bytesOf(q resource.Quantity) uint64 {
+	if n := q.Value(); n > 0 {
+		return uint64(n)
+	}
+	return 0
 }
 
 // checkClaim refuses what a directory volume cannot honour.
@@ -194,7 +213,7 @@ func (p *Provisioner) reclaim(ctx context.Context, pv *v1.PersistentVolume, reta
 	if retained == "" && vol.OnDelete == config.OnDeleteRetain {
 		retained = "onDelete: retain"
 	}
-	op := volumeop.Op{Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}, Now: p.Now()}
+	op := volumeop.Op{Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}, Now: p.Now(), Limited: vol.Enforced}
 	switch {
 	case retained != "":
 		op.Kind, op.Why = volumeop.Release, fmt.Sprintf("kept (%s) when PV %s was deleted", retained, pv.Name)
@@ -216,6 +235,28 @@ func (p *Provisioner) reclaim(ctx context.Context, pv *v1.PersistentVolume, reta
 		p.Recorder.Eventf(pv, v1.EventTypeNormal, ReasonVolumeArchived, "Directory %s archived as %s", vol, res.Archive)
 	}
 	logger.V(2).Info("Volume reclaimed", "volume", vol.String(), "action", string(op.Kind))
+	return nil
+}
+
+// Expand holds the volume of pv to size, for its claim that grew. A volume whose size is a
+// label (capacity: label) has nothing to change on disk.
+func (p *Provisioner) Expand(ctx context.Context, pv *v1.PersistentVolume, size resource.Quantity) error {
+	vol, b, err := p.locate(pv)
+	if err != nil {
+		// Retrying cannot help: only an edit of the PV can.
+		return fmt.Errorf("refusing to expand: %w; %w (%w)", err, ErrRefused, resize.ErrInfeasible)
+	}
+	if !vol.Enforced {
+		return nil
+	}
+	op := volumeop.Op{Kind: volumeop.Expand, Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}, Limit: bytesOf(size)}
+	if op.Limit == 0 {
+		return fmt.Errorf("expanding %s: size %s is not a positive number of bytes", vol, size.String())
+	}
+	if _, err := p.run(ctx, b, vol, op); err != nil {
+		return fmt.Errorf("expanding %s to %s: %w", vol, size.String(), err)
+	}
+	klog.FromContext(ctx).V(2).Info("Volume expanded", "PV", klog.KObj(pv), "volume", vol.String(), "size", size.String())
 	return nil
 }
 

@@ -719,3 +719,52 @@ func TestShouldDelete(t *testing.T) {
 		}
 	}
 }
+
+// capacity: enforce carries the claim's size to the node, records it on the PV, clears the limit
+// when the volume goes, and grows it on Expand; a label volume's Expand touches nothing.
+func TestEnforcedCapacity(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, fh, _ := newTest(t, t.TempDir(), "")
+	fh.run = func(op volumeop.Op) (volumeop.Result, error) {
+		if op.Kind == volumeop.Create {
+			return volumeop.Result{Quota: "project 1073741824"}, nil
+		}
+		return volumeop.Result{}, nil
+	}
+	pv := provisioned(t, p, hostPathClass(map[string]string{"capacity": "enforce"}), node1)
+	if op := fh.ops[0]; op.Kind != volumeop.Create || op.Limit != 1<<30 || !op.NeedsAdmin() {
+		t.Errorf("create op %+v, want Limit 1Gi", op)
+	}
+	if pv.Annotations[backend.AnnCapacity] != "enforce" || pv.Annotations[backend.AnnQuota] != "project 1073741824" {
+		t.Errorf("annotations %v, want capacity enforce and the quota", pv.Annotations)
+	}
+
+	if err := p.Expand(ctx, pv, resource.MustParse("2Gi")); err != nil {
+		t.Fatal(err)
+	}
+	if op := fh.ops[1]; op.Kind != volumeop.Expand || op.Limit != 2<<30 || op.Path != "team-data-pvc-1234" || op.Owner.PV != "pvc-1234" {
+		t.Errorf("expand op %+v, want Limit 2Gi", op)
+	}
+	if err := p.Release(ctx, pv); err != nil {
+		t.Fatal(err)
+	}
+	if op := fh.ops[2]; op.Kind != volumeop.Release || !op.Limited {
+		t.Errorf("release op %+v, want Limited", op)
+	}
+
+	label := provisioned(t, p, hostPathClass(nil), node1)
+	if op := fh.ops[3]; op.Limit != 0 || op.NeedsAdmin() || label.Annotations[backend.AnnCapacity] != "" {
+		t.Errorf("label class: op %+v, annotations %v; want no limit", op, label.Annotations)
+	}
+	if err := p.Expand(ctx, label, resource.MustParse("2Gi")); err != nil || len(fh.ops) != 4 {
+		t.Errorf("Expand of a label volume = %v, ops %d; want nothing run", err, len(fh.ops))
+	}
+	if err := p.Delete(ctx, label); err != nil || fh.ops[4].Limited {
+		t.Errorf("Delete of a label volume = %v, op %+v; want no limit to clear", err, fh.ops[4])
+	}
+
+	pv.Annotations[backend.AnnCapacity] = "hard"
+	if err := p.Expand(ctx, pv, resource.MustParse("3Gi")); !errors.Is(err, ErrRefused) || len(fh.ops) != 5 {
+		t.Errorf("Expand with a forged annotation = %v, want ErrRefused and nothing run", err)
+	}
+}

@@ -38,7 +38,12 @@ import (
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/dedup"
 	"dirpv.io/dirpv/provisioner/recycle"
+	"dirpv.io/dirpv/provisioner/resize"
 )
+
+// resizeWorkers resize claims in parallel: resizes are rare and each is a few requests and at
+// most one helper pod.
+const resizeWorkers = 8
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
@@ -149,8 +154,8 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		} else if n > 0 {
 			logger.Info("Deleted helper pods left by a previous leader", "count", n)
 		}
-		// One cache of PVs, claims and classes per term, shared by the provisioning and the
-		// recycle controller.
+		// One cache of PVs, claims and classes per term, shared by the provisioning, recycle and
+		// resize controllers.
 		factory := informers.NewSharedInformerFactoryWithOptions(client, controller.DefaultResyncPeriod,
 			informers.WithTransform(dedup.New().Transform))
 		pvs := factory.Core().V1().PersistentVolumes()
@@ -175,13 +180,21 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		if err != nil {
 			logger.Error(err, "Recycle controller not started")
 		}
+		rs, err := resize.New(client, opts.Name, prov, recorder, ownMetrics.ResizeResult,
+			factory.Core().V1().PersistentVolumeClaims(), pvs)
+		if err != nil {
+			logger.Error(err, "Resize controller not started")
+		}
 		factory.Start(ctx.Done())
-		var recycling sync.WaitGroup
+		var others sync.WaitGroup
 		if rc != nil {
-			recycling.Go(func() { rc.Run(ctx, opts.Workers) })
+			others.Go(func() { rc.Run(ctx, opts.Workers) })
+		}
+		if rs != nil {
+			others.Go(func() { rs.Run(ctx, resizeWorkers) })
 		}
 		pc.Run(ctx)
-		recycling.Wait()
+		others.Wait()
 		factory.Shutdown()
 	}
 

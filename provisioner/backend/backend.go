@@ -25,6 +25,9 @@ const (
 	AnnBackend  = "dirpv.io/backend"
 	AnnPath     = "dirpv.io/path"
 	AnnOnDelete = "dirpv.io/on-delete"
+	// AnnCapacity is "enforce" on volumes held to their size; AnnQuota names what holds one.
+	AnnCapacity = "dirpv.io/capacity"
+	AnnQuota    = "dirpv.io/quota"
 	// AnnReclaim is "Recycle" on volumes dirpv recycles itself; their Kubernetes policy is Retain.
 	AnnReclaim = "dirpv.io/reclaim"
 	// LabelReclaim mirrors AnnReclaim for `kubectl get pv -l dirpv.io/reclaim=recycle`.
@@ -82,6 +85,8 @@ type Volume struct {
 	OnDelete config.OnDelete
 	// Recycle: released, the volume is scrubbed and offered to the next claim.
 	Recycle bool
+	// Enforced: the volume is held to its size (class parameter capacity: enforce).
+	Enforced bool
 }
 
 // FullPath is the volume directory's absolute path on the server or node.
@@ -96,6 +101,9 @@ func (v Volume) Annotations() map[string]string {
 	a[AnnBackend], a[AnnPath], a[AnnOnDelete] = v.Backend, v.Path, string(v.OnDelete)
 	if v.Recycle {
 		a[AnnReclaim] = ReclaimRecycle
+	}
+	if v.Enforced {
+		a[AnnCapacity] = string(config.CapacityEnforce)
 	}
 	return a
 }
@@ -132,7 +140,10 @@ func (s Set) FromPV(pv *v1.PersistentVolume) (Volume, Backend, error) {
 	a := pv.Annotations
 	v := Volume{
 		Backend: a[AnnBackend], Path: a[AnnPath], OnDelete: config.OnDelete(a[AnnOnDelete]),
-		Recycle: a[AnnReclaim] == ReclaimRecycle,
+		Recycle: a[AnnReclaim] == ReclaimRecycle, Enforced: a[AnnCapacity] == string(config.CapacityEnforce),
+	}
+	if c, ok := a[AnnCapacity]; ok && !v.Enforced {
+		return v, nil, fmt.Errorf("annotation %s: %q is not %s", AnnCapacity, c, config.CapacityEnforce)
 	}
 	if r, ok := a[AnnReclaim]; ok && r != ReclaimRecycle {
 		return v, nil, fmt.Errorf("annotation %s: %q is not %s", AnnReclaim, r, ReclaimRecycle)

@@ -36,6 +36,16 @@ const (
 	OnDeleteArchive OnDelete = "archive"
 )
 
+// Capacity is what a volume's size means.
+type Capacity string
+
+const (
+	// CapacityLabel: the size is recorded on the PV and not enforced.
+	CapacityLabel Capacity = "label"
+	// CapacityEnforce: the volume directory is held to its size by the filesystem.
+	CapacityEnforce Capacity = "enforce"
+)
+
 // StorageClass parameter keys.
 const (
 	ParamBackend     = "backend"
@@ -45,6 +55,7 @@ const (
 	ParamUID         = "uid"
 	ParamGID         = "gid"
 	ParamRecycle     = "recycle"
+	ParamCapacity    = "capacity"
 )
 
 // Defaults of StorageClass parameters.
@@ -54,7 +65,7 @@ const (
 )
 
 // commonParams are the parameters of every backend.
-var commonParams = []string{ParamBackend, ParamPathPattern, ParamOnDelete, ParamMode, ParamUID, ParamGID, ParamRecycle}
+var commonParams = []string{ParamBackend, ParamPathPattern, ParamOnDelete, ParamMode, ParamUID, ParamGID, ParamRecycle, ParamCapacity}
 
 // Class is the validated form of a StorageClass's parameters.
 type Class struct {
@@ -71,12 +82,14 @@ type Class struct {
 	GID  int
 	// Recycle makes released volumes scrubbed and offered to the next claim instead of reclaimed.
 	Recycle bool
+	// Capacity says whether volumes are held to their size.
+	Capacity Capacity
 }
 
 // ParseClass validates a StorageClass's parameters for one of backends. Every problem is
 // reported, each naming its key.
 func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
-	c := &Class{OnDelete: OnDeleteDelete, Mode: DefaultMode, UID: -1, GID: -1}
+	c := &Class{OnDelete: OnDeleteDelete, Mode: DefaultMode, UID: -1, GID: -1, Capacity: CapacityLabel}
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("parameter %q: %s", key, fmt.Sprintf(format, args...)))
@@ -153,6 +166,14 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 		case "false":
 		default:
 			bad(ParamRecycle, "%q is not one of true, false", v)
+		}
+	}
+	if v, ok := params[ParamCapacity]; ok {
+		switch d := Capacity(v); d {
+		case CapacityLabel, CapacityEnforce:
+			c.Capacity = d
+		default:
+			bad(ParamCapacity, "%q is not one of %s, %s", v, CapacityLabel, CapacityEnforce)
 		}
 	}
 	for key, dst := range map[string]*int{ParamUID: &c.UID, ParamGID: &c.GID} {

@@ -83,10 +83,31 @@ var classTests = []struct {
 			}
 		}},
 	{name: "bad recycle", params: map[string]string{"backend": "hostPath", "recycle": "yes"}, wantErr: []string{`"recycle": "yes" is not one of true, false`}},
+	{name: "capacity is a label by default", params: map[string]string{"backend": "hostPath"},
+		check: func(t *testing.T, c *config.Class) {
+			if c.Capacity != config.CapacityLabel {
+				t.Errorf("Capacity = %q, want label", c.Capacity)
+			}
+		}},
+	{name: "capacity enforce", params: map[string]string{"backend": "hostPath", "capacity": "enforce"},
+		check: func(t *testing.T, c *config.Class) {
+			if c.Capacity != config.CapacityEnforce {
+				t.Errorf("Capacity = %q, want enforce", c.Capacity)
+			}
+		}},
+	{name: "bad capacity", params: map[string]string{"backend": "hostPath", "capacity": "hard"}, wantErr: []string{`"capacity": "hard" is not one of label, enforce`}},
+	{name: "nfs cannot enforce", params: map[string]string{"backend": "nfs", "server": "nfs.example", "share": "/srv", "capacity": "enforce"},
+		wantErr: []string{`"capacity": enforce is not possible with backend nfs: only the NFS server can enforce sizes`}},
+	{name: "nfs sizes are labels", params: map[string]string{"backend": "nfs", "server": "nfs.example", "share": "/srv", "capacity": "label"},
+		check: func(t *testing.T, c *config.Class) {
+			if c.Capacity != config.CapacityLabel {
+				t.Errorf("Capacity = %q, want label", c.Capacity)
+			}
+		}},
 	{name: "missing backend", params: map[string]string{}, wantErr: []string{`"backend": is required`}},
 	{name: "bad backend", params: map[string]string{"backend": "ceph"}, wantErr: []string{`"backend": "ceph" is not one of nfs, hostPath`}},
 	{name: "unknown key names it and the allowed keys", params: map[string]string{"backend": "hostPath", "archiveOnDelete": "true"},
-		wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: access, backend, basePath, gid, mode, onDelete, pathPattern, recycle, server, share, uid)`}},
+		wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: access, backend, basePath, capacity, gid, mode, onDelete, pathPattern, recycle, server, share, uid)`}},
 	{name: "nfs key on hostPath", params: map[string]string{"backend": "hostPath", "server": "x"},
 		wantErr: []string{`"server": applies only to backend nfs, not hostPath`}},
 	{name: "hostPath key on nfs", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "basePath": "/x"},
@@ -203,7 +224,7 @@ func FuzzParseClass(f *testing.F) {
 			}
 			return
 		}
-		allowed := []string{"backend", "pathPattern", "onDelete", "mode", "uid", "gid", "recycle"}
+		allowed := []string{"backend", "pathPattern", "onDelete", "mode", "uid", "gid", "recycle", "capacity"}
 		for _, b := range backends {
 			if b.Name() == c.Backend {
 				allowed = append(allowed, b.Params()...)

@@ -369,3 +369,13 @@ func retry(call func() (int, error)) (int, error) {
 		}
 	}
 }
+
+// Descriptor returns the descriptor of a directory that OpenLocal or NewLocal opened, for the
+// kernel interfaces that take one (quotas); false for any other Dir. The Dir still owns it.
+func Descriptor(d Dir) (int, bool) {
+	l, ok := d.(*local)
+	if !ok {
+		return -1, false
+	}
+	return l.fd, true
+}

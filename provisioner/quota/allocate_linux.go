@@ -29,12 +29,13 @@ func Allocate(rootFd int) (id uint32, unlock func(), err error) {
 	return id, unlock, nil
 }
 
-// Assign gives the volume directory dirFd, under the root directory rootFd, a project of its
-// own limited to bytes, and returns its ID. A directory that has a project ID from FirstID up
-// that is not the root's keeps it (and gets the limit): Assign is retried after a failure or a
-// crash and must not hand out a second ID.
-func Assign(rootFd, dirFd int, bytes uint64) (uint32, error) {
-	unlock, err := lock(rootFd)
+// Assign gives the volume directory dirFd, in the directory parentFd, a project of its own
+// limited to bytes, and returns its ID. lockFd is the directory whose lock file serializes
+// allocations: the same one for every volume on the filesystem. A directory that has a project
+// ID from FirstID up that is not its parent's (which it would have inherited) keeps it, and gets
+// the limit: Assign is retried after a failure or a crash and must not hand out a second ID.
+func Assign(lockFd, parentFd, dirFd int, bytes uint64) (uint32, error) {
+	unlock, err := lock(lockFd)
 	if err != nil {
 		return 0, err
 	}
@@ -43,13 +44,12 @@ func Assign(rootFd, dirFd int, bytes uint64) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	rootID, err := ProjectID(rootFd)
+	parentID, err := ProjectID(parentFd)
 	if err != nil {
 		return 0, err
 	}
-	// The root's own ID is inherited, not assigned: a root with PROJINHERIT passes it on.
-	if id < FirstID || id == rootID {
-		if id, err = nextFree(rootFd); err != nil {
+	if id < FirstID || id == parentID {
+		if id, err = nextFree(dirFd); err != nil {
 			return 0, err
 		}
 	}

@@ -25,8 +25,9 @@
 //     the next allocation sees it in use.
 //
 // Assign does all of it, and keeps the ID a directory already has (a retried provisioning). The
-// lock file serializes allocations under one root only: every root that dirpv allocates IDs under
-// on one filesystem must be the same directory. Release clears an ID's limits when its volume
+// lock file serializes the allocations that lock the same directory only: dirpv locks its
+// operator's root (--hostpath-root) on each node, whatever the class, so every volume of a node
+// is allocated under one lock. Release clears an ID's limits when its volume
 // goes; the ID is free again once its directory is removed too.
 //
 // Errors wrap syscall.Errno values (errors.Is(err, syscall.EPERM) works) and name the operation

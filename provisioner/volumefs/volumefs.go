@@ -72,6 +72,21 @@ type CreateOptions struct {
 	UID   int         // -1: leave as is
 	GID   int         // -1: leave as is
 	Owner Marker      // Owner.PV must be non-empty
+	// Limits makes the directory so that it can be held to a size (Limit does that next);
+	// nil: a plain directory.
+	Limits Limits
+}
+
+// Limits holds volume directories to a size (quota.Dirs, on a local filesystem).
+type Limits interface {
+	// Mkdir makes the volume directory name in dir so that it can be limited; an existing entry
+	// gives an error matching fs.ErrExist.
+	Mkdir(dir fsys.Dir, name string) error
+	// Set holds vol, the volume directory in dir, to bytes, and names what holds it. lock is the
+	// operator's root, whose lock file serializes what Set allocates.
+	Set(lock, dir, vol fsys.Dir, bytes uint64) (string, error)
+	// Clear removes the limit of vol, the volume directory in dir, before it goes.
+	Clear(dir, vol fsys.Dir) error
 }
 
 // MarkerName returns the marker path of the volume path: "a/b" -> "a/.b.dirpv".
@@ -217,7 +232,7 @@ func Create(root fsys.Dir, opt CreateOptions) error {
 	}
 	defer v.dir.Close()
 	for attempt := 0; ; attempt++ {
-		err := createOnce(v, mode, opt.UID, opt.GID, opt.Owner)
+		err := createOnce(v, mode, opt.UID, opt.GID, opt.Owner, opt.Limits)
 		if !errors.Is(err, errRetry) {
 			return err
 		}
@@ -245,14 +260,14 @@ func dirMode(m fs.FileMode) (fs.FileMode, error) {
 }
 
 // createOnce is one round of the marker protocol; errRetry means the marker changed under us.
-func createOnce(v volume, mode fs.FileMode, uid, gid int, owner Marker) error {
+func createOnce(v volume, mode fs.FileMode, uid, gid int, owner Marker, limits Limits) error {
 	me := v.marker()
 	lock, err := publishMarker(me, owner)
 	switch {
 	case err == nil:
 		// We created the marker, so the path is ours unless a directory was already there.
 		defer lock.Close()
-		if err := v.dir.Mkdir(v.base, 0o700); err != nil {
+		if err := mkdirVolume(v, limits); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, fsys.ErrNoAnswer) {
 				// No answer (an NFS server that stopped, a connection lost): the directory may
 				// still be made. Keep our marker, so that a retry by this PV takes over what it finds.
@@ -289,7 +304,7 @@ func createOnce(v volume, mode fs.FileMode, uid, gid int, owner Marker) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		raceHook("retry-mkdir", v.path)
-		if err := v.dir.Mkdir(v.base, 0o700); err != nil {
+		if err := mkdirVolume(v, limits); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				return fmt.Errorf("volume %q appeared while being created: %w", v.path, ErrNotOwner)
 			}
@@ -301,6 +316,14 @@ func createOnce(v volume, mode fs.FileMode, uid, gid int, owner Marker) error {
 		return fmt.Errorf("volume %q exists but is not a directory (%v): %w", v.path, info.Type, ErrNotOwner)
 	}
 	return applyAttrs(v, mode, uid, gid)
+}
+
+// mkdirVolume makes the volume directory, mode 0700 until applyAttrs sets its mode.
+func mkdirVolume(v volume, limits Limits) error {
+	if limits != nil {
+		return limits.Mkdir(v.dir, v.base)
+	}
+	return v.dir.Mkdir(v.base, 0o700)
 }
 
 // allows checks that m lets o act on the volume at path: same PV, same incarnation of the

@@ -17,6 +17,7 @@ import (
 
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/fsys"
+	"dirpv.io/dirpv/provisioner/quota"
 	"dirpv.io/dirpv/provisioner/volumefs"
 )
 
@@ -32,6 +33,8 @@ const (
 	Scrub Kind = "scrub"
 	// Release hands a volume over to the operator (Why says how): nothing touches it again.
 	Release Kind = "release"
+	// Expand holds a volume to a larger Limit, for its claim that grew.
+	Expand Kind = "expand"
 )
 
 // Op is one operation on the volume directory Path, relative to the operator's root
@@ -51,7 +54,14 @@ type Op struct {
 	Now time.Time
 	// Why is what Release records, e.g. "kept (onDelete: retain)".
 	Why string
+	// Limit is the size in bytes Create and Expand hold the volume to; 0 on Create: none.
+	Limit uint64
+	// Limited: Delete, Archive and Release first clear the volume's limit.
+	Limited bool
 }
+
+// NeedsAdmin reports whether op sets or clears a limit, which takes CAP_SYS_ADMIN.
+func (op Op) NeedsAdmin() bool { return op.Limit > 0 || op.Limited }
 
 // Result is what an operation reports back.
 type Result struct {
@@ -59,14 +69,32 @@ type Result struct {
 	Archive string `json:"archive,omitempty"`
 	// Scrubbed is false when the volume had already been scrubbed for the claim.
 	Scrubbed bool `json:"scrubbed,omitempty"`
+	// Quota names what holds a limited volume to its size, e.g. "project 1073741825".
+	Quota string `json:"quota,omitempty"`
 }
 
 // Apply performs op under root.
 func Apply(root fsys.Dir, op Op) (Result, error) {
 	o := volumefs.Owner{PV: op.Owner.PV, NodeUID: op.Owner.NodeUID}
+	if op.Limited {
+		if err := volumefs.Unlimit(root, op.Path, o, quota.Dirs{}); err != nil {
+			return Result{}, err
+		}
+	}
 	switch op.Kind {
 	case Create:
-		return Result{}, volumefs.Create(root, volumefs.CreateOptions{Path: op.Path, Mode: op.Mode, UID: op.UID, GID: op.GID, Owner: op.Owner})
+		opts := volumefs.CreateOptions{Path: op.Path, Mode: op.Mode, UID: op.UID, GID: op.GID, Owner: op.Owner}
+		if op.Limit == 0 {
+			return Result{}, volumefs.Create(root, opts)
+		}
+		opts.Limits = quota.Dirs{}
+		if err := volumefs.Create(root, opts); err != nil {
+			return Result{}, err
+		}
+		fallthrough
+	case Expand:
+		held, err := volumefs.Limit(root, op.Path, o, quota.Dirs{}, op.Limit)
+		return Result{Quota: held}, err
 	case Delete:
 		return Result{}, volumefs.Delete(root, op.Path, o)
 	case Archive:
@@ -126,11 +154,12 @@ func runIn(dir string, op Op) (Result, error) {
 
 // kindFlags lists the flags of each operation besides --path, --pv and --node-uid.
 var kindFlags = map[Kind][]string{
-	Create:  {"claim-uid", "claim-namespace", "claim-name", "mode", "uid", "gid"},
-	Delete:  nil,
-	Archive: {"now"},
+	Create:  {"claim-uid", "claim-namespace", "claim-name", "mode", "uid", "gid", "limit"},
+	Delete:  {"limited"},
+	Archive: {"now", "limited"},
 	Scrub:   {"claim-uid"},
-	Release: {"why", "now"},
+	Release: {"why", "now", "limited"},
+	Expand:  {"limit"},
 }
 
 // flagValues is op's value of every flag, as Args writes it.
@@ -140,6 +169,7 @@ func (op Op) flagValues() map[string]string {
 		"claim-uid": op.Owner.ClaimUID, "claim-namespace": op.Owner.ClaimNamespace, "claim-name": op.Owner.ClaimName,
 		"mode": config.FormatMode(op.Mode), "uid": strconv.Itoa(op.UID), "gid": strconv.Itoa(op.GID),
 		"now": op.Now.UTC().Format(time.RFC3339), "why": op.Why,
+		"limit": strconv.FormatUint(op.Limit, 10), "limited": strconv.FormatBool(op.Limited),
 	}
 }
 
@@ -151,6 +181,9 @@ func (op Op) Args() []string {
 		args = append(args, "--node-uid="+op.Owner.NodeUID)
 	}
 	for _, name := range kindFlags[op.Kind] {
+		if (name == "limit" && op.Limit == 0 && op.Kind != Expand) || (name == "limited" && !op.Limited) {
+			continue // the default: keeps a batch's arguments short
+		}
 		args = append(args, "--"+name+"="+v[name])
 	}
 	return args
@@ -159,12 +192,12 @@ func (op Op) Args() []string {
 // ParseArgs is the inverse of Args. A flag the operation does not take is an error.
 func ParseArgs(args []string) (Op, error) {
 	if len(args) == 0 {
-		return Op{}, errors.New("missing operation (create, delete, archive, scrub or release)")
+		return Op{}, errors.New("missing operation (create, delete, archive, scrub, release or expand)")
 	}
 	op := Op{Kind: Kind(args[0])}
 	takes, known := kindFlags[op.Kind]
 	if !known {
-		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub or release)", op.Kind)
+		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub, release or expand)", op.Kind)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the error says it all
@@ -179,6 +212,8 @@ func ParseArgs(args []string) (Op, error) {
 	fs.IntVar(&op.UID, "uid", -1, "owner of a new directory; -1: unchanged")
 	fs.IntVar(&op.GID, "gid", -1, "group of a new directory; -1: unchanged")
 	now := fs.String("now", "", "archive or release time, RFC 3339")
+	fs.Uint64Var(&op.Limit, "limit", 0, "bytes to hold the volume to; 0: no limit")
+	fs.BoolVar(&op.Limited, "limited", false, "clear the volume's limit first")
 	if err := fs.Parse(args[1:]); err != nil {
 		return Op{}, err
 	}
@@ -204,6 +239,8 @@ func ParseArgs(args []string) (Op, error) {
 		return Op{}, errors.New("scrub needs --claim-uid")
 	case op.Kind == Release && op.Why == "":
 		return Op{}, errors.New("release needs --why")
+	case op.Kind == Expand && op.Limit == 0:
+		return Op{}, errors.New("expand needs --limit")
 	}
 	var err error
 	if op.Mode, err = config.ParseMode(*mode); err != nil {

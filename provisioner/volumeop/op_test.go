@@ -19,6 +19,12 @@ func TestArgsRoundTrip(t *testing.T) {
 		{Kind: Release, Path: "base/a", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Mode: 0o777, UID: -1, GID: -1,
 			Why: "kept (onDelete: retain)", Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 		{Kind: Create, Path: "ns/c", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Mode: 0o777, UID: -1, GID: -1},
+		{Kind: Create, Path: "ns/c", Owner: owner, Mode: 0o777, UID: -1, GID: -1, Limit: 1 << 30},
+		{Kind: Expand, Path: "ns/c", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limit: 2 << 30},
+		{Kind: Delete, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limited: true},
+		{Kind: Archive, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limited: true, Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		{Kind: Release, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limited: true,
+			Why: "kept (reclaimPolicy Retain)", Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 	} {
 		got, err := ParseArgs(op.Args())
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(op) {
@@ -36,6 +42,9 @@ func TestParseArgsRefuses(t *testing.T) {
 		{[]string{"shred", "--path=a", "--pv=p"}, "unknown operation"},
 		{[]string{"create", "--pv=p"}, "--path and --pv are required"},
 		{[]string{"scrub", "--path=a", "--pv=p"}, "scrub needs --claim-uid"},
+		{[]string{"expand", "--path=a", "--pv=p"}, "expand needs --limit"},
+		{[]string{"scrub", "--path=a", "--pv=p", "--claim-uid=u", "--limited"}, "--limited does not apply to scrub"},
+		{[]string{"delete", "--path=a", "--pv=p", "--limit=5"}, "--limit does not apply to delete"},
 		{[]string{"create", "--path=a", "--pv=p", "--mode=999"}, "--mode"},
 		{[]string{"archive", "--path=a", "--pv=p"}, "--now"},
 		{[]string{"release", "--path=a", "--pv=p", "--now=2026-01-02T03:04:05Z"}, "release needs --why"},

@@ -68,6 +68,9 @@ const podsPerLane = 2
 type lane struct {
 	node, root string
 	walks      bool
+	// admin: the operations set or clear limits, and their pods get CAP_SYS_ADMIN; no other
+	// operation rides in such a pod.
+	admin bool
 }
 
 type queue struct {
@@ -90,7 +93,7 @@ type reply struct {
 // its result when its pod has ended, or an error when ctx ends first.
 func (b *Batcher) Run(ctx context.Context, node, root string, op volumeop.Op) (volumeop.Result, error) {
 	r := &request{ctx: ctx, op: op, done: make(chan reply, 1)}
-	l := lane{node: node, root: root, walks: op.Kind.WalksTree()}
+	l := lane{node: node, root: root, walks: op.Kind.WalksTree(), admin: op.NeedsAdmin()}
 	b.mu.Lock()
 	q := b.lanes[l]
 	if q == nil {

@@ -86,13 +86,19 @@ type answer struct {
 // answer will come.
 func (bt *batchTest) run(ctx context.Context, node string, kind volumeop.Kind, pv string) chan answer {
 	bt.t.Helper()
+	return bt.runOp(ctx, node, volumeop.Op{Kind: kind, Path: pv, Owner: volumefs.Marker{PV: pv}})
+}
+
+// runOp is run for any operation.
+func (bt *batchTest) runOp(ctx context.Context, node string, op volumeop.Op) chan answer {
+	bt.t.Helper()
 	c := make(chan answer, 1)
 	go func() {
-		res, err := bt.b.Run(ctx, node, "/var/lib/dirpv", volumeop.Op{Kind: kind, Path: pv, Owner: volumefs.Marker{PV: pv}})
-		c <- answer{pv, res, err}
+		res, err := bt.b.Run(ctx, node, "/var/lib/dirpv", op)
+		c <- answer{op.Owner.PV, res, err}
 	}()
-	if got := <-bt.queued; got != pv {
-		bt.t.Fatalf("%s queued, want %s", got, pv)
+	if got := <-bt.queued; got != op.Owner.PV {
+		bt.t.Fatalf("%s queued, want %s", got, op.Owner.PV)
 	}
 	return c
 }
@@ -157,6 +163,26 @@ func TestBatchLanes(t *testing.T) {
 	bt.answered(other)
 	pDel.succeed()
 	bt.answered(del)
+}
+
+// TestBatchAdminLane: operations that set or clear limits, whose pods get CAP_SYS_ADMIN, share
+// a pod with no other operation.
+func TestBatchAdminLane(t *testing.T) {
+	bt := newBatchTest(t, 64)
+	first := bt.run(bt.ctx, "node1", volumeop.Create, "a")
+	pA := bt.pod("node1", "a")
+	second := bt.run(bt.ctx, "node1", volumeop.Create, "c")
+	pC := bt.pod("node1", "c")
+	waiting := bt.run(bt.ctx, "node1", volumeop.Create, "d") // the lane runs two pods already
+	limited := bt.runOp(bt.ctx, "node1", volumeop.Op{Kind: volumeop.Create, Path: "b", Owner: volumefs.Marker{PV: "b"}, Limit: 1 << 20})
+	bt.pod("node1", "b").succeed()
+	bt.answered(limited)
+	pA.succeed()
+	bt.answered(first)
+	bt.pod("node1", "d").succeed()
+	bt.answered(waiting)
+	pC.succeed()
+	bt.answered(second)
 }
 
 // TestBatchFailures: a pod that fails fails each of its operations with its error, an operation

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,13 +45,18 @@ type PodRunner struct {
 
 // Pod builds the helper pod for ops on node: dirpv's own image, no shell, only root (the
 // node's --hostpath-root, which every class's basePath lies within) mounted, and root with
-// just the capabilities that mkdir, chown, chmod and delete of tenant files need. It mounts
+// just the capabilities that mkdir, chown, chmod and delete of tenant files need, and
+// CAP_SYS_ADMIN as well when they set or clear limits (quotactl and btrfs qgroups). It mounts
 // root rather than the class's basePath because the checks for volumes nested in other
 // volumes look at every directory from root down to the volume.
 func (r *PodRunner) Pod(node, root string, ops []volumeop.Op) *v1.Pod {
 	dirOrCreate := v1.HostPathDirectoryOrCreate
 	args := append([]string{"helper", "--root=" + HelperMountPath}, volumeop.BatchArgs(ops)...)
 	name, list := "dirpv-"+string(ops[0].Kind)+"-", make([]string, len(ops))
+	caps := []v1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"}
+	if slices.ContainsFunc(ops, volumeop.Op.NeedsAdmin) {
+		caps = append(caps, "SYS_ADMIN")
+	}
 	for i, op := range ops {
 		list[i] = string(op.Kind) + " " + op.Owner.PV
 		if op.Kind != ops[0].Kind {
@@ -105,7 +111,7 @@ func (r *PodRunner) Pod(node, root string, ops []volumeop.Op) *v1.Pod {
 					ReadOnlyRootFilesystem:   ptr.To(true),
 					Capabilities: &v1.Capabilities{
 						Drop: []v1.Capability{"ALL"},
-						Add:  []v1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"},
+						Add:  caps,
 					},
 				},
 			}},

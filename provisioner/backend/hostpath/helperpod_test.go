@@ -69,6 +69,12 @@ func TestHelperPodSpec(t *testing.T) {
 		!slices.Equal(sc.Capabilities.Drop, []v1.Capability{"ALL"}) || slices.Contains(sc.Capabilities.Add, "SYS_ADMIN") {
 		t.Errorf("security context %+v", sc)
 	}
+	// Setting limits takes CAP_SYS_ADMIN (quotactl, btrfs qgroups); only such pods get it.
+	limited := createOp
+	limited.Limit = 1 << 30
+	if add := r.Pod("node1", "/var/lib/dirpv", []volumeop.Op{limited}).Spec.Containers[0].SecurityContext.Capabilities.Add; !slices.Contains(add, "SYS_ADMIN") {
+		t.Errorf("capabilities of a pod that sets a limit: %v, want SYS_ADMIN too", add)
+	}
 	if c.Resources.Limits.Memory().IsZero() || c.Resources.Limits.Cpu().IsZero() {
 		t.Errorf("no resource limits: %+v", c.Resources)
 	}

@@ -139,6 +139,10 @@ func (b *Backend) ParseParams(params map[string]string, bad func(key, format str
 			bad(ParamAccess, "%q is not one of %s, %s", v, AccessMount, AccessDirect)
 		}
 	}
+	if params[config.ParamCapacity] == string(config.CapacityEnforce) {
+		// Limits live in the server's filesystem, which dirpv reaches only through NFS.
+		bad(config.ParamCapacity, "%s is not possible with backend nfs: only the NFS server can enforce sizes (set quotas there); use %s", config.CapacityEnforce, config.CapacityLabel)
+	}
 	return c
 }
 

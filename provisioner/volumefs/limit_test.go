@@ -1,0 +1,118 @@
+package volumefs
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"dirpv.io/dirpv/provisioner/fsys"
+)
+
+// fakeLimits makes plain directories and records what it is asked to hold.
+type fakeLimits struct {
+	mkdirErr error
+	made     []string
+	set      map[string]uint64 // volume directory name -> bytes
+	cleared  []string
+}
+
+func (f *fakeLimits) Mkdir(dir fsys.Dir, name string) error {
+	if f.mkdirErr != nil {
+		return f.mkdirErr
+	}
+	f.made = append(f.made, name)
+	return dir.Mkdir(name, 0o700)
+}
+
+func (f *fakeLimits) Set(lock, dir, vol fsys.Dir, bytes uint64) (string, error) {
+	if f.set == nil {
+		f.set = map[string]uint64{}
+	}
+	f.set[filepath.Base(vol.Name())] = bytes
+	return "fake " + filepath.Base(vol.Name()), nil
+}
+
+func (f *fakeLimits) Clear(dir, vol fsys.Dir) error {
+	f.cleared = append(f.cleared, filepath.Base(vol.Name()))
+	return nil
+}
+
+func TestLimit(t *testing.T) {
+	r, dir, _ := testRoot(t)
+	l := &fakeLimits{}
+	o := opts("a/v1", "pv1")
+	o.Limits = l
+	if err := Create(r, o); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.made) != 1 || l.made[0] != "v1" {
+		t.Fatalf("Limits.Mkdir made %q, want [v1]", l.made)
+	}
+	if got := modeBits(t, filepath.Join(dir, "a/v1")); got != 0o777 {
+		t.Errorf("mode of a limited volume = %v, want the class's 0777", got)
+	}
+	held, err := Limit(r, "a/v1", own("pv1"), l, 1<<20)
+	if err != nil || held != "fake v1" || l.set["v1"] != 1<<20 {
+		t.Fatalf("Limit = %q, %v (set %v); want fake v1 held to 1 MiB", held, err, l.set)
+	}
+	if _, err := Limit(r, "a/v1", own("pv1"), l, 2<<20); err != nil || l.set["v1"] != 2<<20 {
+		t.Fatalf("Limit again = %v (set %v); want 2 MiB", err, l.set)
+	}
+
+	for _, tc := range []struct {
+		name, path string
+		owner      Owner
+		want       error
+	}{
+		{"another PV's volume", "a/v1", own("pv2"), ErrNotOwner},
+		{"a missing volume", "a/v9", own("pv1"), ErrMissing},
+		{"a missing parent", "b/v1", own("pv1"), ErrMissing},
+		{"an invalid path", "../v1", own("pv1"), ErrInvalidPath},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(l.set)
+			if _, err := Limit(r, tc.path, tc.owner, l, 5<<20); !errors.Is(err, tc.want) {
+				t.Errorf("Limit = %v, want %v", err, tc.want)
+			}
+			if err := Unlimit(r, tc.path, tc.owner, l); tc.want == ErrMissing && err != nil {
+				t.Errorf("Unlimit of a missing volume = %v, want nil", err)
+			} else if tc.want != ErrMissing && !errors.Is(err, tc.want) {
+				t.Errorf("Unlimit = %v, want %v", err, tc.want)
+			}
+			if len(l.set) != before || len(l.cleared) != 0 {
+				t.Errorf("Limits touched: set %v, cleared %q", l.set, l.cleared)
+			}
+		})
+	}
+
+	if err := Unlimit(r, "a/v1", own("pv1"), l); err != nil || len(l.cleared) != 1 {
+		t.Fatalf("Unlimit = %v (cleared %q); want v1 cleared", err, l.cleared)
+	}
+	if err := Release(r, "a/v1", own("pv1"), "kept"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Limit(r, "a/v1", own("pv1"), l, 3<<20); !errors.Is(err, ErrReleased) {
+		t.Errorf("Limit of a released volume = %v, want ErrReleased", err)
+	}
+	if err := Unlimit(r, "a/v1", own("pv1"), l); err != nil || len(l.cleared) != 1 {
+		t.Errorf("Unlimit of a released volume = %v (cleared %q); want nil, nothing cleared", err, l.cleared)
+	}
+}
+
+// A filesystem that cannot hold the volume to a size fails Create and leaves nothing behind.
+func TestCreateLimitsRefused(t *testing.T) {
+	r, dir, _ := testRoot(t)
+	refused := errors.New("tmpfs cannot enforce sizes")
+	o := opts("v1", "pv1")
+	o.Limits = &fakeLimits{mkdirErr: refused}
+	if err := Create(r, o); !errors.Is(err, refused) {
+		t.Fatalf("Create = %v, want the refusal", err)
+	}
+	assertNames(t, dir)
+	// A later attempt with a filesystem that can succeeds.
+	o.Limits = &fakeLimits{}
+	if err := Create(r, o); err != nil {
+		t.Fatal(err)
+	}
+	assertNames(t, dir, ".v1.dirpv", "v1")
+}
