@@ -46,6 +46,7 @@ func TestE2E(t *testing.T) {
 		{"NFSDirectNewExport", testNFSDirectNewExport},
 		{"BadInput", testBadInput},
 		{"NestedClasses", testNestedClasses},
+		{"Capacity", testCapacity},
 		{"Recycle", testRecycle},
 		{"RecycleStatefulSet", testRecycleStatefulSet},
 		{"LeaderFailover", testLeaderFailover},

@@ -9,6 +9,8 @@ set -euo pipefail
 pkgs=(etcd-server containerd runc containernetworking-plugins iptables openssl busybox-static iproute2)
 # The cluster's NFS server (hack/nfs-server.sh); nfs-common has the rpcinfo it waits with.
 pkgs+=(nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common)
+# mkfs.btrfs for the e2e capacity cases (a btrfs with quotas below --hostpath-root).
+pkgs+=(btrfs-progs)
 if [ $# -gt 0 ]; then pkgs=("$@"); fi
 
 missing=()

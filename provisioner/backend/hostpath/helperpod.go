@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -227,7 +228,20 @@ func describe(p *v1.Pod) string {
 	return s
 }
 
+// helperPath matches HelperMountPath as the start of a path in a message.
+var helperPath = regexp.MustCompile(`(^|[\s"'(=])` + regexp.QuoteMeta(HelperMountPath) + `(/|[\s:"')]|$)`)
+
+// nodePaths names the paths in a helper's message as the node has them: the helper sees the
+// node's root (--hostpath-root) at HelperMountPath, an operator looks for it at root.
+func nodePaths(msg, root string) string {
+	return helperPath.ReplaceAllString(msg, "${1}"+root+"${2}")
+}
+
 func outcomes(p *v1.Pod, n int) ([]volumeop.Outcome, error) {
+	root := HelperMountPath
+	if len(p.Spec.Volumes) == 1 && p.Spec.Volumes[0].HostPath != nil {
+		root = p.Spec.Volumes[0].HostPath.Path
+	}
 	for _, s := range p.Status.ContainerStatuses {
 		t := s.State.Terminated
 		if s.Name != helperContainer || t == nil {
@@ -238,11 +252,14 @@ func outcomes(p *v1.Pod, n int) ([]volumeop.Outcome, error) {
 			if msg == "" {
 				msg = t.Reason
 			}
-			return nil, fmt.Errorf("helper on node %s failed: %s", p.Spec.NodeName, msg)
+			return nil, fmt.Errorf("helper on node %s failed: %s", p.Spec.NodeName, nodePaths(msg, root))
 		}
 		outs, err := volumeop.DecodeOutcomes(msg, n)
 		if err != nil {
 			return nil, fmt.Errorf("helper on node %s: unreadable outcomes %q: %w", p.Spec.NodeName, msg, err)
+		}
+		for i := range outs {
+			outs[i].Error = nodePaths(outs[i].Error, root)
 		}
 		return outs, nil
 	}

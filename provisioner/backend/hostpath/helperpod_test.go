@@ -247,3 +247,17 @@ func TestDeleteLeftovers(t *testing.T) {
 		t.Errorf("second DeleteLeftovers = %d, %v; want 0", n, err)
 	}
 }
+
+func TestNodePaths(t *testing.T) {
+	for _, tc := range []struct{ msg, want string }{
+		{`ext4 at /data/noquota has no project quotas`, `ext4 at /var/lib/dirpv/noquota has no project quotas`},
+		{`tmpfs at /data cannot enforce sizes`, `tmpfs at /var/lib/dirpv cannot enforce sizes`},
+		{`open /data: permission denied`, `open /var/lib/dirpv: permission denied`},
+		{`create volume "data/x": mkdir /database/x: EEXIST`, `create volume "data/x": mkdir /database/x: EEXIST`},
+		{`/data/a and "/data/b"`, `/var/lib/dirpv/a and "/var/lib/dirpv/b"`},
+	} {
+		if got := nodePaths(tc.msg, "/var/lib/dirpv"); got != tc.want {
+			t.Errorf("nodePaths(%q) = %q, want %q", tc.msg, got, tc.want)
+		}
+	}
+}
