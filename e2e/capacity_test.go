@@ -160,6 +160,7 @@ func testCapacity(t *testing.T) {
 	t.Run("EnforceAndExpand", testEnforceAndExpand)
 	t.Run("RecycleKeepsLimit", testRecycleKeepsLimit)
 	t.Run("NoQuota", testEnforceNoQuota)
+	t.Run("NoRoom", testNoRoom)
 	t.Run("LabelExpand", testLabelExpand)
 }
 
@@ -288,4 +289,40 @@ func testLabelExpand(t *testing.T) {
 	deletePod(t, ns, "app")
 	deleteClaim(t, ns, "data")
 	pvGone(t, pv.Name)
+}
+
+// testNoRoom: a claim larger than the btrfs (512 MiB; overcommit 1) is refused with an event that
+// says how much room there is, and leaves nothing behind.
+func testNoRoom(t *testing.T) {
+	ns := namespace(t)
+	claim(t, ns, "big", "e2e-enforce", sized("1Gi"))
+	p := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
+		Spec: v1.PodSpec{
+			TerminationGracePeriodSeconds: ptr(int64(0)),
+			NodeSelector:                  map[string]string{v1.LabelHostname: "node1"},
+			Containers: []v1.Container{{
+				Name: "app", Image: busybox, ImagePullPolicy: v1.PullNever, Command: []string{"sleep", "3600"},
+				VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},
+			}},
+			Volumes: []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{
+				PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "big"},
+			}}},
+		},
+	}
+	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	msg := event(t, ns, "big", "ProvisioningFailed", "no room for the volume's size")
+	t.Logf("ProvisioningFailed: %s", msg)
+	if !strings.Contains(msg, "the filesystem of "+btrfsRoot+" holds ") {
+		t.Errorf("the event does not say how much the filesystem holds: %s", msg)
+	}
+	deletePod(t, ns, "app")
+	deleteClaim(t, ns, "big")
+	for _, name := range entries(t, btrfsRoot) {
+		if strings.Contains(name, ns) {
+			t.Errorf("left behind in %s: %s", btrfsRoot, name)
+		}
+	}
 }

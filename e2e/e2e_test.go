@@ -47,6 +47,7 @@ func TestE2E(t *testing.T) {
 		{"BadInput", testBadInput},
 		{"NestedClasses", testNestedClasses},
 		{"Capacity", testCapacity},
+		{"LocalVolumeType", testLocalVolumeType},
 		{"Recycle", testRecycle},
 		{"RecycleStatefulSet", testRecycleStatefulSet},
 		{"LeaderFailover", testLeaderFailover},

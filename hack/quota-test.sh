@@ -1,11 +1,12 @@
 #!/bin/bash
-# Tests provisioner/quota on real filesystems, as root:
+# Tests provisioner/quota, and volumeop's limited volumes, on real filesystems, as root:
 #   btrfs  here: a sparse image on a loop device, mounted in a temporary directory, and
-#          `go test -run Btrfs` with DIRPV_QUOTA_BTRFS naming it.
+#          `go test -run Btrfs` of both packages with DIRPV_QUOTA_BTRFS naming it.
 #   vm     XFS and ext4 project quotas, which this machine's kernel lacks: Debian's cloud kernel
 #          boots under qemu (TCG) with a busybox initramfs whose /init (hack/quota-vm/guest-init.sh)
-#          makes the filesystems on virtio disks and runs the package's test binary, built
-#          static, with their mount points in DIRPV_QUOTA_* (see the init script).
+#          makes the filesystems on virtio disks and runs the packages' test binaries, built
+#          static (quota's, then volumeop's TestLimitsProject and TestCreateLimitRefused), with
+#          their mount points in DIRPV_QUOTA_* (see the init script).
 #
 #   hack/quota-test.sh [btrfs|vm]    both parts unless one is named
 # Environment:
@@ -13,8 +14,8 @@
 #   QUOTA_VM_KPKG  the kernel package (default linux-image-6.1.0-56-cloud-amd64)
 # The first run needs the network (apt: btrfs-progs, xfsprogs, qemu, the kernel package).
 #
-# stdout: the btrfs test's output; the guest's console: QUOTA-VM-MOUNT lines, the test
-# binary's -test.v output, then QUOTA-VM-PASS, or QUOTA-VM-FAIL <reason> and dmesg: lines.
+# stdout: the btrfs tests' output; the guest's console: QUOTA-VM-MOUNT lines, the test
+# binaries' -test.v output, then QUOTA-VM-PASS, or QUOTA-VM-FAIL <reason> and dmesg: lines.
 # Exit status: 0 only if every part passed; 2 for bad usage.
 # Kernel and initramfs are cached in $CACHE/quota-vm; nothing else is left behind.
 set -euo pipefail
@@ -25,7 +26,7 @@ case ${1:-all} in
   all) parts=(btrfs vm) ;;
   btrfs | vm) parts=("$1") ;;
   *)
-    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac
@@ -83,7 +84,7 @@ kernel_modules() {
 }
 
 # initramfs: busybox, mkfs.xfs and mke2fs with their libraries, the modules, the init script;
-# cached under a hash of what goes in. The test binary goes in a second archive.
+# cached under a hash of what goes in. The test binaries go in a second archive.
 initramfs() {
   local tools=(/bin/busybox "$(command -v mkfs.xfs)" "$(command -v mke2fs)") key b l libs
   key=$(cat "${tools[@]}" /etc/mke2fs.conf "$kdir/load-order" "$HACK_DIR/quota-vm/guest-init.sh" | sha256sum | cut -c1-16)
@@ -112,11 +113,14 @@ test_vm() {
   "$HACK_DIR/install-deps.sh" qemu-system-x86 busybox-static xfsprogs e2fsprogs
   kernel_modules
   initramfs
-  log "quota-test: building the test binary (static)"
+  log "quota-test: building the test binaries (static)"
   mkdir -p "$tmp/bin"
-  (cd "$REPO_ROOT" && CGO_ENABLED=0 go test -c -o "$tmp/bin/quota.test" ./provisioner/quota)
-  chmod 755 "$tmp/bin/quota.test"
-  (cd "$tmp/bin" && echo quota.test | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$tmp/test.gz"
+  local pkg
+  for pkg in quota volumeop; do
+    (cd "$REPO_ROOT" && CGO_ENABLED=0 go test -c -o "$tmp/bin/$pkg.test" "./provisioner/$pkg")
+    chmod 755 "$tmp/bin/$pkg.test"
+  done
+  (cd "$tmp/bin" && printf '%s\n' quota.test volumeop.test | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$tmp/test.gz"
   cat "$initrd" "$tmp/test.gz" >"$tmp/initrd"
   # Sparse disks: mkfs.xfs wants 300 MB or more.
   local d drives=()

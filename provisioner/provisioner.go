@@ -19,6 +19,7 @@ import (
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/pathname"
+	"dirpv.io/dirpv/provisioner/quota"
 	"dirpv.io/dirpv/provisioner/resize"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
@@ -79,7 +80,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		return nil, controller.ProvisioningFinished, err
 	}
 	vol := backend.Volume{Backend: b.Name(), Location: loc, OnDelete: class.OnDelete, Recycle: class.Recycle,
-		Enforced: class.Capacity == config.CapacityEnforce}
+		Enforced: class.Capacity == config.CapacityEnforce, Overcommit: class.Overcommit}
 	if class.Recycle && sc.ReclaimPolicy != nil && *sc.ReclaimPolicy == v1.PersistentVolumeReclaimRetain {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %q: \"true\" conflicts with reclaimPolicy Retain (leave reclaimPolicy at Delete)", sc.Name, config.ParamRecycle)
 	}
@@ -96,13 +97,13 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		Owner: volumefs.Marker{PV: opts.PVName, ClaimUID: string(claim.UID), ClaimNamespace: claim.Namespace, ClaimName: claim.Name},
 	}
 	if vol.Enforced {
-		op.Limit = bytesOf(claim.Spec.Resources.Requests[v1.ResourceStorage])
+		op.Limit, op.Overcommit = bytesOf(claim.Spec.Resources.Requests[v1.ResourceStorage]), vol.Overcommit
 	}
 	res, err := p.run(ctx, b, vol, op)
 	if err != nil {
 		err = fmt.Errorf("making %s: %w", vol, err)
 		switch {
-		case errors.Is(err, backend.ErrNodeGone):
+		case errors.Is(err, backend.ErrNodeGone), errors.Is(err, quota.ErrNoRoom):
 			// Let the scheduler pick another node.
 			return nil, controller.ProvisioningReschedule, err
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), ctx.Err() != nil:
@@ -249,11 +250,13 @@ func (p *Provisioner) Expand(ctx context.Context, pv *v1.PersistentVolume, size 
 	if !vol.Enforced {
 		return nil
 	}
-	op := volumeop.Op{Kind: volumeop.Expand, Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}, Limit: bytesOf(size)}
+	op := volumeop.Op{Kind: volumeop.Expand, Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}, Limit: bytesOf(size), Overcommit: vol.Overcommit}
 	if op.Limit == 0 {
 		return fmt.Errorf("expanding %s: size %s is not a positive number of bytes", vol, size.String())
 	}
-	if _, err := p.run(ctx, b, vol, op); err != nil {
+	if _, err := p.run(ctx, b, vol, op); errors.Is(err, quota.ErrNoRoom) {
+		return fmt.Errorf("expanding %s to %s: %w (%w)", vol, size.String(), err, resize.ErrInfeasible)
+	} else if err != nil {
 		return fmt.Errorf("expanding %s to %s: %w", vol, size.String(), err)
 	}
 	klog.FromContext(ctx).V(2).Info("Volume expanded", "PV", klog.KObj(pv), "volume", vol.String(), "size", size.String())

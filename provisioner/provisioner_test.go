@@ -25,6 +25,8 @@ import (
 	"dirpv.io/dirpv/provisioner/backend/hostpath"
 	"dirpv.io/dirpv/provisioner/backend/nfs"
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/quota"
+	"dirpv.io/dirpv/provisioner/resize"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
@@ -766,5 +768,38 @@ func TestEnforcedCapacity(t *testing.T) {
 	pv.Annotations[backend.AnnCapacity] = "hard"
 	if err := p.Expand(ctx, pv, resource.MustParse("3Gi")); !errors.Is(err, ErrRefused) || len(fh.ops) != 5 {
 		t.Errorf("Expand with a forged annotation = %v, want ErrRefused and nothing run", err)
+	}
+}
+
+// A volume the filesystem has no room for (the limits there would pass its size times the
+// class's overcommit) sends its claim back to the scheduler; a resize with no room is infeasible.
+func TestNoRoom(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, fh, _ := newTest(t, t.TempDir(), "")
+	noRoom := false
+	fh.run = func(op volumeop.Op) (volumeop.Result, error) {
+		if noRoom {
+			return volumeop.Result{}, fmt.Errorf("helper on node node1 failed: %w", volumeop.Outcome{Error: "btrfs has no room", NoRoom: true}.Err())
+		}
+		return volumeop.Result{}, nil
+	}
+	sc := hostPathClass(map[string]string{"capacity": "enforce", "overcommit": "1.5"})
+	pv := provisioned(t, p, sc, node1)
+	if op := fh.ops[0]; op.Overcommit != 1.5 || pv.Annotations[backend.AnnOvercommit] != "1.5" {
+		t.Errorf("op %+v, annotations %v; want overcommit 1.5 carried and recorded", op, pv.Annotations)
+	}
+	noRoom = true
+	if err := p.Expand(ctx, pv, resource.MustParse("2Gi")); !errors.Is(err, resize.ErrInfeasible) || !errors.Is(err, quota.ErrNoRoom) {
+		t.Errorf("Expand with no room = %v, want ErrInfeasible", err)
+	}
+	if op := fh.ops[1]; op.Overcommit != 1.5 {
+		t.Errorf("expand op %+v, want the PV's overcommit", op)
+	}
+	if _, state, err := p.Provision(ctx, opts(sc, claim(), node1)); state != controller.ProvisioningReschedule || !errors.Is(err, quota.ErrNoRoom) {
+		t.Errorf("Provision with no room = %v, %v; want a reschedule", state, err)
+	}
+	pv.Annotations[backend.AnnOvercommit] = "-1"
+	if err := p.Expand(ctx, pv, resource.MustParse("2Gi")); !errors.Is(err, ErrRefused) {
+		t.Errorf("Expand with a forged overcommit = %v, want ErrRefused", err)
 	}
 }

@@ -1,9 +1,10 @@
 #!/bin/busybox sh
 # shellcheck shell=dash
 # /init of the initramfs hack/quota-test.sh boots: make the filesystems provisioner/quota is
-# tested on, run its test binary (/quota.test, static) with their mount points in the
+# tested on, run its test binary (/quota.test), then provisioner/volumeop's (/volumeop.test: the
+# life of a limited volume through volumeop.Apply), both static, with their mount points in the
 # environment, and power off. Every verdict goes to the serial console as a QUOTA-VM-* line; the
-# host script passes only if it sees QUOTA-VM-PASS.
+# host script passes only if it sees QUOTA-VM-PASS, which needs both binaries to pass.
 #
 # Disks (virtio, in the host script's order):
 #   vda  XFS, mounted -o prjquota                              DIRPV_QUOTA_XFS
@@ -55,12 +56,22 @@ mount -t tmpfs tmpfs /mnt/tmpfs || fail "tmpfs"
 grep ' /mnt/' /proc/mounts | sed 's/^/QUOTA-VM-MOUNT /'
 echo "T+$(up)s filesystems made"
 
-rc=0
-DIRPV_QUOTA_XFS=/mnt/xfs DIRPV_QUOTA_EXT4=/mnt/ext4 DIRPV_QUOTA_XFS_NOQUOTA=/mnt/xfs-noquota \
-  DIRPV_QUOTA_EXT4_NOENFORCE=/mnt/ext4-noenforce DIRPV_QUOTA_TMPFS=/mnt/tmpfs \
-  /quota.test -test.v -test.count=1 2>&1 || rc=$?
-echo "T+$(up)s tests done"
-[ $rc = 0 ] || fail "the tests exited with status $rc"
+export DIRPV_QUOTA_XFS=/mnt/xfs DIRPV_QUOTA_EXT4=/mnt/ext4 DIRPV_QUOTA_XFS_NOQUOTA=/mnt/xfs-noquota \
+  DIRPV_QUOTA_EXT4_NOENFORCE=/mnt/ext4-noenforce DIRPV_QUOTA_TMPFS=/mnt/tmpfs
+# tests BIN ARG...: runs the test binary /BIN with -test.v and ARGs; a failure is added to $failed.
+# The second runs even if the first failed: it tests the same filesystems from another side.
+failed=""
+tests() {
+  bin=$1
+  shift
+  rc=0
+  "/$bin" -test.v -test.count=1 "$@" 2>&1 || rc=$?
+  echo "T+$(up)s $bin done"
+  [ $rc = 0 ] || failed="$failed, $bin exited with status $rc"
+}
+tests quota.test
+tests volumeop.test -test.run '^(TestLimitsProject|TestCreateLimitRefused)$'
+[ -z "$failed" ] || fail "${failed#, }"
 for d in /mnt/xfs /mnt/ext4 /mnt/xfs-noquota /mnt/ext4-noenforce; do
   out=$(umount "$d" 2>&1) || fail "umount $d: $out"
 done

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -28,6 +29,8 @@ const (
 	// AnnCapacity is "enforce" on volumes held to their size; AnnQuota names what holds one.
 	AnnCapacity = "dirpv.io/capacity"
 	AnnQuota    = "dirpv.io/quota"
+	// AnnOvercommit is the class's overcommit factor of an enforced volume, when it is not 1.
+	AnnOvercommit = "dirpv.io/overcommit"
 	// AnnReclaim is "Recycle" on volumes dirpv recycles itself; their Kubernetes policy is Retain.
 	AnnReclaim = "dirpv.io/reclaim"
 	// LabelReclaim mirrors AnnReclaim for `kubectl get pv -l dirpv.io/reclaim=recycle`.
@@ -85,8 +88,10 @@ type Volume struct {
 	OnDelete config.OnDelete
 	// Recycle: released, the volume is scrubbed and offered to the next claim.
 	Recycle bool
-	// Enforced: the volume is held to its size (class parameter capacity: enforce).
-	Enforced bool
+	// Enforced: the volume is held to its size (class parameter capacity: enforce), and may grow
+	// while the limits on its filesystem stay within its size times Overcommit.
+	Enforced   bool
+	Overcommit float64
 }
 
 // FullPath is the volume directory's absolute path on the server or node.
@@ -104,6 +109,9 @@ func (v Volume) Annotations() map[string]string {
 	}
 	if v.Enforced {
 		a[AnnCapacity] = string(config.CapacityEnforce)
+		if v.Overcommit != 1 {
+			a[AnnOvercommit] = strconv.FormatFloat(v.Overcommit, 'g', -1, 64)
+		}
 	}
 	return a
 }
@@ -144,6 +152,14 @@ func (s Set) FromPV(pv *v1.PersistentVolume) (Volume, Backend, error) {
 	}
 	if c, ok := a[AnnCapacity]; ok && !v.Enforced {
 		return v, nil, fmt.Errorf("annotation %s: %q is not %s", AnnCapacity, c, config.CapacityEnforce)
+	}
+	v.Overcommit = 1
+	if o, ok := a[AnnOvercommit]; ok {
+		f, err := strconv.ParseFloat(o, 64)
+		if err != nil || !(f > 0) || !v.Enforced {
+			return v, nil, fmt.Errorf("annotation %s: %q is not a number above 0 on a volume whose capacity is enforced", AnnOvercommit, o)
+		}
+		v.Overcommit = f
 	}
 	if r, ok := a[AnnReclaim]; ok && r != ReclaimRecycle {
 		return v, nil, fmt.Errorf("annotation %s: %q is not %s", AnnReclaim, r, ReclaimRecycle)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"math"
 	"path"
 	"slices"
 	"sort"
@@ -56,6 +57,7 @@ const (
 	ParamGID         = "gid"
 	ParamRecycle     = "recycle"
 	ParamCapacity    = "capacity"
+	ParamOvercommit  = "overcommit"
 )
 
 // Defaults of StorageClass parameters.
@@ -65,7 +67,7 @@ const (
 )
 
 // commonParams are the parameters of every backend.
-var commonParams = []string{ParamBackend, ParamPathPattern, ParamOnDelete, ParamMode, ParamUID, ParamGID, ParamRecycle, ParamCapacity}
+var commonParams = []string{ParamBackend, ParamPathPattern, ParamOnDelete, ParamMode, ParamUID, ParamGID, ParamRecycle, ParamCapacity, ParamOvercommit}
 
 // Class is the validated form of a StorageClass's parameters.
 type Class struct {
@@ -84,12 +86,15 @@ type Class struct {
 	Recycle bool
 	// Capacity says whether volumes are held to their size.
 	Capacity Capacity
+	// Overcommit: with CapacityEnforce, the limits of the volumes on a filesystem may add up to
+	// its size times this.
+	Overcommit float64
 }
 
 // ParseClass validates a StorageClass's parameters for one of backends. Every problem is
 // reported, each naming its key.
 func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
-	c := &Class{OnDelete: OnDeleteDelete, Mode: DefaultMode, UID: -1, GID: -1, Capacity: CapacityLabel}
+	c := &Class{OnDelete: OnDeleteDelete, Mode: DefaultMode, UID: -1, GID: -1, Capacity: CapacityLabel, Overcommit: 1}
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("parameter %q: %s", key, fmt.Sprintf(format, args...)))
@@ -176,6 +181,17 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 			bad(ParamCapacity, "%q is not one of %s, %s", v, CapacityLabel, CapacityEnforce)
 		}
 	}
+	if v, ok := params[ParamOvercommit]; ok {
+		f, err := strconv.ParseFloat(v, 64)
+		switch {
+		case err != nil || math.IsNaN(f) || f <= 0 || f > maxOvercommit:
+			bad(ParamOvercommit, "%q is not a number above 0 and at most %g", v, float64(maxOvercommit))
+		case c.Capacity != CapacityEnforce:
+			bad(ParamOvercommit, "applies only with %s: %s", ParamCapacity, CapacityEnforce)
+		default:
+			c.Overcommit = f
+		}
+	}
 	for key, dst := range map[string]*int{ParamUID: &c.UID, ParamGID: &c.GID} {
 		if v, ok := params[key]; ok {
 			n, err := strconv.ParseUint(v, 10, 31)
@@ -192,6 +208,9 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 	}
 	return c, nil
 }
+
+// maxOvercommit bounds the overcommit parameter: beyond it, a class had better say label.
+const maxOvercommit = 100
 
 // ParseMode parses an octal permission mode such as "0775" or "2770" into a FileMode.
 func ParseMode(s string) (fs.FileMode, error) {

@@ -96,6 +96,24 @@ var classTests = []struct {
 			}
 		}},
 	{name: "bad capacity", params: map[string]string{"backend": "hostPath", "capacity": "hard"}, wantErr: []string{`"capacity": "hard" is not one of label, enforce`}},
+	{name: "overcommit", params: map[string]string{"backend": "hostPath", "capacity": "enforce", "overcommit": "1.5"},
+		check: func(t *testing.T, c *config.Class) {
+			if c.Overcommit != 1.5 {
+				t.Errorf("Overcommit = %g, want 1.5", c.Overcommit)
+			}
+		}},
+	{name: "overcommit defaults to 1", params: map[string]string{"backend": "hostPath", "capacity": "enforce"},
+		check: func(t *testing.T, c *config.Class) {
+			if c.Overcommit != 1 {
+				t.Errorf("Overcommit = %g, want 1", c.Overcommit)
+			}
+		}},
+	{name: "overcommit without enforce", params: map[string]string{"backend": "hostPath", "overcommit": "2"},
+		wantErr: []string{`"overcommit": applies only with capacity: enforce`}},
+	{name: "bad overcommit", params: map[string]string{"backend": "hostPath", "capacity": "enforce", "overcommit": "0"},
+		wantErr: []string{`"overcommit": "0" is not a number above 0 and at most 100`}},
+	{name: "NaN overcommit", params: map[string]string{"backend": "hostPath", "capacity": "enforce", "overcommit": "NaN"},
+		wantErr: []string{`"overcommit": "NaN" is not a number above 0 and at most 100`}},
 	{name: "nfs cannot enforce", params: map[string]string{"backend": "nfs", "server": "nfs.example", "share": "/srv", "capacity": "enforce"},
 		wantErr: []string{`"capacity": enforce is not possible with backend nfs: only the NFS server can enforce sizes`}},
 	{name: "nfs sizes are labels", params: map[string]string{"backend": "nfs", "server": "nfs.example", "share": "/srv", "capacity": "label"},
@@ -107,7 +125,7 @@ var classTests = []struct {
 	{name: "missing backend", params: map[string]string{}, wantErr: []string{`"backend": is required`}},
 	{name: "bad backend", params: map[string]string{"backend": "ceph"}, wantErr: []string{`"backend": "ceph" is not one of nfs, hostPath`}},
 	{name: "unknown key names it and the allowed keys", params: map[string]string{"backend": "hostPath", "archiveOnDelete": "true"},
-		wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: access, backend, basePath, capacity, gid, mode, onDelete, pathPattern, recycle, server, share, uid)`}},
+		wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: access, backend, basePath, capacity, gid, mode, onDelete, overcommit, pathPattern, recycle, server, share, uid, volumeType)`}},
 	{name: "nfs key on hostPath", params: map[string]string{"backend": "hostPath", "server": "x"},
 		wantErr: []string{`"server": applies only to backend nfs, not hostPath`}},
 	{name: "hostPath key on nfs", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "basePath": "/x"},
@@ -224,7 +242,7 @@ func FuzzParseClass(f *testing.F) {
 			}
 			return
 		}
-		allowed := []string{"backend", "pathPattern", "onDelete", "mode", "uid", "gid", "recycle", "capacity"}
+		allowed := []string{"backend", "pathPattern", "onDelete", "mode", "uid", "gid", "recycle", "capacity", "overcommit"}
 		for _, b := range backends {
 			if b.Name() == c.Backend {
 				allowed = append(allowed, b.Params()...)

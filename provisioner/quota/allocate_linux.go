@@ -34,7 +34,9 @@ func Allocate(rootFd int) (id uint32, unlock func(), err error) {
 // allocations: the same one for every volume on the filesystem. A directory that has a project
 // ID from FirstID up that is not its parent's (which it would have inherited) keeps it, and gets
 // the limit: Assign is retried after a failure or a crash and must not hand out a second ID.
-func Assign(lockFd, parentFd, dirFd int, bytes uint64) (uint32, error) {
+// A limit that would take the sum of the filesystem's limits past its size times overcommit is
+// refused (ErrNoRoom), so is a larger one for a directory that has its own ID.
+func Assign(lockFd, parentFd, dirFd int, bytes uint64, overcommit float64) (uint32, error) {
 	unlock, err := lock(lockFd)
 	if err != nil {
 		return 0, err
@@ -48,7 +50,15 @@ func Assign(lockFd, parentFd, dirFd int, bytes uint64) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	if id < FirstID || id == parentID {
+	own := id >= FirstID && id != parentID
+	except := uint64(0)
+	if own {
+		except = uint64(id)
+	}
+	if err := admit(KindProject, parentFd, except, bytes, overcommit); err != nil {
+		return 0, err
+	}
+	if !own {
 		if id, err = nextFree(dirFd); err != nil {
 			return 0, err
 		}

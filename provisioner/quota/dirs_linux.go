@@ -47,10 +47,12 @@ func (Dirs) Mkdir(dir fsys.Dir, name string) error {
 }
 
 // Set holds vol, a volume directory in dir that Mkdir made, to bytes, and names what holds it
-// ("project 1073741825", "btrfs subvolume 258"). lock is the directory whose lock file
-// serializes the allocation of project IDs (see Assign). Repeated, it changes the limit only.
-func (Dirs) Set(lock, dir, vol fsys.Dir, bytes uint64) (string, error) {
-	fds, err := descriptors(lock, dir, vol)
+// ("project 1073741825", "btrfs subvolume 258"). lockDir is the directory whose lock file
+// serializes the allocation of project IDs and the admission of limits (see Assign): a limit
+// that would take the limits on the filesystem past its size times overcommit is refused
+// (ErrNoRoom). Repeated, it changes the limit only.
+func (Dirs) Set(lockDir, dir, vol fsys.Dir, bytes uint64, overcommit float64) (string, error) {
+	fds, err := descriptors(lockDir, dir, vol)
 	if err != nil {
 		return "", err
 	}
@@ -58,15 +60,26 @@ func (Dirs) Set(lock, dir, vol fsys.Dir, bytes uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if kind == KindBtrfs {
-		if err := SetQgroupLimit(fds[2], bytes); err != nil {
-			return "", err
-		}
-		id, err := SubvolumeID(fds[2])
-		return fmt.Sprintf("btrfs subvolume %d", id), err
+	if kind == KindProject {
+		id, err := Assign(fds[0], fds[1], fds[2], bytes, overcommit)
+		return fmt.Sprintf("project %d", id), err
 	}
-	id, err := Assign(fds[0], fds[1], fds[2], bytes)
-	return fmt.Sprintf("project %d", id), err
+	unlock, err := lock(fds[0])
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	id, err := SubvolumeID(fds[2])
+	if err != nil {
+		return "", err
+	}
+	if err := admit(KindBtrfs, fds[1], id, bytes, overcommit); err != nil {
+		return "", err
+	}
+	if err := SetQgroupLimit(fds[2], bytes); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("btrfs subvolume %d", id), nil
 }
 
 // Clear removes the limit of vol, a volume directory in dir, before it is removed or handed over:

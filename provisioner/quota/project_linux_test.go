@@ -75,7 +75,7 @@ func testProjectQuota(t *testing.T, mnt string) {
 	}
 	_, v2Fd, _ := mkdirOpen(t, root, "v2")
 	for i := range 2 { // a retry keeps the ID
-		if got, err := Assign(rootFd, rootFd, v2Fd, 5<<20); got != id2 || err != nil {
+		if got, err := Assign(rootFd, rootFd, v2Fd, 5<<20, 1); got != id2 || err != nil {
 			t.Fatalf("Assign(v2) #%d = %d, %v; want %d", i+1, got, err, id2)
 		}
 	}

@@ -43,6 +43,10 @@ type Usage struct {
 // is (the message says what it would need).
 var ErrNotEnforced = errors.New("cannot enforce sizes")
 
+// ErrNoRoom matches the error of a limit that would promise the volumes of a filesystem more than
+// its size times the overcommit factor allows.
+var ErrNoRoom = errors.New("no room for the volume's size")
+
 // notEnforcedError is one of them: its message is the whole explanation.
 type notEnforcedError struct{ msg string }
 

@@ -9,14 +9,14 @@ import (
 )
 
 // Limit holds the volume directory path, made by Create with limits, to bytes and names what
-// holds it (see Limits.Set); repeated, it changes the limit. It is how a volume gets its size
+// holds it (see Limits.Set, which also says what overcommit does); repeated, it changes the limit. It is how a volume gets its size
 // when made, and a larger one when its claim grows. The volume must be o's and not released;
 // a missing directory is ErrMissing (it is never recreated here).
-func Limit(root fsys.Dir, p string, o Owner, limits Limits, bytes uint64) (string, error) {
+func Limit(root fsys.Dir, p string, o Owner, limits Limits, bytes uint64, overcommit float64) (string, error) {
 	var held string
 	err := withVolume(root, p, o, "limit", func(v volume, vol fsys.Dir) error {
 		var err error
-		held, err = limits.Set(root, v.dir, vol, bytes)
+		held, err = limits.Set(root, v.dir, vol, bytes, overcommit)
 		return err
 	})
 	return held, err

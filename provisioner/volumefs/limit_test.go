@@ -24,7 +24,7 @@ func (f *fakeLimits) Mkdir(dir fsys.Dir, name string) error {
 	return dir.Mkdir(name, 0o700)
 }
 
-func (f *fakeLimits) Set(lock, dir, vol fsys.Dir, bytes uint64) (string, error) {
+func (f *fakeLimits) Set(lock, dir, vol fsys.Dir, bytes uint64, overcommit float64) (string, error) {
 	if f.set == nil {
 		f.set = map[string]uint64{}
 	}
@@ -51,11 +51,11 @@ func TestLimit(t *testing.T) {
 	if got := modeBits(t, filepath.Join(dir, "a/v1")); got != 0o777 {
 		t.Errorf("mode of a limited volume = %v, want the class's 0777", got)
 	}
-	held, err := Limit(r, "a/v1", own("pv1"), l, 1<<20)
+	held, err := Limit(r, "a/v1", own("pv1"), l, 1<<20, 1)
 	if err != nil || held != "fake v1" || l.set["v1"] != 1<<20 {
 		t.Fatalf("Limit = %q, %v (set %v); want fake v1 held to 1 MiB", held, err, l.set)
 	}
-	if _, err := Limit(r, "a/v1", own("pv1"), l, 2<<20); err != nil || l.set["v1"] != 2<<20 {
+	if _, err := Limit(r, "a/v1", own("pv1"), l, 2<<20, 1); err != nil || l.set["v1"] != 2<<20 {
 		t.Fatalf("Limit again = %v (set %v); want 2 MiB", err, l.set)
 	}
 
@@ -71,7 +71,7 @@ func TestLimit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(l.set)
-			if _, err := Limit(r, tc.path, tc.owner, l, 5<<20); !errors.Is(err, tc.want) {
+			if _, err := Limit(r, tc.path, tc.owner, l, 5<<20, 1); !errors.Is(err, tc.want) {
 				t.Errorf("Limit = %v, want %v", err, tc.want)
 			}
 			if err := Unlimit(r, tc.path, tc.owner, l); tc.want == ErrMissing && err != nil {
@@ -91,7 +91,7 @@ func TestLimit(t *testing.T) {
 	if err := Release(r, "a/v1", own("pv1"), "kept"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Limit(r, "a/v1", own("pv1"), l, 3<<20); !errors.Is(err, ErrReleased) {
+	if _, err := Limit(r, "a/v1", own("pv1"), l, 3<<20, 1); !errors.Is(err, ErrReleased) {
 		t.Errorf("Limit of a released volume = %v, want ErrReleased", err)
 	}
 	if err := Unlimit(r, "a/v1", own("pv1"), l); err != nil || len(l.cleared) != 1 {

@@ -82,9 +82,10 @@ type Limits interface {
 	// Mkdir makes the volume directory name in dir so that it can be limited; an existing entry
 	// gives an error matching fs.ErrExist.
 	Mkdir(dir fsys.Dir, name string) error
-	// Set holds vol, the volume directory in dir, to bytes, and names what holds it. lock is the
-	// operator's root, whose lock file serializes what Set allocates.
-	Set(lock, dir, vol fsys.Dir, bytes uint64) (string, error)
+	// Set holds vol, the volume directory in dir, to bytes, and names what holds it; it refuses a
+	// limit that takes the limits on the filesystem past its size times overcommit. lock is the
+	// operator's root, whose lock file serializes what Set allocates and admits.
+	Set(lock, dir, vol fsys.Dir, bytes uint64, overcommit float64) (string, error)
 	// Clear removes the limit of vol, the volume directory in dir, before it goes.
 	Clear(dir, vol fsys.Dir) error
 }

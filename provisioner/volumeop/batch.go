@@ -5,10 +5,13 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"unicode/utf8"
+
+	"dirpv.io/dirpv/provisioner/quota"
 )
 
 // A batch is several operations run by one helper pod: their arguments are groups separated by
@@ -37,7 +40,31 @@ func (k Kind) WalksTree() bool { return k == Delete || k == Scrub }
 type Outcome struct {
 	Result
 	Error string `json:"error,omitempty"`
+	// NoRoom: the error matched quota.ErrNoRoom, which the caller tells apart.
+	NoRoom bool `json:"noRoom,omitempty"`
 }
+
+// Err is the outcome's error, nil if it succeeded; it matches quota.ErrNoRoom where the
+// operation's own error did.
+func (o Outcome) Err() error {
+	switch {
+	case o.Error == "":
+		return nil
+	case o.NoRoom:
+		return &outcomeError{o.Error, quota.ErrNoRoom}
+	}
+	return errors.New(o.Error)
+}
+
+// outcomeError is an error that crossed a helper pod's termination message: its text, and the
+// sentinel it matched.
+type outcomeError struct {
+	msg string
+	is  error
+}
+
+func (e *outcomeError) Error() string { return e.msg }
+func (e *outcomeError) Unwrap() error { return e.is }
 
 // recordBound is the most a successful outcome of op can take in EncodeOutcomes, comma included;
 // a failed one takes at most minRecord once cut.
@@ -120,6 +147,7 @@ func RunBatch(ctx context.Context, dir string, ops []Op) []Outcome {
 			out[i].Result = res
 			if err != nil {
 				out[i].Error = cmp.Or(err.Error(), "failed")
+				out[i].NoRoom = errors.Is(err, quota.ErrNoRoom)
 			}
 		})
 	}

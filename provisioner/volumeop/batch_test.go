@@ -1,6 +1,7 @@
 package volumeop
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"dirpv.io/dirpv/provisioner/pathname"
+	"dirpv.io/dirpv/provisioner/quota"
 	"dirpv.io/dirpv/provisioner/volumefs"
 )
 
@@ -168,5 +170,28 @@ func TestRunBatch(t *testing.T) {
 	}
 	if !strings.Contains(outs[20].Error, "not clean") {
 		t.Errorf("bad path: %+v", outs[20])
+	}
+}
+
+// An operation refused for want of room stays recognizable after its outcome crossed a helper
+// pod's termination message; any other error does not pass for it.
+func TestOutcomeNoRoom(t *testing.T) {
+	outs := []Outcome{
+		{Error: "btrfs at /data holds 512 MiB: " + quota.ErrNoRoom.Error(), NoRoom: true},
+		{Error: "permission denied"},
+		{},
+	}
+	got, err := DecodeOutcomes(EncodeOutcomes(outs), len(outs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got[0].Err(); !errors.Is(err, quota.ErrNoRoom) || err.Error() != outs[0].Error {
+		t.Errorf("outcome 0: %v, want its text and ErrNoRoom", err)
+	}
+	if err := got[1].Err(); err == nil || errors.Is(err, quota.ErrNoRoom) {
+		t.Errorf("outcome 1: %v, want a plain error", err)
+	}
+	if err := got[2].Err(); err != nil {
+		t.Errorf("outcome 2: %v, want success", err)
 	}
 }

@@ -2,12 +2,18 @@ package volumeop
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/quota"
@@ -63,13 +69,33 @@ func overLimit(err error) bool {
 }
 
 // A volume made with a limit on a filesystem that cannot enforce one is refused, saying why, and
-// nothing is left behind.
+// nothing is left behind: in a temporary directory (skipped where that enforces sizes), and on
+// the filesystems the DIRPV_QUOTA_* variables below name (hack/quota-test.sh sets them in a VM).
 func TestCreateLimitRefused(t *testing.T) {
-	dir := t.TempDir()
-	root := openRoot(t, dir)
-	if _, err := quota.Probe(mustFd(t, root)); err == nil {
-		t.Skipf("%s enforces sizes", dir)
+	t.Run("TempDir", func(t *testing.T) {
+		dir := t.TempDir()
+		if _, err := quota.Probe(mustFd(t, openRoot(t, dir))); err == nil {
+			t.Skipf("%s enforces sizes", dir)
+		}
+		createLimitRefused(t, dir)
+	})
+	for _, fs := range []struct{ name, env string }{
+		{"XFS without quotas", "DIRPV_QUOTA_XFS_NOQUOTA"},
+		{"ext4 without prjquota", "DIRPV_QUOTA_EXT4_NOENFORCE"},
+		{"tmpfs", "DIRPV_QUOTA_TMPFS"},
+	} {
+		t.Run(fs.name, func(t *testing.T) {
+			mnt := os.Getenv(fs.env)
+			if mnt == "" {
+				t.Skipf("%s is not set: it names a mounted %s (hack/quota-test.sh sets it in a VM)", fs.env, fs.name)
+			}
+			createLimitRefused(t, tempDir(t, mnt))
+		})
 	}
+}
+
+func createLimitRefused(t *testing.T, dir string) {
+	root := openRoot(t, dir)
 	op := Op{Kind: Create, Path: "ns/v1", Owner: volumefs.Marker{PV: "pv1"}, Mode: 0o777, UID: -1, GID: -1, Limit: 1 << 20}
 	_, err := Apply(root, op)
 	if !errors.Is(err, quota.ErrNotEnforced) {
@@ -78,6 +104,21 @@ func TestCreateLimitRefused(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(dir, "ns")); len(ents) != 0 {
 		t.Errorf("left behind in ns: %v", ents)
 	}
+	t.Logf("Create with a limit in %s: %v", dir, err)
+}
+
+// tempDir makes a directory in mnt that the writer may pass through, removed at the test's end.
+func tempDir(t *testing.T, mnt string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(mnt, "volumeop-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func mustFd(t *testing.T, d fsys.Dir) int {
@@ -154,4 +195,346 @@ func TestLimitsBtrfs(t *testing.T) {
 		t.Errorf("after Delete: %v, want the subvolume gone", err)
 	}
 	apply(t, root, Op{Kind: Delete, Path: "ns/v2", Owner: volumefs.Marker{PV: "pv2"}, Limited: true})
+	testNoRoom(t, dir, root)
+}
+
+// testNoRoom checks admission on the filesystem of dir: a volume larger than the filesystem is
+// refused and leaves nothing behind, unless the overcommit factor makes room; a volume cannot
+// grow past the room either, and keeps its limit then.
+func testNoRoom(t *testing.T, dir string, root fsys.Dir) {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	size := st.Blocks * uint64(st.Bsize)
+	huge := Op{Kind: Create, Path: "ns/huge", Owner: volumefs.Marker{PV: "pv-huge"}, Mode: 0o777, UID: -1, GID: -1, Limit: 2 * size}
+	if _, err := Apply(root, huge); !errors.Is(err, quota.ErrNoRoom) {
+		t.Fatalf("a volume twice the filesystem's size: %v, want ErrNoRoom", err)
+	} else {
+		t.Logf("refused: %v", err)
+	}
+	for _, name := range []string{"ns/huge", "ns/.huge.dirpv"} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind after the refusal: %v", name, err)
+		}
+	}
+	apply(t, root, Op{Kind: Create, Path: "ns/small", Owner: volumefs.Marker{PV: "pv-small"}, Limit: 1 << 20})
+	huge.Overcommit = 3
+	apply(t, root, huge)
+	grow := Op{Kind: Expand, Path: "ns/small", Owner: volumefs.Marker{PV: "pv-small"}, Limit: size}
+	if _, err := Apply(root, grow); !errors.Is(err, quota.ErrNoRoom) {
+		t.Errorf("growing past the room left by the huge volume: %v, want ErrNoRoom", err)
+	}
+	apply(t, root, Op{Kind: Delete, Path: "ns/huge", Owner: volumefs.Marker{PV: "pv-huge"}, Limited: true})
+	grow.Limit = size / 2
+	apply(t, root, grow) // the huge volume's limit is gone with it
+	apply(t, root, Op{Kind: Delete, Path: "ns/small", Owner: volumefs.Marker{PV: "pv-small"}, Limited: true})
+}
+
+// TestLimitsProject runs the operations of a limited volume's life with XFS and ext4 project
+// quotas, through Apply: made a directory with a project ID of its own and a limit that stops
+// an unprivileged writer (root may pass ext4's), grown, scrubbed (keeping both), deleted and
+// archived (releasing the ID, which the next volume gets again). It needs root and
+// DIRPV_QUOTA_XFS or DIRPV_QUOTA_EXT4 naming a filesystem mounted with prjquota
+// (hack/quota-test.sh sets them in a VM).
+func TestLimitsProject(t *testing.T) {
+	var set []struct{ name, mnt string }
+	for _, fs := range []struct{ name, env string }{
+		{"XFS", "DIRPV_QUOTA_XFS"},
+		{"ext4", "DIRPV_QUOTA_EXT4"},
+	} {
+		if mnt := os.Getenv(fs.env); mnt != "" {
+			set = append(set, struct{ name, mnt string }{fs.name, mnt})
+		}
+	}
+	if len(set) == 0 {
+		t.Skip("neither DIRPV_QUOTA_XFS nor DIRPV_QUOTA_EXT4 is set: they name a mounted XFS or ext4 with project quotas (hack/quota-test.sh sets them in a VM)")
+	}
+	for _, fs := range set {
+		t.Run(fs.name, func(t *testing.T) { testLimitsProject(t, fs.mnt) })
+	}
+}
+
+func testLimitsProject(t *testing.T, mnt string) {
+	const limit = 8 << 20
+	w := newWriter(t)
+	dir := tempDir(t, mnt)
+	root := openRoot(t, dir)
+	rootFd := mustFd(t, root)
+	if kind, err := quota.Probe(rootFd); kind != quota.KindProject || err != nil {
+		t.Fatalf("Probe(%s) = %v, %v; want %v", dir, kind, err, quota.KindProject)
+	}
+	owner := volumefs.Marker{PV: "pv1", ClaimUID: "c1"}
+
+	// Each volume gets a project ID of its own; a retried Create keeps it.
+	id1 := projectOf(t, apply(t, root, Op{Kind: Create, Path: "ns/v1", Owner: owner, Limit: limit}))
+	if again := projectOf(t, apply(t, root, Op{Kind: Create, Path: "ns/v1", Owner: owner, Limit: limit})); again != id1 {
+		t.Errorf("Create again: project %d, want %d", again, id1)
+	}
+	id2 := projectOf(t, apply(t, root, Op{Kind: Create, Path: "ns/v2", Owner: volumefs.Marker{PV: "pv2"}, Limit: limit}))
+	if id2 == id1 {
+		t.Fatalf("the second volume got project %d too", id1)
+	}
+	v1 := filepath.Join(dir, "ns/v1")
+	v1Fd, closeV1 := openFd(t, v1)
+	if got, err := quota.ProjectID(v1Fd); got != id1 || err != nil {
+		t.Fatalf("ProjectID(v1) = %d, %v; want %d", got, err, id1)
+	}
+	size := statfsSize(t, v1Fd, limit)
+
+	// The limit stops a writer that is not root near it.
+	n, errno := w.write(t, filepath.Join(v1, "a"), 2*limit)
+	if !overLimit(errno) || n > limit || n < limit-2<<20 {
+		t.Fatalf("writing %d bytes into an %d-byte volume: wrote %d, then %v; want EDQUOT or ENOSPC near the limit",
+			2*limit, limit, n, stopped(errno))
+	}
+	t.Logf("project %d (second volume: %d), 8 MiB: statfs size %d; the writer (uid %d) wrote %d bytes, then %v",
+		id1, id2, size, nobody, n, errno)
+
+	// Expand raises it.
+	if got := projectOf(t, apply(t, root, Op{Kind: Expand, Path: "ns/v1", Owner: volumefs.Marker{PV: "pv1"}, Limit: 3 * limit})); got != id1 {
+		t.Errorf("Expand: project %d, want %d", got, id1)
+	}
+	size = statfsSize(t, v1Fd, 3*limit)
+	if m, errno := w.write(t, filepath.Join(v1, "b"), limit); m != limit || errno != 0 {
+		t.Fatalf("after Expand to 24 MiB, wrote %d more bytes, then %v; want 8 MiB more", m, stopped(errno))
+	}
+	t.Logf("expanded to 24 MiB: statfs size %d; the writer wrote 8 MiB more", size)
+
+	// Scrub empties the directory and keeps its project and limit: what is written next counts.
+	if res := apply(t, root, Op{Kind: Scrub, Path: "ns/v1", Owner: owner}); !res.Scrubbed {
+		t.Fatal("Scrub removed nothing")
+	}
+	if ents, err := os.ReadDir(v1); len(ents) != 0 || err != nil {
+		t.Fatalf("after Scrub, v1 holds %v (%v)", ents, err)
+	}
+	if got, err := quota.ProjectID(v1Fd); got != id1 || err != nil {
+		t.Errorf("after Scrub: ProjectID(v1) = %d, %v; want %d", got, err, id1)
+	}
+	if u, err := quota.ProjectUsage(rootFd, id1); u.Limit != 3*limit || err != nil {
+		t.Errorf("after Scrub: ProjectUsage(%d) = %+v, %v; want the 24 MiB limit kept", id1, u, err)
+	}
+	if m, errno := w.write(t, filepath.Join(v1, "c"), 1<<20); m != 1<<20 || errno != 0 {
+		t.Fatalf("after Scrub, wrote %d bytes, then %v; want 1 MiB", m, stopped(errno))
+	}
+	cFd, closeC := openFile(t, filepath.Join(v1, "c"))
+	if got, err := quota.ProjectID(cFd); got != id1 || err != nil {
+		t.Errorf("after Scrub: a new file's ProjectID = %d, %v; want %d", got, err, id1)
+	}
+	closeC()
+
+	// Delete releases the ID: once the directory's blocks are freed (XFS does that in the
+	// background), the next volume gets it again, the smallest free one.
+	closeV1()
+	apply(t, root, Op{Kind: Delete, Path: "ns/v1", Owner: volumefs.Marker{PV: "pv1"}, Limited: true})
+	if _, err := os.Lstat(v1); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after Delete: %v, want v1 gone", err)
+	}
+	var u quota.Usage
+	start := time.Now()
+	deadline := start.Add(10 * time.Second)
+	for {
+		var err error
+		if _, err = quota.ProjectUsage(rootFd, 0); err == nil { // hurries XFS along
+			u, err = quota.ProjectUsage(rootFd, id1)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u == (quota.Usage{}) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if u != (quota.Usage{}) {
+		t.Errorf("ProjectUsage(%d) 10 s after Delete = %+v; want nothing", id1, u)
+	}
+	id3 := projectOf(t, apply(t, root, Op{Kind: Create, Path: "ns/v3", Owner: volumefs.Marker{PV: "pv3"}, Limit: limit}))
+	if id3 != id1 {
+		t.Errorf("Create after Delete: project %d, want %d again", id3, id1)
+	}
+	t.Logf("deleted: project %d empty after %v; the next volume got project %d", id1, time.Since(start).Round(time.Millisecond), id3)
+	apply(t, root, Op{Kind: Delete, Path: "ns/v3", Owner: volumefs.Marker{PV: "pv3"}, Limited: true})
+
+	// Archive clears the limit: the archive is the operator's and holds what it holds.
+	archived := apply(t, root, Op{Kind: Archive, Path: "ns/v2", Owner: volumefs.Marker{PV: "pv2"}, Limited: true, Now: time.Unix(0, 0)})
+	aFd, _ := openFd(t, filepath.Join(dir, archived.Archive))
+	if got, err := quota.ProjectID(aFd); got != id2 || err != nil {
+		t.Errorf("ProjectID(archive) = %d, %v; want %d", got, err, id2)
+	}
+	u, err := quota.ProjectUsage(rootFd, id2)
+	if u.Limit != 0 || err != nil {
+		t.Errorf("after Archive: ProjectUsage(%d) = %+v, %v; want no limit", id2, u, err)
+	}
+	t.Logf("archived as %s: project %d holds %+v", archived.Archive, id2, u)
+	testNoRoom(t, dir, root)
+}
+
+// projectOf returns the project ID of Result.Quota, "project N", which must be FirstID or more.
+func projectOf(t *testing.T, res Result) uint32 {
+	t.Helper()
+	s, ok := strings.CutPrefix(res.Quota, "project ")
+	id, err := strconv.ParseUint(s, 10, 32)
+	if !ok || err != nil || uint32(id) < quota.FirstID {
+		t.Fatalf("Quota = %q, want project N with N %d or more", res.Quota, quota.FirstID)
+	}
+	return uint32(id)
+}
+
+// statfsSize returns the size statfs reports for the directory fd (df in a pod), which must be
+// about want.
+func statfsSize(t *testing.T, fd int, want uint64) uint64 {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	size := st.Blocks * uint64(st.Bsize)
+	if size+uint64(st.Bsize) < want || size > want+uint64(st.Bsize) {
+		t.Errorf("statfs: %d bytes in all, want %d", size, want)
+	}
+	return size
+}
+
+// openFd opens the directory path; the returned function closes it (once; the test's end closes
+// it too).
+func openFd(t *testing.T, path string) (int, func()) {
+	t.Helper()
+	return openFlags(t, path, unix.O_DIRECTORY)
+}
+
+// openFile opens the file path like openFd.
+func openFile(t *testing.T, path string) (int, func()) {
+	t.Helper()
+	return openFlags(t, path, 0)
+}
+
+func openFlags(t *testing.T, path string, flags int) (int, func()) {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|flags, 0)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	var once sync.Once
+	closeFd := func() { once.Do(func() { unix.Close(fd) }) }
+	t.Cleanup(closeFd)
+	return fd, closeFd
+}
+
+// The project quota test writes as an unprivileged user: root has CAP_SYS_RESOURCE, which lets it
+// past ext4's limits. The test binary runs itself as uid 65534 to write a file, the way a pod
+// would (as provisioner/quota's tests do).
+
+const (
+	writePathEnv  = "DIRPV_VOLUMEOP_WRITE_PATH"
+	writeBytesEnv = "DIRPV_VOLUMEOP_WRITE_BYTES"
+	nobody        = 65534
+)
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(writePathEnv); path != "" {
+		os.Exit(writeFile(path, os.Getenv(writeBytesEnv)))
+	}
+	os.Exit(m.Run())
+}
+
+// writeFile is the child: it creates path, writes bytes to it in 1 MiB chunks and syncs, then
+// prints how many bytes it wrote and the errno that stopped it (0 for none).
+func writeFile(path, bytes string) int {
+	n, err := strconv.ParseInt(bytes, 10, 64)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "writer:", writeBytesEnv, err)
+		return 2
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "writer:", err)
+		return 2
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for i := range chunk {
+		chunk[i] = byte(i*7 + 1) // not zeros: nothing may store them as a hole
+	}
+	var written int64
+	for err == nil && written < n {
+		var w int
+		w, err = f.Write(chunk[:min(int64(len(chunk)), n-written)])
+		written += int64(w)
+	}
+	if serr := f.Sync(); err == nil { // what was written is on disk (and counted) either way
+		err = serr
+	}
+	var errno syscall.Errno
+	if err != nil && !errors.As(err, &errno) {
+		fmt.Fprintln(os.Stderr, "writer:", err)
+		return 2
+	}
+	fmt.Println(written, int(errno))
+	return 0
+}
+
+// writer runs writeFile as uid and gid 65534.
+type writer struct{ bin string }
+
+// newWriter copies the test binary where uid 65534 may run it (go test builds it in a
+// directory only root may enter).
+func newWriter(t *testing.T) writer {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root: it sets quotas and runs a writer as uid 65534")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "dirpv-volumeop-writer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "writer")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return writer{bin}
+}
+
+// write has the child create path and write bytes to it; it returns how many it wrote and the
+// errno that stopped it (0: it wrote them all and synced).
+func (w writer) write(t *testing.T, path string, bytes int64) (int64, syscall.Errno) {
+	t.Helper()
+	cmd := exec.Command(w.bin)
+	cmd.Env = []string{writePathEnv + "=" + path, writeBytesEnv + "=" + strconv.FormatInt(bytes, 10)}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, ee.Stderr)
+		}
+		t.Fatalf("writer (uid %d) of %s: %v", nobody, path, err)
+	}
+	var n int64
+	var errno int
+	if _, err := fmt.Sscan(string(out), &n, &errno); err != nil {
+		t.Fatalf("writer of %s printed %q: %v", path, out, err)
+	}
+	return n, syscall.Errno(errno)
+}
+
+// stopped says what stopped a writer, for messages.
+func stopped(errno syscall.Errno) string {
+	if errno == 0 {
+		return "no error"
+	}
+	return errno.Error()
 }

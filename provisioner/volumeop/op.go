@@ -58,6 +58,17 @@ type Op struct {
 	Limit uint64
 	// Limited: Delete, Archive and Release first clear the volume's limit.
 	Limited bool
+	// Overcommit: Create and Expand refuse a Limit that takes the limits on the volume's
+	// filesystem past its size times this (quota.ErrNoRoom); 0 means 1.
+	Overcommit float64
+}
+
+// overcommit is op's overcommit factor.
+func (op Op) overcommit() float64 {
+	if op.Overcommit > 0 {
+		return op.Overcommit
+	}
+	return 1
 }
 
 // NeedsAdmin reports whether op sets or clears a limit, which takes CAP_SYS_ADMIN.
@@ -91,9 +102,17 @@ func Apply(root fsys.Dir, op Op) (Result, error) {
 		if err := volumefs.Create(root, opts); err != nil {
 			return Result{}, err
 		}
-		fallthrough
+		held, err := volumefs.Limit(root, op.Path, o, quota.Dirs{}, op.Limit, op.overcommit())
+		if errors.Is(err, quota.ErrNoRoom) {
+			// No PV names the new volume yet, and nothing is in it: take it back, so that a
+			// claim sent to another node leaves nothing here.
+			if derr := volumefs.Delete(root, op.Path, o); derr != nil {
+				err = fmt.Errorf("%w (and removing the new volume again: %v)", err, derr)
+			}
+		}
+		return Result{Quota: held}, err
 	case Expand:
-		held, err := volumefs.Limit(root, op.Path, o, quota.Dirs{}, op.Limit)
+		held, err := volumefs.Limit(root, op.Path, o, quota.Dirs{}, op.Limit, op.overcommit())
 		return Result{Quota: held}, err
 	case Delete:
 		return Result{}, volumefs.Delete(root, op.Path, o)
@@ -154,12 +173,12 @@ func runIn(dir string, op Op) (Result, error) {
 
 // kindFlags lists the flags of each operation besides --path, --pv and --node-uid.
 var kindFlags = map[Kind][]string{
-	Create:  {"claim-uid", "claim-namespace", "claim-name", "mode", "uid", "gid", "limit"},
+	Create:  {"claim-uid", "claim-namespace", "claim-name", "mode", "uid", "gid", "limit", "overcommit"},
 	Delete:  {"limited"},
 	Archive: {"now", "limited"},
 	Scrub:   {"claim-uid"},
 	Release: {"why", "now", "limited"},
-	Expand:  {"limit"},
+	Expand:  {"limit", "overcommit"},
 }
 
 // flagValues is op's value of every flag, as Args writes it.
@@ -170,6 +189,7 @@ func (op Op) flagValues() map[string]string {
 		"mode": config.FormatMode(op.Mode), "uid": strconv.Itoa(op.UID), "gid": strconv.Itoa(op.GID),
 		"now": op.Now.UTC().Format(time.RFC3339), "why": op.Why,
 		"limit": strconv.FormatUint(op.Limit, 10), "limited": strconv.FormatBool(op.Limited),
+		"overcommit": strconv.FormatFloat(op.overcommit(), 'g', -1, 64),
 	}
 }
 
@@ -181,7 +201,8 @@ func (op Op) Args() []string {
 		args = append(args, "--node-uid="+op.Owner.NodeUID)
 	}
 	for _, name := range kindFlags[op.Kind] {
-		if (name == "limit" && op.Limit == 0 && op.Kind != Expand) || (name == "limited" && !op.Limited) {
+		if (name == "limit" && op.Limit == 0 && op.Kind != Expand) || (name == "limited" && !op.Limited) ||
+			(name == "overcommit" && (op.Limit == 0 || op.overcommit() == 1)) {
 			continue // the default: keeps a batch's arguments short
 		}
 		args = append(args, "--"+name+"="+v[name])
@@ -214,6 +235,7 @@ func ParseArgs(args []string) (Op, error) {
 	now := fs.String("now", "", "archive or release time, RFC 3339")
 	fs.Uint64Var(&op.Limit, "limit", 0, "bytes to hold the volume to; 0: no limit")
 	fs.BoolVar(&op.Limited, "limited", false, "clear the volume's limit first")
+	fs.Float64Var(&op.Overcommit, "overcommit", 0, "the limits on the filesystem may reach its size times this; 0: 1")
 	if err := fs.Parse(args[1:]); err != nil {
 		return Op{}, err
 	}

@@ -178,7 +178,7 @@ func (b *Batcher) run(l lane, batch []*request, ops []volumeop.Op) {
 		case err != nil:
 			r.done <- reply{err: err}
 		case outs[i].Error != "":
-			r.done <- reply{err: fmt.Errorf("helper on node %s failed: %s", l.node, outs[i].Error)}
+			r.done <- reply{err: fmt.Errorf("helper on node %s failed: %w", l.node, outs[i].Err())}
 		default:
 			r.done <- reply{res: outs[i].Result}
 		}

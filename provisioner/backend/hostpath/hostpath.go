@@ -35,12 +35,28 @@ const (
 	// and joins again gets a new one, and its old volumes are left alone.
 	AnnNodeUID  = "dirpv.io/node-uid"
 	AnnBasePath = "dirpv.io/base-path"
+	// ParamVolumeType is the class parameter choosing the PVs' source, VolumeTypeHostPath by
+	// default.
+	ParamVolumeType = "volumeType"
+)
+
+// VolumeType is the source of a hostPath class's PVs: the same directory either way.
+type VolumeType string
+
+const (
+	// VolumeTypeHostPath: a hostPath source (type Directory).
+	VolumeTypeHostPath VolumeType = "hostPath"
+	// VolumeTypeLocal: a local source, for which the kubelet reports volume stats
+	// (kubelet_volume_stats_*) and applies a pod's fsGroup.
+	VolumeTypeLocal VolumeType = "local"
 )
 
 // Class is the hostPath part of a StorageClass.
 type Class struct {
 	// BasePath is the directory on the node under which volumes are made.
 	BasePath string
+	// VolumeType is the source of its PVs.
+	VolumeType VolumeType
 }
 
 // Location is where a hostPath volume lives: Path is relative to BasePath on Node.
@@ -51,6 +67,8 @@ type Location struct {
 	// when the volume is placed (the PV records it in its affinity).
 	Hostname string
 	BasePath string
+	// VolumeType is the PV's source; Locate reads it back from the source itself.
+	VolumeType VolumeType
 }
 
 var _ backend.Location = Location{}
@@ -70,12 +88,17 @@ func (l Location) Annotations() map[string]string {
 	return a
 }
 
-// Spec implements backend.Location: a hostPath source pinned to the node.
+// Spec implements backend.Location: a hostPath or local source pinned to the node.
 func (l Location) Spec(spec *v1.PersistentVolumeSpec, fullPath string, _ *storagev1.StorageClass) {
-	// Type Directory: a pod that lands where the directory is missing fails loudly instead of
-	// getting a fresh empty directory.
-	dir := v1.HostPathDirectory
-	spec.HostPath = &v1.HostPathVolumeSource{Path: fullPath, Type: &dir}
+	if l.VolumeType == VolumeTypeLocal {
+		spec.Local = &v1.LocalVolumeSource{Path: fullPath}
+	} else {
+		// Type Directory: a pod that lands where the directory is missing fails loudly instead
+		// of getting a fresh empty directory.
+		dir := v1.HostPathDirectory
+		spec.HostPath = &v1.HostPathVolumeSource{Path: fullPath, Type: &dir}
+	}
+	// A local PV requires this affinity; a hostPath one needs it to stay on its node.
 	spec.NodeAffinity = &v1.VolumeNodeAffinity{Required: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
 		MatchExpressions: []v1.NodeSelectorRequirement{{
 			Key: v1.LabelHostname, Operator: v1.NodeSelectorOpIn, Values: []string{l.Hostname},
@@ -102,16 +125,24 @@ var _ backend.Backend = (*Backend)(nil)
 func (b *Backend) Name() string { return Name }
 
 // Params implements config.Backend.
-func (b *Backend) Params() []string { return []string{ParamBasePath} }
+func (b *Backend) Params() []string { return []string{ParamBasePath, ParamVolumeType} }
 
 // ParseParams implements config.Backend; it returns a Class.
 func (b *Backend) ParseParams(params map[string]string, bad func(key, format string, args ...any)) any {
-	c := Class{BasePath: DefaultBasePath}
+	c := Class{BasePath: DefaultBasePath, VolumeType: VolumeTypeHostPath}
 	if v, ok := params[ParamBasePath]; ok {
 		if p, err := config.CleanAbsolute(v); err != nil {
 			bad(ParamBasePath, "%v", err)
 		} else {
 			c.BasePath = p
+		}
+	}
+	if v, ok := params[ParamVolumeType]; ok {
+		switch t := VolumeType(v); t {
+		case VolumeTypeHostPath, VolumeTypeLocal:
+			c.VolumeType = t
+		default:
+			bad(ParamVolumeType, "%q is not one of %s, %s", v, VolumeTypeHostPath, VolumeTypeLocal)
 		}
 	}
 	return c
@@ -143,13 +174,15 @@ func (b *Backend) Place(class *config.Class, opts controller.ProvisionOptions) (
 	if hostname == "" {
 		hostname = node.Name
 	}
-	l := Location{Node: node.Name, NodeUID: string(node.UID), Hostname: hostname, BasePath: c.BasePath}
+	l := Location{Node: node.Name, NodeUID: string(node.UID), Hostname: hostname, BasePath: c.BasePath, VolumeType: c.VolumeType}
 	_, err := b.base(l)
 	return l, err
 }
 
-// Locate implements backend.Backend: basePath must lie within --hostpath-root, and below it
-// only in directories that can hold volumes (no names starting with ".", which are dirpv's).
+// Locate implements backend.Backend: the PV's source, hostPath or local (either, whatever its
+// class says now), must be the directory its annotations name; basePath must lie within
+// --hostpath-root, and below it only in directories that can hold volumes (no names starting
+// with ".", which are dirpv's).
 func (b *Backend) Locate(pv *v1.PersistentVolume, p string) (backend.Location, error) {
 	a := pv.Annotations
 	l := Location{Node: a[AnnNode], NodeUID: a[AnnNodeUID], BasePath: a[AnnBasePath]}
@@ -159,8 +192,17 @@ func (b *Backend) Locate(pv *v1.PersistentVolume, p string) (backend.Location, e
 	if l.Node == "" {
 		return nil, fmt.Errorf("annotation %s is missing", AnnNode)
 	}
-	if s := pv.Spec.HostPath; s == nil || s.Path != path.Join(l.BasePath, p) {
-		return nil, fmt.Errorf("the PV's hostPath source does not match its dirpv.io/ annotations (%s)", l.Describe(path.Join(l.BasePath, p)))
+	var src string
+	switch s := pv.Spec; {
+	case s.HostPath != nil && s.Local == nil:
+		l.VolumeType, src = VolumeTypeHostPath, s.HostPath.Path
+	case s.Local != nil && s.HostPath == nil:
+		l.VolumeType, src = VolumeTypeLocal, s.Local.Path
+	default:
+		return nil, fmt.Errorf("the PV must have one source, hostPath or local, of the directory its dirpv.io/ annotations name (%s)", l.Describe(path.Join(l.BasePath, p)))
+	}
+	if src != path.Join(l.BasePath, p) {
+		return nil, fmt.Errorf("the PV's %s source does not match its dirpv.io/ annotations (%s)", l.VolumeType, l.Describe(path.Join(l.BasePath, p)))
 	}
 	_, err := b.base(l)
 	return l, err

@@ -1,0 +1,131 @@
+package quota
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// admit checks that the volumes on the filesystem of fd may hold bytes more: the limits dirpv set
+// there (the project IDs from FirstID up, or the level-0 qgroups), but the one of except (the
+// volume's own, when it is being raised; 0 for none), plus bytes, must not exceed the
+// filesystem's size times overcommit. The caller holds the allocation lock, so two volumes
+// cannot both take the last room.
+func admit(kind Kind, fd int, except uint64, bytes uint64, overcommit float64) error {
+	var st unix.Statfs_t
+	if err := fstatfs(fd, &st); err != nil {
+		return wrap("statfs", fd, err)
+	}
+	size := st.Blocks * uint64(st.Bsize)
+	var held uint64
+	var err error
+	if kind == KindBtrfs {
+		held, err = qgroupLimits(fd, except)
+	} else {
+		held, err = projectLimits(fd, except)
+	}
+	if err != nil {
+		return err
+	}
+	if float64(held)+float64(bytes) <= float64(size)*overcommit {
+		return nil
+	}
+	return fmt.Errorf("%w: the filesystem of %s holds %s, its volumes are held to %s already, and %s more would pass %s (its size times overcommit %g)",
+		ErrNoRoom, nameOf(fd), human(size), human(held), human(bytes), human(uint64(float64(size)*overcommit)), overcommit)
+}
+
+// projectLimits sums the hard limits of the projects from FirstID up, but except's.
+func projectLimits(fd int, except uint64) (uint64, error) {
+	var sum uint64
+	for id := FirstID; ; {
+		var q nextdqblk
+		err := quotactlFd(fd, qcmd(qGetnextquota, prjQuota), id, unsafe.Pointer(&q))
+		switch {
+		case err == unix.ENOENT:
+			return sum, nil
+		case err != nil:
+			return 0, wrap("Q_GETNEXTQUOTA", fd, explain(err, unix.EPERM, needAdmin))
+		case q.ID < id:
+			return 0, fmt.Errorf("Q_GETNEXTQUOTA from %d on %s returned %d", id, nameOf(fd), q.ID)
+		}
+		if uint64(q.ID) != except {
+			sum += q.Bhardlimit * 1024
+		}
+		if q.ID == ^uint32(0) {
+			return sum, nil
+		}
+		id = q.ID + 1
+	}
+}
+
+// qgroupLimits sums the referenced-bytes limits of the level-0 qgroups (one per subvolume), but
+// except's.
+func qgroupLimits(fd int, except uint64) (uint64, error) {
+	var sum uint64
+	err := btrfsSearchAll(fd, btrfsQuotaTreeObjectid, 0, btrfsQgroupLimitKey, 0, 1<<48-1, func(qgroup uint64, item []byte) {
+		// btrfs_qgroup_limit_item: flags, max_rfer, max_excl, rsv_rfer, rsv_excl
+		if qgroup != except && len(item) >= 16 && binary.LittleEndian.Uint64(item)&btrfsQgroupLimitMaxRfer != 0 {
+			sum += binary.LittleEndian.Uint64(item[8:])
+		}
+	})
+	return sum, err
+}
+
+// btrfsSearchAll calls f with the offset and data of every item (objectid, typ, offset) of the
+// tree whose offset lies in [minOffset, maxOffset], in order. It needs CAP_SYS_ADMIN.
+func btrfsSearchAll(fd int, tree, objectid uint64, typ uint32, minOffset, maxOffset uint64, f func(offset uint64, data []byte)) error {
+	const hdrLen = int(unsafe.Sizeof(btrfsSearchHeader{}))
+	for from := minOffset; from <= maxOffset; {
+		args := btrfsSearchArgs{Key: btrfsSearchKey{
+			TreeID: tree, MinObjectid: objectid, MaxObjectid: objectid, MinOffset: from, MaxOffset: maxOffset,
+			MaxTransid: ^uint64(0), MinType: typ, MaxType: typ, NrItems: 4096,
+		}}
+		if err := ioctl(fd, btrfsIocTreeSearch, unsafe.Pointer(&args)); err != nil {
+			return wrap(fmt.Sprintf("btrfs tree search (tree %d, items %d %d) on", tree, objectid, typ), fd,
+				explain(err, unix.EPERM, "reading btrfs qgroups needs CAP_SYS_ADMIN"))
+		}
+		if args.Key.NrItems == 0 {
+			return nil
+		}
+		buf := args.Buf[:]
+		var last uint64
+		for n := uint32(0); n < args.Key.NrItems; n++ {
+			if len(buf) < hdrLen {
+				return fmt.Errorf("btrfs tree search on %s: short item header", nameOf(fd))
+			}
+			objid := binary.NativeEndian.Uint64(buf[8:])
+			offset := binary.NativeEndian.Uint64(buf[16:])
+			itemType := binary.NativeEndian.Uint32(buf[24:])
+			size := int(binary.NativeEndian.Uint32(buf[28:]))
+			if len(buf) < hdrLen+size {
+				return fmt.Errorf("btrfs tree search on %s: short item", nameOf(fd))
+			}
+			if objid == objectid && itemType == typ && offset >= from && offset <= maxOffset {
+				f(offset, buf[hdrLen:hdrLen+size])
+			}
+			last = offset
+			buf = buf[hdrLen+size:]
+		}
+		if last == ^uint64(0) {
+			return nil
+		}
+		from = last + 1
+	}
+	return nil
+}
+
+// human writes bytes in the largest binary unit that keeps a whole number above 1.
+func human(bytes uint64) string {
+	const unit = 1024
+	if bytes < unit {
+		return fmt.Sprintf("%d B", bytes)
+	}
+	v, i := float64(bytes), -1
+	for v >= unit && i < 4 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.4g %ciB", v, "KMGTP"[i])
+}
