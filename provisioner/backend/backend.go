@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -167,10 +168,8 @@ func (s Set) FromPV(pv *v1.PersistentVolume) (Volume, Backend, error) {
 	if err := pathname.Validate(v.Path); err != nil {
 		return v, nil, fmt.Errorf("annotation %s: %w", AnnPath, err)
 	}
-	switch v.OnDelete {
-	case config.OnDeleteDelete, config.OnDeleteRetain, config.OnDeleteArchive:
-	default:
-		return v, nil, fmt.Errorf("annotation %s: %q is not one of delete, retain, archive", AnnOnDelete, v.OnDelete)
+	if !slices.Contains(config.OnDeleteValues, v.OnDelete) {
+		return v, nil, fmt.Errorf("annotation %s: %q is not one of %s", AnnOnDelete, v.OnDelete, config.Join(config.OnDeleteValues))
 	}
 	b := s.Get(v.Backend)
 	if b == nil {

@@ -37,6 +37,9 @@ const (
 	OnDeleteArchive OnDelete = "archive"
 )
 
+// OnDeleteValues are the values of OnDelete.
+var OnDeleteValues = []OnDelete{OnDeleteDelete, OnDeleteRetain, OnDeleteArchive}
+
 // Capacity is what a volume's size means.
 type Capacity string
 
@@ -149,14 +152,7 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 		c.PathPattern = t
 	}
 
-	if v, ok := params[ParamOnDelete]; ok {
-		switch d := OnDelete(v); d {
-		case OnDeleteDelete, OnDeleteRetain, OnDeleteArchive:
-			c.OnDelete = d
-		default:
-			bad(ParamOnDelete, "%q is not one of %s, %s, %s", v, OnDeleteDelete, OnDeleteRetain, OnDeleteArchive)
-		}
-	}
+	OneOf(params, ParamOnDelete, bad, &c.OnDelete, OnDeleteValues...)
 	if v, ok := params[ParamMode]; ok {
 		if m, err := ParseMode(v); err != nil {
 			bad(ParamMode, "%v", err)
@@ -164,23 +160,10 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 			c.Mode = m
 		}
 	}
-	if v, ok := params[ParamRecycle]; ok {
-		switch v {
-		case "true":
-			c.Recycle = true
-		case "false":
-		default:
-			bad(ParamRecycle, "%q is not one of true, false", v)
-		}
-	}
-	if v, ok := params[ParamCapacity]; ok {
-		switch d := Capacity(v); d {
-		case CapacityLabel, CapacityEnforce:
-			c.Capacity = d
-		default:
-			bad(ParamCapacity, "%q is not one of %s, %s", v, CapacityLabel, CapacityEnforce)
-		}
-	}
+	recycle := "false"
+	OneOf(params, ParamRecycle, bad, &recycle, "true", "false")
+	c.Recycle = recycle == "true"
+	OneOf(params, ParamCapacity, bad, &c.Capacity, CapacityLabel, CapacityEnforce)
 	if v, ok := params[ParamOvercommit]; ok {
 		f, err := strconv.ParseFloat(v, 64)
 		switch {
@@ -207,6 +190,29 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 		return nil, fmt.Errorf("invalid StorageClass parameters: %w", errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// OneOf sets *dst to the parameter key of params when it is one of values, and reports any other
+// value with bad, naming them all. A parameter that is not there leaves *dst as it is.
+func OneOf[T ~string](params map[string]string, key string, bad func(key, format string, args ...any), dst *T, values ...T) {
+	v, ok := params[key]
+	if !ok {
+		return
+	}
+	if slices.Contains(values, T(v)) {
+		*dst = T(v)
+		return
+	}
+	bad(key, "%q is not one of %s", v, Join(values))
+}
+
+// Join lists values for messages: "a, b, c".
+func Join[T ~string](values []T) string {
+	s := make([]string, len(values))
+	for i, v := range values {
+		s[i] = string(v)
+	}
+	return strings.Join(s, ", ")
 }
 
 // maxOvercommit bounds the overcommit parameter: beyond it, a class had better say label.

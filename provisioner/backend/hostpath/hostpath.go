@@ -137,14 +137,7 @@ func (b *Backend) ParseParams(params map[string]string, bad func(key, format str
 			c.BasePath = p
 		}
 	}
-	if v, ok := params[ParamVolumeType]; ok {
-		switch t := VolumeType(v); t {
-		case VolumeTypeHostPath, VolumeTypeLocal:
-			c.VolumeType = t
-		default:
-			bad(ParamVolumeType, "%q is not one of %s, %s", v, VolumeTypeHostPath, VolumeTypeLocal)
-		}
-	}
+	config.OneOf(params, ParamVolumeType, bad, &c.VolumeType, VolumeTypeHostPath, VolumeTypeLocal)
 	return c
 }
 

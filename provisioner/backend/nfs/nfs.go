@@ -131,14 +131,7 @@ func (b *Backend) ParseParams(params map[string]string, bad func(key, format str
 		c.Share = s
 	}
 	c.Access = AccessMount
-	if v, ok := params[ParamAccess]; ok {
-		switch a := Access(v); a {
-		case AccessMount, AccessDirect:
-			c.Access = a
-		default:
-			bad(ParamAccess, "%q is not one of %s, %s", v, AccessMount, AccessDirect)
-		}
-	}
+	config.OneOf(params, ParamAccess, bad, &c.Access, AccessMount, AccessDirect)
 	if params[config.ParamCapacity] == string(config.CapacityEnforce) {
 		// Limits live in the server's filesystem, which dirpv reaches only through NFS.
 		bad(config.ParamCapacity, "%s is not possible with backend nfs: only the NFS server can enforce sizes (set quotas there); use %s", config.CapacityEnforce, config.CapacityLabel)
