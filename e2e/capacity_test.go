@@ -3,11 +3,14 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -205,10 +208,69 @@ func testEnforceAndExpand(t *testing.T) {
 		t.Errorf("writing past 48 MiB: dd said:\n%s", out)
 	}
 
+	// The leader reads the volume's qgroup every --usage-interval (5s here); btrfs settles a
+	// qgroup's usage at its next commit (30 s at most).
+	lead := leaderPod(t)
+	var m volumeMetrics
+	pollFor(t, timeout, "the usage metrics of "+ns+"/data on "+lead.Name, func(context.Context) (bool, error) {
+		var err error
+		m, err = readVolumeMetrics(lead.Status.PodIP, ns, "data")
+		return err == nil && m.capacity == 48*mib && m.used > 16*mib, nil
+	})
+	t.Logf("%s: dirpv_volume_capacity_bytes %v, dirpv_volume_used_bytes %v (%.1f MiB)", lead.Name, m.capacity, m.used, m.used/mib)
+	if m.pv != pv.Name {
+		t.Errorf("the series name PV %q, want %s", m.pv, pv.Name)
+	}
+
 	deletePod(t, ns, "app")
 	deleteClaim(t, ns, "data")
 	pvGone(t, pv.Name)
 	waitGone(t, dir)
+	pollFor(t, timeout, "the usage metrics of the deleted "+ns+"/data to go", func(context.Context) (bool, error) {
+		m, err := readVolumeMetrics(lead.Status.PodIP, ns, "data")
+		return err == nil && !m.found, nil
+	})
+}
+
+// volumeMetrics are one claim's series of dirpv_volume_capacity_bytes and dirpv_volume_used_bytes.
+type volumeMetrics struct {
+	found          bool
+	pv             string
+	capacity, used float64
+}
+
+// readVolumeMetrics reads the usage metrics of the claim ns/name from the /metrics of the
+// provisioner pod at ip.
+func readVolumeMetrics(ip, ns, name string) (volumeMetrics, error) {
+	var m volumeMetrics
+	resp, err := http.Get("http://" + ip + ":8080/metrics")
+	if err != nil {
+		return m, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		metric, rest, ok := strings.Cut(line, "{")
+		if !ok || (metric != "dirpv_volume_capacity_bytes" && metric != "dirpv_volume_used_bytes") ||
+			!strings.Contains(rest, `namespace="`+ns+`"`) || !strings.Contains(rest, `persistentvolumeclaim="`+name+`"`) {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+		if err != nil {
+			return m, fmt.Errorf("%q: %w", line, err)
+		}
+		if _, after, ok := strings.Cut(rest, `persistentvolume="`); ok {
+			m.pv, _, _ = strings.Cut(after, `"`)
+		}
+		m.found = true
+		if metric == "dirpv_volume_capacity_bytes" {
+			m.capacity = v
+		} else {
+			m.used = v
+		}
+	}
+	return m, sc.Err()
 }
 
 func testRecycleKeepsLimit(t *testing.T) {

@@ -16,7 +16,17 @@ type Metrics struct {
 	HelperBatch prometheus.Histogram
 	// Resizes counts resized volumes and failed attempts.
 	Resizes *prometheus.CounterVec
+	// VolumeCapacity and VolumeUsed are the size and usage of each bound volume whose capacity
+	// is enforced, labelled VolumeLabels; the usage collector sets them. UsageErrors counts the
+	// reads of a volume's usage that failed.
+	VolumeCapacity *prometheus.GaugeVec
+	VolumeUsed     *prometheus.GaugeVec
+	UsageErrors    prometheus.Counter
 }
+
+// VolumeLabels label VolumeCapacity and VolumeUsed, in this order: the claim's namespace and
+// name, and the PV's name (as the kubelet's kubelet_volume_stats_* name them).
+var VolumeLabels = []string{"namespace", "persistentvolumeclaim", "persistentvolume"}
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -44,7 +54,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Namespace: "dirpv", Name: "resizes_total",
 		Help: "Claims whose volume was resized (success), or attempts that failed or were refused (error).",
 	}, []string{"result"})
-	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch, m.Resizes)
+	m.VolumeCapacity = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "dirpv", Name: "volume_capacity_bytes",
+		Help: "Size of each bound volume whose capacity is enforced: the limit its filesystem holds it to (its PV's capacity if the filesystem reports none), read every --usage-interval.",
+	}, VolumeLabels)
+	m.VolumeUsed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "dirpv", Name: "volume_used_bytes",
+		Help: "Bytes each bound volume whose capacity is enforced holds, as its btrfs qgroup or project quota counts them, read every --usage-interval.",
+	}, VolumeLabels)
+	m.UsageErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "dirpv", Name: "volume_usage_errors_total",
+		Help: "Reads of an enforced volume's usage that failed; the volume has no dirpv_volume_used_bytes or dirpv_volume_capacity_bytes until a read succeeds.",
+	})
+	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch, m.Resizes, m.VolumeCapacity, m.VolumeUsed, m.UsageErrors)
 	return m
 }
 

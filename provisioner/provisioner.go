@@ -263,6 +263,31 @@ func (p *Provisioner) Expand(ctx context.Context, pv *v1.PersistentVolume, size 
 	return nil
 }
 
+// ErrNoQuota is the error of Usage for a volume whose size is a label (capacity: label, and every
+// nfs volume): nothing on its filesystem counts what it alone holds, and walking its tree to add
+// it up is no cheap read.
+var ErrNoQuota = errors.New("its capacity is not enforced: no quota counts what it holds")
+
+// Usage reports the bytes the volume of pv holds and its limit (0 if the filesystem reports
+// none), from the quota that holds an enforced volume to its size (a btrfs qgroup or an XFS or
+// ext4 project quota): no walk of its tree. A volume whose capacity is a label gets ErrNoQuota,
+// one whose recorded location is refused ErrRefused; neither touches the node.
+func (p *Provisioner) Usage(ctx context.Context, pv *v1.PersistentVolume) (used, limit uint64, err error) {
+	vol, b, err := p.locate(pv)
+	if err != nil {
+		return 0, 0, fmt.Errorf("refusing to read the usage: %w; %w", err, ErrRefused)
+	}
+	if !vol.Enforced {
+		return 0, 0, fmt.Errorf("usage of %s: %w", vol, ErrNoQuota)
+	}
+	op := volumeop.Op{Kind: volumeop.Usage, Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}}
+	res, err := p.run(ctx, b, vol, op)
+	if err != nil {
+		return 0, 0, fmt.Errorf("usage of %s: %w", vol, err)
+	}
+	return res.Used, res.Limit, nil
+}
+
 // ErrRefused marks a PV whose recorded directory dirpv will not touch: its annotations are
 // invalid or point outside the configured roots. Only an edit of the PV can change that.
 var ErrRefused = errors.New("nothing on disk was touched")

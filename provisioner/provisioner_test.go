@@ -803,3 +803,62 @@ func TestNoRoom(t *testing.T) {
 		t.Errorf("Expand with a forged overcommit = %v, want ErrRefused", err)
 	}
 }
+
+// Usage reads an enforced volume's quota on its node; a label volume, or a PV whose record is
+// refused, gets an error and nothing runs.
+func TestUsage(t *testing.T) {
+	failed := errors.New("helper on node node1 failed: permission denied")
+	tests := []struct {
+		name      string
+		sc        *storagev1.StorageClass
+		forge     func(pv *v1.PersistentVolume)
+		runErr    error
+		wantUsed  uint64
+		wantLimit uint64
+		wantErr   error
+	}{
+		{name: "enforced", sc: hostPathClass(map[string]string{"capacity": "enforce"}), wantUsed: 5 << 20, wantLimit: 1 << 30},
+		{name: "label", sc: hostPathClass(nil), wantErr: ErrNoQuota},
+		{name: "nfs", sc: nfsClass(nil), wantErr: ErrNoQuota},
+		{name: "forged capacity", sc: hostPathClass(map[string]string{"capacity": "enforce"}),
+			forge: func(pv *v1.PersistentVolume) { pv.Annotations[backend.AnnCapacity] = "hard" }, wantErr: ErrRefused},
+		{name: "forged path", sc: hostPathClass(map[string]string{"capacity": "enforce"}),
+			forge: func(pv *v1.PersistentVolume) { pv.Annotations[backend.AnnPath] = "../etc" }, wantErr: ErrRefused},
+		{name: "failed on the node", sc: hostPathClass(map[string]string{"capacity": "enforce"}), runErr: failed, wantErr: failed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			p, fn, fh, _ := newTest(t, t.TempDir(), "")
+			run := func(op volumeop.Op) (volumeop.Result, error) {
+				if op.Kind == volumeop.Usage {
+					return volumeop.Result{Used: 5 << 20, Limit: 1 << 30}, tt.runErr
+				}
+				return volumeop.Result{}, nil
+			}
+			fn.run, fh.run = run, run
+			pv := provisioned(t, p, tt.sc, node1)
+			if tt.forge != nil {
+				tt.forge(pv)
+			}
+			nfsBefore, hostBefore := len(fn.ops), len(fh.ops)
+			used, limit, err := p.Usage(ctx, pv)
+			if !errors.Is(err, tt.wantErr) || used != tt.wantUsed || limit != tt.wantLimit {
+				t.Fatalf("Usage = %d, %d, %v; want %d, %d, %v", used, limit, err, tt.wantUsed, tt.wantLimit, tt.wantErr)
+			}
+			ran := append(slices.Clone(fn.ops[nfsBefore:]), fh.ops[hostBefore:]...)
+			switch {
+			case tt.wantErr == ErrNoQuota || tt.wantErr == ErrRefused:
+				if len(ran) != 0 {
+					t.Errorf("ran %+v, want nothing", ran)
+				}
+			case len(ran) != 1:
+				t.Errorf("ran %+v, want one usage op", ran)
+			default:
+				if op := ran[0]; op.Kind != volumeop.Usage || op.Path != "team-data-pvc-1234" || op.Owner.PV != "pvc-1234" || !op.NeedsAdmin() {
+					t.Errorf("op %+v, want usage of team-data-pvc-1234 for pvc-1234", op)
+				}
+			}
+		})
+	}
+}

@@ -56,6 +56,9 @@ type Options struct {
 	HelperBatchSize  int
 	HelperBatchWait  time.Duration
 	OperationTimeout time.Duration
+	// UsageInterval is how often the usage of every bound volume whose capacity is enforced is
+	// read from its quota for the metrics; 0: never.
+	UsageInterval time.Duration
 }
 
 // Defaults for Options.
@@ -92,6 +95,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.HelperBatchSize, "helper-batch-size", 64, "most operations one helper pod runs; a node's operations that arrive while its helper pods run share the next one")
 	fs.DurationVar(&o.HelperBatchWait, "helper-batch-wait", 250*time.Millisecond, "how long a helper pod that is not full waits for more operations before it starts")
 	fs.DurationVar(&o.OperationTimeout, "operation-timeout", 2*time.Minute, "how long one operation on a volume directory may take, helper pod included")
+	fs.DurationVar(&o.UsageInterval, "usage-interval", 5*time.Minute, "how often the leader reads what each bound volume whose capacity is enforced holds from its quota, for dirpv_volume_used_bytes and dirpv_volume_capacity_bytes (on hostPath, a helper pod for about every 16 of a node's volumes); 0: never")
 }
 
 // Validate checks the options and fills in derived defaults.
@@ -148,6 +152,9 @@ func (o *Options) Validate() error {
 	}
 	if o.OperationTimeout <= 0 {
 		bad("operation-timeout", "must be positive")
+	}
+	if o.UsageInterval != 0 && o.UsageInterval < time.Second {
+		bad("usage-interval", "must be 0 (off) or at least 1s")
 	}
 	return errors.Join(errs...)
 }

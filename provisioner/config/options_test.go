@@ -4,6 +4,7 @@ import (
 	"flag"
 	"strings"
 	"testing"
+	"time"
 )
 
 func parseOptions(t *testing.T, args ...string) (*Options, error) {
@@ -25,7 +26,7 @@ func TestOptions(t *testing.T) {
 		check   func(t *testing.T, o *Options)
 	}{
 		{name: "defaults", args: []string{"--namespace=dirpv", "--pod-name=p"}, check: func(t *testing.T, o *Options) {
-			if o.Name != DefaultName || o.KubeQPS != 100 || o.KubeBurst != 200 || o.LeaderElectNamespace != "dirpv" || !o.LeaderElect || o.HostPathRoot != "/var/lib/dirpv" {
+			if o.Name != DefaultName || o.KubeQPS != 100 || o.KubeBurst != 200 || o.LeaderElectNamespace != "dirpv" || !o.LeaderElect || o.HostPathRoot != "/var/lib/dirpv" || o.UsageInterval != 5*time.Minute {
 				t.Errorf("got %+v", o)
 			}
 		}},
@@ -61,6 +62,18 @@ func TestOptions(t *testing.T) {
 		{name: "allow nothing", args: []string{"--nfs-allow=:/e"}, wantErr: "the server is empty"},
 		{name: "export of a bad server", args: []string{"--nfs-export=a b:/e=/mnt"}, wantErr: "is not a host name"},
 		{name: "negative uid", args: []string{"--namespace=d", "--helper-image=i", "--nfs-uid=-1"}, wantErr: "--nfs-uid"},
+		{name: "usage interval", args: []string{"--namespace=d", "--helper-image=i", "--usage-interval=5s"}, check: func(t *testing.T, o *Options) {
+			if o.UsageInterval != 5*time.Second {
+				t.Errorf("UsageInterval = %v, want 5s", o.UsageInterval)
+			}
+		}},
+		{name: "usage off", args: []string{"--namespace=d", "--helper-image=i", "--usage-interval=0"}, check: func(t *testing.T, o *Options) {
+			if o.UsageInterval != 0 {
+				t.Errorf("UsageInterval = %v, want 0", o.UsageInterval)
+			}
+		}},
+		{name: "usage interval too short", args: []string{"--namespace=d", "--helper-image=i", "--usage-interval=100ms"}, wantErr: "--usage-interval: must be 0 (off) or at least 1s"},
+		{name: "negative usage interval", args: []string{"--namespace=d", "--helper-image=i", "--usage-interval=-1m"}, wantErr: "--usage-interval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

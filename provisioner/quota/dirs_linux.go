@@ -121,3 +121,43 @@ func (Dirs) Clear(dir, vol fsys.Dir) error {
 	}
 	return Release(fds[1], id)
 }
+
+// Usage reports what vol, a volume directory in dir that Mkdir made and Set limited, holds and
+// its limit, from the filesystem's own counters (no walk of its tree): its subvolume's qgroup on
+// btrfs (as of the last transaction commit, which btrfs makes every 30 s by default), its
+// project's quota on XFS and ext4. A directory that has no subvolume or project of its own (one
+// made without a limit, which counts towards whatever holds its parent) is an error: what its
+// parent's counters say is not its own. It needs CAP_SYS_ADMIN.
+func (Dirs) Usage(dir, vol fsys.Dir) (used, limit uint64, err error) {
+	u, err := usageOf(dir, vol)
+	return u.Used, u.Limit, err
+}
+
+func usageOf(dir, vol fsys.Dir) (Usage, error) {
+	fds, err := descriptors(dir, vol)
+	if err != nil {
+		return Usage{}, err
+	}
+	kind, err := Probe(fds[1])
+	if err != nil {
+		return Usage{}, err
+	}
+	if kind == KindBtrfs {
+		if _, err := subvolumeRoot("get the qgroup usage of", fds[1]); err != nil {
+			return Usage{}, err
+		}
+		return QgroupUsage(fds[1])
+	}
+	id, err := ProjectID(fds[1])
+	if err != nil {
+		return Usage{}, err
+	}
+	parentID, err := ProjectID(fds[0])
+	if err != nil {
+		return Usage{}, err
+	}
+	if id < FirstID || id == parentID {
+		return Usage{}, fmt.Errorf("get the usage of %s: its project ID %d is inherited, not its own: no quota counts it alone", nameOf(fds[1]), id)
+	}
+	return ProjectUsage(fds[1], id)
+}

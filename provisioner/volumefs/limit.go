@@ -35,6 +35,18 @@ func Unlimit(root fsys.Dir, p string, o Owner, limits Limits) error {
 	return err
 }
 
+// Usage reports what the volume directory path, made by Create with limits, holds and its
+// limit, as limits counts them (see Limits.Usage); it changes nothing. The volume must be o's and
+// not released; a missing directory is ErrMissing.
+func Usage(root fsys.Dir, p string, o Owner, limits Limits) (used, limit uint64, err error) {
+	err = withVolume(root, p, o, "usage", func(v volume, vol fsys.Dir) error {
+		var err error
+		used, limit, err = limits.Usage(v.dir, vol)
+		return err
+	})
+	return used, limit, err
+}
+
 // withVolume runs f on the volume directory path, open, while it holds the path lock and the
 // marker's lock and after it checked that the volume is o's and not released. A volume that is
 // missing gives ErrMissing; nothing is removed or recreated.

@@ -14,6 +14,8 @@ type fakeLimits struct {
 	made     []string
 	set      map[string]uint64 // volume directory name -> bytes
 	cleared  []string
+	used     uint64   // what Usage reports held
+	read     []string // the volumes Usage was asked about
 }
 
 func (f *fakeLimits) Mkdir(dir fsys.Dir, name string) error {
@@ -37,9 +39,15 @@ func (f *fakeLimits) Clear(dir, vol fsys.Dir) error {
 	return nil
 }
 
+func (f *fakeLimits) Usage(dir, vol fsys.Dir) (uint64, uint64, error) {
+	name := filepath.Base(vol.Name())
+	f.read = append(f.read, name)
+	return f.used, f.set[name], nil
+}
+
 func TestLimit(t *testing.T) {
 	r, dir, _ := testRoot(t)
-	l := &fakeLimits{}
+	l := &fakeLimits{used: 12345}
 	o := opts("a/v1", "pv1")
 	o.Limits = l
 	if err := Create(r, o); err != nil {
@@ -58,6 +66,9 @@ func TestLimit(t *testing.T) {
 	if _, err := Limit(r, "a/v1", own("pv1"), l, 2<<20, 1); err != nil || l.set["v1"] != 2<<20 {
 		t.Fatalf("Limit again = %v (set %v); want 2 MiB", err, l.set)
 	}
+	if used, limit, err := Usage(r, "a/v1", own("pv1"), l); err != nil || used != 12345 || limit != 2<<20 || len(l.read) != 1 {
+		t.Fatalf("Usage = %d, %d, %v (read %q); want 12345 used of 2 MiB", used, limit, err, l.read)
+	}
 
 	for _, tc := range []struct {
 		name, path string
@@ -74,13 +85,16 @@ func TestLimit(t *testing.T) {
 			if _, err := Limit(r, tc.path, tc.owner, l, 5<<20, 1); !errors.Is(err, tc.want) {
 				t.Errorf("Limit = %v, want %v", err, tc.want)
 			}
+			if _, _, err := Usage(r, tc.path, tc.owner, l); !errors.Is(err, tc.want) {
+				t.Errorf("Usage = %v, want %v", err, tc.want)
+			}
 			if err := Unlimit(r, tc.path, tc.owner, l); tc.want == ErrMissing && err != nil {
 				t.Errorf("Unlimit of a missing volume = %v, want nil", err)
 			} else if tc.want != ErrMissing && !errors.Is(err, tc.want) {
 				t.Errorf("Unlimit = %v, want %v", err, tc.want)
 			}
-			if len(l.set) != before || len(l.cleared) != 0 {
-				t.Errorf("Limits touched: set %v, cleared %q", l.set, l.cleared)
+			if len(l.set) != before || len(l.cleared) != 0 || len(l.read) != 1 {
+				t.Errorf("Limits touched: set %v, cleared %q, read %q", l.set, l.cleared, l.read)
 			}
 		})
 	}
@@ -93,6 +107,9 @@ func TestLimit(t *testing.T) {
 	}
 	if _, err := Limit(r, "a/v1", own("pv1"), l, 3<<20, 1); !errors.Is(err, ErrReleased) {
 		t.Errorf("Limit of a released volume = %v, want ErrReleased", err)
+	}
+	if _, _, err := Usage(r, "a/v1", own("pv1"), l); !errors.Is(err, ErrReleased) || len(l.read) != 1 {
+		t.Errorf("Usage of a released volume = %v (read %q), want ErrReleased", err, l.read)
 	}
 	if err := Unlimit(r, "a/v1", own("pv1"), l); err != nil || len(l.cleared) != 1 {
 		t.Errorf("Unlimit of a released volume = %v (cleared %q); want nil, nothing cleared", err, l.cleared)

@@ -88,6 +88,10 @@ type Limits interface {
 	Set(lock, dir, vol fsys.Dir, bytes uint64, overcommit float64) (string, error)
 	// Clear removes the limit of vol, the volume directory in dir, before it goes.
 	Clear(dir, vol fsys.Dir) error
+	// Usage reports the bytes vol, the volume directory in dir, holds and its limit (0: none),
+	// from what holds it to its size, without walking its tree; a directory that nothing holds
+	// on its own is an error.
+	Usage(dir, vol fsys.Dir) (used, limit uint64, err error)
 }
 
 // MarkerName returns the marker path of the volume path: "a/b" -> "a/.b.dirpv".

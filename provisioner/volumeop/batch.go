@@ -69,12 +69,16 @@ func (e *outcomeError) Unwrap() error { return e.is }
 // recordBound is the most a successful outcome of op can take in EncodeOutcomes, comma included;
 // a failed one takes at most minRecord once cut.
 func recordBound(op Op) int {
-	if op.Kind != Archive {
-		return minRecord
+	switch op.Kind {
+	case Archive:
+		// The archive is named after the volume, in its parent: dir/archived-base-stamp[-n], and
+		// JSON escapes at most double a name (paths have no control characters).
+		return len(`{"archive":""},`) + 2*(len(op.Path)+len("/archived--20060102T150405Z-999"))
+	case Usage:
+		// Two numbers of up to 20 digits each (uint64).
+		return max(minRecord, len(`{"used":,"limit":},`)+2*len("18446744073709551615"))
 	}
-	// The archive is named after the volume, in its parent: dir/archived-base-stamp[-n], and JSON
-	// escapes at most double a name (paths have no control characters).
-	return len(`{"archive":""},`) + 2*(len(op.Path)+len("/archived--20060102T150405Z-999"))
+	return minRecord
 }
 
 // Pack returns how many of ops, from the first, one helper may run: at most max, and no more

@@ -3,6 +3,7 @@ package volumeop
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ func TestBatchArgsRoundTrip(t *testing.T) {
 		{Kind: Create, Path: "ns/c", Owner: volumefs.Marker{PV: "pvc-1", ClaimUID: "u1"}, Mode: 0o2770, UID: 1000, GID: -1},
 		{Kind: Release, Path: "a", Owner: volumefs.Marker{PV: "pvc-2"}, Mode: 0o777, UID: -1, GID: -1, Why: "kept -- by -- policy", Now: now},
 		{Kind: Archive, Path: "b", Owner: volumefs.Marker{PV: "pvc-3", NodeUID: "n"}, Mode: 0o777, UID: -1, GID: -1, Now: now},
+		{Kind: Usage, Path: "c", Owner: volumefs.Marker{PV: "pvc-4", NodeUID: "n"}, Mode: 0o777, UID: -1, GID: -1},
 	}
 	for n := 1; n <= len(ops); n++ {
 		got, err := ParseBatchArgs(BatchArgs(ops[:n]))
@@ -64,6 +66,7 @@ func longestPath() string {
 
 func TestPack(t *testing.T) {
 	del := Op{Kind: Delete, Path: "a"}
+	usage := Op{Kind: Usage, Path: "a"}
 	long := Op{Kind: Archive, Path: longestPath()}
 	ops := func(n int, op Op) []Op {
 		s := make([]Op, n)
@@ -81,6 +84,7 @@ func TestPack(t *testing.T) {
 		{"none", nil, 64, 0},
 		{"bounded by max", ops(100, del), 10, 10},
 		{"bounded by the result's size", ops(100, del), 1000, 66},
+		{"usage outcomes bounded by the result's size", ops(100, usage), 1000, 66},
 		{"all", ops(5, del), 64, 5},
 		{"one archive of the longest name always", ops(3, long), 64, 1},
 	} {
@@ -109,6 +113,15 @@ func TestEncodeOutcomesFits(t *testing.T) {
 			return Outcome{}
 		}, true},
 		{"every one a long error", make([]Op, 66), func(int, Op) Outcome { return Outcome{Error: longErr} }, false},
+		{"usage of the largest numbers", usages(66), func(int, Op) Outcome {
+			return Outcome{Result: Result{Used: math.MaxUint64, Limit: math.MaxUint64}}
+		}, true},
+		{"usage and long errors", usages(66), func(i int, _ Op) Outcome {
+			if i%2 == 0 {
+				return Outcome{Error: longErr}
+			}
+			return Outcome{Result: Result{Used: math.MaxUint64, Limit: math.MaxUint64}}
+		}, false},
 		{"the longest archive name and long errors", []Op{long, {}, {}}, func(i int, op Op) Outcome {
 			if i == 0 {
 				return Outcome{Result: Result{Archive: filepath.Join(filepath.Dir(op.Path), "archived-"+filepath.Base(op.Path)+"-20260102T030405Z-999")}}
@@ -149,6 +162,15 @@ func TestEncodeOutcomesFits(t *testing.T) {
 	if _, err := DecodeOutcomes(`[{}]`, 2); err == nil {
 		t.Error("DecodeOutcomes accepted too few outcomes")
 	}
+}
+
+// usages is n usage operations.
+func usages(n int) []Op {
+	ops := make([]Op, n)
+	for i := range ops {
+		ops[i] = Op{Kind: Usage, Path: fmt.Sprint("ns/v", i)}
+	}
+	return ops
 }
 
 func TestRunBatch(t *testing.T) {

@@ -170,8 +170,19 @@ func TestLimitsBtrfs(t *testing.T) {
 	t.Logf("8 MiB volume: wrote %d bytes, then %v", n, err)
 
 	apply(t, root, Op{Kind: Expand, Path: "ns/v1", Owner: volumefs.Marker{PV: "pv1"}, Limit: 3 * limit})
-	if m, err := fill(t, filepath.Join(v1, "b"), limit); err != nil || m < limit {
+	m, err := fill(t, filepath.Join(v1, "b"), limit)
+	if err != nil || m < limit {
 		t.Fatalf("after Expand to 24 MiB, wrote %d more bytes, then %v; want 8 MiB more", m, err)
+	}
+	// A qgroup counts as of the last transaction commit: syncfs makes one (Usage itself does
+	// not, as it must stay cheap).
+	if err := unix.Syncfs(mustFd(t, root)); err != nil {
+		t.Fatal(err)
+	}
+	checkUsage(t, root, "ns/v1", "pv1", uint64(n+m), 3*limit)
+	apply(t, root, Op{Kind: Create, Path: "ns/plain", Owner: volumefs.Marker{PV: "pv-plain"}})
+	if _, err := Apply(root, Op{Kind: Usage, Path: "ns/plain", Owner: volumefs.Marker{PV: "pv-plain"}}); err == nil || !strings.Contains(err.Error(), "not the root directory of a btrfs subvolume") {
+		t.Errorf("Usage of a volume made without a limit = %v, want refused: it has no subvolume of its own", err)
 	}
 
 	if res := apply(t, root, Op{Kind: Scrub, Path: "ns/v1", Owner: volumefs.Marker{PV: "pv1", ClaimUID: "c1"}}); !res.Scrubbed {
@@ -301,6 +312,11 @@ func testLimitsProject(t *testing.T, mnt string) {
 		t.Fatalf("after Expand to 24 MiB, wrote %d more bytes, then %v; want 8 MiB more", m, stopped(errno))
 	}
 	t.Logf("expanded to 24 MiB: statfs size %d; the writer wrote 8 MiB more", size)
+	checkUsage(t, root, "ns/v1", "pv1", uint64(n)+limit, 3*limit)
+	apply(t, root, Op{Kind: Create, Path: "ns/plain", Owner: volumefs.Marker{PV: "pv-plain"}})
+	if _, err := Apply(root, Op{Kind: Usage, Path: "ns/plain", Owner: volumefs.Marker{PV: "pv-plain"}}); err == nil || !strings.Contains(err.Error(), "inherited") {
+		t.Errorf("Usage of a volume made without a limit = %v, want refused: its project is not its own", err)
+	}
 
 	// Scrub empties the directory and keeps its project and limit: what is written next counts.
 	if res := apply(t, root, Op{Kind: Scrub, Path: "ns/v1", Owner: owner}); !res.Scrubbed {
@@ -369,6 +385,18 @@ func testLimitsProject(t *testing.T, mnt string) {
 	}
 	t.Logf("archived as %s: project %d holds %+v", archived.Archive, id2, u)
 	testNoRoom(t, dir, root)
+}
+
+// checkUsage reads the usage of the volume path through Apply, as a helper pod does: it must
+// report about used bytes (metadata may add a little) and the limit.
+func checkUsage(t *testing.T, root fsys.Dir, path, pv string, used, limit uint64) {
+	t.Helper()
+	res := apply(t, root, Op{Kind: Usage, Path: path, Owner: volumefs.Marker{PV: pv}})
+	const slack = 1 << 20
+	if res.Limit != limit || res.Used+slack < used || res.Used > used+slack {
+		t.Errorf("Usage of %s = %d used, limit %d; want about %d used (within 1 MiB), limit %d", path, res.Used, res.Limit, used, limit)
+	}
+	t.Logf("usage of %s after writing %d bytes: %d used, limit %d", path, used, res.Used, res.Limit)
 }
 
 // projectOf returns the project ID of Result.Quota, "project N", which must be FirstID or more.

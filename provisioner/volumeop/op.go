@@ -35,6 +35,9 @@ const (
 	Release Kind = "release"
 	// Expand holds a volume to a larger Limit, for its claim that grew.
 	Expand Kind = "expand"
+	// Usage reads what a limited volume holds and its limit from the filesystem's quota
+	// counters; it changes nothing. Reading them takes CAP_SYS_ADMIN, as setting them does.
+	Usage Kind = "usage"
 )
 
 // Op is one operation on the volume directory Path, relative to the operator's root
@@ -71,8 +74,8 @@ func (op Op) overcommit() float64 {
 	return 1
 }
 
-// NeedsAdmin reports whether op sets or clears a limit, which takes CAP_SYS_ADMIN.
-func (op Op) NeedsAdmin() bool { return op.Limit > 0 || op.Limited }
+// NeedsAdmin reports whether op sets, clears or reads a limit, which takes CAP_SYS_ADMIN.
+func (op Op) NeedsAdmin() bool { return op.Limit > 0 || op.Limited || op.Kind == Usage }
 
 // Result is what an operation reports back.
 type Result struct {
@@ -82,6 +85,9 @@ type Result struct {
 	Scrubbed bool `json:"scrubbed,omitempty"`
 	// Quota names what holds a limited volume to its size, e.g. "project 1073741825".
 	Quota string `json:"quota,omitempty"`
+	// Used and Limit are what Usage read: the bytes the volume holds and its limit (0: none).
+	Used  uint64 `json:"used,omitempty"`
+	Limit uint64 `json:"limit,omitempty"`
 }
 
 // Apply performs op under root.
@@ -124,6 +130,9 @@ func Apply(root fsys.Dir, op Op) (Result, error) {
 		return Result{Scrubbed: scrubbed}, err
 	case Release:
 		return Result{}, volumefs.Release(root, op.Path, o, op.Why+" at "+op.Now.UTC().Format(time.RFC3339))
+	case Usage:
+		used, limit, err := volumefs.Usage(root, op.Path, o, quota.Dirs{})
+		return Result{Used: used, Limit: limit}, err
 	}
 	return Result{}, fmt.Errorf("unknown operation %q", op.Kind)
 }
@@ -179,6 +188,7 @@ var kindFlags = map[Kind][]string{
 	Scrub:   {"claim-uid"},
 	Release: {"why", "now", "limited"},
 	Expand:  {"limit", "overcommit"},
+	Usage:   {},
 }
 
 // flagValues is op's value of every flag, as Args writes it.
@@ -213,12 +223,12 @@ func (op Op) Args() []string {
 // ParseArgs is the inverse of Args. A flag the operation does not take is an error.
 func ParseArgs(args []string) (Op, error) {
 	if len(args) == 0 {
-		return Op{}, errors.New("missing operation (create, delete, archive, scrub, release or expand)")
+		return Op{}, errors.New("missing operation (create, delete, archive, scrub, release, expand or usage)")
 	}
 	op := Op{Kind: Kind(args[0])}
 	takes, known := kindFlags[op.Kind]
 	if !known {
-		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub, release or expand)", op.Kind)
+		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub, release, expand or usage)", op.Kind)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the error says it all

@@ -27,6 +27,7 @@ func TestArgsRoundTrip(t *testing.T) {
 		{Kind: Archive, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limited: true, Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 		{Kind: Release, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limited: true,
 			Why: "kept (reclaimPolicy Retain)", Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		{Kind: Usage, Path: "base/a", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Mode: 0o777, UID: -1, GID: -1},
 	} {
 		got, err := ParseArgs(op.Args())
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(op) {
@@ -54,9 +55,37 @@ func TestParseArgsRefuses(t *testing.T) {
 		{[]string{"delete", "--path=a", "--pv=p", "extra"}, "unexpected arguments"},
 		{[]string{"delete", "--path=a", "--pv=p", "--why=x"}, "--why does not apply to delete"},
 		{[]string{"scrub", "--path=a", "--pv=p", "--claim-uid=u", "--mode=0700"}, "--mode does not apply to scrub"},
+		{[]string{"usage", "--path=a", "--pv=p", "--limited"}, "--limited does not apply to usage"},
+		{[]string{"usage", "--path=a", "--pv=p", "--limit=5"}, "--limit does not apply to usage"},
+		{[]string{"usage", "--pv=p"}, "--path and --pv are required"},
 	} {
 		if _, err := ParseArgs(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("ParseArgs(%q) = %v, want %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// Operations that set, clear or read a limit run with CAP_SYS_ADMIN (in a lane of their own on a
+// node); reading one takes constant time.
+func TestNeedsAdmin(t *testing.T) {
+	for _, tt := range []struct {
+		op    Op
+		admin bool
+	}{
+		{Op{Kind: Create}, false},
+		{Op{Kind: Create, Limit: 1 << 20}, true},
+		{Op{Kind: Expand, Limit: 1 << 20}, true},
+		{Op{Kind: Delete}, false},
+		{Op{Kind: Delete, Limited: true}, true},
+		{Op{Kind: Archive, Limited: true}, true},
+		{Op{Kind: Scrub}, false},
+		{Op{Kind: Usage}, true},
+	} {
+		if got := tt.op.NeedsAdmin(); got != tt.admin {
+			t.Errorf("%+v: NeedsAdmin = %v, want %v", tt.op, got, tt.admin)
+		}
+	}
+	if Usage.WalksTree() {
+		t.Error("usage walks the tree: it would wait behind deletes")
 	}
 }

@@ -19,9 +19,10 @@ type podRunner interface {
 	Run(ctx context.Context, node, root string, ops []volumeop.Op) ([]volumeop.Outcome, error)
 }
 
-// Batcher runs operations on nodes in helper pods, several to a pod. Each node has two lanes:
-// operations that take constant time (create, archive, release) and those that walk a volume's
-// tree (delete, scrub), so that a long delete never holds up a create. A lane runs up to
+// Batcher runs operations on nodes in helper pods, several to a pod. Each node has lanes for
+// operations that take constant time (create, archive, release, expand, usage) and for those that
+// walk a volume's tree (delete, scrub), so that a long delete never holds up a create; each of
+// them twice, as operations on limits run in pods of their own (with CAP_SYS_ADMIN). A lane runs up to
 // podsPerLane pods at a time; the operations that arrive while they all run wait, and then share
 // the next one to start (at most maxOps, and no more than their outcomes can report). A pod about
 // to start waits a moment (gather) for the operations that arrive together with its first: the
@@ -68,7 +69,7 @@ const podsPerLane = 2
 type lane struct {
 	node, root string
 	walks      bool
-	// admin: the operations set or clear limits, and their pods get CAP_SYS_ADMIN; no other
+	// admin: the operations set, clear or read limits, and their pods get CAP_SYS_ADMIN; no other
 	// operation rides in such a pod.
 	admin bool
 }
