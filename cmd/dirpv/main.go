@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	clientmetrics "k8s.io/client-go/tools/metrics"
 	"k8s.io/client-go/tools/record"
@@ -39,6 +40,7 @@ import (
 	"dirpv.io/dirpv/provisioner/dedup"
 	"dirpv.io/dirpv/provisioner/recycle"
 	"dirpv.io/dirpv/provisioner/resize"
+	"dirpv.io/dirpv/provisioner/usage"
 )
 
 // resizeWorkers resize claims in parallel: resizes are rare and each is a few requests and at
@@ -129,12 +131,22 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		}
 		return float64(nfsBackend.Direct.Silent())
 	}))
+	// Nodes come from a cache that lives as long as the process: the library reads each claim's
+	// selected node, and every hostPath operation its volume's node (one GET each otherwise).
+	// Only their names, UIDs and labels are kept (dedup).
+	nodeFactory := informers.NewSharedInformerFactoryWithOptions(client, controller.DefaultResyncPeriod,
+		informers.WithTransform(dedup.New().Transform))
+	nodes := nodeFactory.Core().V1().Nodes()
+	nodes.Informer() // registered before Start
+	nodeFactory.Start(ctx.Done())
+	defer nodeFactory.Shutdown()
+
 	helper := &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy}
 	prov := &provisioner.Provisioner{
 		Backends: backend.Set{
 			nfsBackend,
 			&hostpath.Backend{
-				Client: client, Root: opts.HostPathRoot, LocalRoot: opts.LocalRoot, LocalNode: opts.NodeName,
+				Client: client, Nodes: nodes.Lister(), Root: opts.HostPathRoot, LocalRoot: opts.LocalRoot, LocalNode: opts.NodeName,
 				Timeout: opts.OperationTimeout,
 				Helper:  hostpath.NewBatcher(helper, opts.HelperBatchSize, opts.HelperBatchWait, ownMetrics.HelperPod),
 			},
@@ -155,7 +167,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 			logger.Info("Deleted helper pods left by a previous leader", "count", n)
 		}
 		// One cache of PVs, claims and classes per term, shared by the provisioning, recycle and
-		// resize controllers.
+		// resize controllers and the usage collector.
 		factory := informers.NewSharedInformerFactoryWithOptions(client, controller.DefaultResyncPeriod,
 			informers.WithTransform(dedup.New().Transform))
 		pvs := factory.Core().V1().PersistentVolumes()
@@ -168,6 +180,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 			controller.VolumesInformer(pvs.Informer()),
 			controller.ClaimsInformer(factory.Core().V1().PersistentVolumeClaims().Informer()),
 			controller.ClassesInformer(factory.Storage().V1().StorageClasses().Informer()),
+			controller.NodesLister(nodes.Lister()),
 			// Save PVs in the background, retrying with backoff for the rest of the term, instead
 			// of the default blocking store, which after 5 failed saves (40 s) deletes the
 			// directory it made. Its loop outlives the term (the library's workers are not
@@ -185,13 +198,26 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		if err != nil {
 			logger.Error(err, "Resize controller not started")
 		}
+		var uc *usage.Collector
+		if opts.UsageInterval > 0 {
+			uc = usage.New(opts.Name, prov, pvs, usage.Gauges{
+				Capacity: ownMetrics.VolumeCapacity, Used: ownMetrics.VolumeUsed, Errors: ownMetrics.UsageErrors,
+			}, opts.UsageInterval)
+		}
 		factory.Start(ctx.Done())
+		if !cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced) {
+			factory.Shutdown() // the term ended before it began
+			return
+		}
 		var others sync.WaitGroup
 		if rc != nil {
 			others.Go(func() { rc.Run(ctx, opts.Workers) })
 		}
 		if rs != nil {
 			others.Go(func() { rs.Run(ctx, resizeWorkers) })
+		}
+		if uc != nil {
+			others.Go(func() { uc.Run(ctx) })
 		}
 		pc.Run(ctx)
 		others.Wait()

@@ -41,8 +41,9 @@ func New() *Sharer {
 	return &Sharer{values: map[string]any{}}
 }
 
-// Transform drops obj's managed fields and, for PVs and claims, makes obj share the values it
-// has in common with objects seen before. It returns obj.
+// Transform drops obj's managed fields (and a Node's spec, status and annotations) and, for PVs
+// and claims, makes obj share the values it has in common with objects seen before. It returns
+// obj.
 func (s *Sharer) Transform(obj any) (any, error) {
 	if o, ok := obj.(metav1.Object); ok {
 		o.SetManagedFields(nil)
@@ -82,6 +83,13 @@ func (s *Sharer) Transform(obj any) (any, error) {
 			nfs.Server = intern(nfs.Server)
 		}
 		o.Status.Phase = intern(o.Status.Phase)
+	case *v1.Node:
+		// dirpv reads a Node's name, UID and labels (the selected node's hostname, whether a
+		// volume's node is still the one it was made on), never its spec or status: they are
+		// most of a Node (images, conditions, addresses) and change every few seconds.
+		o.Spec, o.Status = v1.NodeSpec{}, v1.NodeStatus{}
+		o.Labels = shareMap(s, "labels", o.Labels)
+		o.Annotations = nil
 	}
 	return obj, nil
 }

@@ -260,3 +260,24 @@ func BenchmarkHeld(b *testing.B) {
 		})
 	}
 }
+
+// A Node keeps what dirpv reads of it (name, UID, labels) and nothing else.
+func TestTransformNode(t *testing.T) {
+	n := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "node1", UID: "uid-1", ResourceVersion: "7",
+			Labels:      map[string]string{v1.LabelHostname: "host-1"},
+			Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0"}},
+		Spec:   v1.NodeSpec{PodCIDR: "10.244.0.0/24", Unschedulable: true},
+		Status: v1.NodeStatus{Images: []v1.ContainerImage{{Names: []string{"busybox"}, SizeBytes: 1 << 20}}},
+	}
+	got, err := New().Transform(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := got.(*v1.Node)
+	want := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", UID: "uid-1", ResourceVersion: "7",
+		Labels: map[string]string{v1.LabelHostname: "host-1"}}}
+	if !reflect.DeepEqual(node, want) {
+		t.Errorf("after Transform: %#v\nwant %#v", node, want)
+	}
+}

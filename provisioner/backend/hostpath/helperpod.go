@@ -47,7 +47,7 @@ type PodRunner struct {
 // Pod builds the helper pod for ops on node: dirpv's own image, no shell, only root (the
 // node's --hostpath-root, which every class's basePath lies within) mounted, and root with
 // just the capabilities that mkdir, chown, chmod and delete of tenant files need, and
-// CAP_SYS_ADMIN as well when they set or clear limits (quotactl and btrfs qgroups). It mounts
+// CAP_SYS_ADMIN as well when they set, clear or read limits (quotactl and btrfs qgroups). It mounts
 // root rather than the class's basePath because the checks for volumes nested in other
 // volumes look at every directory from root down to the volume.
 func (r *PodRunner) Pod(node, root string, ops []volumeop.Op) *v1.Pod {

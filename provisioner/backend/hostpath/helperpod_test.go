@@ -14,7 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2/ktesting"
 
 	"dirpv.io/dirpv/provisioner/backend"
@@ -259,5 +261,34 @@ func TestNodePaths(t *testing.T) {
 		if got := nodePaths(tc.msg, "/var/lib/dirpv"); got != tc.want {
 			t.Errorf("nodePaths(%q) = %q, want %q", tc.msg, got, tc.want)
 		}
+	}
+}
+
+// With a cache of Nodes, a volume's node is read from it, not the API: a node missing there, or
+// there under another UID (deleted and joined again), is gone.
+func TestRunNodesFromCache(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	client, created := fakeKubelet(nil, nil, false)
+	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	if err := nodes.Add(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "rejoined", UID: "uid-2"}}); err != nil {
+		t.Fatal(err)
+	}
+	b := &Backend{Client: client, Nodes: corelisters.NewNodeLister(nodes), Root: "/var/lib/dirpv", Timeout: time.Minute,
+		Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, 0, nil)}
+	for _, loc := range []Location{
+		{Node: "gone", BasePath: "/var/lib/dirpv"},
+		{Node: "rejoined", NodeUID: "uid-1", BasePath: "/var/lib/dirpv"},
+	} {
+		if _, err := b.Run(ctx, backend.Volume{Location: loc}, createOp); !errors.Is(err, backend.ErrNodeGone) {
+			t.Errorf("node %s (%s): %v, want ErrNodeGone", loc.Node, loc.NodeUID, err)
+		}
+	}
+	for _, a := range client.Actions() {
+		if a.GetResource().Resource == "nodes" {
+			t.Errorf("the API was asked for a node: %v", a)
+		}
+	}
+	if created.Load() != 0 {
+		t.Errorf("%d helper pods created", created.Load())
 	}
 }

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"dirpv.io/dirpv/provisioner/backend"
@@ -109,6 +110,8 @@ func (l Location) Spec(spec *v1.PersistentVolumeSpec, fullPath string, _ *storag
 // Backend places volumes under basePath on nodes.
 type Backend struct {
 	Client kubernetes.Interface
+	// Nodes reads Nodes from a cache; nil: from the API, one GET an operation.
+	Nodes corelisters.NodeLister
 	// Root bounds every basePath (--hostpath-root).
 	Root string
 	// LocalRoot and LocalNode: see config.Options.
@@ -201,6 +204,14 @@ func (b *Backend) Locate(pv *v1.PersistentVolume, p string) (backend.Location, e
 	return l, err
 }
 
+// node reads the Node called name.
+func (b *Backend) node(ctx context.Context, name string) (*v1.Node, error) {
+	if b.Nodes != nil {
+		return b.Nodes.Get(name)
+	}
+	return b.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+}
+
 // base is v's basePath relative to --hostpath-root ("." for the root itself).
 func (b *Backend) base(v Location) (string, error) {
 	rel, ok := config.RelWithin(b.Root, v.BasePath)
@@ -231,7 +242,7 @@ func (b *Backend) Run(ctx context.Context, vol backend.Volume, op volumeop.Op) (
 	op.Path = path.Join(base, op.Path)
 	ctx, cancel := context.WithTimeoutCause(ctx, b.Timeout, fmt.Errorf("%s on node %s took longer than %v", op.Kind, v.Node, b.Timeout))
 	defer cancel()
-	node, err := b.Client.CoreV1().Nodes().Get(ctx, v.Node, metav1.GetOptions{})
+	node, err := b.node(ctx, v.Node)
 	switch {
 	case apierrors.IsNotFound(err):
 		return volumeop.Result{}, fmt.Errorf("node %s no longer exists: %w", v.Node, backend.ErrNodeGone)
