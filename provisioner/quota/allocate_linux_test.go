@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"dirpv.io/dirpv/provisioner/quota/quotatest"
 )
 
 // tryLock reports whether the lock file in dir is free now, through a descriptor of its own
@@ -31,7 +33,7 @@ func tryLock(t *testing.T, dir string) bool {
 
 func TestLockExcludes(t *testing.T) {
 	dir := t.TempDir()
-	fd, _ := openDir(t, dir)
+	fd, _ := quotatest.Open(t, dir)
 	unlock, err := lock(fd)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +79,7 @@ func TestLockRefusesOtherFiles(t *testing.T) {
 			if err := tt.setup(filepath.Join(dir, LockName)); err != nil {
 				t.Fatal(err)
 			}
-			fd, _ := openDir(t, dir)
+			fd, _ := quotatest.Open(t, dir)
 			unlock, err := lock(fd)
 			if err == nil {
 				unlock()

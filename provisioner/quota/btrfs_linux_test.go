@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"dirpv.io/dirpv/provisioner/quota/quotatest"
 )
 
 // TestBtrfs needs root and a mounted btrfs (hack/quota-test.sh makes one on a loop device); it
@@ -18,8 +20,8 @@ func TestBtrfs(t *testing.T) {
 	if mnt == "" {
 		t.Skip("DIRPV_QUOTA_BTRFS is not set: it names a mounted btrfs (hack/quota-test.sh makes one)")
 	}
-	w := newWriter(t)
-	mntFd, _ := openDir(t, mnt)
+	w := quotatest.NewWriter(t)
+	mntFd, _ := quotatest.Open(t, mnt)
 	if _, err := Probe(mntFd); err != nil {
 		// A new filesystem: quotas are off, and Probe says how to turn them on.
 		if !errors.Is(err, ErrNotEnforced) || !containsf(err.Error(), "quotas are not enabled (btrfs quota enable %s)", mnt) {
@@ -39,7 +41,7 @@ func TestBtrfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	v1 := filepath.Join(root, "v1")
-	v1Fd, closeV1 := openDir(t, v1)
+	v1Fd, closeV1 := quotatest.Open(t, v1)
 	if err := unix.Fchown(v1Fd, nobody, nobody); err != nil {
 		t.Fatal(err)
 	}
@@ -54,10 +56,10 @@ func TestBtrfs(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n, errno := w.write(t, filepath.Join(v1, "big"), 2*limit)
-	if !overLimit(errno) || n > limit || n < limit-2<<20 {
+	n, errno := w.Write(t, filepath.Join(v1, "big"), 2*limit)
+	if !quotatest.OverLimit(errno) || n > limit || n < limit-2<<20 {
 		t.Fatalf("writing %d bytes under a %d-byte qgroup limit: wrote %d, then %s; want EDQUOT near the limit",
-			2*limit, limit, n, stopped(errno))
+			2*limit, limit, n, quotatest.Stopped(errno))
 	}
 	t.Logf("the writer wrote %d bytes (limit %d), then: %v", n, limit, errno)
 	usage := func() Usage {
@@ -79,8 +81,8 @@ func TestBtrfs(t *testing.T) {
 	if err := SetQgroupLimit(v1Fd, 4*limit); err != nil {
 		t.Fatal(err)
 	}
-	if m, errno := w.write(t, filepath.Join(v1, "more"), limit); m != limit || errno != 0 {
-		t.Fatalf("writing %d bytes more under a %d-byte limit: wrote %d, then %s", limit, 4*limit, m, stopped(errno))
+	if m, errno := w.Write(t, filepath.Join(v1, "more"), limit); m != limit || errno != 0 {
+		t.Fatalf("writing %d bytes more under a %d-byte limit: wrote %d, then %s", limit, 4*limit, m, quotatest.Stopped(errno))
 	}
 	if u := usage(); u.Limit != 4*limit || u.Used < uint64(n)+limit || u.Used > 2*limit+1<<20 {
 		t.Errorf("QgroupUsage(v1) = %+v; want about %d bytes used of a %d-byte limit", u, uint64(n)+limit, 4*limit)

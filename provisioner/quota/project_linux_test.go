@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"dirpv.io/dirpv/provisioner/quota/quotatest"
 )
 
 // The tests on real filesystems run where an environment variable names a mount; hack/quota-test.sh
@@ -36,7 +38,7 @@ func TestProjectQuota(t *testing.T) {
 
 func testProjectQuota(t *testing.T, mnt string) {
 	const limit = 10 << 20
-	w := newWriter(t)
+	w := quotatest.NewWriter(t)
 	root, rootFd := testRoot(t, mnt)
 	if kind, err := Probe(rootFd); kind != KindProject || err != nil {
 		t.Fatalf("Probe(%s) = %v, %v; want %v", root, kind, err, KindProject)
@@ -84,10 +86,10 @@ func testProjectQuota(t *testing.T, mnt string) {
 	}
 
 	// Writing past the limit fails, and the usage stops at the limit.
-	n, errno := w.write(t, filepath.Join(v1, "big"), 2*limit)
-	if !overLimit(errno) || n > limit || n < limit-2<<20 {
+	n, errno := w.Write(t, filepath.Join(v1, "big"), 2*limit)
+	if !quotatest.OverLimit(errno) || n > limit || n < limit-2<<20 {
 		t.Fatalf("writing %d bytes under a %d-byte limit: wrote %d, then %s; want EDQUOT or ENOSPC near the limit",
-			2*limit, limit, n, stopped(errno))
+			2*limit, limit, n, quotatest.Stopped(errno))
 	}
 	t.Logf("the writer wrote %d bytes (limit %d), then: %v", n, limit, errno)
 	u, err := ProjectUsage(rootFd, id1)
@@ -109,8 +111,8 @@ func testProjectQuota(t *testing.T, mnt string) {
 	if err := SetLimit(rootFd, id1, 3*limit); err != nil {
 		t.Fatal(err)
 	}
-	if n, errno := w.write(t, filepath.Join(v1, "more"), limit); n != limit || errno != 0 {
-		t.Fatalf("writing %d bytes more under a %d-byte limit: wrote %d, then %s", limit, 3*limit, n, stopped(errno))
+	if n, errno := w.Write(t, filepath.Join(v1, "more"), limit); n != limit || errno != 0 {
+		t.Fatalf("writing %d bytes more under a %d-byte limit: wrote %d, then %s", limit, 3*limit, n, quotatest.Stopped(errno))
 	}
 	if u, err := ProjectUsage(rootFd, id1); err != nil || u.Used < uint64(n)+limit || u.Limit != 3*limit {
 		t.Errorf("ProjectUsage(%d) = %+v, %v; want %d bytes or more used of a %d-byte limit", id1, u, err,
@@ -178,7 +180,7 @@ func TestProbeDevShm(t *testing.T) {
 
 func probeRefuses(t *testing.T, dir, want string) {
 	t.Helper()
-	fd, _ := openDir(t, dir)
+	fd, _ := quotatest.Open(t, dir)
 	kind, err := Probe(fd)
 	if err == nil || !errors.Is(err, ErrNotEnforced) || !containsf(err.Error(), want, dir) {
 		t.Errorf("Probe(%s) = %v, %v; want an ErrNotEnforced saying %q", dir, kind, err, want)

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"dirpv.io/dirpv/provisioner/quota/quotatest"
 )
 
 // TestFirstFree runs the walk for a free project ID over made-up quota records.
@@ -80,7 +82,7 @@ func TestFirstFreeErrors(t *testing.T) {
 // advice, with the errno still matching.
 func TestErrorsNameTheDirectory(t *testing.T) {
 	dir := t.TempDir()
-	fd, _ := openDir(t, dir)
+	fd, _ := quotatest.Open(t, dir)
 	err := wrap("set the limit of project 7 on", fd, explain(unix.EPERM, unix.EPERM, needAdmin))
 	want := "set the limit of project 7 on " + dir + ": operation not permitted (" + needAdmin + ")"
 	if err.Error() != want || !errors.Is(err, unix.EPERM) || !errors.Is(err, os.ErrPermission) {
