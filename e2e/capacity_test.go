@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -165,6 +166,8 @@ func testCapacity(t *testing.T) {
 	t.Run("NoQuota", testEnforceNoQuota)
 	t.Run("NoRoom", testNoRoom)
 	t.Run("LabelExpand", testLabelExpand)
+	// Last: the probe that failed before the btrfs was mounted runs again a minute later.
+	t.Run("Probed", testProbed)
 }
 
 func testEnforceAndExpand(t *testing.T) {
@@ -387,4 +390,39 @@ func testNoRoom(t *testing.T) {
 			t.Errorf("left behind in %s: %s", btrfsRoot, name)
 		}
 	}
+}
+
+// testProbed: the leader probes each enforcing class on each node (at the start of its term, and
+// again while a probe fails) and says which can enforce sizes: e2e-enforce on node1 can once the
+// btrfs is mounted; e2e-enforce-noquota, on the node's own filesystem, cannot.
+func testProbed(t *testing.T) {
+	lead := leaderPod(t)
+	want := []string{
+		`dirpv_capacity_enforceable{node="node1",storageclass="e2e-enforce"} 1`,
+		`dirpv_capacity_enforceable{node="node1",storageclass="e2e-enforce-noquota"} 0`,
+	}
+	var missing []string
+	defer func() {
+		if t.Failed() {
+			t.Logf("missing from %s's /metrics: %q", lead.Name, missing)
+		}
+	}()
+	pollFor(t, timeout, "dirpv_capacity_enforceable on "+lead.Name, func(context.Context) (bool, error) {
+		resp, err := http.Get("http://" + lead.Status.PodIP + ":8080/metrics")
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return false, nil
+		}
+		missing = missing[:0]
+		for _, line := range want {
+			if !strings.Contains(string(body), "\n"+line+"\n") {
+				missing = append(missing, line)
+			}
+		}
+		return len(missing) == 0, nil
+	})
 }

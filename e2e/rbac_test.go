@@ -20,6 +20,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
 const (
@@ -365,9 +367,37 @@ func helperPodProblems(p *v1.Pod) []string {
 			}
 		}
 		slices.Sort(add)
-		if !slices.Equal(drop, []string{"ALL"}) || !slices.Equal(add, []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"}) {
-			bad("container %s: capabilities drop %v add %v, want drop [ALL] add [CHOWN DAC_OVERRIDE FOWNER FSETID]", c.Name, drop, add)
+		want := []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"}
+		if admin, err := needsAdmin(c.Args); err != nil {
+			bad("container %s: %v", c.Name, err)
+		} else if admin {
+			want = append(want, "SYS_ADMIN") // quota interfaces: only pods whose every operation is on limits
+		}
+		if !slices.Equal(drop, []string{"ALL"}) || !slices.Equal(add, want) {
+			bad("container %s: capabilities drop %v add %v, want drop [ALL] add %v", c.Name, drop, add, want)
 		}
 	}
 	return out
+}
+
+// needsAdmin decodes a helper's arguments and reports whether its operations set, clear or read
+// limits (and so need CAP_SYS_ADMIN); a batch that mixes them with others is an error.
+func needsAdmin(args []string) (bool, error) {
+	if len(args) < 2 || args[0] != "helper" {
+		return false, fmt.Errorf("arguments %q are not a helper's", args)
+	}
+	ops, err := volumeop.ParseBatchArgs(args[2:])
+	if err != nil {
+		return false, err
+	}
+	admin := 0
+	for _, op := range ops {
+		if op.NeedsAdmin() {
+			admin++
+		}
+	}
+	if admin != 0 && admin != len(ops) {
+		return false, fmt.Errorf("%d of its %d operations need CAP_SYS_ADMIN: they share a pod with the others", admin, len(ops))
+	}
+	return admin != 0, nil
 }

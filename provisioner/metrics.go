@@ -22,6 +22,9 @@ type Metrics struct {
 	VolumeCapacity *prometheus.GaugeVec
 	VolumeUsed     *prometheus.GaugeVec
 	UsageErrors    prometheus.Counter
+	// CapacityEnforceable is 1 for each class with capacity: enforce and node where sizes are
+	// enforced, 0 where they cannot be (the leader's log says why).
+	CapacityEnforceable *prometheus.GaugeVec
 }
 
 // VolumeLabels label VolumeCapacity and VolumeUsed, in this order: the claim's namespace and
@@ -66,7 +69,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Namespace: "dirpv", Name: "volume_usage_errors_total",
 		Help: "Reads of an enforced volume's usage that failed; the volume has no dirpv_volume_used_bytes or dirpv_volume_capacity_bytes until a read succeeds.",
 	})
-	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch, m.Resizes, m.VolumeCapacity, m.VolumeUsed, m.UsageErrors)
+	m.CapacityEnforceable = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "dirpv", Name: "capacity_enforceable",
+		Help: "1 for each StorageClass with capacity: enforce and node where the filesystem of its basePath enforces sizes, 0 where it cannot (the leader's log says what it needs); probed at the start of each term, and again (at most once a minute) while it fails.",
+	}, []string{"storageclass", "node"})
+	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch, m.Resizes, m.VolumeCapacity, m.VolumeUsed, m.UsageErrors,
+		m.CapacityEnforceable)
 	return m
 }
 

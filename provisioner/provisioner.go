@@ -8,6 +8,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -286,6 +287,27 @@ func (p *Provisioner) Usage(ctx context.Context, pv *v1.PersistentVolume) (used,
 		return 0, 0, fmt.Errorf("usage of %s: %w", vol, err)
 	}
 	return res.Used, res.Limit, nil
+}
+
+// Enforceable says how the volumes of sc, a class with capacity: enforce, would be held to their
+// size on node ("btrfs qgroup", "project quota"), or why they could not be (an error matching
+// quota.ErrNotEnforced says what the filesystem needs). A class whose sizes are labels gets
+// ErrNoQuota. It probes the filesystem of the class's base directory there, and makes nothing.
+func (p *Provisioner) Enforceable(ctx context.Context, sc *storagev1.StorageClass, node *v1.Node) (string, error) {
+	class, b, err := p.Backends.ParseClass(sc.Parameters)
+	if err != nil {
+		return "", fmt.Errorf("StorageClass %s: %w", sc.Name, err)
+	}
+	if class.Capacity != config.CapacityEnforce {
+		return "", ErrNoQuota
+	}
+	loc, err := b.Place(class, controller.ProvisionOptions{StorageClass: sc, SelectedNode: node, PVC: &v1.PersistentVolumeClaim{}})
+	if err != nil {
+		return "", err
+	}
+	vol := backend.Volume{Backend: b.Name(), Location: loc, Enforced: true}
+	res, err := p.run(ctx, b, vol, volumeop.Op{Kind: volumeop.Probe})
+	return res.Quota, err
 }
 
 // ErrRefused marks a PV whose recorded directory dirpv will not touch: its annotations are

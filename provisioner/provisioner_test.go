@@ -862,3 +862,27 @@ func TestUsage(t *testing.T) {
 		})
 	}
 }
+
+// Enforceable probes an enforcing class's base directory on a node, and nothing else.
+func TestEnforceable(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, fh, _ := newTest(t, t.TempDir(), "")
+	fh.run = func(op volumeop.Op) (volumeop.Result, error) {
+		if op.Kind != volumeop.Probe || !op.NeedsAdmin() {
+			t.Errorf("op %+v, want a probe", op)
+		}
+		return volumeop.Result{Quota: "btrfs qgroup"}, nil
+	}
+	if kind, err := p.Enforceable(ctx, hostPathClass(map[string]string{"capacity": "enforce", "basePath": "/var/lib/dirpv/sized"}), node1); kind != "btrfs qgroup" || err != nil {
+		t.Errorf("Enforceable = %q, %v; want btrfs qgroup", kind, err)
+	}
+	if _, err := p.Enforceable(ctx, hostPathClass(nil), node1); !errors.Is(err, ErrNoQuota) {
+		t.Errorf("Enforceable of a label class = %v, want ErrNoQuota", err)
+	}
+	if _, err := p.Enforceable(ctx, hostPathClass(map[string]string{"capacity": "enforce", "basePath": "/etc"}), node1); err == nil {
+		t.Error("Enforceable of a class outside --hostpath-root succeeded")
+	}
+	if len(fh.ops) != 1 {
+		t.Errorf("%d operations run, want the one probe", len(fh.ops))
+	}
+}

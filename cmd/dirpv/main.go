@@ -200,9 +200,14 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		}
 		var uc *usage.Collector
 		if opts.UsageInterval > 0 {
+			classes := factory.Storage().V1().StorageClasses()
 			uc = usage.New(opts.Name, prov, pvs, usage.Gauges{
 				Capacity: ownMetrics.VolumeCapacity, Used: ownMetrics.VolumeUsed, Errors: ownMetrics.UsageErrors,
-			}, opts.UsageInterval)
+			}, opts.UsageInterval).WithProbes(usage.Probes{
+				Classes: classes.Lister(), ClassesSynced: classes.Informer().HasSynced,
+				Nodes: nodes.Lister(), NodesSynced: nodes.Informer().HasSynced,
+				Enforceable: ownMetrics.CapacityEnforceable,
+			})
 		}
 		factory.Start(ctx.Done())
 		if !cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced) {

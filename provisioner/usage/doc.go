@@ -12,4 +12,10 @@
 // shared informer's cache and reads each one's usage through the provisioner (a usage operation
 // in a helper pod on the volume's node, or in-process with --local-root), a bounded number at a
 // time; a node's reads then share few helper pods.
+//
+// With WithProbes it also checks, before its reads, that each class of dirpv's with capacity:
+// enforce can enforce sizes on each node (a probe operation of the class's base directory): at
+// the start of each term, and again while a probe fails (at most once a minute). The outcome is the
+// gauge dirpv_capacity_enforceable and, when it changes, a line in the leader's log saying what
+// the filesystem needs.
 package usage

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -35,6 +36,9 @@ type Volumes interface {
 	// Usage reports the bytes the volume of pv holds and its limit (0: the filesystem reports
 	// none), from its quota, without walking its tree.
 	Usage(ctx context.Context, pv *v1.PersistentVolume) (used, limit uint64, err error)
+	// Enforceable says how sc's volumes would be held to their size on node, or why they could
+	// not be (see provisioner.Enforceable).
+	Enforceable(ctx context.Context, sc *storagev1.StorageClass, node *v1.Node) (string, error)
 }
 
 // Gauges are the metrics a Collector keeps.
@@ -48,10 +52,12 @@ type Gauges struct {
 
 // Collector sets the gauges of dirpv's bound, enforced volumes.
 type Collector struct {
-	name     string
-	volumes  Volumes
-	pvs      corelisters.PersistentVolumeLister
-	synced   cache.InformerSynced
+	name    string
+	volumes Volumes
+	pvs     corelisters.PersistentVolumeLister
+	synced  []cache.InformerSynced
+	// prober, when set, probes classes on nodes (WithProbes).
+	prober   *prober
 	gauges   Gauges
 	interval time.Duration
 	workers  int
@@ -71,7 +77,7 @@ type series [3]string
 // interval. It lists PVs from the informer, which it can share with the provisioning controller.
 func New(name string, volumes Volumes, pvs coreinformers.PersistentVolumeInformer, gauges Gauges, interval time.Duration) *Collector {
 	return &Collector{
-		name: name, volumes: volumes, pvs: pvs.Lister(), synced: pvs.Informer().HasSynced,
+		name: name, volumes: volumes, pvs: pvs.Lister(), synced: []cache.InformerSynced{pvs.Informer().HasSynced},
 		gauges: gauges, interval: interval, workers: Workers, series: map[string]series{},
 	}
 }
@@ -83,10 +89,11 @@ func New(name string, volumes Volumes, pvs coreinformers.PersistentVolumeInforme
 func (c *Collector) Run(ctx context.Context) {
 	defer utilruntime.HandleCrash()
 	logger := klog.FromContext(ctx)
-	if c.interval <= 0 || !cache.WaitForCacheSync(ctx.Done(), c.synced) {
+	if c.interval <= 0 || !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}
 	defer c.deleteAll()
+	defer c.deleteProbes()
 	logger.Info("Usage collector started", "interval", c.interval)
 	wait.JitterUntilWithContext(ctx, c.refresh, c.interval, 0, true)
 }
@@ -109,6 +116,7 @@ func (c *Collector) wanted(pv *v1.PersistentVolume) bool {
 func (c *Collector) refresh(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	start := time.Now()
+	c.probe(ctx)
 	pvs, err := c.pvs.List(labels.Everything())
 	if err != nil { // a cache's lister does not fail
 		logger.Error(err, "Listing PVs for their usage")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
@@ -28,6 +29,9 @@ type fakeVolumes struct {
 	mu    sync.Mutex
 	usage map[string]reading
 	asked []string
+	// probes answers Enforceable by "class/node"; probed records the questions.
+	probes map[string]probeResult
+	probed []string
 }
 
 type reading struct {
@@ -44,6 +48,23 @@ func (f *fakeVolumes) Usage(_ context.Context, pv *v1.PersistentVolume) (uint64,
 		return 0, 0, fmt.Errorf("unexpected read of %s", pv.Name)
 	}
 	return r.used, r.limit, r.err
+}
+
+func (f *fakeVolumes) Enforceable(_ context.Context, sc *storagev1.StorageClass, node *v1.Node) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := sc.Name + "/" + node.Name
+	f.probed = append(f.probed, key)
+	r, ok := f.probes[key]
+	if !ok {
+		return "", fmt.Errorf("unexpected probe of %s", key)
+	}
+	return r.kind, r.err
+}
+
+type probeResult struct {
+	kind string
+	err  error
 }
 
 func (f *fakeVolumes) set(usage map[string]reading) {
@@ -309,7 +330,7 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	f := &fakeVolumes{usage: map[string]reading{"pv1": {1, 10, nil}}}
 	c, reg, _ := newTest(t, f, pv("pv1"))
-	c.synced = func() bool { return true }
+	c.synced = []cache.InformerSynced{func() bool { return true }}
 	refreshed := make(chan struct{}, 1)
 	c.refreshed = func() { refreshed <- struct{}{} }
 	done := make(chan struct{})
@@ -334,7 +355,7 @@ func TestRunOff(t *testing.T) {
 	f := &fakeVolumes{usage: map[string]reading{"pv1": {1, 10, nil}}}
 	c, _, _ := newTest(t, f, pv("pv1"))
 	c.interval = 0
-	c.synced = func() bool { return true }
+	c.synced = []cache.InformerSynced{func() bool { return true }}
 	c.Run(ctx) // returns at once
 	if len(f.reads()) != 0 {
 		t.Errorf("read %q with the collector off", f.reads())
@@ -346,4 +367,83 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Each class of dirpv's with capacity: enforce is probed on every node: once while it succeeds,
+// at every refresh while it fails; the gauge says which, and goes with the node or class.
+func TestProbes(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := &fakeVolumes{probes: map[string]probeResult{
+		"sized/n1": {kind: "btrfs qgroup"},
+		"sized/n2": {err: errors.New("ext4 at /var/lib/dirpv/sized has no project quotas")},
+	}}
+	c, reg, _ := newTest(t, f)
+	factory := informers.NewSharedInformerFactory(fake.NewClientset(), 0)
+	classes, nodes := factory.Storage().V1().StorageClasses(), factory.Core().V1().Nodes()
+	class := func(name, provisioner, capacity string) *storagev1.StorageClass {
+		return &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: provisioner,
+			Parameters: map[string]string{"backend": "hostPath", "capacity": capacity}}
+	}
+	for _, sc := range []*storagev1.StorageClass{class("sized", name, "enforce"), class("plain", name, "label"), class("foreign", "other.io/x", "enforce")} {
+		if err := classes.Informer().GetIndexer().Add(sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"n1", "n2"} {
+		if err := nodes.Informer().GetIndexer().Add(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enforceable := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "enforceable"}, []string{"storageclass", "node"})
+	reg.MustRegister(enforceable)
+	c.WithProbes(Probes{Classes: classes.Lister(), Nodes: nodes.Lister(), Enforceable: enforceable})
+
+	c.refresh(ctx)
+	slices.Sort(f.probed)
+	if want := []string{"sized/n1", "sized/n2"}; !slices.Equal(f.probed, want) {
+		t.Errorf("probed %q, want %q", f.probed, want)
+	}
+	want := map[string]float64{"enforceable node=n1,storageclass=sized": 1, "enforceable node=n2,storageclass=sized": 0}
+	if got := probeSeries(t, reg); !maps.Equal(got, want) {
+		t.Errorf("gathered %v, want %v", got, want)
+	}
+
+	// A failed probe waits retryFailed for its next run; one that succeeded runs no more.
+	now := time.Now()
+	c.prober.now = func() time.Time { return now }
+	f.probed = nil
+	f.probes["sized/n2"] = probeResult{kind: "btrfs qgroup"}
+	c.refresh(ctx)
+	if len(f.probed) != 0 {
+		t.Errorf("probed again at once: %q", f.probed)
+	}
+	now = now.Add(retryFailed)
+	c.refresh(ctx)
+	if want := []string{"sized/n2"}; !slices.Equal(f.probed, want) {
+		t.Errorf("probed again %q, want only the failed %q", f.probed, want)
+	}
+	if got := probeSeries(t, reg)["enforceable node=n2,storageclass=sized"]; got != 1 {
+		t.Errorf("n2 after its fix: %v, want 1", got)
+	}
+
+	if err := nodes.Informer().GetIndexer().Delete(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	c.refresh(ctx)
+	want = map[string]float64{"enforceable node=n2,storageclass=sized": 1}
+	if got := probeSeries(t, reg); !maps.Equal(got, want) {
+		t.Errorf("after n1 went: gathered %v, want %v", got, want)
+	}
+	c.deleteProbes()
+	if got := probeSeries(t, reg); len(got) != 0 {
+		t.Errorf("after the term: gathered %v, want nothing", got)
+	}
+}
+
+// probeSeries is what the registry serves of the probes' gauge.
+func probeSeries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	got := gathered(t, reg)
+	maps.DeleteFunc(got, func(k string, _ float64) bool { return !strings.HasPrefix(k, "enforceable ") })
+	return got
 }

@@ -2,13 +2,10 @@ package volumeop
 
 import (
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +14,7 @@ import (
 
 	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/quota"
+	"dirpv.io/dirpv/provisioner/quota/quotatest"
 	"dirpv.io/dirpv/provisioner/volumefs"
 )
 
@@ -105,6 +103,37 @@ func createLimitRefused(t *testing.T, dir string) {
 		t.Errorf("left behind in ns: %v", ents)
 	}
 	t.Logf("Create with a limit in %s: %v", dir, err)
+	// A probe says the same, for the root and for a base directory not made yet.
+	for _, p := range []string{".", "ns", "base/not/made/yet"} {
+		if _, err := Apply(root, Op{Kind: Probe, Path: p}); !errors.Is(err, quota.ErrNotEnforced) {
+			t.Errorf("Probe %q = %v, want ErrNotEnforced", p, err)
+		}
+	}
+}
+
+// A probe goes through no symbolic link, and takes no path out of the root.
+func TestProbeRefuses(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink("/", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	root := openRoot(t, dir)
+	for _, p := range []string{"link", "link/base", "../x", "/etc"} {
+		res, err := Apply(root, Op{Kind: Probe, Path: p})
+		if err == nil || errors.Is(err, quota.ErrNotEnforced) {
+			t.Errorf("Probe %q = %+v, %v; want it refused", p, res, err)
+		}
+	}
+}
+
+// probeIs checks that a probe of dir's root and of a base directory not made yet find quota kind.
+func probeIs(t *testing.T, root fsys.Dir, kind quota.Kind) {
+	t.Helper()
+	for _, p := range []string{".", "base/not/made/yet"} {
+		if res, err := Apply(root, Op{Kind: Probe, Path: p}); err != nil || res.Quota != kind.String() {
+			t.Errorf("Probe %q = %+v, %v; want %s", p, res, err, kind)
+		}
+	}
 }
 
 // tempDir makes a directory in mnt that the writer may pass through, removed at the test's end.
@@ -149,6 +178,7 @@ func TestLimitsBtrfs(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	root := openRoot(t, dir)
+	probeIs(t, root, quota.KindBtrfs)
 	const limit = 8 << 20
 	owner := volumefs.Marker{PV: "pv1", ClaimUID: "c1"}
 
@@ -269,13 +299,14 @@ func TestLimitsProject(t *testing.T) {
 
 func testLimitsProject(t *testing.T, mnt string) {
 	const limit = 8 << 20
-	w := newWriter(t)
+	w := quotatest.NewWriter(t)
 	dir := tempDir(t, mnt)
 	root := openRoot(t, dir)
 	rootFd := mustFd(t, root)
 	if kind, err := quota.Probe(rootFd); kind != quota.KindProject || err != nil {
 		t.Fatalf("Probe(%s) = %v, %v; want %v", dir, kind, err, quota.KindProject)
 	}
+	probeIs(t, root, quota.KindProject)
 	owner := volumefs.Marker{PV: "pv1", ClaimUID: "c1"}
 
 	// Each volume gets a project ID of its own; a retried Create keeps it.
@@ -288,28 +319,28 @@ func testLimitsProject(t *testing.T, mnt string) {
 		t.Fatalf("the second volume got project %d too", id1)
 	}
 	v1 := filepath.Join(dir, "ns/v1")
-	v1Fd, closeV1 := openFd(t, v1)
+	v1Fd, closeV1 := quotatest.Open(t, v1)
 	if got, err := quota.ProjectID(v1Fd); got != id1 || err != nil {
 		t.Fatalf("ProjectID(v1) = %d, %v; want %d", got, err, id1)
 	}
 	size := statfsSize(t, v1Fd, limit)
 
 	// The limit stops a writer that is not root near it.
-	n, errno := w.write(t, filepath.Join(v1, "a"), 2*limit)
+	n, errno := w.Write(t, filepath.Join(v1, "a"), 2*limit)
 	if !overLimit(errno) || n > limit || n < limit-2<<20 {
 		t.Fatalf("writing %d bytes into an %d-byte volume: wrote %d, then %v; want EDQUOT or ENOSPC near the limit",
-			2*limit, limit, n, stopped(errno))
+			2*limit, limit, n, quotatest.Stopped(errno))
 	}
 	t.Logf("project %d (second volume: %d), 8 MiB: statfs size %d; the writer (uid %d) wrote %d bytes, then %v",
-		id1, id2, size, nobody, n, errno)
+		id1, id2, size, quotatest.Nobody, n, errno)
 
 	// Expand raises it.
 	if got := projectOf(t, apply(t, root, Op{Kind: Expand, Path: "ns/v1", Owner: volumefs.Marker{PV: "pv1"}, Limit: 3 * limit})); got != id1 {
 		t.Errorf("Expand: project %d, want %d", got, id1)
 	}
 	size = statfsSize(t, v1Fd, 3*limit)
-	if m, errno := w.write(t, filepath.Join(v1, "b"), limit); m != limit || errno != 0 {
-		t.Fatalf("after Expand to 24 MiB, wrote %d more bytes, then %v; want 8 MiB more", m, stopped(errno))
+	if m, errno := w.Write(t, filepath.Join(v1, "b"), limit); m != limit || errno != 0 {
+		t.Fatalf("after Expand to 24 MiB, wrote %d more bytes, then %v; want 8 MiB more", m, quotatest.Stopped(errno))
 	}
 	t.Logf("expanded to 24 MiB: statfs size %d; the writer wrote 8 MiB more", size)
 	checkUsage(t, root, "ns/v1", "pv1", uint64(n)+limit, 3*limit)
@@ -331,10 +362,10 @@ func testLimitsProject(t *testing.T, mnt string) {
 	if u, err := quota.ProjectUsage(rootFd, id1); u.Limit != 3*limit || err != nil {
 		t.Errorf("after Scrub: ProjectUsage(%d) = %+v, %v; want the 24 MiB limit kept", id1, u, err)
 	}
-	if m, errno := w.write(t, filepath.Join(v1, "c"), 1<<20); m != 1<<20 || errno != 0 {
-		t.Fatalf("after Scrub, wrote %d bytes, then %v; want 1 MiB", m, stopped(errno))
+	if m, errno := w.Write(t, filepath.Join(v1, "c"), 1<<20); m != 1<<20 || errno != 0 {
+		t.Fatalf("after Scrub, wrote %d bytes, then %v; want 1 MiB", m, quotatest.Stopped(errno))
 	}
-	cFd, closeC := openFile(t, filepath.Join(v1, "c"))
+	cFd, closeC := quotatest.Open(t, filepath.Join(v1, "c"))
 	if got, err := quota.ProjectID(cFd); got != id1 || err != nil {
 		t.Errorf("after Scrub: a new file's ProjectID = %d, %v; want %d", got, err, id1)
 	}
@@ -375,7 +406,7 @@ func testLimitsProject(t *testing.T, mnt string) {
 
 	// Archive clears the limit: the archive is the operator's and holds what it holds.
 	archived := apply(t, root, Op{Kind: Archive, Path: "ns/v2", Owner: volumefs.Marker{PV: "pv2"}, Limited: true, Now: time.Unix(0, 0)})
-	aFd, _ := openFd(t, filepath.Join(dir, archived.Archive))
+	aFd, _ := quotatest.Open(t, filepath.Join(dir, archived.Archive))
 	if got, err := quota.ProjectID(aFd); got != id2 || err != nil {
 		t.Errorf("ProjectID(archive) = %d, %v; want %d", got, err, id2)
 	}
@@ -425,144 +456,4 @@ func statfsSize(t *testing.T, fd int, want uint64) uint64 {
 	return size
 }
 
-// openFd opens the directory path; the returned function closes it (once; the test's end closes
-// it too).
-func openFd(t *testing.T, path string) (int, func()) {
-	t.Helper()
-	return openFlags(t, path, unix.O_DIRECTORY)
-}
-
-// openFile opens the file path like openFd.
-func openFile(t *testing.T, path string) (int, func()) {
-	t.Helper()
-	return openFlags(t, path, 0)
-}
-
-func openFlags(t *testing.T, path string, flags int) (int, func()) {
-	t.Helper()
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|flags, 0)
-	if err != nil {
-		t.Fatalf("open %s: %v", path, err)
-	}
-	var once sync.Once
-	closeFd := func() { once.Do(func() { unix.Close(fd) }) }
-	t.Cleanup(closeFd)
-	return fd, closeFd
-}
-
-// The project quota test writes as an unprivileged user: root has CAP_SYS_RESOURCE, which lets it
-// past ext4's limits. The test binary runs itself as uid 65534 to write a file, the way a pod
-// would (as provisioner/quota's tests do).
-
-const (
-	writePathEnv  = "DIRPV_VOLUMEOP_WRITE_PATH"
-	writeBytesEnv = "DIRPV_VOLUMEOP_WRITE_BYTES"
-	nobody        = 65534
-)
-
-func TestMain(m *testing.M) {
-	if path := os.Getenv(writePathEnv); path != "" {
-		os.Exit(writeFile(path, os.Getenv(writeBytesEnv)))
-	}
-	os.Exit(m.Run())
-}
-
-// writeFile is the child: it creates path, writes bytes to it in 1 MiB chunks and syncs, then
-// prints how many bytes it wrote and the errno that stopped it (0 for none).
-func writeFile(path, bytes string) int {
-	n, err := strconv.ParseInt(bytes, 10, 64)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "writer:", writeBytesEnv, err)
-		return 2
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "writer:", err)
-		return 2
-	}
-	defer f.Close()
-	chunk := make([]byte, 1<<20)
-	for i := range chunk {
-		chunk[i] = byte(i*7 + 1) // not zeros: nothing may store them as a hole
-	}
-	var written int64
-	for err == nil && written < n {
-		var w int
-		w, err = f.Write(chunk[:min(int64(len(chunk)), n-written)])
-		written += int64(w)
-	}
-	if serr := f.Sync(); err == nil { // what was written is on disk (and counted) either way
-		err = serr
-	}
-	var errno syscall.Errno
-	if err != nil && !errors.As(err, &errno) {
-		fmt.Fprintln(os.Stderr, "writer:", err)
-		return 2
-	}
-	fmt.Println(written, int(errno))
-	return 0
-}
-
-// writer runs writeFile as uid and gid 65534.
-type writer struct{ bin string }
-
-// newWriter copies the test binary where uid 65534 may run it (go test builds it in a
-// directory only root may enter).
-func newWriter(t *testing.T) writer {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root: it sets quotas and runs a writer as uid 65534")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "dirpv-volumeop-writer-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "writer")
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return writer{bin}
-}
-
-// write has the child create path and write bytes to it; it returns how many it wrote and the
-// errno that stopped it (0: it wrote them all and synced).
-func (w writer) write(t *testing.T, path string, bytes int64) (int64, syscall.Errno) {
-	t.Helper()
-	cmd := exec.Command(w.bin)
-	cmd.Env = []string{writePathEnv + "=" + path, writeBytesEnv + "=" + strconv.FormatInt(bytes, 10)}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
-	out, err := cmd.Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			err = fmt.Errorf("%w: %s", err, ee.Stderr)
-		}
-		t.Fatalf("writer (uid %d) of %s: %v", nobody, path, err)
-	}
-	var n int64
-	var errno int
-	if _, err := fmt.Sscan(string(out), &n, &errno); err != nil {
-		t.Fatalf("writer of %s printed %q: %v", path, out, err)
-	}
-	return n, syscall.Errno(errno)
-}
-
-// stopped says what stopped a writer, for messages.
-func stopped(errno syscall.Errno) string {
-	if errno == 0 {
-		return "no error"
-	}
-	return errno.Error()
-}
+func TestMain(m *testing.M) { quotatest.Main(m) }

@@ -38,6 +38,9 @@ const (
 	// Usage reads what a limited volume holds and its limit from the filesystem's quota
 	// counters; it changes nothing. Reading them takes CAP_SYS_ADMIN, as setting them does.
 	Usage Kind = "usage"
+	// Probe says whether the filesystem of the directory Path (or of its deepest ancestor that
+	// exists) can enforce sizes, and how (Result.Quota); Owner is not used.
+	Probe Kind = "probe"
 )
 
 // Op is one operation on the volume directory Path, relative to the operator's root
@@ -75,7 +78,9 @@ func (op Op) overcommit() float64 {
 }
 
 // NeedsAdmin reports whether op sets, clears or reads a limit, which takes CAP_SYS_ADMIN.
-func (op Op) NeedsAdmin() bool { return op.Limit > 0 || op.Limited || op.Kind == Usage }
+func (op Op) NeedsAdmin() bool {
+	return op.Limit > 0 || op.Limited || op.Kind == Usage || op.Kind == Probe
+}
 
 // Result is what an operation reports back.
 type Result struct {
@@ -133,6 +138,8 @@ func Apply(root fsys.Dir, op Op) (Result, error) {
 	case Usage:
 		used, limit, err := volumefs.Usage(root, op.Path, o, quota.Dirs{})
 		return Result{Used: used, Limit: limit}, err
+	case Probe:
+		return probe(root, op.Path)
 	}
 	return Result{}, fmt.Errorf("unknown operation %q", op.Kind)
 }
@@ -189,6 +196,7 @@ var kindFlags = map[Kind][]string{
 	Release: {"why", "now", "limited"},
 	Expand:  {"limit", "overcommit"},
 	Usage:   {},
+	Probe:   {},
 }
 
 // flagValues is op's value of every flag, as Args writes it.
@@ -223,12 +231,12 @@ func (op Op) Args() []string {
 // ParseArgs is the inverse of Args. A flag the operation does not take is an error.
 func ParseArgs(args []string) (Op, error) {
 	if len(args) == 0 {
-		return Op{}, errors.New("missing operation (create, delete, archive, scrub, release, expand or usage)")
+		return Op{}, errors.New("missing operation (create, delete, archive, scrub, release, expand, usage or probe)")
 	}
 	op := Op{Kind: Kind(args[0])}
 	takes, known := kindFlags[op.Kind]
 	if !known {
-		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub, release, expand or usage)", op.Kind)
+		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub, release, expand, usage or probe)", op.Kind)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the error says it all
@@ -263,7 +271,7 @@ func ParseArgs(args []string) (Op, error) {
 	if len(errs) > 0 {
 		return Op{}, errors.Join(errs...)
 	}
-	if op.Path == "" || op.Owner.PV == "" {
+	if op.Path == "" || (op.Owner.PV == "" && op.Kind != Probe) {
 		return Op{}, errors.New("--path and --pv are required")
 	}
 	switch {

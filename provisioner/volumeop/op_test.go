@@ -23,6 +23,8 @@ func TestArgsRoundTrip(t *testing.T) {
 		{Kind: Expand, Path: "ns/c", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limit: 2 << 30},
 		{Kind: Expand, Path: "ns/c", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limit: 2 << 30, Overcommit: 1.5},
 		{Kind: Create, Path: "ns/c", Owner: owner, Mode: 0o777, UID: -1, GID: -1, Limit: 1 << 30, Overcommit: 0.9},
+		{Kind: Probe, Path: ".", Mode: 0o777, UID: -1, GID: -1},
+		{Kind: Probe, Path: "base/sized", Mode: 0o777, UID: -1, GID: -1},
 		{Kind: Delete, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limited: true},
 		{Kind: Archive, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limited: true, Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 		{Kind: Release, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limited: true,

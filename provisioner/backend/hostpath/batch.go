@@ -20,14 +20,14 @@ type podRunner interface {
 }
 
 // Batcher runs operations on nodes in helper pods, several to a pod. Each node has lanes for
-// operations that take constant time (create, archive, release, expand, usage) and for those that
-// walk a volume's tree (delete, scrub), so that a long delete never holds up a create; each of
-// them twice, as operations on limits run in pods of their own (with CAP_SYS_ADMIN). A lane runs up to
-// podsPerLane pods at a time; the operations that arrive while they all run wait, and then share
-// the next one to start (at most maxOps, and no more than their outcomes can report). A pod about
-// to start waits a moment (gather) for the operations that arrive together with its first: the
-// callers a finished pod frees come back with their next operations within milliseconds of one
-// another.
+// operations that take constant time (create, archive, release, expand, usage, probe) and for
+// those that walk a volume's tree (delete, scrub), so that a long delete never holds up a
+// create; each of them twice, as operations on limits run in pods of their own (with
+// CAP_SYS_ADMIN). A lane runs up to podsPerLane pods at a time; the operations that arrive
+// while they all run wait, and then share the next one to start (at most maxOps, and no more
+// than their outcomes can report). A pod about to start waits a moment (gather) for the
+// operations that arrive together with its first: the callers a finished pod frees come back
+// with their next operations within milliseconds of one another.
 //
 // A pod that fails fails each of its operations, and each is retried on its own, as the markers
 // make every operation safe to repeat. A caller that gives up (its context ends) leaves its
