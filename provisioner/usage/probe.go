@@ -82,12 +82,14 @@ func (c *Collector) probe(ctx context.Context) {
 		logger.Error(err, "Listing Nodes to probe")
 		return
 	}
+	// What to probe is decided before any probe runs: the probes write the state read here.
+	type probe struct {
+		sc   *storagev1.StorageClass
+		node *v1.Node
+		key  [2]string
+	}
+	var todo []probe
 	seen := map[[2]string]bool{}
-	var (
-		mu  sync.Mutex
-		wg  sync.WaitGroup
-		sem = make(chan struct{}, c.workers)
-	)
 	for _, sc := range classes {
 		if sc.Provisioner != c.name || sc.Parameters[config.ParamCapacity] != string(config.CapacityEnforce) {
 			continue
@@ -95,15 +97,22 @@ func (c *Collector) probe(ctx context.Context) {
 		for _, node := range nodes {
 			key := [2]string{sc.Name, node.Name}
 			seen[key] = true
-			if at, failed := p.failedAt[key]; p.ok[key] || failed && p.now().Sub(at) < retryFailed {
-				continue
+			if at, failed := p.failedAt[key]; !p.ok[key] && (!failed || p.now().Sub(at) >= retryFailed) {
+				todo = append(todo, probe{sc, node, key})
 			}
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				c.probeOne(ctx, sc, node, key, &mu)
-			})
 		}
+	}
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, c.workers)
+	)
+	for _, t := range todo {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.probeOne(ctx, t.sc, t.node, t.key, &mu)
+		})
 	}
 	wg.Wait()
 	for key := range p.state {
