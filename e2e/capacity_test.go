@@ -314,23 +314,7 @@ func testRecycleKeepsLimit(t *testing.T) {
 func testEnforceNoQuota(t *testing.T) {
 	ns := namespace(t)
 	claim(t, ns, "data", "e2e-enforce-noquota", sized("16Mi"))
-	p := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
-		Spec: v1.PodSpec{
-			TerminationGracePeriodSeconds: ptr(int64(0)),
-			NodeSelector:                  map[string]string{v1.LabelHostname: "node1"},
-			Containers: []v1.Container{{
-				Name: "app", Image: busybox, ImagePullPolicy: v1.PullNever, Command: []string{"sleep", "3600"},
-				VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},
-			}},
-			Volumes: []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{
-				PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data"},
-			}}},
-		},
-	}
-	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	startPod(t, ns, "app", "data", onNode("node1")) // node1: this machine
 	msg := event(t, ns, "data", "ProvisioningFailed", "quota")
 	t.Logf("ProvisioningFailed: %s", msg)
 	if left := entries(t, basePath+"/noquota"); len(left) != 0 {
@@ -361,23 +345,7 @@ func testLabelExpand(t *testing.T) {
 func testNoRoom(t *testing.T) {
 	ns := namespace(t)
 	claim(t, ns, "big", "e2e-enforce", sized("1Gi"))
-	p := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
-		Spec: v1.PodSpec{
-			TerminationGracePeriodSeconds: ptr(int64(0)),
-			NodeSelector:                  map[string]string{v1.LabelHostname: "node1"},
-			Containers: []v1.Container{{
-				Name: "app", Image: busybox, ImagePullPolicy: v1.PullNever, Command: []string{"sleep", "3600"},
-				VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},
-			}},
-			Volumes: []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{
-				PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "big"},
-			}}},
-		},
-	}
-	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	startPod(t, ns, "app", "big", onNode("node1")) // node1: this machine
 	msg := event(t, ns, "big", "ProvisioningFailed", "no room for the volume's size")
 	t.Logf("ProvisioningFailed: %s", msg)
 	if !strings.Contains(msg, "the filesystem of "+btrfsRoot+" holds ") {

@@ -67,24 +67,7 @@ func testDiskFull(t *testing.T) {
 	filled := fill(t, filler)
 	ns := namespace(t)
 	claim(t, ns, "data", faultClassFull)
-	p := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
-		Spec: v1.PodSpec{
-			TerminationGracePeriodSeconds: ptr(int64(0)),
-			// node1: the small filesystem is mounted on this machine, which is node1.
-			NodeSelector: map[string]string{v1.LabelHostname: "node1"},
-			Containers: []v1.Container{{
-				Name: "app", Image: busybox, ImagePullPolicy: v1.PullNever, Command: []string{"sleep", "3600"},
-				VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},
-			}},
-			Volumes: []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{
-				PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data"},
-			}}},
-		},
-	}
-	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	startPod(t, ns, "app", "data", onNode("node1")) // node1: this machine
 	msg := event(t, ns, "data", "ProvisioningFailed", "no space left on device")
 	t.Logf("ProvisioningFailed: %s", msg)
 	failedAt := time.Now()

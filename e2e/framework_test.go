@@ -168,6 +168,13 @@ func bound(t *testing.T, ns, name string) *v1.PersistentVolume {
 // may change it first (onNode, say).
 func pod(t *testing.T, ns, name, claimName string, mutate ...func(*v1.Pod)) {
 	t.Helper()
+	startPod(t, ns, name, claimName, mutate...)
+	podRunning(t, ns, name)
+}
+
+// startPod is pod without the wait: for a pod whose claim is not expected to be provisioned.
+func startPod(t *testing.T, ns, name, claimName string, mutate ...func(*v1.Pod)) {
+	t.Helper()
 	p := &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: v1.PodSpec{
@@ -188,7 +195,6 @@ func pod(t *testing.T, ns, name, claimName string, mutate ...func(*v1.Pod)) {
 	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	podRunning(t, ns, name)
 }
 
 // onNode schedules a pod to node through a node selector. (Not spec.nodeName: a pod bound
