@@ -9,15 +9,20 @@ import (
 )
 
 // Limit holds the volume directory path, made by Create with limits, to bytes and names what
-// holds it (see Limits.Set, which also says what overcommit does); repeated, it changes the limit. It is how a volume gets its size
-// when made, and a larger one when its claim grows. The volume must be o's and not released;
-// a missing directory is ErrMissing (it is never recreated here).
+// holds it (see Limits.Set, which also says what overcommit does), which the marker records too;
+// repeated, it changes the limit. It is how a volume gets its size when made, and a larger one
+// when its claim grows. The volume must be o's and not released; a missing directory is
+// ErrMissing (it is never recreated here).
 func Limit(root fsys.Dir, p string, o Owner, limits Limits, bytes uint64, overcommit float64) (string, error) {
 	var held string
-	err := withVolume(root, p, o, "limit", func(v volume, vol fsys.Dir) error {
+	err := withVolume(root, p, o, "limit", func(v volume, vol fsys.Dir, m *Marker, lock fsys.File) error {
 		var err error
-		held, err = limits.Set(root, v.dir, vol, bytes, overcommit)
-		return err
+		if held, err = limits.Set(root, v.dir, vol, bytes, overcommit); err != nil || m.Quota == held {
+			return err
+		}
+		updated := *m
+		updated.Quota = held
+		return replaceMarker(v.marker(), lock, updated)
 	})
 	return held, err
 }
@@ -26,7 +31,7 @@ func Limit(root fsys.Dir, p string, o Owner, limits Limits, bytes uint64, overco
 // released (see Limits.Clear), so that what held it is free once the directory goes. A volume
 // that is gone, or released already, is left alone (nil).
 func Unlimit(root fsys.Dir, p string, o Owner, limits Limits) error {
-	err := withVolume(root, p, o, "unlimit", func(v volume, vol fsys.Dir) error {
+	err := withVolume(root, p, o, "unlimit", func(v volume, vol fsys.Dir, _ *Marker, _ fsys.File) error {
 		return limits.Clear(v.dir, vol)
 	})
 	if errors.Is(err, ErrMissing) || errors.Is(err, ErrReleased) {
@@ -39,7 +44,7 @@ func Unlimit(root fsys.Dir, p string, o Owner, limits Limits) error {
 // limit, as limits counts them (see Limits.Usage); it changes nothing. The volume must be o's and
 // not released; a missing directory is ErrMissing.
 func Usage(root fsys.Dir, p string, o Owner, limits Limits) (used, limit uint64, err error) {
-	err = withVolume(root, p, o, "usage", func(v volume, vol fsys.Dir) error {
+	err = withVolume(root, p, o, "usage", func(v volume, vol fsys.Dir, _ *Marker, _ fsys.File) error {
 		var err error
 		used, limit, err = limits.Usage(v.dir, vol)
 		return err
@@ -47,10 +52,10 @@ func Usage(root fsys.Dir, p string, o Owner, limits Limits) (used, limit uint64,
 	return used, limit, err
 }
 
-// withVolume runs f on the volume directory path, open, while it holds the path lock and the
-// marker's lock and after it checked that the volume is o's and not released. A volume that is
+// withVolume runs f on the volume directory path, open, with its marker, while it holds the path
+// lock and the marker's lock (lock) and after it checked that the volume is o's and not released. A volume that is
 // missing gives ErrMissing; nothing is removed or recreated.
-func withVolume(root fsys.Dir, p string, o Owner, op string, f func(v volume, vol fsys.Dir) error) error {
+func withVolume(root fsys.Dir, p string, o Owner, op string, f func(v volume, vol fsys.Dir, m *Marker, lock fsys.File) error) error {
 	if err := validatePath(p); err != nil {
 		return err
 	}
@@ -89,7 +94,7 @@ func withVolume(root fsys.Dir, p string, o Owner, op string, f func(v volume, vo
 		return fmt.Errorf("%s volume %q: %w", op, p, err)
 	}
 	defer vol.Close()
-	if err := f(v, vol); err != nil {
+	if err := f(v, vol, m, lock); err != nil {
 		return fmt.Errorf("%s volume %q: %w", op, p, err)
 	}
 	return nil

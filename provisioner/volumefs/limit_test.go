@@ -66,6 +66,9 @@ func TestLimit(t *testing.T) {
 	if _, err := Limit(r, "a/v1", own("pv1"), l, 2<<20, 1); err != nil || l.set["v1"] != 2<<20 {
 		t.Fatalf("Limit again = %v (set %v); want 2 MiB", err, l.set)
 	}
+	if m := markerOnDisk(t, filepath.Join(dir, MarkerName("a/v1"))); m.Quota != "fake v1" || m.PV != "pv1" || m.ClaimUID != "uid-pv1" {
+		t.Errorf("marker after Limit: %+v, want the quota recorded and the rest kept", m)
+	}
 	if used, limit, err := Usage(r, "a/v1", own("pv1"), l); err != nil || used != 12345 || limit != 2<<20 || len(l.read) != 1 {
 		t.Fatalf("Usage = %d, %d, %v (read %q); want 12345 used of 2 MiB", used, limit, err, l.read)
 	}

@@ -33,6 +33,10 @@ type Marker struct {
 	// Released says how and when the volume was handed over to the operator (kept or archived
 	// when its PV went). dirpv never changes a released volume again, whatever PV names it.
 	Released string `json:"released,omitempty"`
+	// Quota names what holds a volume of capacity: enforce to its size, e.g. "project
+	// 1073741824" (as its PV's dirpv.io/quota does); the directory's own project ID or subvolume
+	// is what counts.
+	Quota string `json:"quota,omitempty"`
 }
 
 // Owner is who asks to act on a volume: the PV, and for a node-local volume the UID of the

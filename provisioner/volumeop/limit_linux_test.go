@@ -186,6 +186,9 @@ func TestLimitsBtrfs(t *testing.T) {
 	if !strings.HasPrefix(res.Quota, "btrfs subvolume ") {
 		t.Errorf("Create's Quota = %q, want btrfs subvolume N", res.Quota)
 	}
+	if m, err := volumefs.ReadMarker(root, "ns/v1"); err != nil || m.Quota != res.Quota {
+		t.Errorf("marker %+v, %v; want it to record %q", m, err, res.Quota)
+	}
 	v1 := filepath.Join(dir, "ns/v1")
 	if st, err := os.Stat(v1); err != nil || st.Sys().(*syscall.Stat_t).Ino != 256 {
 		t.Fatalf("%s is not a subvolume's root (inode 256): %v", v1, err)
