@@ -39,25 +39,16 @@ func admit(kind Kind, fd int, except uint64, bytes uint64, overcommit float64) e
 // projectLimits sums the hard limits of the projects from FirstID up, but except's.
 func projectLimits(fd int, except uint64) (uint64, error) {
 	var sum uint64
-	for id := FirstID; ; {
-		var q nextdqblk
-		err := quotactlFd(fd, qcmd(qGetnextquota, prjQuota), id, unsafe.Pointer(&q))
-		switch {
-		case err == unix.ENOENT:
-			return sum, nil
-		case err != nil:
-			return 0, wrap("Q_GETNEXTQUOTA", fd, explain(err, unix.EPERM, needAdmin))
-		case q.ID < id:
-			return 0, fmt.Errorf("Q_GETNEXTQUOTA from %d on %s returned %d", id, nameOf(fd), q.ID)
-		}
+	err := eachRecord(FirstID, nextRecord(fd), func(q *nextdqblk) bool {
 		if uint64(q.ID) != except {
 			sum += q.Bhardlimit * 1024
 		}
-		if q.ID == ^uint32(0) {
-			return sum, nil
-		}
-		id = q.ID + 1
+		return true
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sum the project limits on %s: %w", nameOf(fd), err)
 	}
+	return sum, nil
 }
 
 // qgroupLimits sums the referenced-bytes limits of the level-0 qgroups (one per subvolume), but

@@ -76,38 +76,66 @@ func ProjectUsage(fsFd int, id uint32) (Usage, error) {
 // nextFree returns the smallest project ID from FirstID up with no usage and no limits on the
 // filesystem of fsFd.
 func nextFree(fsFd int) (uint32, error) {
-	id, err := firstFree(FirstID, func(id uint32) (nextdqblk, error) {
-		var q nextdqblk
-		err := quotactlFd(fsFd, qcmd(qGetnextquota, prjQuota), id, unsafe.Pointer(&q))
-		return q, explain(err, unix.EPERM, needAdmin)
-	})
+	id, err := firstFree(FirstID, nextRecord(fsFd))
 	if err != nil {
 		return 0, fmt.Errorf("find a free project ID on %s: %w", nameOf(fsFd), err)
 	}
 	return id, nil
 }
 
-// firstFree walks the quota records from the ID from up with next, which is Q_GETNEXTQUOTA: the
-// record of the smallest ID from id up that has one, or ENOENT. An ID without a record is free;
-// so is one whose record is empty (ext4 drops a record only some time after it became empty).
-func firstFree(from uint32, next func(id uint32) (nextdqblk, error)) (uint32, error) {
-	id := from
-	for {
+// nextRecord is Q_GETNEXTQUOTA for project quotas on the filesystem of fsFd: the record of the
+// smallest ID from id up that has one, or ENOENT.
+func nextRecord(fsFd int) func(id uint32) (nextdqblk, error) {
+	return func(id uint32) (nextdqblk, error) {
+		var q nextdqblk
+		err := quotactlFd(fsFd, qcmd(qGetnextquota, prjQuota), id, unsafe.Pointer(&q))
+		return q, explain(err, unix.EPERM, needAdmin)
+	}
+}
+
+// eachRecord calls f with each quota record from the ID from up, in order, as next (nextRecord,
+// or a fake) returns them, until f returns false or no record is left.
+func eachRecord(from uint32, next func(id uint32) (nextdqblk, error), f func(q *nextdqblk) bool) error {
+	for id := from; ; {
 		q, err := next(id)
 		switch {
 		case err == unix.ENOENT:
-			return id, nil // no record from id up
+			return nil // no record from id up
 		case err != nil:
-			return 0, fmt.Errorf("Q_GETNEXTQUOTA from %d: %w", id, err)
+			return fmt.Errorf("Q_GETNEXTQUOTA from %d: %w", id, err)
 		case q.ID < id:
-			return 0, fmt.Errorf("Q_GETNEXTQUOTA from %d returned %d", id, q.ID)
-		case q.ID > id, q.empty():
-			return id, nil
-		case q.ID == ^uint32(0):
-			return 0, fmt.Errorf("every ID from %d up is in use", from)
+			return fmt.Errorf("Q_GETNEXTQUOTA from %d returned %d", id, q.ID)
+		}
+		if !f(&q) || q.ID == ^uint32(0) {
+			return nil
 		}
 		id = q.ID + 1
 	}
+}
+
+// firstFree returns the first free ID from the ID from up, walking the records with next. An ID
+// without a record is free; so is one whose record is empty (ext4 drops a record only some time
+// after it became empty).
+func firstFree(from uint32, next func(id uint32) (nextdqblk, error)) (uint32, error) {
+	id, full := from, false
+	err := eachRecord(from, next, func(q *nextdqblk) bool {
+		switch {
+		case q.ID > id, q.empty():
+			return false // id has no record, or an empty one
+		case q.ID == ^uint32(0):
+			full = true
+			return false
+		}
+		id = q.ID + 1
+		return true
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case full:
+		return 0, fmt.Errorf("every ID from %d up is in use", from)
+	}
+	return id, nil
 }
 
 // empty reports whether the record has neither usage nor limits.

@@ -3,6 +3,7 @@ package quota
 import (
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,24 +34,7 @@ func TestFirstFree(t *testing.T) {
 		{name: "all in use", from: last - 1, records: map[uint32]nextdqblk{last - 1: used, last: limited}, wantErr: "every ID"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			calls := 0
-			next := func(id uint32) (nextdqblk, error) {
-				if calls++; calls > 10 {
-					t.Fatal("more than 10 Q_GETNEXTQUOTA calls")
-				}
-				best, found := uint32(0), false
-				for rid := range tt.records {
-					if rid >= id && (!found || rid < best) {
-						best, found = rid, true
-					}
-				}
-				if !found {
-					return nextdqblk{}, unix.ENOENT
-				}
-				q := tt.records[best]
-				q.ID = best
-				return q, nil
-			}
+			next := fakeRecords(t, tt.records)
 			from := tt.from
 			if from == 0 {
 				from = FirstID
@@ -66,6 +50,53 @@ func TestFirstFree(t *testing.T) {
 				t.Errorf("firstFree = %d, %v; want %d", got, err, tt.want)
 			}
 		})
+	}
+}
+
+// fakeRecords is Q_GETNEXTQUOTA over records, failing the test past 10 calls.
+func fakeRecords(t *testing.T, records map[uint32]nextdqblk) func(id uint32) (nextdqblk, error) {
+	calls := 0
+	return func(id uint32) (nextdqblk, error) {
+		if calls++; calls > 10 {
+			t.Fatal("more than 10 Q_GETNEXTQUOTA calls")
+		}
+		best, found := uint32(0), false
+		for rid := range records {
+			if rid >= id && (!found || rid < best) {
+				best, found = rid, true
+			}
+		}
+		if !found {
+			return nextdqblk{}, unix.ENOENT
+		}
+		q := records[best]
+		q.ID = best
+		return q, nil
+	}
+}
+
+// TestEachRecord walks made-up records as projectLimits does: every record from the first ID
+// up, once, in order, the last ID included.
+func TestEachRecord(t *testing.T) {
+	const last = ^uint32(0)
+	records := map[uint32]nextdqblk{3: {Bhardlimit: 1}, FirstID: {Bhardlimit: 2}, FirstID + 7: {}, last: {Bhardlimit: 4}}
+	var seen []uint32
+	var sum uint64
+	err := eachRecord(FirstID, fakeRecords(t, records), func(q *nextdqblk) bool {
+		seen = append(seen, q.ID)
+		sum += q.Bhardlimit
+		return true
+	})
+	if want := []uint32{FirstID, FirstID + 7, last}; err != nil || !slices.Equal(seen, want) || sum != 6 {
+		t.Errorf("eachRecord saw %v (limits %d), %v; want %v (6)", seen, sum, err, want)
+	}
+	seen = nil
+	err = eachRecord(FirstID, fakeRecords(t, records), func(q *nextdqblk) bool {
+		seen = append(seen, q.ID)
+		return false
+	})
+	if err != nil || !slices.Equal(seen, []uint32{FirstID}) {
+		t.Errorf("eachRecord went on after f returned false: %v, %v", seen, err)
 	}
 }
 
