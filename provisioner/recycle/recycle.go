@@ -18,24 +18,21 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
 	"dirpv.io/dirpv/provisioner"
 	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/worker"
 )
 
 // Event reasons, on the PV.
@@ -73,7 +70,7 @@ type Controller struct {
 	results  ResultCounter
 	pvs      corelisters.PersistentVolumeLister
 	synced   cache.InformerSynced
-	queue    workqueue.TypedRateLimitingInterface[string]
+	queue    worker.Queue
 }
 
 // ResultCounter counts recycles by result ("success" or "error").
@@ -87,9 +84,7 @@ func New(client kubernetes.Interface, name string, volumes Volumes, recorder rec
 		client: client, name: name, volumes: volumes, recorder: recorder, results: results,
 		pvs: informer.Lister(), synced: informer.Informer().HasSynced,
 		// A failed scrub is retried with backoff: from a second up to five minutes.
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "recycle"}),
+		queue: worker.NewQueue("recycle"),
 	}
 	if _, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueue,
@@ -111,40 +106,7 @@ func (c *Controller) enqueue(obj any) {
 // Run processes released volumes with workers until ctx ends, and returns once every worker has
 // finished its current volume.
 func (c *Controller) Run(ctx context.Context, workers int) {
-	defer utilruntime.HandleCrash()
-	logger := klog.FromContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced) {
-		c.queue.ShutDown()
-		return
-	}
-	logger.Info("Recycle controller started")
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c.next(ctx) {
-			}
-		}()
-	}
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-}
-
-func (c *Controller) next(ctx context.Context) bool {
-	name, shutdown := c.queue.Get()
-	if shutdown {
-		return false
-	}
-	defer c.queue.Done(name)
-	if err := c.sync(ctx, name); err != nil {
-		klog.FromContext(ctx).Error(err, "Recycle controller: retrying with backoff", "PV", name)
-		c.queue.AddRateLimited(name)
-		return true
-	}
-	c.queue.Forget(name)
-	return true
+	worker.Run(ctx, "recycle", "PV", c.queue, workers, []cache.InformerSynced{c.synced}, c.sync)
 }
 
 // action is what sync does with a PV.

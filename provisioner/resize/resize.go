@@ -20,8 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -29,15 +27,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"dirpv.io/dirpv/provisioner/worker"
 )
 
 // Event reasons, on the claim (external-resizer's, so that tools watching for them work).
@@ -85,7 +83,7 @@ type Controller struct {
 	claims   corelisters.PersistentVolumeClaimLister
 	pvs      corelisters.PersistentVolumeLister
 	synced   []cache.InformerSynced
-	queue    workqueue.TypedRateLimitingInterface[string] // claim keys, namespace/name
+	queue    worker.Queue // claim keys, namespace/name
 }
 
 // New returns a controller for the claims whose volumes provisioner name made. It sees all claims
@@ -98,9 +96,7 @@ func New(client kubernetes.Interface, name string, volumes Volumes, recorder rec
 		claims: claims.Lister(), pvs: pvs.Lister(),
 		synced: []cache.InformerSynced{claims.Informer().HasSynced, pvs.Informer().HasSynced},
 		// A failed resize is retried with backoff: from a second up to five minutes.
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "resize"}),
+		queue: worker.NewQueue("resize"),
 	}
 	if _, err := claims.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueueClaim,
@@ -148,38 +144,7 @@ func wanted(claim *v1.PersistentVolumeClaim) bool {
 // Run resizes volumes with workers until ctx ends, and returns once every worker has finished
 // its current claim.
 func (c *Controller) Run(ctx context.Context, workers int) {
-	defer utilruntime.HandleCrash()
-	logger := klog.FromContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
-		c.queue.ShutDown()
-		return
-	}
-	logger.Info("Resize controller started")
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for c.next(ctx) {
-			}
-		})
-	}
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-}
-
-func (c *Controller) next(ctx context.Context) bool {
-	key, shutdown := c.queue.Get()
-	if shutdown {
-		return false
-	}
-	defer c.queue.Done(key)
-	if err := c.sync(ctx, key); err != nil {
-		klog.FromContext(ctx).Error(err, "Resize controller: retrying with backoff", "PVC", key)
-		c.queue.AddRateLimited(key)
-		return true
-	}
-	c.queue.Forget(key)
-	return true
+	worker.Run(ctx, "resize", "PVC", c.queue, workers, c.synced, c.sync)
 }
 
 // sync takes one claim's resize as far as it goes, from wherever an earlier sync left it. It
