@@ -71,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	m.CapacityEnforceable = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "dirpv", Name: "capacity_enforceable",
-		Help: "1 for each StorageClass with capacity: enforce and node where the filesystem of its basePath enforces sizes, 0 where it cannot (the leader's log says what it needs); probed at the start of each term, and again (at most once a minute) while it fails.",
+		Help: "1 for each StorageClass with capacity: enforce and node where the filesystem of its basePath enforces sizes, 0 where it cannot (the leader's log says what it needs); probed at the start of each term, and again while it fails (after a minute, doubling up to 30 minutes).",
 	}, []string{"storageclass", "node"})
 	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch, m.Resizes, m.VolumeCapacity, m.VolumeUsed, m.UsageErrors,
 		m.CapacityEnforceable)

@@ -15,7 +15,7 @@
 //
 // With WithProbes it also checks, before its reads, that each class of dirpv's with capacity:
 // enforce can enforce sizes on each node (a probe operation of the class's base directory): at
-// the start of each term, and again while a probe fails (at most once a minute). The outcome is the
-// gauge dirpv_capacity_enforceable and, when it changes, a line in the leader's log saying what
-// the filesystem needs.
+// the start of each term, and again while a probe fails (after a minute, doubling up to 30). The
+// outcome is the gauge dirpv_capacity_enforceable and, when it changes, a line in the leader's
+// log saying what the filesystem needs.
 package usage

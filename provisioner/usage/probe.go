@@ -30,27 +30,38 @@ type Probes struct {
 }
 
 // prober probes each class and node once a term, and again while it fails (a node prepared
-// since then is seen), at a refresh at least retryFailed after the last probe; a class or node
-// that goes loses its series.
+// since then is seen), at a refresh once its backoff has passed; a class or node that goes loses
+// its series.
 type prober struct {
 	Probes
 	// state is the last outcome of each class and node: only changes are logged.
 	state map[[2]string]string
 	ok    map[[2]string]bool
-	// failedAt is when each failing probe last ran; now is the clock.
-	failedAt map[[2]string]time.Time
-	now      func() time.Time
+	// failed is when each failing probe last ran and how long it waits for its next run; now is
+	// the clock.
+	failed map[[2]string]backoff
+	now    func() time.Time
 }
 
-// retryFailed is the least time between two probes of a class on a node that cannot enforce
-// sizes: each costs a helper pod on the node.
-const retryFailed = time.Minute
+type backoff struct {
+	at   time.Time
+	wait time.Duration
+}
+
+// retryFailed and retryFailedMost bound the time between two probes of a class on a node that
+// cannot enforce sizes: each costs a helper pod on the node, so the wait doubles from the one to
+// the other while the probe goes on failing (a cluster with a class no node can serve would
+// otherwise run a pod per node every refresh, for good).
+const (
+	retryFailed     = time.Minute
+	retryFailedMost = 30 * time.Minute
+)
 
 // WithProbes has the collector probe, at each refresh, the classes of dirpv's with capacity:
 // enforce on every node (see Probes). It returns c.
 func (c *Collector) WithProbes(p Probes) *Collector {
 	c.prober = &prober{Probes: p, state: map[[2]string]string{}, ok: map[[2]string]bool{},
-		failedAt: map[[2]string]time.Time{}, now: time.Now}
+		failed: map[[2]string]backoff{}, now: time.Now}
 	c.synced = append(c.synced, p.ClassesSynced, p.NodesSynced)
 	return c
 }
@@ -61,7 +72,7 @@ func (c *Collector) deleteProbes() {
 		for key := range p.state {
 			p.Enforceable.DeleteLabelValues(key[0], key[1])
 		}
-		p.state, p.ok, p.failedAt = map[[2]string]string{}, map[[2]string]bool{}, map[[2]string]time.Time{}
+		p.state, p.ok, p.failed = map[[2]string]string{}, map[[2]string]bool{}, map[[2]string]backoff{}
 	}
 }
 
@@ -97,7 +108,7 @@ func (c *Collector) probe(ctx context.Context) {
 		for _, node := range nodes {
 			key := [2]string{sc.Name, node.Name}
 			seen[key] = true
-			if at, failed := p.failedAt[key]; !p.ok[key] && (!failed || p.now().Sub(at) >= retryFailed) {
+			if f, failed := p.failed[key]; !p.ok[key] && (!failed || p.now().Sub(f.at) >= f.wait) {
 				todo = append(todo, probe{sc, node, key})
 			}
 		}
@@ -120,7 +131,7 @@ func (c *Collector) probe(ctx context.Context) {
 			p.Enforceable.DeleteLabelValues(key[0], key[1])
 			delete(p.state, key)
 			delete(p.ok, key)
-			delete(p.failedAt, key)
+			delete(p.failed, key)
 		}
 	}
 }
@@ -141,7 +152,11 @@ func (c *Collector) probeOne(ctx context.Context, sc *storagev1.StorageClass, no
 	}
 	p.state[key] = state
 	if err != nil {
-		p.failedAt[key] = p.now()
+		wait := retryFailed
+		if f, failed := p.failed[key]; failed {
+			wait = min(2*f.wait, retryFailedMost)
+		}
+		p.failed[key] = backoff{at: p.now(), wait: wait}
 		p.Enforceable.WithLabelValues(key[0], key[1]).Set(0)
 		if state != prev {
 			logger.Error(err, "Sizes cannot be enforced: claims of this class on this node will fail")
@@ -149,7 +164,7 @@ func (c *Collector) probeOne(ctx context.Context, sc *storagev1.StorageClass, no
 		return
 	}
 	p.ok[key] = true
-	delete(p.failedAt, key)
+	delete(p.failed, key)
 	p.Enforceable.WithLabelValues(key[0], key[1]).Set(1)
 	if state != prev {
 		logger.Info("Sizes are enforced", "by", kind)

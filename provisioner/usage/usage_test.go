@@ -408,16 +408,35 @@ func TestProbes(t *testing.T) {
 		t.Errorf("gathered %v, want %v", got, want)
 	}
 
-	// A failed probe waits retryFailed for its next run; one that succeeded runs no more.
+	// A failed probe waits retryFailed for its next run, and twice as long after each failure
+	// more, up to retryFailedMost; one that succeeded runs no more.
 	now := time.Now()
 	c.prober.now = func() time.Time { return now }
+	wait := retryFailed
+	for range 7 {
+		f.probed = nil
+		c.refresh(ctx)
+		if len(f.probed) != 0 {
+			t.Fatalf("probed again before %v: %q", wait, f.probed)
+		}
+		now = now.Add(wait - time.Second)
+		c.refresh(ctx)
+		if len(f.probed) != 0 {
+			t.Fatalf("probed again before %v: %q", wait, f.probed)
+		}
+		now = now.Add(time.Second)
+		c.refresh(ctx)
+		if want := []string{"sized/n2"}; !slices.Equal(f.probed, want) {
+			t.Fatalf("probed after %v: %q, want the failed %q", wait, f.probed, want)
+		}
+		wait = min(2*wait, retryFailedMost)
+	}
+	if wait != retryFailedMost {
+		t.Errorf("the wait grew to %v, want it held at %v", wait, retryFailedMost)
+	}
 	f.probed = nil
 	f.probes["sized/n2"] = probeResult{kind: "btrfs qgroup"}
-	c.refresh(ctx)
-	if len(f.probed) != 0 {
-		t.Errorf("probed again at once: %q", f.probed)
-	}
-	now = now.Add(retryFailed)
+	now = now.Add(wait)
 	c.refresh(ctx)
 	if want := []string{"sized/n2"}; !slices.Equal(f.probed, want) {
 		t.Errorf("probed again %q, want only the failed %q", f.probed, want)
