@@ -5,10 +5,15 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"dirpv.io/dirpv/provisioner/backend/hostpath"
+	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
 // testBatchedHelpers: a StatefulSet of 20 replicas (Parallel, over the default hostPath class)
@@ -70,5 +75,49 @@ func testBatchedHelpers(t *testing.T) {
 	t.Logf("%d volumes deleted by %d helper pods", replicas, len(removed))
 	if len(removed) >= replicas {
 		t.Errorf("%d volumes deleted by %d helper pods, want fewer pods than volumes", replicas, len(removed))
+	}
+}
+
+// testHelperLog: a helper pod's outcomes read back from its container's log, as the API server
+// serves it (where dirpv reads them when the kubelet is slow to post a pod's end), are those of
+// its termination message, its paths named as the node has them.
+func testHelperLog(t *testing.T) {
+	ctx := context.Background()
+	dep, err := client.AppsV1().Deployments(dirpvNamespace).Get(ctx, "dirpv", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	r := &hostpath.PodRunner{Client: client, Namespace: dirpvNamespace, Image: c.Image, PullPolicy: c.ImagePullPolicy}
+	ops := []volumeop.Op{{Kind: volumeop.Probe, Path: "e2e"}, {Kind: volumeop.Probe, Path: "e2e-no-such-dir/below"}}
+	pods := client.CoreV1().Pods(dirpvNamespace)
+	pod, err := pods.Create(ctx, r.Pod("node1", basePath, ops), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pods.Delete(context.Background(), pod.Name, metav1.DeleteOptions{}) })
+	poll(t, "the helper pod ended", func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		pod = p
+		return p.Status.Phase == v1.PodSucceeded || p.Status.Phase == v1.PodFailed, nil
+	})
+	if pod.Status.Phase != v1.PodSucceeded || len(pod.Status.ContainerStatuses) != 1 || pod.Status.ContainerStatuses[0].State.Terminated == nil {
+		t.Fatalf("helper pod %s ended %s: %+v", pod.Name, pod.Status.Phase, pod.Status.ContainerStatuses)
+	}
+	msg := pod.Status.ContainerStatuses[0].State.Terminated.Message
+	want, err := volumeop.DecodeOutcomes(msg, len(ops))
+	if err != nil {
+		t.Fatalf("termination message %q: %v", msg, err)
+	}
+	for i := range want {
+		want[i].Error = strings.ReplaceAll(want[i].Error, hostpath.HelperMountPath, basePath)
+	}
+	got, err := r.LogOutcomes(ctx, pod, len(ops))
+	t.Logf("termination message %s; from the log: %+v, %v", msg, got, err)
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("outcomes from the log: %+v, %v; want %+v", got, err, want)
 	}
 }

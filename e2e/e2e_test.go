@@ -35,6 +35,7 @@ func TestE2E(t *testing.T) {
 		{"PodDataSurvivesPod", testPodData},
 		{"HostPathThroughHelperPods", testHelperPods},
 		{"BatchedHelperPods", testBatchedHelpers},
+		{"HelperOutcomesInLog", testHelperLog},
 		{"NFS", testNFS(mount)},
 		{"NFSKernelClient", testNFSKernelClient(mount)},
 		{"Reclaim", testReclaim(mount)},

@@ -227,6 +227,7 @@ func testRBAC(t *testing.T) {
 		{"create", "pods", "--subresource=attach", "-n", dirpvNamespace}, {"create", "pods", "--subresource=portforward", "-n", dirpvNamespace},
 		{"create", "pods", "--subresource=eviction", "-n", dirpvNamespace}, {"update", "pods", "-n", dirpvNamespace},
 		{"create", "pods", "-n", "default"}, {"delete", "pods", "-n", "default"}, {"create", "pods", "-A"},
+		{"get", "pods", "--subresource=log", "-n", "default"}, {"get", "pods", "--subresource=log", "-A"},
 		{"update", "nodes"}, {"patch", "nodes"}, {"delete", "nodes"}, {"create", "nodes"},
 		{"update", "nodes", "--subresource=status"}, {"get", "nodes", "--subresource=proxy"},
 		{"create", "serviceaccounts", "--subresource=token", "-n", dirpvNamespace},
@@ -244,6 +245,7 @@ func testRBAC(t *testing.T) {
 	allowed := [][]string{
 		{"create", "persistentvolumes"}, {"watch", "persistentvolumeclaims", "-A"},
 		{"create", "pods", "-n", dirpvNamespace}, {"update", "leases.coordination.k8s.io", "-n", dirpvNamespace},
+		{"get", "pods", "--subresource=log", "-n", dirpvNamespace},
 	}
 	answers := canI(t, append(slices.Clone(denied), allowed...))
 	for i, args := range append(slices.Clone(denied), allowed...) {

@@ -14,6 +14,9 @@ type Metrics struct {
 	Recycles *prometheus.CounterVec
 	// HelperBatch observes how many operations each helper pod ran.
 	HelperBatch prometheus.Histogram
+	// HelperOutcomes counts the helper pods whose outcomes were read, by where from: the
+	// container's "log" or the pod's "status".
+	HelperOutcomes *prometheus.CounterVec
 	// Resizes counts resized volumes and failed attempts.
 	Resizes *prometheus.CounterVec
 	// VolumeCapacity and VolumeUsed are the size and usage of each bound volume whose capacity
@@ -53,6 +56,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "Operations run by each helper pod (its count is the helper pods started).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 	})
+	m.HelperOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "dirpv", Name: "helper_pod_outcomes_total",
+		Help: "Helper pods whose outcomes were read, from the container's log (before the kubelet posted the pod's end) or from the pod's status.",
+	}, []string{"from"})
 	m.Resizes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "dirpv", Name: "resizes_total",
 		Help: "Claims whose volume was resized (success), or attempts that failed or were refused (error).",
@@ -73,13 +80,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Namespace: "dirpv", Name: "capacity_enforceable",
 		Help: "1 for each StorageClass with capacity: enforce and node where the filesystem of its basePath enforces sizes, 0 where it cannot (the leader's log says what it needs); probed at the start of each term, and again while it fails (after a minute, doubling up to 30 minutes).",
 	}, []string{"storageclass", "node"})
-	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch, m.Resizes, m.VolumeCapacity, m.VolumeUsed, m.UsageErrors,
+	reg.MustRegister(m.Operations, m.Duration, m.Recycles, m.HelperBatch, m.HelperOutcomes, m.Resizes, m.VolumeCapacity, m.VolumeUsed, m.UsageErrors,
 		m.CapacityEnforceable)
 	return m
 }
 
 // HelperPod observes one helper pod's number of operations.
 func (m *Metrics) HelperPod(ops int) { m.HelperBatch.Observe(float64(ops)) }
+
+// HelperOutcome counts one helper pod's outcomes read from (log or status).
+func (m *Metrics) HelperOutcome(from string) { m.HelperOutcomes.WithLabelValues(from).Inc() }
 
 // RecycleResult counts one recycle outcome.
 func (m *Metrics) RecycleResult(result string) { m.Recycles.WithLabelValues(result).Inc() }

@@ -141,7 +141,8 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	nodeFactory.Start(ctx.Done())
 	defer nodeFactory.Shutdown()
 
-	helper := &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy}
+	helper := &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy,
+		Outcomes: ownMetrics.HelperOutcome}
 	prov := &provisioner.Provisioner{
 		Backends: backend.Set{
 			nfsBackend,

@@ -1,9 +1,11 @@
 package hostpath
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"slices"
 	"strings"
@@ -36,12 +38,17 @@ const (
 )
 
 // PodRunner runs a batch of volume operations in a helper pod on a node and waits for it with a
-// watch.
+// watch, and reads its outcomes from its container's log or its status, whichever has them first.
 type PodRunner struct {
 	Client     kubernetes.Interface
 	Namespace  string
 	Image      string
 	PullPolicy v1.PullPolicy
+	// Outcomes, when set, is called with where each pod's outcomes were read from: "log" or
+	// "status".
+	Outcomes func(from string)
+	// logs, in tests, stands in for the API server's pods/log (followed): see readLog.
+	logs func(ctx context.Context, pod string) (io.ReadCloser, error)
 }
 
 // Pod builds the helper pod for ops on node: dirpv's own image, no shell, only root (the
@@ -150,6 +157,10 @@ func (r *PodRunner) DeleteLeftovers(ctx context.Context) (int, error) {
 // Run creates a helper pod for ops (packed by volumeop.Pack), waits until it ends (or ctx
 // does), returns each operation's outcome and deletes it. An error means no operation has an
 // outcome: each may or may not have run.
+//
+// The outcomes come from the container's log when it has them before the pod's status does: a
+// kubelet that is busy posts a pod's end late (seen: 15 s after the helper exited, while the
+// node tore down a StatefulSet's pods), but serves a container's log from the node at once.
 func (r *PodRunner) Run(ctx context.Context, node, root string, ops []volumeop.Op) ([]volumeop.Outcome, error) {
 	logger := klog.FromContext(ctx)
 	pods := r.Client.CoreV1().Pods(r.Namespace)
@@ -167,7 +178,40 @@ func (r *PodRunner) Run(ctx context.Context, node, root string, ops []volumeop.O
 		}
 	}()
 
-	sel := fields.OneTermEqualSelector("metadata.name", pod.Name).String()
+	// The log's reader and the watch race; the loser stops when Run returns.
+	raceCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	logged, ended := make(chan []volumeop.Outcome, 1), make(chan error, 1)
+	go r.readLog(raceCtx, pod, len(ops), logged)
+	last := pod // the watch's last view of the pod: read only once ended has its result
+	go func() { ended <- r.watch(raceCtx, pod.Name, &last) }()
+	select {
+	case outs := <-logged:
+		logger.V(4).Info("Helper pod's outcomes read from its log", "pod", klog.KObj(pod))
+		r.count("log")
+		return outs, nil
+	case err = <-ended:
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (helper pod %s: %s)", context.Cause(ctx), pod.Name, describe(last))
+		}
+		return nil, fmt.Errorf("helper pod %s/%s on node %s: %w", r.Namespace, pod.Name, node, err)
+	}
+	r.count("status")
+	return outcomes(last, len(ops))
+}
+
+func (r *PodRunner) count(from string) {
+	if r.Outcomes != nil {
+		r.Outcomes(from)
+	}
+}
+
+// watch waits until the pod called name has ended, keeping the last view of it in last.
+func (r *PodRunner) watch(ctx context.Context, name string, last **v1.Pod) error {
+	pods := r.Client.CoreV1().Pods(r.Namespace)
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	lw := &cache.ListWatch{
 		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
@@ -178,13 +222,12 @@ func (r *PodRunner) Run(ctx context.Context, node, root string, ops []volumeop.O
 			return pods.Watch(ctx, o)
 		},
 	}
-	last := pod
-	_, err = watchtools.UntilWithSync(ctx, lw, &v1.Pod{}, nil, func(e watch.Event) (bool, error) {
+	_, err := watchtools.UntilWithSync(ctx, lw, &v1.Pod{}, nil, func(e watch.Event) (bool, error) {
 		p, ok := e.Object.(*v1.Pod)
 		if !ok {
 			return false, nil
 		}
-		last = p
+		*last = p
 		if e.Type == watch.Deleted {
 			return false, errors.New("helper pod was deleted before it finished")
 		}
@@ -193,14 +236,61 @@ func (r *PodRunner) Run(ctx context.Context, node, root string, ops []volumeop.O
 		}
 		return false, stuck(p)
 	})
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (helper pod %s: %s)", context.Cause(ctx), pod.Name, describe(last))
-		}
-		return nil, fmt.Errorf("helper pod %s/%s on node %s: %w", r.Namespace, pod.Name, node, err)
-	}
-	return outcomes(last, len(ops))
+	return err
 }
+
+// readLog reads the outcomes of the pod's n operations from its container's log (LogOutcomes)
+// and sends them to out. Until the container has started the API server refuses the log, and
+// until it has ended the log has no outcomes: readLog tries again, at most every two seconds,
+// until ctx ends (the pod's status had the outcomes first).
+func (r *PodRunner) readLog(ctx context.Context, pod *v1.Pod, n int, out chan<- []volumeop.Outcome) {
+	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if outs, err := r.LogOutcomes(ctx, pod, n); err == nil {
+			out <- outs
+			return
+		}
+	}
+}
+
+// LogOutcomes follows the helper container's log of pod until it ends, and returns the outcomes
+// of its n operations if the log ends with them. The helper prints them as its last line, after
+// every operation has ended, and then exits: the log ends with that line, complete, only then.
+//
+// What the log holds is as trustworthy as the termination message: only the helper, dirpv's own
+// binary, writes it, and what it prints of a tenant's names is JSON-quoted, never a line of its
+// own.
+func (r *PodRunner) LogOutcomes(ctx context.Context, pod *v1.Pod, n int) ([]volumeop.Outcome, error) {
+	var stream io.ReadCloser
+	var err error
+	if r.logs != nil {
+		stream, err = r.logs(ctx, pod.Name)
+	} else {
+		stream, err = r.Client.CoreV1().Pods(r.Namespace).GetLogs(pod.Name, &v1.PodLogOptions{
+			Container: helperContainer, Follow: true, LimitBytes: ptr.To[int64](maxLog)}).Stream(ctx)
+	}
+	if err != nil {
+		return nil, err // not started yet, most likely
+	}
+	defer func() { _ = stream.Close() }()
+	data, err := io.ReadAll(io.LimitReader(stream, maxLog))
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.HasSuffix(data, []byte("\n")) {
+		return nil, errors.New("the log does not end with a complete line")
+	}
+	data = data[:len(data)-1]
+	// An error: the helper failed, or ended without outcomes (the status says how).
+	return decode(string(data[bytes.LastIndexByte(data, '\n')+1:]), n, pod.Spec.NodeName, hostRoot(pod))
+}
+
+// maxLog is the most of a helper's log read: its outcomes fit in 4 KiB (volumeop.Pack).
+const maxLog = 64 << 10
 
 // stuck reports a pod that cannot start, so callers learn why now rather than at the timeout.
 func stuck(p *v1.Pod) error {
@@ -237,11 +327,29 @@ func nodePaths(msg, root string) string {
 	return helperPath.ReplaceAllString(msg, "${1}"+root+"${2}")
 }
 
-func outcomes(p *v1.Pod, n int) ([]volumeop.Outcome, error) {
-	root := HelperMountPath
+// hostRoot is the node's directory a helper pod mounts at HelperMountPath.
+func hostRoot(p *v1.Pod) string {
 	if len(p.Spec.Volumes) == 1 && p.Spec.Volumes[0].HostPath != nil {
-		root = p.Spec.Volumes[0].HostPath.Path
+		return p.Spec.Volumes[0].HostPath.Path
 	}
+	return HelperMountPath
+}
+
+// decode reads the outcomes of n operations from msg, naming paths in their errors as node has
+// them.
+func decode(msg string, n int, node, root string) ([]volumeop.Outcome, error) {
+	outs, err := volumeop.DecodeOutcomes(msg, n)
+	if err != nil {
+		return nil, fmt.Errorf("helper on node %s: unreadable outcomes %q: %w", node, msg, err)
+	}
+	for i := range outs {
+		outs[i].Error = nodePaths(outs[i].Error, root)
+	}
+	return outs, nil
+}
+
+func outcomes(p *v1.Pod, n int) ([]volumeop.Outcome, error) {
+	root := hostRoot(p)
 	for _, s := range p.Status.ContainerStatuses {
 		t := s.State.Terminated
 		if s.Name != helperContainer || t == nil {
@@ -254,14 +362,7 @@ func outcomes(p *v1.Pod, n int) ([]volumeop.Outcome, error) {
 			}
 			return nil, fmt.Errorf("helper on node %s failed: %s", p.Spec.NodeName, nodePaths(msg, root))
 		}
-		outs, err := volumeop.DecodeOutcomes(msg, n)
-		if err != nil {
-			return nil, fmt.Errorf("helper on node %s: unreadable outcomes %q: %w", p.Spec.NodeName, msg, err)
-		}
-		for i := range outs {
-			outs[i].Error = nodePaths(outs[i].Error, root)
-		}
-		return outs, nil
+		return decode(msg, n, p.Spec.NodeName, root)
 	}
 	return nil, fmt.Errorf("helper pod ended %s without a container result", p.Status.Phase)
 }

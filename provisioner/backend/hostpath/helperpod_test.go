@@ -1,10 +1,13 @@
 package hostpath
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -190,6 +193,90 @@ func TestHelperRun(t *testing.T) {
 			b.Helper.draining.Wait() // a caller that gave up does not wait for its pod's deletion
 			pods, _ := client.CoreV1().Pods("dirpv").List(ctx, metav1.ListOptions{})
 			if len(pods.Items) != 0 {
+				t.Errorf("helper pod left behind: %s", pods.Items[0].Name)
+			}
+		})
+	}
+}
+
+// TestRunReadsLog: the outcomes are taken from the helper container's log when it ends with
+// them, complete, while the pod's end is not posted; a log that does not is ignored, and the
+// status is waited for (posted here once the log was read twice, so the log had its chance).
+func TestRunReadsLog(t *testing.T) {
+	const fromStatus = `[{"archive":"from-status"}]`
+	tests := []struct {
+		name    string
+		logs    []string      // one per read of the log; "" refuses it (not started); the last repeats
+		status  *v1.PodStatus // posted at the second read of the log
+		want    volumeop.Result
+		wantErr string
+	}{
+		{name: "outcomes in the log, the pod's end not posted", logs: []string{"a line of the helper's own\n" + `[{"archive":"from-log"}]` + "\n"},
+			want: volumeop.Result{Archive: "from-log"}},
+		{name: "refused until the container starts", logs: []string{"", `[{"archive":"from-log"}]` + "\n"},
+			want: volumeop.Result{Archive: "from-log"}},
+		{name: "an operation's error names the node's path", logs: []string{`[{"error":"mkdir /data/x: EEXIST"}]` + "\n"},
+			wantErr: "helper on node node1 failed: mkdir /var/lib/dirpv/x: EEXIST"},
+		{name: "a line cut short is not taken", logs: []string{`[{"archive":"from-log"}]`},
+			status: terminated(v1.PodSucceeded, 0, fromStatus), want: volumeop.Result{Archive: "from-status"}},
+		{name: "outcomes not on the last line are not taken", logs: []string{`[{"archive":"from-log"}]` + "\nfatal error\n"},
+			status: terminated(v1.PodSucceeded, 0, fromStatus), want: volumeop.Result{Archive: "from-status"}},
+		{name: "a helper that failed", logs: []string{"helper: operation 1: unknown operation\n"},
+			status: terminated(v1.PodFailed, 2, "helper: operation 1: unknown operation"), wantErr: "helper: operation 1: unknown operation"},
+		{name: "outcomes for another number of operations", logs: []string{`[{},{}]` + "\n"},
+			status: terminated(v1.PodSucceeded, 0, fromStatus), want: volumeop.Result{Archive: "from-status"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}}
+			client, _ := fakeKubelet([]runtime.Object{node}, nil, false)
+			// The status is posted once the runner watches, or the fake's watch could miss it.
+			watching := make(chan struct{})
+			watched := sync.OnceFunc(func() { close(watching) })
+			client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
+				w, err := client.Tracker().Watch(a.GetResource(), a.GetNamespace())
+				if err == nil {
+					watched()
+				}
+				return true, w, err
+			})
+			var reads atomic.Int32
+			var from []string
+			r := &PodRunner{Client: client, Namespace: "dirpv", Image: "img", Outcomes: func(f string) { from = append(from, f) }, logs: func(ctx context.Context, pod string) (io.ReadCloser, error) {
+				n := int(reads.Add(1))
+				if n == 2 && tt.status != nil {
+					<-watching
+					p, err := client.CoreV1().Pods("dirpv").Get(ctx, pod, metav1.GetOptions{})
+					if err != nil {
+						return nil, err
+					}
+					p.Status = *tt.status
+					if _, err := client.CoreV1().Pods("dirpv").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+						return nil, err
+					}
+				}
+				log := tt.logs[min(n, len(tt.logs))-1]
+				if log == "" {
+					return nil, errors.New(`container "helper" in pod "` + pod + `" is waiting to start: ContainerCreating`)
+				}
+				return io.NopCloser(strings.NewReader(log)), nil
+			}}
+			b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(r, 64, 0, nil)}
+			vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", BasePath: "/var/lib/dirpv"}}
+			res, err := b.Run(ctx, vol, createOp)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Run = %+v, %v; want error containing %q", res, err, tt.wantErr)
+				}
+			} else if err != nil || res != tt.want {
+				t.Fatalf("Run = %+v, %v; want %+v", res, err, tt.want)
+			}
+			b.Helper.draining.Wait()
+			if want := map[bool]string{true: "status", false: "log"}[tt.status != nil]; !slices.Equal(from, []string{want}) {
+				t.Errorf("outcomes read from %q, want %q", from, want)
+			}
+			if pods, _ := client.CoreV1().Pods("dirpv").List(ctx, metav1.ListOptions{}); len(pods.Items) != 0 {
 				t.Errorf("helper pod left behind: %s", pods.Items[0].Name)
 			}
 		})
