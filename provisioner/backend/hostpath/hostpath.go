@@ -253,7 +253,9 @@ func (b *Backend) Run(ctx context.Context, vol backend.Volume, op volumeop.Op) (
 			v.Node, v.NodeUID, node.UID, backend.ErrNodeGone)
 	}
 	op.Owner.NodeUID = string(node.UID)
-	if b.LocalRoot != "" && (b.LocalNode == "" || b.LocalNode == v.Node) {
+	// Operations on limits need CAP_SYS_ADMIN: they run in helper pods of their own even here,
+	// rather than dirpv's long-running container, which holds API credentials, having it.
+	if b.LocalRoot != "" && (b.LocalNode == "" || b.LocalNode == v.Node) && !op.NeedsAdmin() {
 		return volumeop.RunLocal(ctx, b.LocalRoot, op)
 	}
 	return b.Helper.Run(ctx, v.Node, b.Root, op)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +85,26 @@ func TestRunInOperatorRoot(t *testing.T) {
 		defer r.Close()
 		if m, err := volumefs.ReadMarker(r, "fast/"+createOp.Path); err != nil || m == nil || m.NodeUID != "uid-a" {
 			t.Errorf("marker %+v, %v", m, err)
+		}
+	})
+
+	// dirpv's own container has no CAP_SYS_ADMIN: operations on limits go to helper pods.
+	t.Run("in a helper pod with a limit", func(t *testing.T) {
+		_, ctx := ktesting.NewTestContext(t)
+		local := t.TempDir()
+		client, pods := finishingClient(nodeA)
+		b := &Backend{Client: client, Root: "/var/lib/dirpv", LocalRoot: local, Timeout: time.Minute,
+			Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, 64, 0, nil)}
+		op := createOp
+		op.Limit = 1 << 20
+		if _, err := b.Run(ctx, vol, op); err != nil {
+			t.Fatal(err)
+		}
+		if len(*pods) != 1 || !slices.Contains((*pods)[0].Spec.Containers[0].SecurityContext.Capabilities.Add, "SYS_ADMIN") {
+			t.Fatalf("helper pods %d, want one with SYS_ADMIN", len(*pods))
+		}
+		if _, err := os.Stat(filepath.Join(local, "fast", createOp.Path)); !os.IsNotExist(err) {
+			t.Errorf("the volume was made in-process too: %v", err)
 		}
 	})
 }
