@@ -34,6 +34,10 @@ if [ "$status" -ne 0 ] && [ "$started" = yes ]; then
   for node in $(extra_nodes); do
     mkdir -p "$WORK.logs/$node" && cp "$NODES_DIR/$node"/*.log "$WORK.logs/$node/" 2>/dev/null || true
   done
+  # dirpv's own replicas (those still running: a deleted pod's log goes with it).
+  for pod in $(kc -n dirpv get pods -l app.kubernetes.io/component=provisioner -o name 2>/dev/null); do
+    kc -n dirpv logs "$pod" >"$WORK.logs/${pod#pod/}.log" 2>&1 || true
+  done
   log "cluster logs kept in $WORK.logs/"
 fi
 exit "$status"
