@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	k8stesting "k8s.io/client-go/testing"
@@ -176,17 +177,7 @@ func TestHelperRun(t *testing.T) {
 			if timeout == 0 {
 				timeout = time.Minute
 			}
-			b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: timeout,
-				Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, 64, 0, nil)}
-			vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", BasePath: "/var/lib/dirpv"}}
-			res, err := b.Run(ctx, vol, createOp)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Run = %+v, %v; want error containing %q", res, err, tt.wantErr)
-				}
-			} else if err != nil || res != tt.want {
-				t.Fatalf("Run = %+v, %v; want %+v", res, err, tt.want)
-			}
+			b := runCreate(ctx, t, client, &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, timeout, tt.want, tt.wantErr)
 			if created.Load() != 1 {
 				t.Errorf("%d helper pods created, want 1", created.Load())
 			}
@@ -262,16 +253,7 @@ func TestRunReadsLog(t *testing.T) {
 				}
 				return io.NopCloser(strings.NewReader(log)), nil
 			}}
-			b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(r, 64, 0, nil)}
-			vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", BasePath: "/var/lib/dirpv"}}
-			res, err := b.Run(ctx, vol, createOp)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Run = %+v, %v; want error containing %q", res, err, tt.wantErr)
-				}
-			} else if err != nil || res != tt.want {
-				t.Fatalf("Run = %+v, %v; want %+v", res, err, tt.want)
-			}
+			b := runCreate(ctx, t, client, r, time.Minute, tt.want, tt.wantErr)
 			b.Helper.draining.Wait()
 			if want := map[bool]string{true: "status", false: "log"}[tt.status != nil]; !slices.Equal(from, []string{want}) {
 				t.Errorf("outcomes read from %q, want %q", from, want)
@@ -281,6 +263,23 @@ func TestRunReadsLog(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runCreate runs createOp on node1 through r, with a backend of client and timeout, checks its
+// result against want or wantErr, and returns the backend.
+func runCreate(ctx context.Context, t *testing.T, client kubernetes.Interface, r *PodRunner, timeout time.Duration, want volumeop.Result, wantErr string) *Backend {
+	t.Helper()
+	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: timeout, Helper: NewBatcher(r, 64, 0, nil)}
+	vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", BasePath: "/var/lib/dirpv"}}
+	res, err := b.Run(ctx, vol, createOp)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("Run = %+v, %v; want error containing %q", res, err, wantErr)
+		}
+	} else if err != nil || res != want {
+		t.Fatalf("Run = %+v, %v; want %+v", res, err, want)
+	}
+	return b
 }
 
 func TestRunNodeGone(t *testing.T) {
