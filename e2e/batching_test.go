@@ -7,14 +7,57 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"dirpv.io/dirpv/provisioner/backend/hostpath"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
+
+// hostPathStatefulSet runs a StatefulSet called name of replicas (Parallel, over the default
+// hostPath class) in ns until every pod runs, checks that each volume's directory is on its
+// node, and returns their PVs.
+func hostPathStatefulSet(t *testing.T, ns, name string, replicas int) []*v1.PersistentVolume {
+	t.Helper()
+	if _, err := client.AppsV1().StatefulSets(ns).Create(context.Background(), parallelStatefulSet(ns, name, replicas, nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var pvs []*v1.PersistentVolume
+	for i := range replicas {
+		pod := fmt.Sprintf("%s-%d", name, i)
+		podRunning(t, ns, pod)
+		pv := bound(t, ns, "data-"+pod)
+		if !exists(hostDir(pv)) {
+			t.Errorf("%s: no directory %s on %s", pv.Name, pvPath(pv), pvNode(pv))
+		}
+		pvs = append(pvs, pv)
+	}
+	return pvs
+}
+
+// deleteStatefulSet deletes the StatefulSet called name in ns, its pods and its claims, and
+// waits until the claims' PVs and directories are gone.
+func deleteStatefulSet(t *testing.T, ns, name string, pvs []*v1.PersistentVolume) {
+	t.Helper()
+	if err := client.AppsV1().StatefulSets(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "-n", ns, "delete", "pods", "-l", "app="+name, "--wait=true")
+	var claims []string
+	for _, pv := range pvs {
+		claims = append(claims, pv.Spec.ClaimRef.Name)
+	}
+	deleteClaims(t, client, ns, claims)
+	for _, pv := range pvs {
+		pvGone(t, pv.Name)
+		waitGone(t, hostDir(pv))
+	}
+}
 
 // testBatchedHelpers: a StatefulSet of 20 replicas (Parallel, over the default hostPath class)
 // gets its 20 volumes through fewer helper pods than volumes, each volume made once by a pod on
@@ -23,22 +66,7 @@ func testBatchedHelpers(t *testing.T) {
 	helpers := watchHelperRuns(t)
 	ns := namespace(t)
 	const replicas = 20
-	sts := parallelStatefulSet(ns, "batch", replicas, nil)
-	if _, err := client.AppsV1().StatefulSets(ns).Create(context.Background(), sts, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var pvs []*v1.PersistentVolume
-	var claims []string
-	for i := range replicas {
-		name := fmt.Sprintf("batch-%d", i)
-		podRunning(t, ns, name)
-		claims = append(claims, "data-"+name)
-		pv := bound(t, ns, "data-"+name)
-		if !exists(hostDir(pv)) {
-			t.Errorf("%s: no directory %s on %s", pv.Name, pvPath(pv), pvNode(pv))
-		}
-		pvs = append(pvs, pv)
-	}
+	pvs := hostPathStatefulSet(t, ns, "batch", replicas)
 	podsOf := func(op string) map[string]bool {
 		pods := map[string]bool{}
 		for _, pv := range pvs {
@@ -60,14 +88,8 @@ func testBatchedHelpers(t *testing.T) {
 		t.Errorf("%d volumes made by %d helper pods, want fewer pods than volumes", replicas, len(made))
 	}
 
-	if err := client.AppsV1().StatefulSets(ns).Delete(context.Background(), "batch", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "-n", ns, "delete", "pods", "-l", "app=batch", "--wait=true")
-	deleteClaims(t, client, ns, claims)
+	deleteStatefulSet(t, ns, "batch", pvs)
 	for _, pv := range pvs {
-		pvGone(t, pv.Name)
-		waitGone(t, hostDir(pv))
 		helpers.waitOps(t, pv.Name, "create", "delete")
 		helpers.checkOnNode(t, pv.Name, pvNode(pv))
 	}
@@ -120,4 +142,55 @@ func testHelperLog(t *testing.T) {
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("outcomes from the log: %+v, %v; want %+v", got, err, want)
 	}
+}
+
+// testHelperAgents: with --helper-keep-alive (the agents overlay), a StatefulSet of 10 gets its
+// volumes, each on its pod's node, through agents: helper pods that stay and run batches by
+// exec, fewer than the volumes and confined as any helper pod; deleting its claims removes every
+// directory; the agents go once idle for the keep-alive.
+func testHelperAgents(t *testing.T) {
+	install(t, "agents")
+	t.Cleanup(func() { install(t, "install") })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	seen := map[string]*v1.Pod{}
+	w := watchPods(t, ctx, "app.kubernetes.io/component=helper")
+	go func() {
+		for e := range w.ResultChan() {
+			if p, ok := e.Object.(*v1.Pod); ok && e.Type == watch.Added {
+				mu.Lock()
+				seen[p.Name] = p
+				mu.Unlock()
+			}
+		}
+	}()
+	defer w.Stop()
+
+	ns := namespace(t)
+	const replicas = 10
+	deleteStatefulSet(t, ns, "agents", hostPathStatefulSet(t, ns, "agents", replicas))
+
+	mu.Lock()
+	var agents []string
+	for name, p := range seen {
+		if !strings.HasPrefix(name, "dirpv-agent-") {
+			t.Errorf("helper pod %s is not an agent", name)
+		}
+		for _, problem := range helperPodProblems(p) {
+			t.Errorf("agent %s: %s", name, problem)
+		}
+		agents = append(agents, name+" on "+p.Spec.NodeName+" ("+p.Annotations[hostpath.AnnAgent]+")")
+	}
+	mu.Unlock()
+	t.Logf("%d volumes made and deleted through %d agents: %v", replicas, len(agents), agents)
+	if len(agents) == 0 || len(agents) >= 2*replicas {
+		t.Errorf("%d agents for %d operations", len(agents), 2*replicas)
+	}
+	// The keep-alive is a minute: the agents of these volumes go within a few. (Those for limits
+	// come and go with the leader's probes of the classes that enforce sizes.)
+	pollFor(t, 3*time.Minute, "the agents deleted once idle", func(ctx context.Context) (bool, error) {
+		pods, err := client.CoreV1().Pods(dirpvNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
+		return err == nil && !slices.ContainsFunc(pods.Items, func(p v1.Pod) bool { return p.Annotations[hostpath.AnnAgent] != "limits" }), nil
+	})
 }

@@ -46,6 +46,8 @@ type benchSettings struct {
 	NFS      bool `json:"nfs"`
 	HostPath bool `json:"hostPath"`
 	Memory   bool `json:"memory"`
+	// Install is the overlay of e2e/testdata dirpv is installed with.
+	Install string `json:"install"`
 }
 
 func readBenchSettings(t *testing.T) benchSettings {
@@ -69,6 +71,7 @@ func readBenchSettings(t *testing.T) benchSettings {
 		NFS:      strings.Contains(parts, "nfs"),
 		HostPath: strings.Contains(parts, "hostpath"),
 		Memory:   strings.Contains(parts, "memory"),
+		Install:  cmp.Or(os.Getenv("DIRPV_BENCH_INSTALL"), "install"),
 	}
 }
 
@@ -133,7 +136,7 @@ func TestBench(t *testing.T) {
 		t.Skip("run by make bench")
 	}
 	set := readBenchSettings(t)
-	install(t, "install")
+	install(t, set.Install)
 	bc := ownClient(t, 200, 400)
 	lead := leaderPod(t)
 	requestsBefore := apiRequests(t, lead.Status.PodIP)
@@ -182,7 +185,7 @@ func TestBench(t *testing.T) {
 	}
 	version, _ := client.Discovery().ServerVersion()
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d cores, Kubernetes %s, medians of %d runs\n", runtime.NumCPU(), version.GitVersion, set.Runs)
+	fmt.Fprintf(&b, "%d cores, Kubernetes %s, medians of %d runs, dirpv as in e2e/testdata/%s\n", runtime.NumCPU(), version.GitVersion, set.Runs, set.Install)
 	fmt.Fprintf(&b, "| run | ratio | dirpv | the cluster's ceiling |\n|---|---|---|---|\n")
 	for _, r := range table.rows {
 		ceiling := "(of mount)"

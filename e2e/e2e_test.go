@@ -36,6 +36,7 @@ func TestE2E(t *testing.T) {
 		{"HostPathThroughHelperPods", testHelperPods},
 		{"BatchedHelperPods", testBatchedHelpers},
 		{"HelperOutcomesInLog", testHelperLog},
+		{"HelperAgents", testHelperAgents},
 		{"NFS", testNFS(mount)},
 		{"NFSKernelClient", testNFSKernelClient(mount)},
 		{"Reclaim", testReclaim(mount)},

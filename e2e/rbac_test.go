@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"dirpv.io/dirpv/provisioner/backend/hostpath"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
@@ -223,7 +224,7 @@ func testRBAC(t *testing.T) {
 		{"get", "secrets", "-A"}, {"list", "secrets", "-A"}, {"watch", "secrets", "-A"},
 		{"get", "secrets", "-n", dirpvNamespace}, {"list", "secrets", "-n", dirpvNamespace},
 		{"get", "secrets", "-n", "default"}, {"list", "secrets", "-n", "kube-system"},
-		{"create", "pods", "--subresource=exec", "-n", dirpvNamespace}, {"get", "pods", "--subresource=exec", "-n", dirpvNamespace},
+		{"create", "pods", "--subresource=exec", "-n", "default"}, {"get", "pods", "--subresource=exec", "-n", dirpvNamespace},
 		{"create", "pods", "--subresource=attach", "-n", dirpvNamespace}, {"create", "pods", "--subresource=portforward", "-n", dirpvNamespace},
 		{"create", "pods", "--subresource=eviction", "-n", dirpvNamespace}, {"update", "pods", "-n", dirpvNamespace},
 		{"create", "pods", "-n", "default"}, {"delete", "pods", "-n", "default"}, {"create", "pods", "-A"},
@@ -245,7 +246,7 @@ func testRBAC(t *testing.T) {
 	allowed := [][]string{
 		{"create", "persistentvolumes"}, {"watch", "persistentvolumeclaims", "-A"},
 		{"create", "pods", "-n", dirpvNamespace}, {"update", "leases.coordination.k8s.io", "-n", dirpvNamespace},
-		{"get", "pods", "--subresource=log", "-n", dirpvNamespace},
+		{"get", "pods", "--subresource=log", "-n", dirpvNamespace}, {"create", "pods", "--subresource=exec", "-n", dirpvNamespace},
 	}
 	answers := canI(t, append(slices.Clone(denied), allowed...))
 	for i, args := range append(slices.Clone(denied), allowed...) {
@@ -370,7 +371,7 @@ func helperPodProblems(p *v1.Pod) []string {
 		}
 		slices.Sort(add)
 		want := []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"}
-		if admin, err := needsAdmin(c.Args); err != nil {
+		if admin, err := needsAdmin(p, c.Args); err != nil {
 			bad("container %s: %v", c.Name, err)
 		} else if admin {
 			want = append(want, "SYS_ADMIN") // quota interfaces: only pods whose every operation is on limits
@@ -383,8 +384,17 @@ func helperPodProblems(p *v1.Pod) []string {
 }
 
 // needsAdmin decodes a helper's arguments and reports whether its operations set, clear or read
-// limits (and so need CAP_SYS_ADMIN); a batch that mixes them with others is an error.
-func needsAdmin(args []string) (bool, error) {
+// limits (and so need CAP_SYS_ADMIN); a batch that mixes them with others is an error. An agent
+// (--helper-keep-alive) runs its batches by exec: its annotation says which it runs.
+func needsAdmin(p *v1.Pod, args []string) (bool, error) {
+	if slices.Equal(args, []string{"helper", "--serve"}) {
+		switch kind := p.Annotations[hostpath.AnnAgent]; kind {
+		case "limits", "directories":
+			return kind == "limits", nil
+		default:
+			return false, fmt.Errorf("an agent whose %s is %q", hostpath.AnnAgent, kind)
+		}
+	}
 	if len(args) < 2 || args[0] != "helper" {
 		return false, fmt.Errorf("arguments %q are not a helper's", args)
 	}

@@ -183,7 +183,7 @@ func checkRBAC(t *testing.T, objs []runtime.Object) {
 		{cluster, "persistentvolumes", "create"}, {cluster, "persistentvolumes", "delete"}, {cluster, "persistentvolumes", "patch"},
 		{cluster, "persistentvolumeclaims", "watch"}, {cluster, "persistentvolumeclaims/status", "patch"}, {cluster, "storageclasses", "get"}, {cluster, "nodes", "get"},
 		{cluster, "events", "create"}, {ns, "leases", "update"}, {ns, "pods", "create"}, {ns, "pods", "watch"}, {ns, "pods", "delete"},
-		{ns, "pods/log", "get"},
+		{ns, "pods/log", "get"}, {ns, "pods/exec", "create"},
 	} {
 		if !allowed(want.rules, want.resource, want.verb) {
 			t.Errorf("RBAC does not allow %s %s", want.verb, want.resource)

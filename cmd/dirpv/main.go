@@ -143,13 +143,18 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 
 	helper := &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy,
 		Outcomes: ownMetrics.HelperOutcome}
+	var runner hostpath.BatchRunner = helper
+	if opts.HelperKeepAlive > 0 {
+		runner = &hostpath.Agents{Pods: helper, Exec: hostpath.PodExec(cfg, client, opts.Namespace),
+			KeepAlive: opts.HelperKeepAlive, StartTimeout: opts.OperationTimeout}
+	}
 	prov := &provisioner.Provisioner{
 		Backends: backend.Set{
 			nfsBackend,
 			&hostpath.Backend{
 				Client: client, Nodes: nodes.Lister(), Root: opts.HostPathRoot, LocalRoot: opts.LocalRoot, LocalNode: opts.NodeName,
 				Timeout: opts.OperationTimeout,
-				Helper:  hostpath.NewBatcher(helper, opts.HelperBatchSize, opts.HelperBatchWait, ownMetrics.HelperPod),
+				Helper:  hostpath.NewBatcher(runner, opts.HelperBatchSize, opts.HelperBatchWait, ownMetrics.HelperPod),
 			},
 		},
 		Recorder: recorder,

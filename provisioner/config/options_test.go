@@ -49,6 +49,13 @@ func TestOptions(t *testing.T) {
 		{name: "bad root", args: []string{"--namespace=d", "--helper-image=i", "--hostpath-root=/var/../etc"}, wantErr: "--hostpath-root"},
 		{name: "bad election timings", args: []string{"--namespace=d", "--helper-image=i", "--leader-elect-renew-deadline=20s"}, wantErr: "lease duration > renew deadline"},
 		{name: "workers", args: []string{"--namespace=d", "--helper-image=i", "--workers=0"}, wantErr: "--workers"},
+		{name: "keep-alive too long", args: []string{"--namespace=d", "--helper-image=i", "--helper-keep-alive=2h"}, wantErr: "--helper-keep-alive"},
+		{name: "keep-alive", args: []string{"--namespace=d", "--helper-image=i", "--helper-keep-alive=90s"},
+			check: func(t *testing.T, o *Options) {
+				if o.HelperKeepAlive != 90*time.Second {
+					t.Errorf("HelperKeepAlive %v", o.HelperKeepAlive)
+				}
+			}},
 		{name: "allow", args: []string{"--namespace=d", "--helper-image=i", "--nfs-allow=10.0.0.1", "--nfs-allow=nfs2:/srv/nfs", "--nfs-uid=1000", "--nfs-gid=2000"},
 			check: func(t *testing.T, o *Options) {
 				want := NFSAllow{{Server: "10.0.0.1"}, {Server: "nfs2", Share: "/srv/nfs"}}

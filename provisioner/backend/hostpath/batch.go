@@ -14,8 +14,9 @@ import (
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
-// podRunner runs a batch of operations in one helper pod: PodRunner, or a fake in tests.
-type podRunner interface {
+// BatchRunner runs a batch of operations in a helper pod on node: PodRunner (a pod each),
+// Agents (an exec into a pod that stays), or a fake in tests.
+type BatchRunner interface {
 	Run(ctx context.Context, node, root string, ops []volumeop.Op) ([]volumeop.Outcome, error)
 }
 
@@ -33,7 +34,7 @@ type podRunner interface {
 // make every operation safe to repeat. A caller that gives up (its context ends) leaves its
 // operation's outcome behind; when every caller of a pod has given up, the pod is stopped.
 type Batcher struct {
-	pods   podRunner
+	pods   BatchRunner
 	maxOps int
 	// gather, when set, waits a moment before a pod that is not full starts.
 	gather func()
@@ -50,7 +51,7 @@ type Batcher struct {
 
 // NewBatcher batches operations of at most maxOps to a pod run by pods, and has a pod that is not
 // full wait for gather before it starts; observe (optional) is called with the size of every batch.
-func NewBatcher(pods *PodRunner, maxOps int, gather time.Duration, observe func(ops int)) *Batcher {
+func NewBatcher(pods BatchRunner, maxOps int, gather time.Duration, observe func(ops int)) *Batcher {
 	b := newBatcher(pods, maxOps, observe)
 	if gather > 0 {
 		b.gather = func() { time.Sleep(gather) }
@@ -58,7 +59,7 @@ func NewBatcher(pods *PodRunner, maxOps int, gather time.Duration, observe func(
 	return b
 }
 
-func newBatcher(pods podRunner, maxOps int, observe func(ops int)) *Batcher {
+func newBatcher(pods BatchRunner, maxOps int, observe func(ops int)) *Batcher {
 	return &Batcher{pods: pods, maxOps: maxOps, observe: observe, lanes: map[lane]*queue{}}
 }
 

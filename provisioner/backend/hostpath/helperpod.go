@@ -35,6 +35,9 @@ const (
 	ComponentHelper = "helper"
 	// AnnOperations lists a helper pod's operations, one "KIND PV" per line.
 	AnnOperations = "dirpv.io/operations"
+	// AnnAgent marks a helper pod that stays and runs batches by exec (--helper-keep-alive):
+	// "limits" for operations on limits (with CAP_SYS_ADMIN), "directories" for the others.
+	AnnAgent = "dirpv.io/agent"
 )
 
 // PodRunner runs a batch of volume operations in a helper pod on a node and waits for it with a
@@ -58,18 +61,26 @@ type PodRunner struct {
 // root rather than the class's basePath because the checks for volumes nested in other
 // volumes look at every directory from root down to the volume.
 func (r *PodRunner) Pod(node, root string, ops []volumeop.Op) *v1.Pod {
-	dirOrCreate := v1.HostPathDirectoryOrCreate
 	args := append([]string{"helper", "--root=" + HelperMountPath}, volumeop.BatchArgs(ops)...)
 	name, list := "dirpv-"+string(ops[0].Kind)+"-", make([]string, len(ops))
-	caps := []v1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"}
-	if slices.ContainsFunc(ops, volumeop.Op.NeedsAdmin) {
-		caps = append(caps, "SYS_ADMIN")
-	}
 	for i, op := range ops {
 		list[i] = string(op.Kind) + " " + op.Owner.PV
 		if op.Kind != ops[0].Kind {
 			name = "dirpv-ops-"
 		}
+	}
+	pod := r.pod(node, root, name, args, slices.ContainsFunc(ops, volumeop.Op.NeedsAdmin))
+	pod.Annotations = map[string]string{AnnOperations: strings.Join(list, "\n")}
+	return pod
+}
+
+// pod builds a helper pod called name (a prefix) on node, with root mounted, running dirpv
+// with args; admin adds CAP_SYS_ADMIN.
+func (r *PodRunner) pod(node, root, name string, args []string, admin bool) *v1.Pod {
+	dirOrCreate := v1.HostPathDirectoryOrCreate
+	caps := []v1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"}
+	if admin {
+		caps = append(caps, "SYS_ADMIN")
 	}
 	return &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -79,7 +90,6 @@ func (r *PodRunner) Pod(node, root string, ops []volumeop.Op) *v1.Pod {
 				"app.kubernetes.io/name": "dirpv",
 				LabelComponent:           ComponentHelper,
 			},
-			Annotations: map[string]string{AnnOperations: strings.Join(list, "\n")},
 		},
 		Spec: v1.PodSpec{
 			NodeName:                     node,

@@ -1,0 +1,220 @@
+package hostpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/klog/v2/ktesting"
+
+	"dirpv.io/dirpv/provisioner/volumeop"
+)
+
+// fakeAgents is Agents over a fake clientset whose exec runs nothing: a pod's container
+// "starts" at its first ping after started is closed, and each batch's outcomes are an
+// archive named after the pod.
+type fakeAgents struct {
+	*Agents
+	client  *fake.Clientset
+	started chan struct{}
+	deleted chan string
+	failing func(pod string) bool // an exec into this pod fails
+
+	mu    sync.Mutex
+	execs []string // "POD ping" or "POD N" (N operations)
+}
+
+func newFakeAgents(t *testing.T, keepAlive time.Duration) *fakeAgents {
+	client := fake.NewClientset()
+	n := 0
+	client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*v1.Pod)
+		n++
+		pod.Name = fmt.Sprintf("%s%d", pod.GenerateName, n)
+		return false, nil, nil
+	})
+	f := &fakeAgents{client: client, started: make(chan struct{}), deleted: make(chan string, 10), failing: func(string) bool { return false }}
+	client.PrependReactor("delete", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		f.deleted <- a.(k8stesting.DeleteAction).GetName()
+		return false, nil, nil
+	})
+	f.Agents = &Agents{
+		Pods: &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, KeepAlive: keepAlive, StartTimeout: time.Minute,
+		Exec: func(ctx context.Context, pod string, cmd []string, stdout io.Writer) error {
+			if len(cmd) == 4 {
+				select {
+				case <-f.started:
+				default:
+					return errors.New(`container not found ("helper")`)
+				}
+				f.record(pod + " ping")
+				_, err := fmt.Fprintln(stdout, "[]")
+				return err
+			}
+			ops, err := volumeop.ParseBatchArgs(cmd[4:])
+			if err != nil {
+				return err
+			}
+			if f.failing(pod) {
+				return errors.New("pod gone")
+			}
+			f.record(fmt.Sprintf("%s %d", pod, len(ops)))
+			outs := make([]volumeop.Outcome, len(ops))
+			for i := range outs {
+				outs[i].Archive = pod
+			}
+			_, err = fmt.Fprintln(stdout, "some line of the helper's\n"+volumeop.EncodeOutcomes(outs))
+			return err
+		},
+	}
+	return f
+}
+
+func (f *fakeAgents) record(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.execs = append(f.execs, s)
+}
+
+func (f *fakeAgents) pods(t *testing.T) []v1.Pod {
+	t.Helper()
+	list, err := f.client.CoreV1().Pods("dirpv").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+func (f *fakeAgents) run(ctx context.Context, t *testing.T, ops ...volumeop.Op) (string, error) {
+	t.Helper()
+	outs, err := f.Run(ctx, "node1", "/var/lib/dirpv", ops)
+	if err != nil {
+		return "", err
+	}
+	if len(outs) != len(ops) {
+		t.Fatalf("%d outcomes for %d operations", len(outs), len(ops))
+	}
+	return outs[0].Archive, nil
+}
+
+// TestAgents: the first batch starts an agent and waits until it runs; later batches run in it,
+// with no pod more; it goes KeepAlive after its last batch, and the next batch starts another.
+func TestAgents(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := newFakeAgents(t, time.Hour)
+	close(f.started)
+	first, err := f.run(ctx, t, createOp, createOp)
+	if err != nil || !strings.HasPrefix(first, "dirpv-agent-") {
+		t.Fatalf("first batch ran in %q, %v", first, err)
+	}
+	second, err := f.run(ctx, t, createOp)
+	if err != nil || second != first {
+		t.Fatalf("second batch ran in %q, %v; want the agent %s", second, err, first)
+	}
+	pods := f.pods(t)
+	if len(pods) != 1 || pods[0].Spec.Containers[0].Args[1] != "--serve" || pods[0].Spec.NodeName != "node1" {
+		t.Fatalf("pods %+v, want one agent on node1", pods)
+	}
+	if got, want := f.execs, []string{first + " ping", first + " 2", first + " 1"}; !slices.Equal(got, want) {
+		t.Errorf("execs %q, want %q", got, want)
+	}
+
+	// Operations on limits get an agent of their own, with CAP_SYS_ADMIN.
+	limited := createOp
+	limited.Limit = 1 << 20
+	admin, err := f.run(ctx, t, limited)
+	if err != nil || admin == first {
+		t.Fatalf("an operation on limits ran in %q, %v", admin, err)
+	}
+	for _, p := range f.pods(t) {
+		if got := slices.Contains(p.Spec.Containers[0].SecurityContext.Capabilities.Add, "SYS_ADMIN"); got != (p.Name == admin) {
+			t.Errorf("pod %s has SYS_ADMIN: %v", p.Name, got)
+		}
+	}
+
+	// Idle for KeepAlive: deleted. Here, as if its time were up.
+	f.KeepAlive = 0
+	third, err := f.run(ctx, t, createOp)
+	if err != nil || third != first {
+		t.Fatalf("third batch ran in %q, %v", third, err)
+	}
+	if gone := <-f.deleted; gone != first {
+		t.Fatalf("deleted %s, want the idle agent %s", gone, first)
+	}
+	fourth, err := f.run(ctx, t, createOp)
+	if err != nil || fourth == first {
+		t.Fatalf("a batch after the agent went ran in %q, %v; want a new agent", fourth, err)
+	}
+}
+
+// TestAgentFails: a failed exec deletes the agent and fails its batch; the next batch starts
+// another agent.
+func TestAgentFails(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := newFakeAgents(t, time.Hour)
+	close(f.started)
+	first, err := f.run(ctx, t, createOp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.failing = func(pod string) bool { return pod == first }
+	if _, err := f.run(ctx, t, createOp); err == nil || !strings.Contains(err.Error(), "pod gone") || !strings.Contains(err.Error(), first) {
+		t.Fatalf("batch in a failing agent: %v", err)
+	}
+	if gone := <-f.deleted; gone != first {
+		t.Fatalf("deleted %s, want the failed agent %s", gone, first)
+	}
+	next, err := f.run(ctx, t, createOp)
+	if err != nil || next == first {
+		t.Fatalf("next batch ran in %q, %v; want a new agent", next, err)
+	}
+}
+
+// TestAgentStarting: batches that arrive while the agent starts wait for it, and give up with
+// their context; the agent starts all the same and serves the next batch.
+func TestAgentStarting(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := newFakeAgents(t, time.Hour)
+	short, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := f.run(short, t, createOp); !errors.Is(err, context.Canceled) {
+		t.Fatalf("batch whose caller gave up: %v", err)
+	}
+	close(f.started)
+	name, err := f.run(ctx, t, createOp)
+	if err != nil || len(f.pods(t)) != 1 || name != f.pods(t)[0].Name {
+		t.Fatalf("batch ran in %q, %v; pods %d", name, err, len(f.pods(t)))
+	}
+}
+
+// TestAgentCannotStart: an agent whose pod cannot start fails its batches with why, at once, and
+// is deleted.
+func TestAgentCannotStart(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := newFakeAgents(t, time.Hour)
+	f.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*v1.Pod)
+		pod.Status = v1.PodStatus{Phase: v1.PodPending, ContainerStatuses: []v1.ContainerStatus{{
+			Name: helperContainer, State: v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "not found"}},
+		}}}
+		return false, nil, nil
+	})
+	_, err := f.run(ctx, t, createOp)
+	if err == nil || !strings.Contains(err.Error(), "cannot start: ErrImagePull: not found") {
+		t.Fatalf("batch in an agent that cannot start: %v", err)
+	}
+	if gone := <-f.deleted; !strings.HasPrefix(gone, "dirpv-agent-") {
+		t.Errorf("deleted %s, want the agent", gone)
+	}
+}
