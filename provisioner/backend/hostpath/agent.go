@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
@@ -158,6 +159,8 @@ func (a *Agents) start(ctx context.Context, key agentKey, ag *agent) {
 	pods := a.Pods.Client.CoreV1().Pods(a.Pods.Namespace)
 	spec := a.Pods.pod(key.node, key.root, "dirpv-agent-", []string{"helper", "--serve"}, key.admin)
 	spec.Annotations = map[string]string{AnnAgent: map[bool]string{true: "limits", false: "directories"}[key.admin]}
+	// Up to podsPerLane batches of each of two lanes run in it side by side, each a process.
+	spec.Spec.Containers[0].Resources.Limits[v1.ResourceMemory] = resource.MustParse("256Mi")
 	pod, err := pods.Create(ctx, spec, metav1.CreateOptions{})
 	if err != nil {
 		ag.err = fmt.Errorf("creating helper pod on node %s: %w", key.node, err)

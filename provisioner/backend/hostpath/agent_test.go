@@ -126,6 +126,9 @@ func TestAgents(t *testing.T) {
 	if len(pods) != 1 || pods[0].Spec.Containers[0].Args[1] != "--serve" || pods[0].Spec.NodeName != "node1" {
 		t.Fatalf("pods %+v, want one agent on node1", pods)
 	}
+	if mem := pods[0].Spec.Containers[0].Resources.Limits[v1.ResourceMemory]; mem.String() != "256Mi" {
+		t.Errorf("agent's memory limit %s, want 256Mi: its batches run side by side", mem.String())
+	}
 	if got, want := f.execs, []string{first + " ping", first + " 2", first + " 1"}; !slices.Equal(got, want) {
 		t.Errorf("execs %q, want %q", got, want)
 	}
