@@ -73,15 +73,19 @@ func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) 
 		return nil, ag.err
 	}
 	var out bytes.Buffer
-	cmd := append([]string{"/dirpv", "helper", "--root=" + HelperMountPath, "--termination-log=/dev/null"}, volumeop.BatchArgs(ops)...)
-	if err := a.Exec(ctx, ag.name, cmd, &out); err != nil {
+	if err := a.Exec(ctx, ag.name, execCommand(ops), &out); err != nil {
 		if ctx.Err() == nil {
 			a.retire(key, ag) // it may be gone: the next batch starts another
 		}
 		return nil, fmt.Errorf("helper pod %s/%s on node %s: %w", a.Pods.Namespace, ag.name, node, err)
 	}
-	data := bytes.TrimSuffix(out.Bytes(), []byte("\n"))
-	return decode(string(data[bytes.LastIndexByte(data, '\n')+1:]), len(ops), node, root)
+	return lastLine(out.Bytes(), len(ops), node, root)
+}
+
+// execCommand is the command an exec into an agent runs for ops: the helper, as a one-batch
+// helper pod runs it; with no operation, a check that it runs.
+func execCommand(ops []volumeop.Op) []string {
+	return append([]string{"/dirpv", "helper", "--root=" + HelperMountPath, "--termination-log=/dev/null"}, volumeop.BatchArgs(ops)...)
 }
 
 // acquire returns the agent of key, started if there is none, with one user more.
@@ -169,7 +173,7 @@ func (a *Agents) start(ctx context.Context, key agentKey, ag *agent) {
 	ag.name = pod.Name
 	logger := klog.FromContext(ctx).WithValues("pod", klog.KObj(pod), "node", key.node)
 	// The kubelet runs an exec once it has started the container, before it posts that it has.
-	ping := []string{"/dirpv", "helper", "--root=" + HelperMountPath, "--termination-log=/dev/null"}
+	ping := execCommand(nil)
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		err = a.Exec(ctx, ag.name, ping, io.Discard)
 		if err == nil {

@@ -291,12 +291,18 @@ func (r *PodRunner) LogOutcomes(ctx context.Context, pod *v1.Pod, n int) ([]volu
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.HasSuffix(data, []byte("\n")) {
-		return nil, errors.New("the log does not end with a complete line")
-	}
-	data = data[:len(data)-1]
 	// An error: the helper failed, or ended without outcomes (the status says how).
-	return decode(string(data[bytes.LastIndexByte(data, '\n')+1:]), n, pod.Spec.NodeName, hostRoot(pod))
+	return lastLine(data, n, pod.Spec.NodeName, hostRoot(pod))
+}
+
+// lastLine decodes the outcomes of n operations from the last line of a helper's output, which
+// must be complete (end with a newline): the helper prints them last, and then exits.
+func lastLine(out []byte, n int, node, root string) ([]volumeop.Outcome, error) {
+	if !bytes.HasSuffix(out, []byte("\n")) {
+		return nil, errors.New("the helper's output does not end with a complete line")
+	}
+	out = out[:len(out)-1]
+	return decode(string(out[bytes.LastIndexByte(out, '\n')+1:]), n, node, root)
 }
 
 // maxLog is the most of a helper's log read: its outcomes fit in 4 KiB (volumeop.Pack).
