@@ -34,16 +34,15 @@ type Probes struct {
 // its series.
 type prober struct {
 	Probes
-	// state is the last outcome of each class and node: only changes are logged.
-	state map[[2]string]string
-	ok    map[[2]string]bool
-	// failed is when each failing probe last ran and how long it waits for its next run; now is
-	// the clock.
-	failed map[[2]string]backoff
+	// probed holds what is known of each class and node probed; now is the clock.
+	probed map[[2]string]*probed
 	now    func() time.Time
 }
 
-type backoff struct {
+type probed struct {
+	outcome string // the last one: only changes are logged
+	ok      bool
+	// at is when a failing probe last ran, wait how long it waits for its next run.
 	at   time.Time
 	wait time.Duration
 }
@@ -60,8 +59,7 @@ const (
 // WithProbes has the collector probe, at each refresh, the classes of dirpv's with capacity:
 // enforce on every node (see Probes). It returns c.
 func (c *Collector) WithProbes(p Probes) *Collector {
-	c.prober = &prober{Probes: p, state: map[[2]string]string{}, ok: map[[2]string]bool{},
-		failed: map[[2]string]backoff{}, now: time.Now}
+	c.prober = &prober{Probes: p, probed: map[[2]string]*probed{}, now: time.Now}
 	c.synced = append(c.synced, p.ClassesSynced, p.NodesSynced)
 	return c
 }
@@ -69,10 +67,10 @@ func (c *Collector) WithProbes(p Probes) *Collector {
 // deleteProbes deletes every series the probes set.
 func (c *Collector) deleteProbes() {
 	if p := c.prober; p != nil {
-		for key := range p.state {
+		for key := range p.probed {
 			p.Enforceable.DeleteLabelValues(key[0], key[1])
 		}
-		p.state, p.ok, p.failed = map[[2]string]string{}, map[[2]string]bool{}, map[[2]string]backoff{}
+		p.probed = map[[2]string]*probed{}
 	}
 }
 
@@ -108,7 +106,7 @@ func (c *Collector) probe(ctx context.Context) {
 		for _, node := range nodes {
 			key := [2]string{sc.Name, node.Name}
 			seen[key] = true
-			if f, failed := p.failed[key]; !p.ok[key] && (!failed || p.now().Sub(f.at) >= f.wait) {
+			if s := p.probed[key]; s == nil || !s.ok && p.now().Sub(s.at) >= s.wait {
 				todo = append(todo, probe{sc, node, key})
 			}
 		}
@@ -126,12 +124,10 @@ func (c *Collector) probe(ctx context.Context) {
 		})
 	}
 	wg.Wait()
-	for key := range p.state {
+	for key := range p.probed {
 		if !seen[key] {
 			p.Enforceable.DeleteLabelValues(key[0], key[1])
-			delete(p.state, key)
-			delete(p.ok, key)
-			delete(p.failed, key)
+			delete(p.probed, key)
 		}
 	}
 }
@@ -146,27 +142,32 @@ func (c *Collector) probeOne(ctx context.Context, sc *storagev1.StorageClass, no
 	mu.Lock()
 	defer mu.Unlock()
 	logger := klog.FromContext(ctx).WithValues("storageClass", sc.Name, "node", node.Name)
-	state, prev := "ok "+kind, p.state[key]
-	if err != nil {
-		state = "error " + err.Error()
+	s := p.probed[key]
+	if s == nil {
+		s = &probed{}
+		p.probed[key] = s
 	}
-	p.state[key] = state
+	outcome, prev := "ok "+kind, s.outcome
 	if err != nil {
-		wait := retryFailed
-		if f, failed := p.failed[key]; failed {
-			wait = min(2*f.wait, retryFailedMost)
+		outcome = "error " + err.Error()
+	}
+	s.outcome = outcome
+	if err != nil {
+		if s.at.IsZero() {
+			s.wait = retryFailed
+		} else {
+			s.wait = min(2*s.wait, retryFailedMost)
 		}
-		p.failed[key] = backoff{at: p.now(), wait: wait}
+		s.at = p.now()
 		p.Enforceable.WithLabelValues(key[0], key[1]).Set(0)
-		if state != prev {
+		if outcome != prev {
 			logger.Error(err, "Sizes cannot be enforced: claims of this class on this node will fail")
 		}
 		return
 	}
-	p.ok[key] = true
-	delete(p.failed, key)
+	s.ok = true
 	p.Enforceable.WithLabelValues(key[0], key[1]).Set(1)
-	if state != prev {
+	if outcome != prev {
 		logger.Info("Sizes are enforced", "by", kind)
 	}
 }
