@@ -96,6 +96,31 @@ func TestHelperCommand(t *testing.T) {
 	}
 }
 
+// TestHelperAgent: an agent's main process (--serve) runs no operation and waits until stopped;
+// a helper with no operation (an agent's readiness check) reports an empty list.
+func TestHelperAgent(t *testing.T) {
+	root, term := t.TempDir(), filepath.Join(t.TempDir(), "termination-log")
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"helper", "--root=" + root, "--termination-log=" + term}, &out)
+	if msg, _ := os.ReadFile(term); err != nil || string(msg) != "[]" {
+		t.Fatalf("helper without operations: %q, %v", msg, err)
+	}
+	err = run(context.Background(), []string{"helper", "--serve", "create", "--path=x", "--pv=p"}, &out)
+	if err == nil || !strings.Contains(err.Error(), "--serve takes no operations") {
+		t.Fatalf("--serve with an operation: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"helper", "--root=" + root, "--serve"}, &out) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("--serve stopped: %v", err)
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Errorf("--serve made %d entries in its root", len(entries))
+	}
+}
+
 func mustRoot(t *testing.T, dir string) fsys.Dir {
 	t.Helper()
 	r, err := fsys.OpenLocal(dir)
