@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
 
@@ -102,13 +103,10 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		return err
 	}
 
-	image, pullPolicy := opts.HelperImage, v1.PullIfNotPresent
-	if image == "" {
-		if image, pullPolicy, err = ownImage(ctx, client, opts.Namespace, opts.PodName); err != nil {
-			return err
-		}
+	image, pullPolicy, owner, err := helperOrigin(ctx, client, opts)
+	if err != nil {
+		return err
 	}
-
 	reg, libMetrics, ownMetrics := newRegistry()
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
@@ -142,7 +140,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	defer nodeFactory.Shutdown()
 
 	helper := &hostpath.PodRunner{Client: client, Namespace: opts.Namespace, Image: image, PullPolicy: pullPolicy,
-		Outcomes: ownMetrics.HelperOutcome}
+		Owner: owner, Outcomes: ownMetrics.HelperOutcome}
 	var runner hostpath.BatchRunner = helper
 	if opts.HelperKeepAlive > 0 {
 		runner = &hostpath.Agents{Pods: helper, Exec: hostpath.PodExec(cfg, client, opts.Namespace),
@@ -285,17 +283,26 @@ func (r apiRequests) Increment(_ context.Context, code, method, _ string) {
 	r.WithLabelValues(method, code).Inc()
 }
 
-// ownImage returns the image of this pod's dirpv container, so helper pods run exactly the same
-// build even when an operator renamed the image with kustomize.
-func ownImage(ctx context.Context, client kubernetes.Interface, namespace, name string) (string, v1.PullPolicy, error) {
-	pod, err := client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+// helperOrigin returns the image of helper pods and their owner: this pod's (--pod-name) dirpv
+// container's image, so helper pods run exactly the same build even when an operator renamed the
+// image with kustomize, unless --helper-image names one; and this pod, their controller.
+func helperOrigin(ctx context.Context, client kubernetes.Interface, opts *config.Options) (string, v1.PullPolicy, *metav1.OwnerReference, error) {
+	if opts.PodName == "" {
+		return opts.HelperImage, v1.PullIfNotPresent, nil, nil // Validate requires one of them
+	}
+	pod, err := client.CoreV1().Pods(opts.Namespace).Get(ctx, opts.PodName, metav1.GetOptions{})
 	if err != nil {
-		return "", "", fmt.Errorf("reading own pod %s/%s for the helper image (or set --helper-image): %w", namespace, name, err)
+		return "", "", nil, fmt.Errorf("reading own pod %s/%s (its helper pods' image and owner): %w", opts.Namespace, opts.PodName, err)
+	}
+	// No blockOwnerDeletion: it needs the right to update this pod's finalizers.
+	owner := &metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID, Controller: ptr.To(true)}
+	if opts.HelperImage != "" {
+		return opts.HelperImage, v1.PullIfNotPresent, owner, nil
 	}
 	for _, c := range pod.Spec.Containers {
 		if c.Name == "dirpv" {
-			return c.Image, c.ImagePullPolicy, nil
+			return c.Image, c.ImagePullPolicy, owner, nil
 		}
 	}
-	return "", "", fmt.Errorf("own pod %s/%s has no container named dirpv (or set --helper-image)", namespace, name)
+	return "", "", nil, fmt.Errorf("own pod %s/%s has no container named dirpv (or set --helper-image)", pod.Namespace, pod.Name)
 }

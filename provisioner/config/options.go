@@ -93,7 +93,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.LocalRoot, "local-root", "", "where --hostpath-root of this pod's node is mounted; hostPath work for that node then runs here instead of in helper pods")
 	fs.StringVar(&o.NodeName, "node-name", "", "the node this pod runs on (with --local-root); empty: every node (single-node clusters)")
 	fs.StringVar(&o.Namespace, "namespace", "", "namespace of this pod, its Lease and helper pods")
-	fs.StringVar(&o.PodName, "pod-name", "", "name of this pod; its image is used for helper pods unless --helper-image is set")
+	fs.StringVar(&o.PodName, "pod-name", "", "name of this pod: helper pods run its image unless --helper-image is set, and it is their controller")
 	fs.StringVar(&o.HelperImage, "helper-image", "", "image of helper pods; empty: this pod's own image")
 	fs.IntVar(&o.HelperBatchSize, "helper-batch-size", 64, "most operations one helper pod runs; a node's operations that arrive while its helper pods run share the next one")
 	fs.DurationVar(&o.HelperBatchWait, "helper-batch-wait", 250*time.Millisecond, "how long a helper pod that is not full waits for more operations before it starts")

@@ -3,15 +3,18 @@ package hostpath
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -54,6 +57,7 @@ type agent struct {
 	err     error
 	stop    context.CancelFunc // ends its start
 	users   int
+	batches int // run in it so far
 	idle    *time.Timer
 	retired bool
 }
@@ -72,14 +76,36 @@ func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) 
 		a.retire(key, ag)
 		return nil, ag.err
 	}
+	a.mu.Lock()
+	ag.batches++
+	batch := ag.batches
+	a.mu.Unlock()
+	// The pod says what it runs, as a one-batch helper pod does; written while the batch runs.
+	var recorded sync.WaitGroup
+	recorded.Go(func() { a.record(ctx, ag.name, batch, ops) })
 	var out bytes.Buffer
-	if err := a.Exec(ctx, ag.name, execCommand(ops), &out); err != nil {
+	err := a.Exec(ctx, ag.name, execCommand(ops), &out)
+	recorded.Wait()
+	if err != nil {
 		if ctx.Err() == nil {
 			a.retire(key, ag) // it may be gone: the next batch starts another
 		}
 		return nil, fmt.Errorf("helper pod %s/%s on node %s: %w", a.Pods.Namespace, ag.name, node, err)
 	}
 	return lastLine(out.Bytes(), len(ops), node, root)
+}
+
+// record writes batch, its number in the agent called name, on the agent's pod: AnnOperations
+// and AnnBatch. A failure costs only the record.
+func (a *Agents) record(ctx context.Context, name string, batch int, ops []volumeop.Op) {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		AnnOperations: operationList(ops), AnnBatch: strconv.Itoa(batch)}}})
+	if err == nil {
+		_, err = a.Pods.Client.CoreV1().Pods(a.Pods.Namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	}
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Recording a batch on its helper agent", "pod", klog.KRef(a.Pods.Namespace, name), "batch", batch)
+	}
 }
 
 // execCommand is the command an exec into an agent runs for ops: the helper, as a one-batch

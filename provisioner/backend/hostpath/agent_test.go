@@ -132,6 +132,10 @@ func TestAgents(t *testing.T) {
 	if got, want := f.execs, []string{first + " ping", first + " 2", first + " 1"}; !slices.Equal(got, want) {
 		t.Errorf("execs %q, want %q", got, want)
 	}
+	// The pod says which batch it ran last, and its operations.
+	if a := pods[0].Annotations; a[AnnBatch] != "2" || a[AnnOperations] != "create pvc-1" || a[AnnAgent] != "directories" {
+		t.Errorf("agent's annotations %v, want its second batch's record", a)
+	}
 
 	// Operations on limits get an agent of their own, with CAP_SYS_ADMIN.
 	limited := createOp

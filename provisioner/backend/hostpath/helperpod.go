@@ -37,7 +37,9 @@ const (
 	AnnOperations = "dirpv.io/operations"
 	// AnnAgent marks a helper pod that stays and runs batches by exec (--helper-keep-alive):
 	// "limits" for operations on limits (with CAP_SYS_ADMIN), "directories" for the others.
+	// AnnOperations is then its latest batch's, and AnnBatch that batch's number (from 1).
 	AnnAgent = "dirpv.io/agent"
+	AnnBatch = "dirpv.io/batch"
 )
 
 // PodRunner runs a batch of volume operations in a helper pod on a node and waits for it with a
@@ -47,6 +49,10 @@ type PodRunner struct {
 	Namespace  string
 	Image      string
 	PullPolicy v1.PullPolicy
+	// Owner, when set, is the controller of every helper pod: dirpv's own pod. The garbage
+	// collector then deletes the pods of a replica that is gone, and kubectl drain evicts them
+	// as it does any managed pod (it refuses, without --force, a pod with no controller).
+	Owner *metav1.OwnerReference
 	// Outcomes, when set, is called with where each pod's outcomes were read from: "log" or
 	// "status".
 	Outcomes func(from string)
@@ -62,16 +68,22 @@ type PodRunner struct {
 // volumes look at every directory from root down to the volume.
 func (r *PodRunner) Pod(node, root string, ops []volumeop.Op) *v1.Pod {
 	args := append([]string{"helper", "--root=" + HelperMountPath}, volumeop.BatchArgs(ops)...)
-	name, list := "dirpv-"+string(ops[0].Kind)+"-", make([]string, len(ops))
-	for i, op := range ops {
-		list[i] = string(op.Kind) + " " + op.Owner.PV
-		if op.Kind != ops[0].Kind {
-			name = "dirpv-ops-"
-		}
+	name := "dirpv-" + string(ops[0].Kind) + "-"
+	if slices.ContainsFunc(ops, func(op volumeop.Op) bool { return op.Kind != ops[0].Kind }) {
+		name = "dirpv-ops-"
 	}
 	pod := r.pod(node, root, name, args, slices.ContainsFunc(ops, volumeop.Op.NeedsAdmin))
-	pod.Annotations = map[string]string{AnnOperations: strings.Join(list, "\n")}
+	pod.Annotations = map[string]string{AnnOperations: operationList(ops)}
 	return pod
+}
+
+// operationList is AnnOperations for ops: a line "KIND PV" per operation.
+func operationList(ops []volumeop.Op) string {
+	list := make([]string, len(ops))
+	for i, op := range ops {
+		list[i] = string(op.Kind) + " " + op.Owner.PV
+	}
+	return strings.Join(list, "\n")
 }
 
 // pod builds a helper pod called name (a prefix) on node, with root mounted, running dirpv
@@ -82,10 +94,15 @@ func (r *PodRunner) pod(node, root, name string, args []string, admin bool) *v1.
 	if admin {
 		caps = append(caps, "SYS_ADMIN")
 	}
+	var owners []metav1.OwnerReference
+	if r.Owner != nil {
+		owners = []metav1.OwnerReference{*r.Owner}
+	}
 	return &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: name,
-			Namespace:    r.Namespace,
+			GenerateName:    name,
+			Namespace:       r.Namespace,
+			OwnerReferences: owners,
 			Labels: map[string]string{
 				"app.kubernetes.io/name": "dirpv",
 				LabelComponent:           ComponentHelper,

@@ -22,6 +22,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2/ktesting"
+	"k8s.io/utils/ptr"
 
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/volumefs"
@@ -35,8 +36,14 @@ func TestHelperPodSpec(t *testing.T) {
 	r := &PodRunner{Namespace: "dirpv", Image: "dirpv.io/dirpv:v1", PullPolicy: v1.PullNever}
 	pod := r.Pod("node1", "/var/lib/dirpv", []volumeop.Op{createOp})
 	spec := pod.Spec
-	if pod.Namespace != "dirpv" || !strings.HasPrefix(pod.GenerateName, "dirpv-create-") || pod.Annotations[AnnOperations] != "create pvc-1" {
+	if pod.Namespace != "dirpv" || !strings.HasPrefix(pod.GenerateName, "dirpv-create-") || pod.Annotations[AnnOperations] != "create pvc-1" || pod.OwnerReferences != nil {
 		t.Errorf("meta %+v", pod.ObjectMeta)
+	}
+	// With dirpv's own pod known, it controls its helper pods.
+	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: "dirpv-0", UID: "u1", Controller: ptr.To(true)}
+	owned := (&PodRunner{Namespace: "dirpv", Owner: &owner}).Pod("node1", "/var/lib/dirpv", []volumeop.Op{createOp})
+	if got := metav1.GetControllerOf(owned); got == nil || got.UID != owner.UID || len(owned.OwnerReferences) != 1 {
+		t.Errorf("owners %+v, want %+v", owned.OwnerReferences, owner)
 	}
 	if spec.NodeName != "node1" || spec.RestartPolicy != v1.RestartPolicyNever || *spec.AutomountServiceAccountToken {
 		t.Errorf("spec %+v", spec)
