@@ -21,6 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"dirpv.io/dirpv/provisioner/backend/hostpath"
 )
 
 // The cases of a cluster with several nodes (make e2e brings up two): hostPath volumes live on
@@ -30,38 +32,62 @@ import (
 // pod and its node.
 type helperRun struct{ op, pv, pod, node string }
 
-// helperRuns records the operations of the helper pods created while a test runs.
+// helperRuns records the operations of the helper pods while a test runs: those of each
+// one-batch helper pod created, and each batch an agent runs (its pod's annotations name its
+// latest batch, their number, and its operations).
 type helperRuns struct {
 	mu   sync.Mutex
-	runs map[string][]helperRun // by pod name
+	runs map[string][]helperRun // by pod name and, for an agent, batch number
+	pods map[string]*v1.Pod     // by name, as last seen
 }
 
 func watchHelperRuns(t *testing.T) *helperRuns {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &helperRuns{runs: map[string][]helperRun{}}
+	h := &helperRuns{runs: map[string][]helperRun{}, pods: map[string]*v1.Pod{}}
 	w := watchPods(t, ctx, "app.kubernetes.io/component=helper")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for e := range w.ResultChan() {
 			p, ok := e.Object.(*v1.Pod)
-			if !ok || e.Type != watch.Added {
+			if !ok || e.Type == watch.Deleted {
 				continue
 			}
 			var runs []helperRun
 			// dirpv.io/operations: a line "KIND PV" per operation.
-			for line := range strings.Lines(p.Annotations["dirpv.io/operations"]) {
+			for line := range strings.Lines(p.Annotations[hostpath.AnnOperations]) {
 				op, pv, _ := strings.Cut(strings.TrimSpace(line), " ")
 				runs = append(runs, helperRun{op: op, pv: pv, pod: p.Name, node: p.Spec.NodeName})
 			}
 			h.mu.Lock()
-			h.runs[p.Name] = runs
+			h.runs[p.Name+"#"+p.Annotations[hostpath.AnnBatch]] = runs
+			h.pods[p.Name] = p
 			h.mu.Unlock()
 		}
 	}()
 	t.Cleanup(func() { cancel(); w.Stop(); <-done })
 	return h
+}
+
+// pod returns the helper pod called name as last seen.
+func (h *helperRuns) pod(name string) *v1.Pod {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pods[name]
+}
+
+// podsOf returns the names of the helper pods that ran op for any of pvs.
+func (h *helperRuns) podsOf(op string, pvs []*v1.PersistentVolume) map[string]bool {
+	pods := map[string]bool{}
+	for _, pv := range pvs {
+		for _, r := range h.of(pv.Name) {
+			if r.op == op {
+				pods[r.pod] = true
+			}
+		}
+	}
+	return pods
 }
 
 // of returns the runs for PV pv.
@@ -181,16 +207,14 @@ func spreadReplicas(t *testing.T) {
 			t.Fatalf("dirpv's replicas stay on one node: %v", nodes)
 		}
 		lead := holderPod(leader(t))
-		for _, p := range pods {
-			if p.Name != lead {
-				if err := client.CoreV1().Pods(dirpvNamespace).Delete(context.Background(), p.Name, metav1.DeleteOptions{}); err != nil {
-					t.Fatal(err)
-				}
-				break
-			}
+		i := slices.IndexFunc(pods, func(p v1.Pod) bool { return p.Name != lead })
+		if err := client.CoreV1().Pods(dirpvNamespace).Delete(context.Background(), pods[i].Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
 		}
-		poll(t, "the replaced replica gone", func(ctx context.Context) (bool, error) {
-			return len(provisionerPods(t)) < len(pods), nil
+		// Its replacement may come at once: wait for it, not for a moment with a replica less.
+		poll(t, "a replacement for "+pods[i].Name, func(ctx context.Context) (bool, error) {
+			now := provisionerPods(t)
+			return len(now) >= len(pods) && !slices.ContainsFunc(now, func(p v1.Pod) bool { return p.Name == pods[i].Name }), nil
 		})
 	}
 }
@@ -384,9 +408,7 @@ func testLeaderKilledOnNode(t *testing.T) {
 	if pvNode(pv) != victim || !exists(hostDir(pv)) {
 		t.Errorf("PV %s on %q, directory %s there: %v", pv.Name, pvNode(pv), hostDir(pv), exists(hostDir(pv)))
 	}
-	if ops := helpers.ops(pv.Name); !slices.Equal(ops, []string{"create"}) {
-		t.Errorf("helper pods for %s: %v", pv.Name, ops)
-	}
+	helpers.waitOps(t, pv.Name, "create")
 	helpers.checkOnNode(t, pv.Name, victim)
 	deletePod(t, ns, "app")
 	deleteClaim(t, ns, "data")
