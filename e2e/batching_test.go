@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"dirpv.io/dirpv/provisioner/backend/hostpath"
 	"dirpv.io/dirpv/provisioner/volumeop"
@@ -59,30 +57,23 @@ func deleteStatefulSet(t *testing.T, ns, name string, pvs []*v1.PersistentVolume
 	}
 }
 
-// testBatchedHelpers: a StatefulSet of 20 replicas (Parallel, over the default hostPath class)
-// gets its 20 volumes through fewer helper pods than volumes, each volume made once by a pod on
-// its own node; deleting the claims removes every directory, again through fewer pods.
+// testBatchedHelpers: with a helper pod per batch (the helper-pods overlay,
+// --helper-keep-alive=0), a StatefulSet of 20 replicas (Parallel, over the default hostPath
+// class) gets its 20 volumes through fewer helper pods than volumes, each volume made once by a
+// pod on its own node; deleting the claims removes every directory, again through fewer pods,
+// and no helper pod is left.
 func testBatchedHelpers(t *testing.T) {
+	install(t, "helper-pods")
+	t.Cleanup(func() { install(t, "install") })
 	helpers := watchHelperRuns(t)
 	ns := namespace(t)
 	const replicas = 20
 	pvs := hostPathStatefulSet(t, ns, "batch", replicas)
-	podsOf := func(op string) map[string]bool {
-		pods := map[string]bool{}
-		for _, pv := range pvs {
-			for _, r := range helpers.of(pv.Name) {
-				if r.op == op {
-					pods[r.pod] = true
-				}
-			}
-		}
-		return pods
-	}
 	for _, pv := range pvs {
 		helpers.waitOps(t, pv.Name, "create")
 		helpers.checkOnNode(t, pv.Name, pvNode(pv))
 	}
-	made := podsOf("create")
+	made := helpers.podsOf("create", pvs)
 	t.Logf("%d volumes made by %d helper pods", replicas, len(made))
 	if len(made) >= replicas {
 		t.Errorf("%d volumes made by %d helper pods, want fewer pods than volumes", replicas, len(made))
@@ -93,11 +84,20 @@ func testBatchedHelpers(t *testing.T) {
 		helpers.waitOps(t, pv.Name, "create", "delete")
 		helpers.checkOnNode(t, pv.Name, pvNode(pv))
 	}
-	removed := podsOf("delete")
+	removed := helpers.podsOf("delete", pvs)
 	t.Logf("%d volumes deleted by %d helper pods", replicas, len(removed))
 	if len(removed) >= replicas {
 		t.Errorf("%d volumes deleted by %d helper pods, want fewer pods than volumes", replicas, len(removed))
 	}
+	for name := range made {
+		if strings.HasPrefix(name, "dirpv-agent-") {
+			t.Errorf("helper pod %s is an agent, with --helper-keep-alive=0", name)
+		}
+	}
+	poll(t, "helper pods deleted", func(ctx context.Context) (bool, error) {
+		left, err := client.CoreV1().Pods(dirpvNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
+		return err == nil && len(left.Items) == 0, nil
+	})
 }
 
 // testHelperLog: a helper pod's outcomes read back from its container's log, as the API server
@@ -144,45 +144,53 @@ func testHelperLog(t *testing.T) {
 	}
 }
 
-// testHelperAgents: with --helper-keep-alive (the agents overlay), a StatefulSet of 10 gets its
-// volumes, each on its pod's node, through agents: helper pods that stay and run batches by
-// exec, fewer than the volumes and confined as any helper pod; deleting its claims removes every
-// directory; the agents go once idle for the keep-alive.
+// testHelperAgents: as installed (--helper-keep-alive=1m, the default), a StatefulSet of 10
+// gets its volumes, each on its pod's node, through agents: helper pods that stay and run
+// batches by exec, fewer than the volumes, confined as any helper pod and controlled by the
+// leader's pod, so that kubectl drain evicts them without --force; deleting its claims removes
+// every directory; the agents go once idle for the keep-alive.
 func testHelperAgents(t *testing.T) {
-	install(t, "agents")
-	t.Cleanup(func() { install(t, "install") })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var mu sync.Mutex
-	seen := map[string]*v1.Pod{}
-	w := watchPods(t, ctx, "app.kubernetes.io/component=helper")
-	go func() {
-		for e := range w.ResultChan() {
-			if p, ok := e.Object.(*v1.Pod); ok && e.Type == watch.Added {
-				mu.Lock()
-				seen[p.Name] = p
-				mu.Unlock()
-			}
-		}
-	}()
-	defer w.Stop()
-
+	helpers := watchHelperRuns(t)
 	ns := namespace(t)
 	const replicas = 10
-	deleteStatefulSet(t, ns, "agents", hostPathStatefulSet(t, ns, "agents", replicas))
-
-	mu.Lock()
-	var agents []string
-	for name, p := range seen {
+	pvs := hostPathStatefulSet(t, ns, "agents", replicas)
+	for _, pv := range pvs {
+		helpers.waitOps(t, pv.Name, "create")
+	}
+	leader := leaderPod(t)
+	agents, onNode := map[string]bool{}, map[string][]string{}
+	for name := range helpers.podsOf("create", pvs) {
+		p := helpers.pod(name)
 		if !strings.HasPrefix(name, "dirpv-agent-") {
 			t.Errorf("helper pod %s is not an agent", name)
 		}
 		for _, problem := range helperPodProblems(p) {
 			t.Errorf("agent %s: %s", name, problem)
 		}
-		agents = append(agents, name+" on "+p.Spec.NodeName+" ("+p.Annotations[hostpath.AnnAgent]+")")
+		if owner := metav1.GetControllerOf(p); owner == nil || owner.Kind != "Pod" || owner.UID != leader.UID {
+			t.Errorf("agent %s is controlled by %+v, want the leader's pod %s", name, owner, leader.Name)
+		}
+		agents[name+" on "+p.Spec.NodeName] = true
+		onNode[p.Spec.NodeName] = append(onNode[p.Spec.NodeName], name)
 	}
-	mu.Unlock()
+	// kubectl drain evicts the agents without --force: it refuses pods that declare no controller.
+	for node, names := range onNode {
+		out := kubectl(t, "drain", node, "--dry-run=server", "--pod-selector=app.kubernetes.io/component=helper")
+		for _, name := range names {
+			if !strings.Contains(out, "evicting pod "+dirpvNamespace+"/"+name) {
+				t.Errorf("kubectl drain %s --dry-run=server does not evict agent %s:\n%s", node, name, out)
+			}
+		}
+	}
+
+	deleteStatefulSet(t, ns, "agents", pvs)
+	for _, pv := range pvs {
+		helpers.waitOps(t, pv.Name, "create", "delete")
+		helpers.checkOnNode(t, pv.Name, pvNode(pv))
+	}
+	for name := range helpers.podsOf("delete", pvs) {
+		agents[name+" on "+helpers.pod(name).Spec.NodeName] = true
+	}
 	t.Logf("%d volumes made and deleted through %d agents: %v", replicas, len(agents), agents)
 	if len(agents) == 0 || len(agents) >= 2*replicas {
 		t.Errorf("%d agents for %d operations", len(agents), 2*replicas)

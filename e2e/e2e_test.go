@@ -19,7 +19,6 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 )
 
 // TestE2E runs the suite in order on one cluster: dirpv is installed once, switched to
@@ -120,27 +119,10 @@ func testPodData(t *testing.T) {
 	}
 }
 
-// watchHelpers counts helper pods created in dirpv's namespace until the test ends.
-func watchHelpers(t *testing.T) *atomic.Int32 {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	w := watchPods(t, ctx, "app.kubernetes.io/component=helper")
-	var n atomic.Int32
-	go func() {
-		for e := range w.ResultChan() {
-			if e.Type == watch.Added {
-				n.Add(1)
-			}
-		}
-	}()
-	return &n
-}
-
 // testHelperPods: a hostPath class with mode and owner; the directory is made and removed on
 // the node by helper pods, and the PV is pinned to the node.
 func testHelperPods(t *testing.T) {
-	helpers := watchHelpers(t)
+	helpers := watchHelperRuns(t)
 	ns := namespace(t)
 	claim(t, ns, "data", "e2e-hostpath-mode")
 	pod(t, ns, "app", "data")
@@ -165,20 +147,13 @@ func testHelperPods(t *testing.T) {
 	if len(terms) != 1 || terms[0].MatchExpressions[0].Key != v1.LabelHostname || terms[0].MatchExpressions[0].Values[0] != app.Spec.NodeName {
 		t.Errorf("node affinity %+v, want the pod's node %s", terms, app.Spec.NodeName)
 	}
-	if helpers.Load() < 1 {
-		t.Errorf("no helper pod was used to make %s", dir)
-	}
+	helpers.waitOps(t, pv.Name, "create")
 	deletePod(t, ns, "app")
 	deleteClaim(t, ns, "data")
 	pvGone(t, pv.Name)
 	waitGone(t, hostDir(pv))
-	if helpers.Load() < 2 {
-		t.Errorf("%d helper pods, want one to create and one to delete", helpers.Load())
-	}
-	poll(t, "helper pods deleted", func(ctx context.Context) (bool, error) {
-		left, err := client.CoreV1().Pods(dirpvNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
-		return err == nil && len(left.Items) == 0, nil
-	})
+	helpers.waitOps(t, pv.Name, "create", "delete")
+	helpers.checkOnNode(t, pv.Name, app.Spec.NodeName)
 }
 
 // nfsAccess is how dirpv reaches the export in a case: through its backing directory (mount),

@@ -26,7 +26,7 @@ func TestOptions(t *testing.T) {
 		check   func(t *testing.T, o *Options)
 	}{
 		{name: "defaults", args: []string{"--namespace=dirpv", "--pod-name=p"}, check: func(t *testing.T, o *Options) {
-			if o.Name != DefaultName || o.KubeQPS != 100 || o.KubeBurst != 200 || o.LeaderElectNamespace != "dirpv" || !o.LeaderElect || o.HostPathRoot != "/var/lib/dirpv" || o.UsageInterval != 5*time.Minute {
+			if o.Name != DefaultName || o.KubeQPS != 100 || o.KubeBurst != 200 || o.LeaderElectNamespace != "dirpv" || !o.LeaderElect || o.HostPathRoot != "/var/lib/dirpv" || o.UsageInterval != 5*time.Minute || o.HelperKeepAlive != time.Minute {
 				t.Errorf("got %+v", o)
 			}
 		}},
@@ -50,6 +50,12 @@ func TestOptions(t *testing.T) {
 		{name: "bad election timings", args: []string{"--namespace=d", "--helper-image=i", "--leader-elect-renew-deadline=20s"}, wantErr: "lease duration > renew deadline"},
 		{name: "workers", args: []string{"--namespace=d", "--helper-image=i", "--workers=0"}, wantErr: "--workers"},
 		{name: "keep-alive too long", args: []string{"--namespace=d", "--helper-image=i", "--helper-keep-alive=2h"}, wantErr: "--helper-keep-alive"},
+		{name: "no agents", args: []string{"--namespace=d", "--helper-image=i", "--helper-keep-alive=0"},
+			check: func(t *testing.T, o *Options) {
+				if o.HelperKeepAlive != 0 {
+					t.Errorf("HelperKeepAlive %v", o.HelperKeepAlive)
+				}
+			}},
 		{name: "keep-alive", args: []string{"--namespace=d", "--helper-image=i", "--helper-keep-alive=90s"},
 			check: func(t *testing.T, o *Options) {
 				if o.HelperKeepAlive != 90*time.Second {
