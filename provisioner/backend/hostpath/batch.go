@@ -173,8 +173,11 @@ func (b *Batcher) run(l lane, batch []*request, ops []volumeop.Op) {
 	if b.observe != nil {
 		b.observe(len(ops))
 	}
-	klog.FromContext(ctx).V(4).Info("Running a batch of operations", "node", l.node, "operations", len(ops))
+	logger := klog.FromContext(ctx).WithValues("node", l.node, "operations", len(ops))
+	logger.V(4).Info("Running a batch of operations")
+	start := time.Now()
 	outs, err := b.pods.Run(ctx, l.node, l.root, ops)
+	logger.V(4).Info("Ran a batch of operations", "took", time.Since(start), "err", err)
 	for i, r := range batch {
 		switch {
 		case err != nil:
