@@ -53,7 +53,7 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	err := run(ctx, os.Args[1:], os.Stdout)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout)
 	stop()
 	klog.Flush()
 	if err != nil {
@@ -62,9 +62,9 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "helper" {
-		return runHelper(ctx, args[1:])
+		return runHelper(ctx, args[1:], stdin, stdout)
 	}
 	fs := flag.NewFlagSet("dirpv", flag.ContinueOnError)
 	var opts config.Options

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,7 +34,7 @@ func TestRunFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), tt.args, &out)
+			err := run(context.Background(), tt.args, nil, &out)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err %v, want %q", err, tt.wantErr)
@@ -51,7 +52,7 @@ func TestRunFlags(t *testing.T) {
 func TestHelperCommand(t *testing.T) {
 	root, term := t.TempDir(), filepath.Join(t.TempDir(), "termination-log")
 	helper := func(args ...string) (string, error) {
-		err := run(context.Background(), append([]string{"helper", "--root=" + root, "--termination-log=" + term}, args...), os.Stdout)
+		err := run(context.Background(), append([]string{"helper", "--root=" + root, "--termination-log=" + term}, args...), nil, os.Stdout)
 		b, _ := os.ReadFile(term)
 		return string(b), err
 	}
@@ -102,26 +103,34 @@ func TestHelperCommand(t *testing.T) {
 }
 
 // TestHelperAgent: an agent's main process (--serve) runs no operation and waits until stopped;
-// a helper with no operation (an agent's readiness check) reports an empty list.
+// its batches come through --stream, which runs each request on stdin under its root.
 func TestHelperAgent(t *testing.T) {
-	root, term := t.TempDir(), filepath.Join(t.TempDir(), "termination-log")
+	root := t.TempDir()
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"helper", "--root=" + root, "--termination-log=" + term}, &out)
-	if msg, _ := os.ReadFile(term); err != nil || string(msg) != "[]" {
-		t.Fatalf("helper without operations: %q, %v", msg, err)
+	create := volumeop.Op{Kind: volumeop.Create, Path: "v", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o700, UID: -1, GID: -1}
+	req, _ := json.Marshal(volumeop.Request{ID: 7, Args: volumeop.BatchArgs([]volumeop.Op{create})})
+	err := run(context.Background(), []string{"helper", "--root=" + root, "--stream"}, bytes.NewReader(append(req, '\n')), &out)
+	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); err != nil || len(lines) != 2 || lines[0] != `{"id":0}` || lines[1] != `{"id":7,"outcomes":[{}]}` {
+		t.Fatalf("--stream: %q, %v", out.String(), err)
 	}
-	err = run(context.Background(), []string{"helper", "--serve", "create", "--path=x", "--pv=p"}, &out)
-	if err == nil || !strings.Contains(err.Error(), "--serve takes no operations") {
-		t.Fatalf("--serve with an operation: %v", err)
+	if fi, err := os.Stat(filepath.Join(root, "v")); err != nil || !fi.IsDir() {
+		t.Errorf("--stream did not make the volume: %v", err)
 	}
+	for _, mode := range []string{"--serve", "--stream"} {
+		err = run(context.Background(), []string{"helper", mode, "create", "--path=x", "--pv=p"}, nil, &out)
+		if err == nil || !strings.Contains(err.Error(), "take no operations") {
+			t.Fatalf("%s with an operation: %v", mode, err)
+		}
+	}
+	serveRoot := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"helper", "--root=" + root, "--serve"}, &out) }()
+	go func() { done <- run(ctx, []string{"helper", "--root=" + serveRoot, "--serve"}, nil, &out) }()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("--serve stopped: %v", err)
 	}
-	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+	if entries, _ := os.ReadDir(serveRoot); len(entries) != 0 {
 		t.Errorf("--serve made %d entries in its root", len(entries))
 	}
 }

@@ -1,7 +1,9 @@
 package hostpath
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -26,18 +28,19 @@ import (
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
-// Agents runs each batch of operations with an exec into a helper pod that stays: an agent,
-// one per node, root and privilege (operations on limits get an agent of their own, with
-// CAP_SYS_ADMIN). The first batch for a node starts its agent; later ones run in it at once,
-// with no pod to start and no pod status to wait for, which on a busy node take many seconds
-// each. An agent is deleted KeepAlive after its last batch ended, and replaced when an exec into
-// it fails. The agent is the same pod as a one-batch helper (Pod), its operations come with each
-// exec instead of its arguments.
+// Agents runs each batch of operations in a helper pod that stays: an agent, one per node, root
+// and privilege (operations on limits get an agent of their own, with CAP_SYS_ADMIN). The first
+// batch for a node starts its agent, and one exec into it, `dirpv helper --stream`, that lasts
+// as long as the agent: each batch is a line written to it and its outcomes a line read back, so
+// a batch waits for no pod to start, no pod status and no process to start, which on a busy node
+// take seconds each. An agent is deleted KeepAlive after its last batch ended, and replaced when
+// its stream breaks. The agent is the same pod as a one-batch helper (Pod), its operations come
+// through the stream instead of its arguments.
 type Agents struct {
 	Pods *PodRunner
-	// Exec runs cmd in the helper container of the pod called name, its output to stdout: PodExec,
-	// or a fake in tests.
-	Exec      func(ctx context.Context, name string, cmd []string, stdout io.Writer) error
+	// Exec runs cmd in the helper container of the pod called name, stdin its input and stdout
+	// its output, until it ends or ctx does: PodExec, or a fake in tests.
+	Exec      func(ctx context.Context, name string, cmd []string, stdin io.Reader, stdout io.Writer) error
 	KeepAlive time.Duration
 	// StartTimeout bounds how long an agent may take to start.
 	StartTimeout time.Duration
@@ -52,15 +55,19 @@ type agentKey struct {
 }
 
 type agent struct {
-	ready   chan struct{} // closed once the agent runs (name) or could not start (err)
+	ready   chan struct{} // closed once its stream is ready (name, stream) or it could not start (err)
 	name    string
+	stream  *stream
 	err     error
-	stop    context.CancelFunc // ends its start
+	stop    context.CancelFunc // ends its start and its stream
 	users   int
 	batches int // run in it so far
 	idle    *time.Timer
 	retired bool
 }
+
+// streamCommand is the exec into an agent that runs its batches.
+var streamCommand = []string{"/dirpv", "helper", "--root=" + HelperMountPath, "--stream"}
 
 // Run implements BatchRunner: it runs ops in the agent of node, root and their privilege.
 func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) ([]volumeop.Outcome, error) {
@@ -83,16 +90,22 @@ func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) 
 	// The pod says what it runs, as a one-batch helper pod does; written while the batch runs.
 	var recorded sync.WaitGroup
 	recorded.Go(func() { a.record(ctx, ag.name, batch, ops) })
-	var out bytes.Buffer
-	err := a.Exec(ctx, ag.name, execCommand(ops), &out)
+	reply, err := ag.stream.call(ctx, volumeop.BatchArgs(ops))
 	recorded.Wait()
-	if err != nil {
+	switch {
+	case err != nil:
 		if ctx.Err() == nil {
-			a.retire(key, ag) // it may be gone: the next batch starts another
+			a.retire(key, ag) // its stream is gone: the next batch starts another agent
 		}
+	case reply.Error != "":
+		err = fmt.Errorf("batch refused: %s", reply.Error)
+	case len(reply.Outcomes) != len(ops):
+		err = fmt.Errorf("%d outcomes for %d operations", len(reply.Outcomes), len(ops))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("helper pod %s/%s on node %s: %w", a.Pods.Namespace, ag.name, node, err)
 	}
-	return lastLine(out.Bytes(), len(ops), node, root)
+	return fromNode(reply.Outcomes, root), nil
 }
 
 // record writes batch, its number in the agent called name, on the agent's pod: AnnOperations
@@ -108,12 +121,6 @@ func (a *Agents) record(ctx context.Context, name string, batch int, ops []volum
 	}
 }
 
-// execCommand is the command an exec into an agent runs for ops: the helper, as a one-batch
-// helper pod runs it; with no operation, a check that it runs.
-func execCommand(ops []volumeop.Op) []string {
-	return append([]string{"/dirpv", "helper", "--root=" + HelperMountPath, "--termination-log=/dev/null"}, volumeop.BatchArgs(ops)...)
-}
-
 // acquire returns the agent of key, started if there is none, with one user more.
 func (a *Agents) acquire(ctx context.Context, key agentKey) *agent {
 	a.mu.Lock()
@@ -123,11 +130,11 @@ func (a *Agents) acquire(ctx context.Context, key agentKey) *agent {
 	}
 	ag := a.agents[key]
 	if ag == nil {
-		// The agent outlives the batch that starts it.
-		startCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), a.StartTimeout)
+		// The agent and its stream outlive the batch that starts them.
+		life, stop := context.WithCancel(context.WithoutCancel(ctx))
 		ag = &agent{ready: make(chan struct{}), stop: stop}
 		a.agents[key] = ag
-		go a.start(startCtx, key, ag)
+		go a.start(life, key, ag)
 	}
 	ag.users++
 	if ag.idle != nil {
@@ -183,14 +190,18 @@ func (a *Agents) retire(key agentKey, ag *agent) {
 	}()
 }
 
-// start creates the agent's pod and waits until an exec into it works.
-func (a *Agents) start(ctx context.Context, key agentKey, ag *agent) {
+// start creates the agent's pod and opens its stream, within StartTimeout; the stream lasts
+// as long as life.
+func (a *Agents) start(life context.Context, key agentKey, ag *agent) {
 	defer close(ag.ready)
+	ctx, cancel := context.WithTimeout(life, a.StartTimeout)
+	defer cancel()
 	pods := a.Pods.Client.CoreV1().Pods(a.Pods.Namespace)
 	spec := a.Pods.pod(key.node, key.root, "dirpv-agent-", []string{"helper", "--serve"}, key.admin)
 	spec.Annotations = map[string]string{AnnAgent: map[bool]string{true: "limits", false: "directories"}[key.admin]}
-	// Up to podsPerLane batches of each of two lanes run in it side by side, each a process.
-	spec.Spec.Containers[0].Resources.Limits[v1.ResourceMemory] = resource.MustParse("256Mi")
+	c := &spec.Spec.Containers[0]
+	// Up to two batches of each of its lanes run in it side by side.
+	c.Resources.Limits[v1.ResourceMemory] = resource.MustParse("256Mi")
 	pod, err := pods.Create(ctx, spec, metav1.CreateOptions{})
 	if err != nil {
 		ag.err = fmt.Errorf("creating helper pod on node %s: %w", key.node, err)
@@ -199,11 +210,16 @@ func (a *Agents) start(ctx context.Context, key agentKey, ag *agent) {
 	ag.name = pod.Name
 	logger := klog.FromContext(ctx).WithValues("pod", klog.KObj(pod), "node", key.node)
 	// The kubelet runs an exec once it has started the container, before it posts that it has.
-	ping := execCommand(nil)
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		err = a.Exec(ctx, ag.name, ping, io.Discard)
+		ag.stream, err = a.open(life, ctx, ag.name)
 		if err == nil {
 			logger.V(4).Info("Helper agent started")
+			// A stream that breaks (the pod evicted, the kubelet restarted) ends its agent now,
+			// rather than failing the next batch.
+			go func() {
+				<-ag.stream.ended
+				a.retire(key, ag)
+			}()
 			return
 		}
 		// A pod that cannot start says so in its status: no need to wait for StartTimeout.
@@ -226,12 +242,115 @@ func (a *Agents) start(ctx context.Context, key agentKey, ag *agent) {
 	}
 }
 
+// stream is an agent's exec of `dirpv helper --stream`: requests are written to in, and a
+// reader hands each reply to the batch that waits for it.
+type stream struct {
+	writing sync.Mutex // one request line at a time
+	in      io.Writer
+
+	mu      sync.Mutex
+	lastID  uint64
+	waiting map[uint64]chan volumeop.Reply
+
+	ended chan struct{} // closed when the exec has ended, err set
+	err   error
+}
+
+// open starts the stream of the agent called name, which lasts as long as life, and waits until
+// it is ready or ctx ends.
+func (a *Agents) open(life, ctx context.Context, name string) (*stream, error) {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	s := &stream{in: inW, waiting: map[uint64]chan volumeop.Reply{}, ended: make(chan struct{})}
+	go func() {
+		err := a.Exec(life, name, streamCommand, inR, outW)
+		_ = outW.CloseWithError(err) // nil: io.EOF to the reader
+		_ = inR.CloseWithError(fmt.Errorf("the stream ended: %w", cmp.Or(err, io.EOF)))
+	}()
+	ready := make(chan struct{})
+	go func() {
+		s.err = fmt.Errorf("the stream ended: %w", cmp.Or(s.read(outR, ready), io.EOF))
+		close(s.ended)
+		_ = outR.CloseWithError(s.err) // the exec stops, if it had not
+	}()
+	select {
+	case <-ready:
+		return s, nil
+	case <-s.ended:
+		return nil, s.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx) // life, cancelled by whoever gives up the agent, ends the exec
+	}
+}
+
+// read hands each reply on out to the batch that waits for it, and closes ready at the first,
+// until out ends.
+func (s *stream) read(out io.Reader, ready chan<- struct{}) error {
+	lines := bufio.NewScanner(out)
+	lines.Buffer(make([]byte, 64<<10), volumeop.MaxStreamLine)
+	for lines.Scan() {
+		var r volumeop.Reply
+		if err := json.Unmarshal(lines.Bytes(), &r); err != nil {
+			return fmt.Errorf("unreadable reply %.100q", lines.Text())
+		}
+		if r.ID == 0 {
+			close(ready)
+			continue
+		}
+		s.mu.Lock()
+		if c := s.waiting[r.ID]; c != nil {
+			c <- r
+		}
+		s.mu.Unlock()
+	}
+	return lines.Err()
+}
+
+// call runs the batch of args and returns its reply; an error means the stream ended (or ctx),
+// and the batch may or may not have run.
+func (s *stream) call(ctx context.Context, args []string) (volumeop.Reply, error) {
+	c := make(chan volumeop.Reply, 1)
+	s.mu.Lock()
+	s.lastID++
+	id := s.lastID
+	s.waiting[id] = c
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.waiting, id)
+		s.mu.Unlock()
+	}()
+	line, err := json.Marshal(volumeop.Request{ID: id, Args: args})
+	if err != nil {
+		return volumeop.Reply{}, err
+	}
+	s.writing.Lock()
+	_, err = s.in.Write(append(line, '\n'))
+	s.writing.Unlock()
+	if err != nil {
+		return volumeop.Reply{}, err
+	}
+	select {
+	case r := <-c:
+		return r, nil
+	case <-s.ended:
+		select {
+		case r := <-c: // its reply came last
+			return r, nil
+		default:
+			return volumeop.Reply{}, s.err
+		}
+	case <-ctx.Done():
+		return volumeop.Reply{}, context.Cause(ctx)
+	}
+}
+
 // PodExec returns an Exec for the helper container of pods in namespace, through the API
 // server as `kubectl exec` does (WebSocket, or SPDY from servers without it).
-func PodExec(cfg *rest.Config, client kubernetes.Interface, namespace string) func(ctx context.Context, name string, cmd []string, stdout io.Writer) error {
-	return func(ctx context.Context, name string, cmd []string, stdout io.Writer) error {
+func PodExec(cfg *rest.Config, client kubernetes.Interface, namespace string) func(ctx context.Context, name string, cmd []string, stdin io.Reader, stdout io.Writer) error {
+	return func(ctx context.Context, name string, cmd []string, stdin io.Reader, stdout io.Writer) error {
 		req := client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(name).SubResource("exec").
-			VersionedParams(&v1.PodExecOptions{Container: helperContainer, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+			VersionedParams(&v1.PodExecOptions{Container: helperContainer, Command: cmd, Stdin: stdin != nil, Stdout: true, Stderr: true}, scheme.ParameterCodec)
 		ws, err := remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
 		if err != nil {
 			return err
@@ -245,7 +364,7 @@ func PodExec(cfg *rest.Config, client kubernetes.Interface, namespace string) fu
 			return err
 		}
 		var stderr bytes.Buffer
-		if err := exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: stdout, Stderr: &stderr}); err != nil {
+		if err := exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: stdout, Stderr: &stderr}); err != nil {
 			if msg := bytes.TrimSpace(stderr.Bytes()); len(msg) > 0 {
 				return fmt.Errorf("%w: %s", err, msg)
 			}

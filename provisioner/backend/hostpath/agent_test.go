@@ -21,18 +21,20 @@ import (
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
-// fakeAgents is Agents over a fake clientset whose exec runs nothing: a pod's container
-// "starts" at its first ping after started is closed, and each batch's outcomes are an
-// archive named after the pod.
+// fakeAgents is Agents over a fake clientset whose exec runs a stream in-process (volumeop.Serve)
+// that does nothing: a pod's container "starts" at its first exec after started is closed, and
+// each batch's outcomes are an archive named after the pod. An agent for which failing says so
+// breaks its stream at its next batch.
 type fakeAgents struct {
 	*Agents
 	client  *fake.Clientset
 	started chan struct{}
 	deleted chan string
-	failing func(pod string) bool // an exec into this pod fails
+	failing func(pod string) bool
 
-	mu    sync.Mutex
-	execs []string // "POD ping" or "POD N" (N operations)
+	mu     sync.Mutex
+	execs  []string          // "POD stream" or "POD N" (a batch of N operations)
+	breaks map[string]func() // by pod: breaks its stream
 }
 
 func newFakeAgents(t *testing.T, keepAlive time.Duration) *fakeAgents {
@@ -44,38 +46,52 @@ func newFakeAgents(t *testing.T, keepAlive time.Duration) *fakeAgents {
 		pod.Name = fmt.Sprintf("%s%d", pod.GenerateName, n)
 		return false, nil, nil
 	})
-	f := &fakeAgents{client: client, started: make(chan struct{}), deleted: make(chan string, 10), failing: func(string) bool { return false }}
+	f := &fakeAgents{client: client, started: make(chan struct{}), deleted: make(chan string, 10), failing: func(string) bool { return false },
+		breaks: map[string]func(){}}
 	client.PrependReactor("delete", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		f.deleted <- a.(k8stesting.DeleteAction).GetName()
 		return false, nil, nil
 	})
 	f.Agents = &Agents{
 		Pods: &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, KeepAlive: keepAlive, StartTimeout: time.Minute,
-		Exec: func(ctx context.Context, pod string, cmd []string, stdout io.Writer) error {
-			if len(cmd) == 4 {
-				select {
-				case <-f.started:
-				default:
-					return errors.New(`container not found ("helper")`)
-				}
-				f.record(pod + " ping")
-				_, err := fmt.Fprintln(stdout, "[]")
-				return err
+		Exec: func(ctx context.Context, pod string, cmd []string, stdin io.Reader, stdout io.Writer) error {
+			if !slices.Equal(cmd, streamCommand) {
+				return fmt.Errorf("exec of %q", cmd)
 			}
-			ops, err := volumeop.ParseBatchArgs(cmd[4:])
-			if err != nil {
-				return err
+			select {
+			case <-f.started:
+			default:
+				return errors.New(`container not found ("helper")`)
 			}
-			if f.failing(pod) {
+			f.record(pod + " stream")
+			broken := make(chan struct{})
+			var breaking sync.Once
+			f.mu.Lock()
+			f.breaks[pod] = func() { breaking.Do(func() { close(broken) }) }
+			f.mu.Unlock()
+			served := make(chan error, 1)
+			go func() {
+				served <- volumeop.Serve(ctx, stdin, stdout, func(ctx context.Context, ops []volumeop.Op) []volumeop.Outcome {
+					if f.failing(pod) {
+						breaking.Do(func() { close(broken) })
+						<-ctx.Done() // no reply: the stream breaks first
+					}
+					f.record(fmt.Sprintf("%s %d", pod, len(ops)))
+					outs := make([]volumeop.Outcome, len(ops))
+					for i := range outs {
+						outs[i].Archive = pod
+					}
+					return outs
+				})
+			}()
+			select {
+			case err := <-served:
+				return err
+			case <-broken:
 				return errors.New("pod gone")
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			f.record(fmt.Sprintf("%s %d", pod, len(ops)))
-			outs := make([]volumeop.Outcome, len(ops))
-			for i := range outs {
-				outs[i].Archive = pod
-			}
-			_, err = fmt.Fprintln(stdout, "some line of the helper's\n"+volumeop.EncodeOutcomes(outs))
-			return err
 		},
 	}
 	return f
@@ -129,7 +145,7 @@ func TestAgents(t *testing.T) {
 	if mem := pods[0].Spec.Containers[0].Resources.Limits[v1.ResourceMemory]; mem.String() != "256Mi" {
 		t.Errorf("agent's memory limit %s, want 256Mi: its batches run side by side", mem.String())
 	}
-	if got, want := f.execs, []string{first + " ping", first + " 2", first + " 1"}; !slices.Equal(got, want) {
+	if got, want := f.execs, []string{first + " stream", first + " 2", first + " 1"}; !slices.Equal(got, want) {
 		t.Errorf("execs %q, want %q", got, want)
 	}
 	// The pod says which batch it ran last, and its operations.
@@ -165,8 +181,8 @@ func TestAgents(t *testing.T) {
 	}
 }
 
-// TestAgentFails: a failed exec deletes the agent and fails its batch; the next batch starts
-// another agent.
+// TestAgentFails: a stream that breaks fails the batch that waits on it and deletes its agent;
+// the next batch starts another agent.
 func TestAgentFails(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	f := newFakeAgents(t, time.Hour)
@@ -185,6 +201,17 @@ func TestAgentFails(t *testing.T) {
 	next, err := f.run(ctx, t, createOp)
 	if err != nil || next == first {
 		t.Fatalf("next batch ran in %q, %v; want a new agent", next, err)
+	}
+	// A stream that breaks while its agent is idle deletes the agent at once, and the next batch
+	// runs in a new one.
+	f.mu.Lock()
+	f.breaks[next]()
+	f.mu.Unlock()
+	if gone := <-f.deleted; gone != next {
+		t.Fatalf("deleted %s, want the idle agent whose stream broke, %s", gone, next)
+	}
+	if last, err := f.run(ctx, t, createOp); err != nil || last == next || last == first {
+		t.Fatalf("batch after the stream broke ran in %q, %v; want a new agent", last, err)
 	}
 }
 

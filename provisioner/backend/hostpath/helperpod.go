@@ -312,7 +312,7 @@ func (r *PodRunner) LogOutcomes(ctx context.Context, pod *v1.Pod, n int) ([]volu
 	return lastLine(data, n, pod.Spec.NodeName, hostRoot(pod))
 }
 
-// lastLine decodes the outcomes of n operations from the last line of a helper's output, which
+// lastLine decodes the outcomes of n operations from the last line of a helper's log, which
 // must be complete (end with a newline): the helper prints them last, and then exits.
 func lastLine(out []byte, n int, node, root string) ([]volumeop.Outcome, error) {
 	if !bytes.HasSuffix(out, []byte("\n")) {
@@ -375,10 +375,15 @@ func decode(msg string, n int, node, root string) ([]volumeop.Outcome, error) {
 	if err != nil {
 		return nil, fmt.Errorf("helper on node %s: unreadable outcomes %q: %w", node, msg, err)
 	}
+	return fromNode(outs, root), nil
+}
+
+// fromNode names the paths in the errors of a helper's outcomes as the node has them.
+func fromNode(outs []volumeop.Outcome, root string) []volumeop.Outcome {
 	for i := range outs {
 		outs[i].Error = nodePaths(outs[i].Error, root)
 	}
-	return outs, nil
+	return outs
 }
 
 func outcomes(p *v1.Pod, n int) ([]volumeop.Outcome, error) {

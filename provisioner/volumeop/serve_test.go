@@ -1,0 +1,85 @@
+package volumeop
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+
+	"dirpv.io/dirpv/provisioner/volumefs"
+)
+
+// TestServe: the stream says it is ready, runs batches side by side (a slow one does not hold
+// up the next), answers each by its ID, refuses arguments it cannot read without ending, waits
+// for the batches still running when its input ends, and ends at a line that is no request.
+func TestServe(t *testing.T) {
+	ctx := context.Background()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, inR, outW, func(_ context.Context, ops []Op) []Outcome {
+			if ops[0].Owner.PV == "slow" {
+				<-release
+			}
+			outs := make([]Outcome, len(ops))
+			for i, op := range ops {
+				outs[i].Archive = op.Owner.PV
+			}
+			return outs
+		})
+		_ = outW.Close()
+	}()
+	replies := bufio.NewScanner(outR)
+	next := func() Reply {
+		t.Helper()
+		if !replies.Scan() {
+			t.Fatalf("no reply: %v", replies.Err())
+		}
+		var r Reply
+		if err := json.Unmarshal(replies.Bytes(), &r); err != nil {
+			t.Fatalf("reply %q: %v", replies.Text(), err)
+		}
+		return r
+	}
+	send := func(r Request) {
+		t.Helper()
+		line, _ := json.Marshal(r)
+		if _, err := inW.Write(append(line, '\n')); err != nil {
+			t.Fatal(err)
+		}
+	}
+	op := func(pv string) Op {
+		return Op{Kind: Create, Path: pv, Owner: volumefs.Marker{PV: pv}, Mode: 0o700, UID: -1, GID: -1}
+	}
+
+	if r := next(); r.ID != 0 || r.Outcomes != nil || r.Error != "" {
+		t.Fatalf("first line %+v, want the ready reply", r)
+	}
+	send(Request{ID: 1, Args: BatchArgs([]Op{op("slow")})})
+	send(Request{ID: 2, Args: BatchArgs([]Op{op("a"), op("b")})})
+	if r := next(); r.ID != 2 || len(r.Outcomes) != 2 || r.Outcomes[1].Archive != "b" {
+		t.Fatalf("reply %+v, want batch 2's while batch 1 runs", r)
+	}
+	send(Request{ID: 3, Args: []string{"no-such-op"}})
+	if r := next(); r.ID != 3 || r.Error == "" || r.Outcomes != nil {
+		t.Fatalf("reply %+v, want batch 3 refused", r)
+	}
+	_ = inW.Close()
+	close(release)
+	if r := next(); r.ID != 1 || len(r.Outcomes) != 1 || r.Outcomes[0].Archive != "slow" {
+		t.Fatalf("reply %+v, want batch 1's after the input ended", r)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v at the end of its input", err)
+	}
+
+	// A line that is no request ends the stream.
+	err := Serve(ctx, strings.NewReader("{\"id\":1,\"args\":[]}\nhello\n"), io.Discard, func(context.Context, []Op) []Outcome { return nil })
+	if err == nil || !strings.Contains(err.Error(), "not a request") {
+		t.Fatalf("Serve of a stray line: %v", err)
+	}
+}
