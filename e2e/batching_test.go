@@ -5,8 +5,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -183,6 +186,12 @@ func testHelperAgents(t *testing.T) {
 		}
 	}
 
+	// What node1 mounts below its root after its agent started reaches the agent: a tmpfs,
+	// probed from inside it.
+	if len(onNode["node1"]) > 0 {
+		lateMount(t, onNode["node1"][0], "e2e-late-"+ns)
+	}
+
 	deleteStatefulSet(t, ns, "agents", pvs)
 	for _, pv := range pvs {
 		helpers.waitOps(t, pv.Name, "create", "delete")
@@ -201,4 +210,30 @@ func testHelperAgents(t *testing.T) {
 		pods, err := client.CoreV1().Pods(dirpvNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
 		return err == nil && !slices.ContainsFunc(pods.Items, func(p v1.Pod) bool { return p.Annotations[hostpath.AnnAgent] != "limits" }), nil
 	})
+}
+
+// lateMount mounts a tmpfs at dir below node1's root, where agent runs already, and checks that
+// the agent sees it there: a class's filesystem mounted while dirpv runs must hold its volumes,
+// not the directory beneath it.
+func lateMount(t *testing.T, agent, dir string) {
+	t.Helper()
+	mnt := filepath.Join(basePath, dir)
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = os.Remove(mnt) }()
+	if err := syscall.Mount("e2e-late", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount a tmpfs on %s: %v", mnt, err)
+	}
+	defer func() {
+		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	}()
+	probe := volumeop.BatchArgs([]volumeop.Op{{Kind: volumeop.Probe, Path: dir}})
+	out := kubectl(t, append([]string{"-n", dirpvNamespace, "exec", agent, "--", "/dirpv", "helper",
+		"--root=" + hostpath.HelperMountPath, "--termination-log=/dev/null"}, probe...)...)
+	if !strings.Contains(out, "tmpfs at "+hostpath.HelperMountPath+"/"+dir) {
+		t.Errorf("agent %s does not see the tmpfs node1 mounted at %s after it started; its probe: %s", agent, mnt, out)
+	}
 }

@@ -179,6 +179,7 @@ start apiserver "$KBIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 --bi
   --kubelet-preferred-address-types=InternalIP --shutdown-send-retry-after=true
 
 # --- container runtime (started while the apiserver comes up) ---
+share_mount "$HOSTPATH_ROOT"
 log "starting containerd"
 mkdir -p "$WORK/cni" "$WORK/containerd"
 write_containerd_config "$WORK/containerd/config.toml" "$WORK/containerd" "$CTR_SOCK" "$WORK/cni"

@@ -25,6 +25,9 @@ NODES=${DIRPV_NODES:-1}
 KCM_QPS=${DIRPV_KCM_QPS:-}
 KUBELET_ROOT=/var/lib/kubelet               # the standard dir: node-inspecting tools expect it
 
+# dirpv's --hostpath-root on every node: a shared mount (share_mount).
+HOSTPATH_ROOT=/var/lib/dirpv
+
 DIRPV_IMAGE=${DIRPV_IMAGE:-dirpv.io/dirpv:v0.1.0}
 PAUSE_IMAGE=dirpv.io/pause:1
 BUSYBOX_IMAGE=dirpv.io/busybox:1
@@ -53,6 +56,16 @@ nsx() { nsenter --net="/var/run/netns/$NETNS" "$@"; }
 
 # kc runs kubectl against the cluster as admin.
 kc() { nsx kubectl --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+
+# share_mount DIR: makes DIR a mount point of its own, shared, as it is on a host whose / is
+# shared (systemd's default; not this machine's). Mounts made below it later then reach the
+# containers that mount it with HostToContainer propagation (dirpv's helper agents), and
+# containerd refuses to start those on a mount that is neither shared nor a slave.
+share_mount() {
+  mkdir -p "$1"
+  mountpoint -q "$1" || mount --bind "$1" "$1"
+  mount --make-rshared "$1"
+}
 
 # ctrk runs ctr against the cluster's containerd, in the namespace the kubelet uses.
 ctrk() { ctr -a "$CTR_SOCK" -n k8s.io "$@"; }

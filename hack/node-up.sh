@@ -130,6 +130,8 @@ for d in \$(printf '%s\n' $PRIVATE_DIRS | awk '{ print length, \$0 }' | sort -n 
   mkdir -p "$ROOT\$d" "\$d"
   mount --bind "$ROOT\$d" "\$d"
 done
+$(declare -f share_mount)
+share_mount $HOSTPATH_ROOT
 EOF
 
 log "starting $NAME's containerd (own network and mount namespace)"

@@ -202,6 +202,9 @@ func (a *Agents) start(life context.Context, key agentKey, ag *agent) {
 	c := &spec.Spec.Containers[0]
 	// Up to two batches of each of its lanes run in it side by side.
 	c.Resources.Limits[v1.ResourceMemory] = resource.MustParse("256Mi")
+	// It outlives the mounts of its node at its start: a filesystem mounted below root later
+	// (a class's new disk) must reach it, or it would make volumes in the directory beneath.
+	c.VolumeMounts[0].MountPropagation = ptr.To(v1.MountPropagationHostToContainer)
 	pod, err := pods.Create(ctx, spec, metav1.CreateOptions{})
 	if err != nil {
 		ag.err = fmt.Errorf("creating helper pod on node %s: %w", key.node, err)

@@ -145,6 +145,9 @@ func TestAgents(t *testing.T) {
 	if mem := pods[0].Spec.Containers[0].Resources.Limits[v1.ResourceMemory]; mem.String() != "256Mi" {
 		t.Errorf("agent's memory limit %s, want 256Mi: its batches run side by side", mem.String())
 	}
+	if mp := pods[0].Spec.Containers[0].VolumeMounts[0].MountPropagation; mp == nil || *mp != v1.MountPropagationHostToContainer {
+		t.Errorf("agent's mount propagation %v, want HostToContainer: it must see what its node mounts later", mp)
+	}
 	if got, want := f.execs, []string{first + " stream", first + " 2", first + " 1"}; !slices.Equal(got, want) {
 		t.Errorf("execs %q, want %q", got, want)
 	}
