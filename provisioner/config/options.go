@@ -97,7 +97,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.HelperImage, "helper-image", "", "image of helper pods; empty: this pod's own image")
 	fs.IntVar(&o.HelperBatchSize, "helper-batch-size", 64, "most operations one helper pod runs; a node's operations that arrive while its helper pods run share the next one")
 	fs.DurationVar(&o.HelperBatchWait, "helper-batch-wait", 250*time.Millisecond, "how long a helper pod that is not full waits for more operations before it starts")
-	fs.DurationVar(&o.HelperKeepAlive, "helper-keep-alive", time.Minute, "run batches by exec in a helper pod per node (an agent) that stays this long after its last batch; 0: a helper pod per batch")
+	fs.DurationVar(&o.HelperKeepAlive, "helper-keep-alive", time.Minute, "run batches in a helper pod per node (an agent, through one exec) that stays this long after its last batch; 0: a helper pod per batch")
 	fs.DurationVar(&o.OperationTimeout, "operation-timeout", 2*time.Minute, "how long one operation on a volume directory may take, helper pod included")
 	fs.DurationVar(&o.UsageInterval, "usage-interval", 5*time.Minute, "how often the leader reads what each bound volume whose capacity is enforced holds from its quota, for dirpv_volume_used_bytes and dirpv_volume_capacity_bytes (on hostPath, a helper pod for about every 16 of a node's volumes); 0: never")
 }
