@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"result"})
 	m.HelperBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "dirpv", Name: "helper_pod_operations",
-		Help:    "Operations run by each helper pod (its count is the helper pods started).",
+		Help:    "Operations in each batch run in a helper pod of its own or in an agent (its count is the batches).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 	})
 	m.HelperOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
