@@ -297,12 +297,16 @@ func (s *stream) read(out io.Reader, ready chan<- struct{}) error {
 			return fmt.Errorf("unreadable reply %.100q", lines.Text())
 		}
 		if r.ID == 0 {
-			close(ready)
+			if ready != nil {
+				close(ready)
+				ready = nil
+			}
 			continue
 		}
 		s.mu.Lock()
-		if c := s.waiting[r.ID]; c != nil {
-			c <- r
+		select {
+		case s.waiting[r.ID] <- r: // a nil channel (no one waits) is never ready
+		default:
 		}
 		s.mu.Unlock()
 	}
