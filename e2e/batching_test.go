@@ -116,7 +116,11 @@ func testHelperLog(t *testing.T) {
 	r := &hostpath.PodRunner{Client: client, Namespace: dirpvNamespace, Image: c.Image, PullPolicy: c.ImagePullPolicy}
 	ops := []volumeop.Op{{Kind: volumeop.Probe, Path: "e2e"}, {Kind: volumeop.Probe, Path: "e2e-no-such-dir/below"}}
 	pods := client.CoreV1().Pods(dirpvNamespace)
-	pod, err := pods.Create(ctx, r.Pod("node1", basePath, ops), metav1.CreateOptions{})
+	spec := r.Pod("node1", basePath, ops)
+	// Not labelled as a helper: a leader whose term begins (after the previous case's install)
+	// deletes the helper pods it finds.
+	delete(spec.Labels, hostpath.LabelComponent)
+	pod, err := pods.Create(ctx, spec, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
