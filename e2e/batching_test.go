@@ -153,7 +153,7 @@ func testHelperLog(t *testing.T) {
 
 // testHelperAgents: as installed (--helper-keep-alive=1m, the default), a StatefulSet of 10
 // gets its volumes, each on its pod's node, through agents: helper pods that stay and run
-// batches by exec, fewer than the volumes, confined as any helper pod and controlled by the
+// batches through a stream, fewer than the volumes, confined as any helper pod and controlled by the
 // leader's pod, so that kubectl drain evicts them without --force; deleting its claims removes
 // every directory; the agents go once idle for the keep-alive.
 func testHelperAgents(t *testing.T) {

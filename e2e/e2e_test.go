@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -484,13 +483,14 @@ func testLocalRoot(t *testing.T) {
 		pv := lifecycle(t, ns, "local-"+node, "dirpv-hostpath", node)
 		pvGone(t, pv.Name)
 		waitGone(t, hostDir(pv))
+		// An agent's record of a batch may reach the watch after the PV is gone: wait for it.
+		if node != lead {
+			helpers.waitOps(t, pv.Name, "create", "delete")
+		}
 		ops := helpers.ops(pv.Name)
 		t.Logf("a volume on %s, the leader on %s: helper pods %v", node, lead, ops)
-		switch {
-		case node == lead && len(ops) != 0:
+		if node == lead && len(ops) != 0 {
 			t.Errorf("%d helper pods for a volume on the leader's node %s with --local-root: %v", len(ops), node, ops)
-		case node != lead && !slices.Equal(ops, []string{"create", "delete"}):
-			t.Errorf("helper pods for a volume on %s (the leader is on %s): %v, want create and delete", node, lead, ops)
 		}
 		helpers.checkOnNode(t, pv.Name, node)
 	}

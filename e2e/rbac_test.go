@@ -368,7 +368,7 @@ func helperPodProblems(p *v1.Pod) []string {
 
 // needsAdmin decodes a helper's arguments and reports whether its operations set, clear or read
 // limits (and so need CAP_SYS_ADMIN); a batch that mixes them with others is an error. An agent
-// (--helper-keep-alive) runs its batches by exec: its annotation says which it runs.
+// (--helper-keep-alive) runs its batches through a stream: its annotation says which it runs.
 func needsAdmin(p *v1.Pod, args []string) (bool, error) {
 	if slices.Equal(args, []string{"helper", "--serve"}) {
 		switch kind := p.Annotations[hostpath.AnnAgent]; kind {

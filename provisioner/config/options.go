@@ -55,7 +55,7 @@ type Options struct {
 	// helper pod that is not full waits for more before it starts.
 	HelperBatchSize int
 	HelperBatchWait time.Duration
-	// HelperKeepAlive, when set, runs batches by exec in helper pods that stay (agents), each
+	// HelperKeepAlive, when set, runs batches in helper pods that stay (agents), each
 	// deleted this long after its last batch; 0 runs each batch in a helper pod of its own.
 	HelperKeepAlive  time.Duration
 	OperationTimeout time.Duration

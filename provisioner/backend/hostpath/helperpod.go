@@ -35,8 +35,9 @@ const (
 	ComponentHelper = "helper"
 	// AnnOperations lists a helper pod's operations, one "KIND PV" per line.
 	AnnOperations = "dirpv.io/operations"
-	// AnnAgent marks a helper pod that stays and runs batches by exec (--helper-keep-alive):
-	// "limits" for operations on limits (with CAP_SYS_ADMIN), "directories" for the others.
+	// AnnAgent marks a helper pod that stays and runs batches through a stream
+	// (--helper-keep-alive): "limits" for operations on limits (with CAP_SYS_ADMIN),
+	// "directories" for the others.
 	// AnnOperations is then its latest batch's, and AnnBatch that batch's number (from 1).
 	AnnAgent = "dirpv.io/agent"
 	AnnBatch = "dirpv.io/batch"
