@@ -27,7 +27,7 @@ fi
 log "measuring (log: ${out%.json}.log)"
 cd "$REPO_ROOT"
 if ! nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" DIRPV_BENCH="$out" DIRPV_BENCH_DISPOSABLE="$disposable" \
-  go test -tags e2e -count=1 -timeout 60m -v -run '^TestBench$' ./e2e/ >"${out%.json}.log" 2>&1; then
+  go test -tags e2e -count=1 -timeout 240m -v -run '^TestBench$' ./e2e/ >"${out%.json}.log" 2>&1; then
   tail -40 "${out%.json}.log" >&2
   exit 1
 fi
