@@ -18,6 +18,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // TestE2E runs the suite in order on one cluster: dirpv is installed once, switched to
@@ -45,6 +46,7 @@ func TestE2E(t *testing.T) {
 		{"RecycleNFSDirect", testRecycleNFS(direct)},
 		{"NFSDirectNewExport", testNFSDirectNewExport},
 		{"BadInput", testBadInput},
+		{"ClaimBeingDeleted", testClaimBeingDeleted},
 		{"NestedClasses", testNestedClasses},
 		{"Capacity", testCapacity},
 		{"LocalVolumeType", testLocalVolumeType},
@@ -346,6 +348,37 @@ func testBadInput(t *testing.T) {
 	}
 	if exists(escape) {
 		t.Errorf("%s was created outside the export", escape)
+	}
+}
+
+// testClaimBeingDeleted: a claim marked for deletion gets no volume, even once it becomes
+// provisionable. A finalizer of the test's keeps the deleted claim; the node annotation the
+// scheduler would set for its pod then lets kube-controller-manager hand it to dirpv.
+func testClaimBeingDeleted(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	claims := client.CoreV1().PersistentVolumeClaims(ns)
+	claim(t, ns, "doomed", "e2e-hostpath-mode", func(c *v1.PersistentVolumeClaim) { c.Finalizers = []string{"e2e.dirpv.io/hold"} })
+	t.Cleanup(func() {
+		_, _ = claims.Patch(ctx, "doomed", types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+	})
+	if err := claims.Delete(ctx, "doomed", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node := nodeNames(t)[0]
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{"volume.kubernetes.io/selected-node":%q}}}`, node)
+	if _, err := claims.Patch(ctx, "doomed", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	event(t, ns, "doomed", "ProvisioningFailed", "the claim is being deleted: no volume is made for it")
+	pvs, err := client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pv := range pvs.Items {
+		if ref := pv.Spec.ClaimRef; ref != nil && ref.Namespace == ns {
+			t.Errorf("PV %s made for the claim being deleted", pv.Name)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -35,6 +36,10 @@ type Provisioner struct {
 	Now func() time.Time
 	// PVs reads PVs fresh for ShouldDelete; nil: no check.
 	PVs typedcorev1.PersistentVolumeInterface
+
+	// unsure holds the UIDs of claims whose last create ran out of time: their directory may
+	// still appear, so they are provisioned even while being deleted (see Provision).
+	unsure sync.Map
 }
 
 var (
@@ -69,6 +74,12 @@ func (p *Provisioner) ShouldDelete(ctx context.Context, pv *v1.PersistentVolume)
 func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
 	sc, claim := opts.StorageClass, opts.PVC
 	logger := klog.FromContext(ctx).WithValues("PVC", klog.KObj(claim), "PV", opts.PVName)
+	// The library provisions claims being deleted too (a namespace's deletion marks them all):
+	// their pods cannot start, and the volume would only be made to be reclaimed at once. Unless
+	// an earlier create may still make the directory: then the PV is what reclaims it.
+	if _, unsure := p.unsure.Load(claim.UID); claim.DeletionTimestamp != nil && !unsure {
+		return nil, controller.ProvisioningFinished, errors.New("the claim is being deleted: no volume is made for it")
+	}
 	class, b, err := p.Backends.ParseClass(sc.Parameters)
 	if err != nil {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: %w", sc.Name, err)
@@ -101,6 +112,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		op.Limit, op.Overcommit = bytesOf(claim.Spec.Resources.Requests[v1.ResourceStorage]), vol.Overcommit
 	}
 	res, err := p.run(ctx, b, vol, op)
+	p.unsure.Delete(claim.UID)
 	if err != nil {
 		err = fmt.Errorf("making %s: %w", vol, err)
 		switch {
@@ -110,6 +122,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), ctx.Err() != nil:
 			// The directory may still appear: the library retries until it knows, so a claim
 			// deleted meanwhile gets a PV that is then reclaimed instead of a leaked directory.
+			p.unsure.Store(claim.UID, struct{}{})
 			return nil, controller.ProvisioningInBackground, err
 		}
 		return nil, controller.ProvisioningFinished, err

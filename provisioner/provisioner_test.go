@@ -300,6 +300,7 @@ func TestProvisionRefused(t *testing.T) {
 			claim(func(c *v1.PersistentVolumeClaim) { c.Annotations = map[string]string{"dir": "/etc"} }), nil, "absolute"},
 		{"recycle with reclaimPolicy Retain", hostPathClass(map[string]string{"recycle": "true"}), claim(), node1, `"recycle": "true" conflicts with reclaimPolicy Retain`},
 		{"missing label", nfsClass(map[string]string{"pathPattern": `{{.PVC.Labels.team}}`}), claim(), nil, `map has no entry for key "team"`},
+		{"claim being deleted", nfsClass(nil), claim(beingDeleted), nil, "the claim is being deleted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -345,6 +346,37 @@ func TestProvisionErrorStates(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q, %v", state, err, tt.state, tt.err)
 			}
 		})
+	}
+}
+
+func beingDeleted(c *v1.PersistentVolumeClaim) { c.DeletionTimestamp = &metav1.Time{Time: testNow} }
+
+// TestProvisionClaimBeingDeleted: a claim being deleted is refused, unless its last create ran
+// out of time, whose directory may still appear: that claim gets its PV, to be reclaimed.
+func TestProvisionClaimBeingDeleted(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, fh, _ := newTest(t, t.TempDir(), "")
+	timeout := fmt.Errorf("helper: %w", context.DeadlineExceeded)
+	fh.run = func(volumeop.Op) (volumeop.Result, error) { return volumeop.Result{}, timeout }
+	if _, state, err := p.Provision(ctx, opts(hostPathClass(nil), claim(), node1)); state != controller.ProvisioningInBackground {
+		t.Fatalf("got %q, %v; want in background", state, err)
+	}
+
+	fh.run = nil // the retry succeeds
+	pv, state, err := p.Provision(ctx, opts(hostPathClass(nil), claim(beingDeleted), node1))
+	if err != nil || pv == nil || state != controller.ProvisioningFinished {
+		t.Fatalf("retry after a timeout: got %v, %q, %v; want a PV", pv, state, err)
+	}
+	if len(fh.ops) != 2 {
+		t.Errorf("operations: %+v, want the create twice", fh.ops)
+	}
+
+	// Settled: the next attempt for the claim being deleted is refused again.
+	if _, _, err := p.Provision(ctx, opts(hostPathClass(nil), claim(beingDeleted), node1)); err == nil || !strings.Contains(err.Error(), "being deleted") {
+		t.Fatalf("got %v, want refused", err)
+	}
+	if len(fh.ops) != 2 {
+		t.Errorf("operations: %+v, want no more", fh.ops)
 	}
 }
 
