@@ -56,7 +56,13 @@ const libraryFinalizer = "external-provisioner.volume.kubernetes.io/finalizer"
 // exists (Kubernetes' own pv-protection finalizer goes a moment later), or after it is gone.
 // Without this check each reclaim would run twice: the second a no-op, but a helper pod on a
 // node all the same.
+//
+// The library asks before its own checks of its cached copy, for each update of each PV: a PV
+// those checks refuse (not Released, or not reclaimed by Delete) is not read again.
 func (p *Provisioner) ShouldDelete(ctx context.Context, pv *v1.PersistentVolume) bool {
+	if pv.Status.Phase != v1.VolumeReleased || pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimDelete {
+		return false
+	}
 	if p.PVs == nil {
 		return true
 	}

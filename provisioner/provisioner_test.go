@@ -743,14 +743,31 @@ func TestShouldDelete(t *testing.T) {
 	done := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pvc-done", DeletionTimestamp: &now,
 		Finalizers: []string{"kubernetes.io/pv-protection"}}}
 	gone := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pvc-gone"}}
-	p := &Provisioner{PVs: fake.NewClientset(there, deleted, done).CoreV1().PersistentVolumes()}
+	client := fake.NewClientset(there, deleted, done)
+	p := &Provisioner{PVs: client.CoreV1().PersistentVolumes()}
 	for pv, want := range map[*v1.PersistentVolume]bool{there: true, deleted: true, done: false, gone: false} {
 		// The library's cached copy: as it was before the library reclaimed it.
 		cached := pv.DeepCopy()
 		cached.DeletionTimestamp, cached.Finalizers = nil, []string{libraryFinalizer}
+		cached.Status.Phase, cached.Spec.PersistentVolumeReclaimPolicy = v1.VolumeReleased, v1.PersistentVolumeReclaimDelete
 		if got := p.ShouldDelete(ctx, cached); got != want {
 			t.Errorf("ShouldDelete(%s) = %v, want %v", pv.Name, got, want)
 		}
+	}
+
+	// What the library would refuse anyway is refused without a read.
+	client.ClearActions()
+	bound := there.DeepCopy()
+	bound.Status.Phase, bound.Spec.PersistentVolumeReclaimPolicy = v1.VolumeBound, v1.PersistentVolumeReclaimDelete
+	retained := there.DeepCopy()
+	retained.Status.Phase, retained.Spec.PersistentVolumeReclaimPolicy = v1.VolumeReleased, v1.PersistentVolumeReclaimRetain
+	for _, pv := range []*v1.PersistentVolume{bound, retained} {
+		if p.ShouldDelete(ctx, pv) {
+			t.Errorf("ShouldDelete(%s %s %s) = true", pv.Name, pv.Status.Phase, pv.Spec.PersistentVolumeReclaimPolicy)
+		}
+	}
+	if a := client.Actions(); len(a) != 0 {
+		t.Errorf("API calls for PVs the library would not reclaim: %v", a)
 	}
 }
 
