@@ -588,12 +588,11 @@ func memoryRun(t *testing.T, bc kubernetes.Interface, lead *v1.Pod, n int) int64
 		}
 		// Without their protection finalizers, which kube-controller-manager would take off one by
 		// one at its own pace.
-		unprotect := []byte(`{"metadata":{"finalizers":null}}`)
 		_ = atOnce(n, func(i int) error {
 			name := fmt.Sprintf("c-%05d", i)
-			_, _ = bc.CoreV1().PersistentVolumeClaims(ns).Patch(context.Background(), name, types.MergePatchType, unprotect, metav1.PatchOptions{})
+			_, _ = bc.CoreV1().PersistentVolumeClaims(ns).Patch(context.Background(), name, types.MergePatchType, dropFinalizers, metav1.PatchOptions{})
 			_ = bc.CoreV1().PersistentVolumeClaims(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
-			_, _ = bc.CoreV1().PersistentVolumes().Patch(context.Background(), pvName(i), types.MergePatchType, unprotect, metav1.PatchOptions{})
+			_, _ = bc.CoreV1().PersistentVolumes().Patch(context.Background(), pvName(i), types.MergePatchType, dropFinalizers, metav1.PatchOptions{})
 			return bc.CoreV1().PersistentVolumes().Delete(context.Background(), pvName(i), metav1.DeleteOptions{})
 		})
 	}()

@@ -360,7 +360,7 @@ func testClaimBeingDeleted(t *testing.T) {
 	claims := client.CoreV1().PersistentVolumeClaims(ns)
 	claim(t, ns, "doomed", "e2e-hostpath-mode", func(c *v1.PersistentVolumeClaim) { c.Finalizers = []string{"e2e.dirpv.io/hold"} })
 	t.Cleanup(func() {
-		_, _ = claims.Patch(ctx, "doomed", types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+		_, _ = claims.Patch(ctx, "doomed", types.MergePatchType, dropFinalizers, metav1.PatchOptions{})
 	})
 	if err := claims.Delete(ctx, "doomed", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

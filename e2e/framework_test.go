@@ -244,6 +244,9 @@ func deleteClaim(t *testing.T, ns, name string) {
 	})
 }
 
+// dropFinalizers is a merge patch that takes every finalizer off an object.
+var dropFinalizers = []byte(`{"metadata":{"finalizers":null}}`)
+
 // pvGone waits until the PV no longer exists.
 func pvGone(t *testing.T, name string) {
 	t.Helper()

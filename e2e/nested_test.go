@@ -27,9 +27,9 @@ func testNestedClasses(t *testing.T) {
 		}
 	}
 
-	// The export outlives clusters. An earlier run stopped between its outer volume's removal
-	// and its inner claim's (see below) left the outer directory empty and unmarked: remove it,
-	// or by-name refuses this run's outer claim. A non-empty one stays, and the test says so.
+	// The export outlives clusters. A run whose inner claim was provisioned after its outer
+	// volume was gone (see the cleanup below) left the outer directory empty and unmarked:
+	// remove it, or by-name refuses this run's outer claim. A non-empty one stays, and fails here.
 	if exists(exportDir + "/.e2e-nested-outer.dirpv") {
 		t.Fatalf("a volume e2e-nested-outer is left on the export by an earlier run")
 	}
