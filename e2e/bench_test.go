@@ -451,14 +451,7 @@ func statefulSetRun(t *testing.T, n int, class string) (running, deleted float64
 }
 
 func staticClass(t *testing.T, name string, mode storagev1.VolumeBindingMode) string {
-	sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "kubernetes.io/no-provisioner", VolumeBindingMode: &mode}
-	if _, err := client.StorageV1().StorageClasses().Create(context.Background(), sc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = client.StorageV1().StorageClasses().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
-	return name
+	return storageClass(t, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "kubernetes.io/no-provisioner", VolumeBindingMode: &mode})
 }
 
 func createPV(t *testing.T, c kubernetes.Interface, pv *v1.PersistentVolume) {

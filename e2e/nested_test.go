@@ -4,21 +4,32 @@ package e2e
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // testNestedClasses: a class whose share lies below another class's never gets its volumes
 // made inside one of that class's volumes, nor the other way round, whichever comes first.
-// e2e-by-name makes each claim's directory at the top of the export, named after the claim;
-// e2e-nested-inner and e2e-nested-root have shares below it, named like such claims.
+// The by-name class makes each claim's directory at the top of the export, named after the
+// claim; the inner and root classes have shares below it, named like such claims. All names
+// carry the namespace's: the export outlives clusters, and a name an earlier run left there
+// must not decide this one.
 func testNestedClasses(t *testing.T) {
 	ns := namespace(t)
+	class := func(name, share string, extra ...string) string {
+		params := map[string]string{"backend": "nfs", "server": nfsServer, "share": share}
+		for i := 0; i+1 < len(extra); i += 2 {
+			params[extra[i]] = extra[i+1]
+		}
+		return storageClass(t, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "dirpv.io/provisioner", Parameters: params})
+	}
+	outerName, rootName := ns+"-outer", ns+"-root"
+	byName := class(ns+"-by-name", exportDir, "pathPattern", "{{.PVC.Name}}")
+	inner := class(ns+"-inner", exportDir+"/"+outerName)
+	root := class(ns+"-root", exportDir+"/"+rootName)
 	pending := func(name string) {
 		t.Helper()
 		pvc, err := client.CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), name, metav1.GetOptions{})
@@ -27,23 +38,13 @@ func testNestedClasses(t *testing.T) {
 		}
 	}
 
-	// The export outlives clusters. A run whose inner claim was provisioned after its outer
-	// volume was gone (see the cleanup below) left the outer directory empty and unmarked:
-	// remove it, or by-name refuses this run's outer claim. A non-empty one stays, and fails here.
-	if exists(exportDir + "/.e2e-nested-outer.dirpv") {
-		t.Fatalf("a volume e2e-nested-outer is left on the export by an earlier run")
-	}
-	if err := os.Remove(exportDir + "/e2e-nested-outer"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("left by an earlier run: %v", err)
-	}
-
 	// A volume first, then a class whose share is inside it.
-	claim(t, ns, "e2e-nested-outer", "e2e-by-name")
-	outer := onExport(t, bound(t, ns, "e2e-nested-outer"))
-	claim(t, ns, "inner", "e2e-nested-inner")
+	claim(t, ns, outerName, byName)
+	outer := onExport(t, bound(t, ns, outerName))
+	claim(t, ns, "inner", inner)
 	// The inner claim goes before the namespace: deleted together, the outer volume may go
-	// first, and a last provisioning attempt of the claim being deleted then succeeds, making
-	// e2e-nested-outer again as a plain parent directory (seen once).
+	// first, and a retry of the inner claim before it is marked deleted would make the outer
+	// directory again, as a plain parent directory.
 	t.Cleanup(func() { deleteClaim(t, ns, "inner") })
 	event(t, ns, "inner", "ProvisioningFailed", "lies inside another volume")
 	pending("inner")
@@ -52,12 +53,12 @@ func testNestedClasses(t *testing.T) {
 	}
 
 	// A class's share first, then a claim whose volume would be that share.
-	claim(t, ns, "first", "e2e-nested-root")
+	claim(t, ns, "first", root)
 	bound(t, ns, "first")
-	claim(t, ns, "e2e-nested-root", "e2e-by-name")
-	event(t, ns, "e2e-nested-root", "ProvisioningFailed", "already exists, and not as a volume")
-	pending("e2e-nested-root")
-	if _, err := os.Lstat(exportDir + "/.e2e-nested-root.dirpv"); err == nil {
+	claim(t, ns, rootName, byName)
+	event(t, ns, rootName, "ProvisioningFailed", "already exists, and not as a volume")
+	pending(rootName)
+	if exists(exportDir + "/." + rootName + ".dirpv") {
 		t.Errorf("a marker was left for the refused claim")
 	}
 }

@@ -77,21 +77,13 @@ const squashDir = "/srv/dirpv-nfs/squashed"
 // root: a class without uid and gid gets volumes owned by the anonymous user; one with a uid
 // gets an event that says what such an export needs.
 func testNFSDirectNewExport(t *testing.T) {
-	ctx := context.Background()
 	ns := namespace(t)
 	class := func(name string, extra map[string]string) string {
 		params := map[string]string{"backend": "nfs", "server": nfsServer, "share": squashDir, "access": "direct"}
 		for k, v := range extra {
 			params[k] = v
 		}
-		sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + ns}, Provisioner: "dirpv.io/provisioner", Parameters: params}
-		if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = client.StorageV1().StorageClasses().Delete(context.Background(), sc.Name, metav1.DeleteOptions{})
-		})
-		return sc.Name
+		return storageClass(t, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + ns}, Provisioner: "dirpv.io/provisioner", Parameters: params})
 	}
 
 	claim(t, ns, "anon", class("e2e-squashed", nil))
