@@ -138,13 +138,21 @@ func splitGroups(args []string) func(yield func([]string) bool) {
 	}
 }
 
-// RunBatch performs ops in dir, several at a time, and returns each one's outcome.
+// RunBatch performs ops in dir, several at a time, and returns each one's outcome. Once ctx ends
+// it starts no more of them, and stops waiting for those running (see RunLocal).
 func RunBatch(ctx context.Context, dir string, ops []Op) []Outcome {
 	out := make([]Outcome, len(ops))
 	sem := make(chan struct{}, runningAtOnce)
 	var wg sync.WaitGroup
 	for i, op := range ops {
-		sem <- struct{}{}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil { // the slot it may have taken is not needed: nothing starts now
+			out[i].Error = fmt.Sprintf("%s %s not started: %v", op.Kind, op.Path, context.Cause(ctx))
+			continue
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			res, err := RunLocal(ctx, dir, op)

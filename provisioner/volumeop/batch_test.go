@@ -1,6 +1,7 @@
 package volumeop
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -192,6 +193,28 @@ func TestRunBatch(t *testing.T) {
 	}
 	if !strings.Contains(outs[20].Error, "not clean") {
 		t.Errorf("bad path: %+v", outs[20])
+	}
+}
+
+// TestRunBatchCancelled: once its context ends, a batch starts none of its operations; each
+// says so and why.
+func TestRunBatchCancelled(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	dir := t.TempDir()
+	var ops []Op
+	for i := range 2 * runningAtOnce {
+		ops = append(ops, Op{Kind: Create, Path: fmt.Sprint("v", i), Owner: volumefs.Marker{PV: fmt.Sprint("pvc-", i)}, Mode: 0o700, UID: -1, GID: -1})
+	}
+	gone := errors.New("the caller gave up")
+	ctx, cancel := context.WithCancelCause(ctx)
+	cancel(gone)
+	for i, out := range RunBatch(ctx, dir, ops) {
+		if want := fmt.Sprintf("create v%d not started: %v", i, gone); out.Error != want {
+			t.Errorf("operation %d: %+v, want the error %q", i, out, want)
+		}
+	}
+	if left, err := os.ReadDir(dir); err != nil || len(left) != 0 {
+		t.Errorf("made by a cancelled batch: %v %v", left, err)
 	}
 }
 

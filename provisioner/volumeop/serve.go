@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -14,10 +15,13 @@ import (
 // batch has run; batches run side by side, so replies come in any order. The first line out is
 // a Reply with ID 0: the stream is ready.
 
-// Request is one batch: its operations as BatchArgs has them.
+// Request is one batch: its operations as BatchArgs has them. With Cancel, it is no batch but
+// word that the caller of the batch with the same ID gave up: that batch starts none of its
+// operations that have not started (they fail), and its reply comes as usual.
 type Request struct {
-	ID   uint64   `json:"id"`
-	Args []string `json:"args"`
+	ID     uint64   `json:"id"`
+	Args   []string `json:"args,omitempty"`
+	Cancel bool     `json:"cancel,omitempty"`
 }
 
 // Reply is the outcome of each operation of the Request with the same ID, or the Error that
@@ -52,6 +56,7 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, run func(context.Co
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var running sync.Map // batch ID -> its context.CancelFunc
 	lines := bufio.NewScanner(in)
 	lines.Buffer(make([]byte, 64<<10), MaxStreamLine)
 	for lines.Scan() {
@@ -59,13 +64,28 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, run func(context.Co
 		if err := json.Unmarshal(lines.Bytes(), &req); err != nil || req.ID == 0 {
 			return fmt.Errorf("stream: not a request: %.100q", lines.Text())
 		}
+		if req.Cancel {
+			if stop, ok := running.Load(req.ID); ok { // a batch that has ended has nothing to stop
+				stop.(context.CancelCauseFunc)(errCallerGone)
+			}
+			continue
+		}
 		ops, err := ParseBatchArgs(req.Args)
 		if err != nil {
 			_ = reply(Reply{ID: req.ID, Error: err.Error()})
 			continue
 		}
-		// A reply that cannot be written has no reader left: the stream is over.
-		wg.Go(func() { _ = reply(Reply{ID: req.ID, Outcomes: run(ctx, ops)}) })
+		batch, stop := context.WithCancelCause(ctx)
+		running.Store(req.ID, stop)
+		wg.Go(func() {
+			defer stop(nil)
+			defer running.Delete(req.ID)
+			// A reply that cannot be written has no reader left: the stream is over.
+			_ = reply(Reply{ID: req.ID, Outcomes: run(batch, ops)})
+		})
 	}
 	return lines.Err()
 }
+
+// errCallerGone ends a batch whose caller sent a cancel.
+var errCallerGone = errors.New("its caller gave up")

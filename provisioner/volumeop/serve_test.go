@@ -12,8 +12,9 @@ import (
 )
 
 // TestServe: the stream says it is ready, runs batches side by side (a slow one does not hold
-// up the next), answers each by its ID, refuses arguments it cannot read without ending, waits
-// for the batches still running when its input ends, and ends at a line that is no request.
+// up the next), answers each by its ID, refuses arguments it cannot read without ending, ends a
+// batch whose caller cancels it, waits for the batches still running when its input ends, and
+// ends at a line that is no request.
 func TestServe(t *testing.T) {
 	ctx := context.Background()
 	inR, inW := io.Pipe()
@@ -21,11 +22,15 @@ func TestServe(t *testing.T) {
 	release := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- Serve(ctx, inR, outW, func(_ context.Context, ops []Op) []Outcome {
-			if ops[0].Owner.PV == "slow" {
-				<-release
-			}
+		done <- Serve(ctx, inR, outW, func(ctx context.Context, ops []Op) []Outcome {
 			outs := make([]Outcome, len(ops))
+			switch ops[0].Owner.PV {
+			case "slow":
+				<-release
+			case "held":
+				<-ctx.Done() // until its caller cancels it
+				outs[0].Error = context.Cause(ctx).Error()
+			}
 			for i, op := range ops {
 				outs[i].Archive = op.Owner.PV
 			}
@@ -67,6 +72,13 @@ func TestServe(t *testing.T) {
 	send(Request{ID: 3, Args: []string{"no-such-op"}})
 	if r := next(); r.ID != 3 || r.Error == "" || r.Outcomes != nil {
 		t.Fatalf("reply %+v, want batch 3 refused", r)
+	}
+	// A cancel ends the batch of its ID, which replies; one for no batch running changes nothing.
+	send(Request{ID: 4, Args: BatchArgs([]Op{op("held")})})
+	send(Request{ID: 99, Cancel: true})
+	send(Request{ID: 4, Cancel: true})
+	if r := next(); r.ID != 4 || len(r.Outcomes) != 1 || r.Outcomes[0].Error != errCallerGone.Error() {
+		t.Fatalf("reply %+v, want batch 4 ended by its cancel", r)
 	}
 	_ = inW.Close()
 	close(release)

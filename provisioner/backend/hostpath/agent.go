@@ -327,14 +327,7 @@ func (s *stream) call(ctx context.Context, args []string) (volumeop.Reply, error
 		delete(s.waiting, id)
 		s.mu.Unlock()
 	}()
-	line, err := json.Marshal(volumeop.Request{ID: id, Args: args})
-	if err != nil {
-		return volumeop.Reply{}, err
-	}
-	s.writing.Lock()
-	_, err = s.in.Write(append(line, '\n'))
-	s.writing.Unlock()
-	if err != nil {
+	if err := s.send(volumeop.Request{ID: id, Args: args}); err != nil {
 		return volumeop.Reply{}, err
 	}
 	select {
@@ -348,8 +341,23 @@ func (s *stream) call(ctx context.Context, args []string) (volumeop.Reply, error
 			return volumeop.Reply{}, s.err
 		}
 	case <-ctx.Done():
+		// The agent starts none of the batch's operations that have not started: they would
+		// only run beside their retries. Sent aside, as a stream that hangs would hold it up.
+		go func() { _ = s.send(volumeop.Request{ID: id, Cancel: true}) }()
 		return volumeop.Reply{}, context.Cause(ctx)
 	}
+}
+
+// send writes r as a line of the stream.
+func (s *stream) send(r volumeop.Request) error {
+	line, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	s.writing.Lock()
+	defer s.writing.Unlock()
+	_, err = s.in.Write(append(line, '\n'))
+	return err
 }
 
 // PodExec returns an Exec for the helper container of pods in namespace, through the API

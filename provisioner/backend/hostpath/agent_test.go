@@ -31,6 +31,10 @@ type fakeAgents struct {
 	started chan struct{}
 	deleted chan string
 	failing func(pod string) bool
+	// holding and cancelled report a batch of an operation of PV "held", which runs until it is
+	// cancelled: its pod, then why it ended.
+	holding   chan string
+	cancelled chan error
 
 	mu     sync.Mutex
 	execs  []string          // "POD stream" or "POD N" (a batch of N operations)
@@ -47,7 +51,7 @@ func newFakeAgents(t *testing.T, keepAlive time.Duration) *fakeAgents {
 		return false, nil, nil
 	})
 	f := &fakeAgents{client: client, started: make(chan struct{}), deleted: make(chan string, 10), failing: func(string) bool { return false },
-		breaks: map[string]func(){}}
+		holding: make(chan string, 1), cancelled: make(chan error, 1), breaks: map[string]func(){}}
 	client.PrependReactor("delete", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		f.deleted <- a.(k8stesting.DeleteAction).GetName()
 		return false, nil, nil
@@ -75,6 +79,11 @@ func newFakeAgents(t *testing.T, keepAlive time.Duration) *fakeAgents {
 					if f.failing(pod) {
 						breaking.Do(func() { close(broken) })
 						<-ctx.Done() // no reply: the stream breaks first
+					}
+					if ops[0].Owner.PV == "held" {
+						f.holding <- pod
+						<-ctx.Done() // until its caller cancels it
+						f.cancelled <- context.Cause(ctx)
 					}
 					f.record(fmt.Sprintf("%s %d", pod, len(ops)))
 					outs := make([]volumeop.Outcome, len(ops))
@@ -215,6 +224,38 @@ func TestAgentFails(t *testing.T) {
 	}
 	if last, err := f.run(ctx, t, createOp); err != nil || last == next || last == first {
 		t.Fatalf("batch after the stream broke ran in %q, %v; want a new agent", last, err)
+	}
+}
+
+// TestAgentCancel: a batch whose callers all gave up is cancelled in its agent, so that it starts
+// none of its operations that have not started; the agent stays, and runs the next batch.
+func TestAgentCancel(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := newFakeAgents(t, time.Hour)
+	close(f.started)
+	held := createOp
+	held.Owner.PV = "held"
+	short, cancel := context.WithCancel(ctx)
+	failed := make(chan error, 1)
+	go func() {
+		_, err := f.Run(short, "node1", "/var/lib/dirpv", []volumeop.Op{held})
+		failed <- err
+	}()
+	pod := <-f.holding
+	cancel()
+	if err := <-failed; !errors.Is(err, context.Canceled) {
+		t.Fatalf("batch whose caller gave up: %v", err)
+	}
+	select {
+	case why := <-f.cancelled:
+		if why == nil || !strings.Contains(why.Error(), "gave up") {
+			t.Errorf("the batch in the agent ended by %v, want its caller's cancel", why)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the batch still runs in the agent a minute after its caller gave up")
+	}
+	if next, err := f.run(ctx, t, createOp); err != nil || next != pod {
+		t.Fatalf("next batch ran in %q, %v; want the agent %s", next, err, pod)
 	}
 }
 
