@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -23,9 +25,13 @@ import (
 // hostPathStatefulSet runs a StatefulSet called name of replicas (Parallel, over the default
 // hostPath class) in ns until every pod runs, checks that each volume's directory is on its
 // node, and returns their PVs.
-func hostPathStatefulSet(t *testing.T, ns, name string, replicas int) []*v1.PersistentVolume {
+func hostPathStatefulSet(t *testing.T, ns, name string, replicas int, mutate ...func(*appsv1.StatefulSet)) []*v1.PersistentVolume {
 	t.Helper()
-	if _, err := client.AppsV1().StatefulSets(ns).Create(context.Background(), parallelStatefulSet(ns, name, replicas, nil), metav1.CreateOptions{}); err != nil {
+	sts := parallelStatefulSet(ns, name, replicas, nil)
+	for _, m := range mutate {
+		m(sts)
+	}
+	if _, err := client.AppsV1().StatefulSets(ns).Create(context.Background(), sts, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var pvs []*v1.PersistentVolume
@@ -214,6 +220,57 @@ func testHelperAgents(t *testing.T) {
 		pods, err := client.CoreV1().Pods(dirpvNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
 		return err == nil && !slices.ContainsFunc(pods.Items, func(p v1.Pod) bool { return p.Annotations[hostpath.AnnAgent] != "limits" }), nil
 	})
+}
+
+// testNoSharedRoot: where a node's root is not a shared mount, the container runtime refuses an
+// agent (its HostToContainer propagation needs one), and dirpv runs that node's batches in a
+// helper pod each instead: the volumes are made and deleted all the same. node1's root is made
+// private for the case; dirpv restarts on each side of it, as its agents and what it learnt of
+// the node last as long as its process.
+func testNoSharedRoot(t *testing.T) {
+	mount := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mount %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	restart := func() {
+		t.Helper()
+		kubectl(t, "-n", dirpvNamespace, "rollout", "restart", "deployment/dirpv")
+		provisionerReady(t)
+	}
+	mount("--make-private", basePath)
+	t.Cleanup(func() {
+		mount("--make-rshared", basePath)
+		restart()
+	})
+	restart()
+
+	helpers := watchHelperRuns(t)
+	ns := namespace(t)
+	onNode1 := func(s *appsv1.StatefulSet) {
+		s.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "node1"}
+	}
+	pvs := hostPathStatefulSet(t, ns, "private", 3, onNode1)
+	for _, pv := range pvs {
+		helpers.waitOps(t, pv.Name, "create")
+	}
+	deleteStatefulSet(t, ns, "private", pvs)
+	for _, pv := range pvs {
+		helpers.waitOps(t, pv.Name, "create", "delete")
+		helpers.checkOnNode(t, pv.Name, "node1")
+	}
+	for _, op := range []string{"create", "delete"} {
+		for name := range helpers.podsOf(op, pvs) {
+			if strings.HasPrefix(name, "dirpv-agent-") {
+				t.Errorf("%s ran in the agent %s, on a node whose root is not a shared mount", op, name)
+			}
+		}
+	}
+	logs := kubectl(t, "-n", dirpvNamespace, "logs", "-l", "app.kubernetes.io/component=provisioner", "--tail=-1")
+	if !strings.Contains(logs, "No helper agent can run on this node") || !strings.Contains(logs, "not a shared or slave mount") {
+		t.Errorf("no log line of the provisioner says why node1 has no agent")
+	}
 }
 
 // lateMount mounts a tmpfs at dir below node1's root, where agent runs already, and checks that

@@ -36,6 +36,7 @@ func TestE2E(t *testing.T) {
 		{"HelperOutcomesInLog", testHelperLog},
 		{"HelperAgents", testHelperAgents},
 		{"BatchedHelperPods", testBatchedHelpers},
+		{"NoSharedRoot", testNoSharedRoot},
 		{"NFS", testNFS(mount)},
 		{"NFSKernelClient", testNFSKernelClient(mount)},
 		{"Reclaim", testReclaim(mount)},

@@ -6,10 +6,12 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,7 +49,18 @@ type Agents struct {
 
 	mu     sync.Mutex
 	agents map[agentKey]*agent
+	// podsOnly holds the node and root pairs where an agent cannot run (see errNotShared): their
+	// batches run in a pod each, for as long as this process lives.
+	podsOnly map[agentKey]bool
 }
+
+// errNotShared: the container runtime refused an agent because --hostpath-root is not on a
+// shared mount, which HostToContainer propagation needs. A helper pod per batch needs no
+// propagation (it sees the node's mounts at its start), so such a node's batches run that way.
+var errNotShared = errors.New("not a shared mount")
+
+// notShared is how containerd (and Docker) word it, in the container's waiting message.
+const notShared = "is not a shared or slave mount"
 
 type agentKey struct {
 	node, root string
@@ -69,15 +82,27 @@ type agent struct {
 // streamCommand is the exec into an agent that runs its batches.
 var streamCommand = []string{"/dirpv", "helper", "--root=" + HelperMountPath, "--stream"}
 
-// Run implements BatchRunner: it runs ops in the agent of node, root and their privilege.
+// Run implements BatchRunner: it runs ops in the agent of node, root and their privilege, or, on
+// a node where no agent can run (errNotShared), in a pod of their own.
 func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) ([]volumeop.Outcome, error) {
 	key := agentKey{node: node, root: root, admin: slices.ContainsFunc(ops, volumeop.Op.NeedsAdmin)}
+	a.mu.Lock()
+	podsOnly := a.podsOnly[agentKey{node: node, root: root}]
+	a.mu.Unlock()
+	if podsOnly {
+		return a.Pods.Run(ctx, node, root, ops)
+	}
 	ag := a.acquire(ctx, key)
 	defer a.release(key, ag)
 	select {
 	case <-ag.ready:
 	case <-ctx.Done():
 		return nil, context.Cause(ctx)
+	}
+	if errors.Is(ag.err, errNotShared) {
+		a.retire(key, ag)
+		a.podsFrom(ctx, node, root, ag.err)
+		return a.Pods.Run(ctx, node, root, ops)
 	}
 	if ag.err != nil {
 		a.retire(key, ag)
@@ -106,6 +131,22 @@ func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) 
 		return nil, fmt.Errorf("helper pod %s/%s on node %s: %w", a.Pods.Namespace, ag.name, node, err)
 	}
 	return fromNode(reply.Outcomes, root), nil
+}
+
+// podsFrom has the batches for node and root run in a pod each from now on, as err says no
+// agent can run there.
+func (a *Agents) podsFrom(ctx context.Context, node, root string, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := agentKey{node: node, root: root}
+	if a.podsOnly[k] {
+		return // said already, by a batch that waited for the same agent
+	}
+	if a.podsOnly == nil {
+		a.podsOnly = map[agentKey]bool{}
+	}
+	a.podsOnly[k] = true
+	klog.FromContext(ctx).Error(err, "No helper agent can run on this node: a helper pod per batch instead, which is slower. Make the root a shared mount and restart dirpv to have agents", "node", node, "root", root)
 }
 
 // record writes batch, its number in the agent called name, on the agent's pod: AnnOperations
@@ -230,6 +271,9 @@ func (a *Agents) start(life context.Context, key agentKey, ag *agent) {
 			serr := stuck(p)
 			if serr == nil && (p.Status.Phase == v1.PodFailed || p.Status.Phase == v1.PodSucceeded) {
 				serr = fmt.Errorf("ended %s", p.Status.Phase)
+			}
+			if serr != nil && strings.Contains(serr.Error(), notShared) {
+				serr = fmt.Errorf("%w: %w", errNotShared, serr)
 			}
 			if serr != nil {
 				ag.err = fmt.Errorf("helper pod %s/%s on node %s: %w", a.Pods.Namespace, ag.name, key.node, serr)

@@ -22,9 +22,9 @@ import (
 )
 
 // fakeAgents is Agents over a fake clientset whose exec runs a stream in-process (volumeop.Serve)
-// that does nothing: a pod's container "starts" at its first exec after started is closed, and
-// each batch's outcomes are an archive named after the pod. An agent for which failing says so
-// breaks its stream at its next batch.
+// that does nothing: a pod's container "starts" at its first exec after started is closed (unless
+// its status says it cannot), and each batch's outcomes are an archive named after the pod. An
+// agent for which failing says so breaks its stream at its next batch.
 type fakeAgents struct {
 	*Agents
 	client  *fake.Clientset
@@ -66,6 +66,9 @@ func newFakeAgents(t *testing.T, keepAlive time.Duration) *fakeAgents {
 			case <-f.started:
 			default:
 				return errors.New(`container not found ("helper")`)
+			}
+			if p, err := f.client.CoreV1().Pods("dirpv").Get(ctx, pod, metav1.GetOptions{}); err == nil && stuck(p) != nil {
+				return errors.New(`container not found ("helper")`) // its container cannot start
 			}
 			f.record(pod + " stream")
 			broken := make(chan struct{})
@@ -256,6 +259,46 @@ func TestAgentCancel(t *testing.T) {
 	}
 	if next, err := f.run(ctx, t, createOp); err != nil || next != pod {
 		t.Fatalf("next batch ran in %q, %v; want the agent %s", next, err, pod)
+	}
+}
+
+// TestAgentNotShared: where the runtime refuses an agent because the root is not a shared mount,
+// the batch runs in a helper pod of its own, as do the node's later batches, with no agent tried
+// again; other nodes keep their agents.
+func TestAgentNotShared(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := newFakeAgents(t, time.Hour)
+	close(f.started)
+	created := map[string]int{} // by GenerateName
+	f.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*v1.Pod)
+		created[pod.GenerateName]++
+		switch {
+		case pod.Spec.NodeName != "private":
+		case pod.GenerateName == "dirpv-agent-":
+			pod.Status = v1.PodStatus{Phase: v1.PodPending, ContainerStatuses: []v1.ContainerStatus{{
+				Name: helperContainer, State: v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "CreateContainerError",
+					Message: `failed to generate container spec: path "/var/lib/dirpv" is mounted on "/" but it is not a shared or slave mount`}},
+			}}}
+		default:
+			pod.Status = *terminated(v1.PodSucceeded, 0, `[{"archive":"own pod"}]`)
+		}
+		return false, nil, nil
+	})
+	for i := range 2 {
+		outs, err := f.Run(ctx, "private", "/var/lib/dirpv", []volumeop.Op{createOp})
+		if err != nil || len(outs) != 1 || outs[0].Archive != "own pod" {
+			t.Fatalf("batch %d on a node without shared mounts: %+v, %v; want it run in a pod of its own", i, outs, err)
+		}
+	}
+	if created["dirpv-agent-"] != 1 || created["dirpv-create-"] != 2 {
+		t.Errorf("pods created %v, want one agent tried, then a pod per batch", created)
+	}
+	if gone := <-f.deleted; !strings.HasPrefix(gone, "dirpv-agent-") {
+		t.Errorf("deleted %s, want the agent that could not start", gone)
+	}
+	if name, err := f.run(ctx, t, createOp); err != nil || !strings.HasPrefix(name, "dirpv-agent-") {
+		t.Errorf("a batch on another node ran in %q, %v; want an agent", name, err)
 	}
 }
 
