@@ -56,7 +56,7 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, run func(context.Co
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var running sync.Map // batch ID -> its context.CancelFunc
+	var running sync.Map // batch ID -> the context.CancelCauseFunc that ends it
 	lines := bufio.NewScanner(in)
 	lines.Buffer(make([]byte, 64<<10), MaxStreamLine)
 	for lines.Scan() {
