@@ -225,8 +225,8 @@ func testHelperAgents(t *testing.T) {
 // testNoSharedRoot: where a node's root is not a shared mount, the container runtime refuses an
 // agent (its HostToContainer propagation needs one), and dirpv runs that node's batches in a
 // helper pod each instead: the volumes are made and deleted all the same. node1's root is made
-// private for the case; dirpv restarts on each side of it, as its agents and what it learnt of
-// the node last as long as its process.
+// private for the case; dirpv restarts on each side of it: before, or an agent that started
+// earlier would serve node1; after, or node1 would go without agents for the next 10 minutes.
 func testNoSharedRoot(t *testing.T) {
 	mount := func(args ...string) {
 		t.Helper()

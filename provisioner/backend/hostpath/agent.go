@@ -49,9 +49,9 @@ type Agents struct {
 
 	mu     sync.Mutex
 	agents map[agentKey]*agent
-	// podsOnly holds the node and root pairs where an agent cannot run (see errNotShared): their
-	// batches run in a pod each, for as long as this process lives.
-	podsOnly map[agentKey]bool
+	// podsOnly holds, for each node and root where an agent could not run (see errNotShared),
+	// when that was found: their batches run in a pod each until retryAgent has passed.
+	podsOnly map[agentKey]time.Time
 }
 
 // errNotShared: the container runtime refused an agent because --hostpath-root is not on a
@@ -61,6 +61,10 @@ var errNotShared = errors.New("not a shared mount")
 
 // notShared is how containerd (and Docker) word it, in the container's waiting message.
 const notShared = "is not a shared or slave mount"
+
+// retryAgent is how long a node whose root was not a shared mount runs its batches in a pod
+// each before an agent is tried again: an operator may have made it one since.
+const retryAgent = 10 * time.Minute
 
 type agentKey struct {
 	node, root string
@@ -83,13 +87,13 @@ type agent struct {
 var streamCommand = []string{"/dirpv", "helper", "--root=" + HelperMountPath, "--stream"}
 
 // Run implements BatchRunner: it runs ops in the agent of node, root and their privilege, or, on
-// a node where no agent can run (errNotShared), in a pod of their own.
+// a node where no agent could run lately (errNotShared), in a pod of their own.
 func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) ([]volumeop.Outcome, error) {
 	key := agentKey{node: node, root: root, admin: slices.ContainsFunc(ops, volumeop.Op.NeedsAdmin)}
 	a.mu.Lock()
-	podsOnly := a.podsOnly[agentKey{node: node, root: root}]
+	since, podsOnly := a.podsOnly[agentKey{node: node, root: root}]
 	a.mu.Unlock()
-	if podsOnly {
+	if podsOnly && time.Since(since) < retryAgent {
 		return a.Pods.Run(ctx, node, root, ops)
 	}
 	ag := a.acquire(ctx, key)
@@ -133,20 +137,20 @@ func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) 
 	return fromNode(reply.Outcomes, root), nil
 }
 
-// podsFrom has the batches for node and root run in a pod each from now on, as err says no
+// podsFrom has the batches for node and root run in a pod each for retryAgent, as err says no
 // agent can run there.
 func (a *Agents) podsFrom(ctx context.Context, node, root string, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := agentKey{node: node, root: root}
-	if a.podsOnly[k] {
+	if since, ok := a.podsOnly[k]; ok && time.Since(since) < retryAgent {
 		return // said already, by a batch that waited for the same agent
 	}
 	if a.podsOnly == nil {
-		a.podsOnly = map[agentKey]bool{}
+		a.podsOnly = map[agentKey]time.Time{}
 	}
-	a.podsOnly[k] = true
-	klog.FromContext(ctx).Error(err, "No helper agent can run on this node: a helper pod per batch instead, which is slower. Make the root a shared mount and restart dirpv to have agents", "node", node, "root", root)
+	a.podsOnly[k] = time.Now()
+	klog.FromContext(ctx).Error(err, "No helper agent can run on this node: a helper pod per batch instead, which is slower. Make the root a shared mount to have agents", "node", node, "root", root, "retryAfter", retryAgent)
 }
 
 // record writes batch, its number in the agent called name, on the agent's pod: AnnOperations

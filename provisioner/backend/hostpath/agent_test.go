@@ -14,6 +14,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/klog/v2/ktesting"
@@ -55,6 +56,31 @@ func newFakeAgents(t *testing.T, keepAlive time.Duration) *fakeAgents {
 	client.PrependReactor("delete", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		f.deleted <- a.(k8stesting.DeleteAction).GetName()
 		return false, nil, nil
+	})
+	// The fake clientset ignores field selectors: a helper pod's list and watch (PodRunner) see
+	// only that pod, as they do from an API server. These run under the clientset's lock, so
+	// they go to the tracker directly.
+	named := func(pod runtime.Object, name string) bool {
+		p, ok := pod.(*v1.Pod)
+		return ok && (name == "" || p.Name == name)
+	}
+	client.PrependReactor("list", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		name, _ := a.(k8stesting.ListAction).GetListRestrictions().Fields.RequiresExactMatch("metadata.name")
+		list, err := client.Tracker().List(a.GetResource(), v1.SchemeGroupVersion.WithKind("Pod"), a.GetNamespace())
+		if err != nil {
+			return true, nil, err
+		}
+		pods := list.(*v1.PodList)
+		pods.Items = slices.DeleteFunc(pods.Items, func(p v1.Pod) bool { return !named(&p, name) })
+		return true, pods, nil
+	})
+	client.PrependWatchReactor("pods", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		name, _ := a.(k8stesting.WatchAction).GetWatchRestrictions().Fields.RequiresExactMatch("metadata.name")
+		w, err := client.Tracker().Watch(a.GetResource(), a.GetNamespace())
+		if err != nil {
+			return true, nil, err
+		}
+		return true, watch.Filter(w, func(e watch.Event) (watch.Event, bool) { return e, named(e.Object, name) }), nil
 	})
 	f.Agents = &Agents{
 		Pods: &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, KeepAlive: keepAlive, StartTimeout: time.Minute,
@@ -264,7 +290,7 @@ func TestAgentCancel(t *testing.T) {
 
 // TestAgentNotShared: where the runtime refuses an agent because the root is not a shared mount,
 // the batch runs in a helper pod of its own, as do the node's later batches, with no agent tried
-// again; other nodes keep their agents.
+// again until retryAgent has passed; other nodes keep their agents.
 func TestAgentNotShared(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	f := newFakeAgents(t, time.Hour)
@@ -296,6 +322,16 @@ func TestAgentNotShared(t *testing.T) {
 	}
 	if gone := <-f.deleted; !strings.HasPrefix(gone, "dirpv-agent-") {
 		t.Errorf("deleted %s, want the agent that could not start", gone)
+	}
+	// Once retryAgent has passed (here, as if it had), an agent is tried again.
+	f.Agents.mu.Lock()
+	f.podsOnly[agentKey{node: "private", root: "/var/lib/dirpv"}] = time.Now().Add(-retryAgent)
+	f.Agents.mu.Unlock()
+	if outs, err := f.Run(ctx, "private", "/var/lib/dirpv", []volumeop.Op{createOp}); err != nil || outs[0].Archive != "own pod" {
+		t.Fatalf("batch after the retry: %+v, %v; want it run in a pod of its own", outs, err)
+	}
+	if created["dirpv-agent-"] != 2 || created["dirpv-create-"] != 3 {
+		t.Errorf("pods created %v, want a second agent tried after retryAgent", created)
 	}
 	if name, err := f.run(ctx, t, createOp); err != nil || !strings.HasPrefix(name, "dirpv-agent-") {
 		t.Errorf("a batch on another node ran in %q, %v; want an agent", name, err)
