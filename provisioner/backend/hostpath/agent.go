@@ -91,9 +91,9 @@ var streamCommand = []string{"/dirpv", "helper", "--root=" + HelperMountPath, "-
 func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) ([]volumeop.Outcome, error) {
 	key := agentKey{node: node, root: root, admin: slices.ContainsFunc(ops, volumeop.Op.NeedsAdmin)}
 	a.mu.Lock()
-	since, podsOnly := a.podsOnly[agentKey{node: node, root: root}]
+	agentless := a.agentless(node, root)
 	a.mu.Unlock()
-	if podsOnly && time.Since(since) < retryAgent {
+	if agentless {
 		return a.Pods.Run(ctx, node, root, ops)
 	}
 	ag := a.acquire(ctx, key)
@@ -142,15 +142,21 @@ func (a *Agents) Run(ctx context.Context, node, root string, ops []volumeop.Op) 
 func (a *Agents) podsFrom(ctx context.Context, node, root string, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	k := agentKey{node: node, root: root}
-	if since, ok := a.podsOnly[k]; ok && time.Since(since) < retryAgent {
+	if a.agentless(node, root) {
 		return // said already, by a batch that waited for the same agent
 	}
 	if a.podsOnly == nil {
 		a.podsOnly = map[agentKey]time.Time{}
 	}
-	a.podsOnly[k] = time.Now()
+	a.podsOnly[agentKey{node: node, root: root}] = time.Now()
 	klog.FromContext(ctx).Error(err, "No helper agent can run on this node: a helper pod per batch instead, which is slower. Make the root a shared mount to have agents", "node", node, "root", root, "retryAfter", retryAgent)
+}
+
+// agentless tells whether an agent for node and root could not run less than retryAgent ago;
+// a.mu is held.
+func (a *Agents) agentless(node, root string) bool {
+	since, ok := a.podsOnly[agentKey{node: node, root: root}]
+	return ok && time.Since(since) < retryAgent
 }
 
 // record writes batch, its number in the agent called name, on the agent's pod: AnnOperations
