@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -228,20 +227,14 @@ func testHelperAgents(t *testing.T) {
 // private for the case; dirpv restarts on each side of it: before, or an agent that started
 // earlier would serve node1; after, or node1 would go without agents for the next 10 minutes.
 func testNoSharedRoot(t *testing.T) {
-	mount := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
-			t.Fatalf("mount %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
 	restart := func() {
 		t.Helper()
 		kubectl(t, "-n", dirpvNamespace, "rollout", "restart", "deployment/dirpv")
 		provisionerReady(t)
 	}
-	mount("--make-private", basePath)
+	command(t, "mount", "--make-private", basePath)
 	t.Cleanup(func() {
-		mount("--make-rshared", basePath)
+		command(t, "mount", "--make-rshared", basePath)
 		restart()
 	})
 	restart()

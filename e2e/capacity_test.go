@@ -36,14 +36,6 @@ const mib = 1 << 20
 func mountBtrfs(t *testing.T) {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "btrfs.img")
-	run := func(name string, args ...string) string {
-		t.Helper()
-		out, err := exec.Command(name, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
 	f, err := os.Create(img)
 	if err != nil {
 		t.Fatal(err)
@@ -52,8 +44,8 @@ func mountBtrfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	run("mkfs.btrfs", "-q", img)
-	loop := run("losetup", "--find", "--show", img)
+	command(t, "mkfs.btrfs", "-q", img)
+	loop := command(t, "losetup", "--find", "--show", img)
 	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
 	if err := os.MkdirAll(btrfsRoot, 0o755); err != nil {
 		t.Fatal(err)

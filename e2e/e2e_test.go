@@ -15,7 +15,6 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
-	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -266,18 +265,12 @@ func reclaim(t *testing.T, access nfsAccess) {
 	})
 
 	t.Run("class deleted before the claim", func(t *testing.T) {
-		sc := &storagev1.StorageClass{
-			ObjectMeta:  metav1.ObjectMeta{Name: "e2e-ephemeral-" + ns},
-			Provisioner: "dirpv.io/provisioner",
-			Parameters:  map[string]string{"backend": "nfs", "server": nfsServer, "share": exportDir, "onDelete": "archive", "access": string(access)},
-		}
-		if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		claim(t, ns, "orphan", sc.Name)
+		class := dirpvClass(t, "e2e-ephemeral-"+ns,
+			map[string]string{"backend": "nfs", "server": nfsServer, "share": exportDir, "onDelete": "archive", "access": string(access)})
+		claim(t, ns, "orphan", class)
 		pv := bound(t, ns, "orphan")
 		dir := onExport(t, pv)
-		if err := client.StorageV1().StorageClasses().Delete(ctx, sc.Name, metav1.DeleteOptions{}); err != nil {
+		if err := client.StorageV1().StorageClasses().Delete(ctx, class, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		deleteClaim(t, ns, "orphan")

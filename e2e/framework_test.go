@@ -257,6 +257,23 @@ func storageClass(t *testing.T, sc *storagev1.StorageClass) string {
 	return sc.Name
 }
 
+// dirpvClass makes a class of dirpv's, with params, for this test only (see storageClass).
+func dirpvClass(t *testing.T, name string, params map[string]string) string {
+	t.Helper()
+	return storageClass(t, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "dirpv.io/provisioner", Parameters: params})
+}
+
+// command runs name with args on this machine and returns its output, trimmed; a command that
+// fails fails the test, with its output.
+func command(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // dropFinalizers is a merge patch that takes every finalizer off an object.
 var dropFinalizers = []byte(`{"metadata":{"finalizers":null}}`)
 

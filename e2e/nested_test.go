@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
-	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -19,17 +18,10 @@ import (
 // must not decide this one.
 func testNestedClasses(t *testing.T) {
 	ns := namespace(t)
-	class := func(name, share string, extra ...string) string {
-		params := map[string]string{"backend": "nfs", "server": nfsServer, "share": share}
-		for i := 0; i+1 < len(extra); i += 2 {
-			params[extra[i]] = extra[i+1]
-		}
-		return storageClass(t, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "dirpv.io/provisioner", Parameters: params})
-	}
 	outerName, rootName := ns+"-outer", ns+"-root"
-	byName := class(ns+"-by-name", exportDir, "pathPattern", "{{.PVC.Name}}")
-	inner := class(ns+"-inner", exportDir+"/"+outerName)
-	root := class(ns+"-root", exportDir+"/"+rootName)
+	byName := dirpvClass(t, ns+"-by-name", map[string]string{"backend": "nfs", "server": nfsServer, "share": exportDir, "pathPattern": "{{.PVC.Name}}"})
+	inner := dirpvClass(t, ns+"-inner", map[string]string{"backend": "nfs", "server": nfsServer, "share": exportDir + "/" + outerName})
+	root := dirpvClass(t, ns+"-root", map[string]string{"backend": "nfs", "server": nfsServer, "share": exportDir + "/" + rootName})
 	pending := func(name string) {
 		t.Helper()
 		pvc, err := client.CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), name, metav1.GetOptions{})

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	storagev1 "k8s.io/api/storage/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 )
 
@@ -83,7 +81,7 @@ func testNFSDirectNewExport(t *testing.T) {
 		for k, v := range extra {
 			params[k] = v
 		}
-		return storageClass(t, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + ns}, Provisioner: "dirpv.io/provisioner", Parameters: params})
+		return dirpvClass(t, name+"-"+ns, params)
 	}
 
 	claim(t, ns, "anon", class("e2e-squashed", nil))
