@@ -17,7 +17,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"dirpv.io/dirpv/provisioner/backend/hostpath"
+	"dirpv.io/dirpv/provisioner/nodeexec"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
@@ -118,13 +118,13 @@ func testHelperLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := dep.Spec.Template.Spec.Containers[0]
-	r := &hostpath.PodRunner{Client: client, Namespace: dirpvNamespace, Image: c.Image, PullPolicy: c.ImagePullPolicy}
+	r := &nodeexec.PodRunner{Client: client, Namespace: dirpvNamespace, Image: c.Image, PullPolicy: c.ImagePullPolicy}
 	ops := []volumeop.Op{{Kind: volumeop.Probe, Path: "e2e"}, {Kind: volumeop.Probe, Path: "e2e-no-such-dir/below"}}
 	pods := client.CoreV1().Pods(dirpvNamespace)
 	spec := r.Pod("node1", basePath, ops)
 	// Not labelled as a helper: a leader whose term begins (after the previous case's install)
 	// deletes the helper pods it finds.
-	delete(spec.Labels, hostpath.LabelComponent)
+	delete(spec.Labels, nodeexec.LabelComponent)
 	pod, err := pods.Create(ctx, spec, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +147,7 @@ func testHelperLog(t *testing.T) {
 		t.Fatalf("termination message %q: %v", msg, err)
 	}
 	for i := range want {
-		want[i].Error = strings.ReplaceAll(want[i].Error, hostpath.HelperMountPath, basePath)
+		want[i].Error = strings.ReplaceAll(want[i].Error, nodeexec.HelperMountPath, basePath)
 	}
 	got, err := r.LogOutcomes(ctx, pod, len(ops))
 	t.Logf("termination message %s; from the log: %+v, %v", msg, got, err)
@@ -217,7 +217,7 @@ func testHelperAgents(t *testing.T) {
 	// come and go with the leader's probes of the classes that enforce sizes.)
 	pollFor(t, 3*time.Minute, "the agents deleted once idle", func(ctx context.Context) (bool, error) {
 		pods, err := client.CoreV1().Pods(dirpvNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=helper"})
-		return err == nil && !slices.ContainsFunc(pods.Items, func(p v1.Pod) bool { return p.Annotations[hostpath.AnnAgent] != "limits" }), nil
+		return err == nil && !slices.ContainsFunc(pods.Items, func(p v1.Pod) bool { return p.Annotations[nodeexec.AnnAgent] != "limits" }), nil
 	})
 }
 
@@ -286,8 +286,8 @@ func lateMount(t *testing.T, agent, dir string) {
 	}()
 	probe := volumeop.BatchArgs([]volumeop.Op{{Kind: volumeop.Probe, Path: dir}})
 	out := kubectl(t, append([]string{"-n", dirpvNamespace, "exec", agent, "--", "/dirpv", "helper",
-		"--root=" + hostpath.HelperMountPath, "--termination-log=/dev/null"}, probe...)...)
-	if !strings.Contains(out, "tmpfs at "+hostpath.HelperMountPath+"/"+dir) {
+		"--root=" + nodeexec.HelperMountPath, "--termination-log=/dev/null"}, probe...)...)
+	if !strings.Contains(out, "tmpfs at "+nodeexec.HelperMountPath+"/"+dir) {
 		t.Errorf("agent %s does not see the tmpfs node1 mounted at %s after it started; its probe: %s", agent, mnt, out)
 	}
 }

@@ -22,7 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 
-	"dirpv.io/dirpv/provisioner/backend/hostpath"
+	"dirpv.io/dirpv/provisioner/nodeexec"
 )
 
 // The cases of a cluster with several nodes (make e2e brings up two): hostPath volumes live on
@@ -56,12 +56,12 @@ func watchHelperRuns(t *testing.T) *helperRuns {
 			}
 			var runs []helperRun
 			// dirpv.io/operations: a line "KIND PV" per operation.
-			for line := range strings.Lines(p.Annotations[hostpath.AnnOperations]) {
+			for line := range strings.Lines(p.Annotations[nodeexec.AnnOperations]) {
 				op, pv, _ := strings.Cut(strings.TrimSpace(line), " ")
 				runs = append(runs, helperRun{op: op, pv: pv, pod: p.Name, node: p.Spec.NodeName})
 			}
 			h.mu.Lock()
-			h.runs[p.Name+"#"+p.Annotations[hostpath.AnnBatch]] = runs
+			h.runs[p.Name+"#"+p.Annotations[nodeexec.AnnBatch]] = runs
 			h.pods[p.Name] = p
 			h.mu.Unlock()
 		}

@@ -19,7 +19,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/util/yaml"
 
-	"dirpv.io/dirpv/provisioner/backend/hostpath"
+	"dirpv.io/dirpv/provisioner/nodeexec"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
 
@@ -371,11 +371,11 @@ func helperPodProblems(p *v1.Pod) []string {
 // (--helper-keep-alive) runs its batches through a stream: its annotation says which it runs.
 func needsAdmin(p *v1.Pod, args []string) (bool, error) {
 	if slices.Equal(args, []string{"helper", "--serve"}) {
-		switch kind := p.Annotations[hostpath.AnnAgent]; kind {
+		switch kind := p.Annotations[nodeexec.AnnAgent]; kind {
 		case "limits", "directories":
 			return kind == "limits", nil
 		default:
-			return false, fmt.Errorf("an agent whose %s is %q", hostpath.AnnAgent, kind)
+			return false, fmt.Errorf("an agent whose %s is %q", nodeexec.AnnAgent, kind)
 		}
 	}
 	if len(args) < 2 || args[0] != "helper" {

@@ -121,7 +121,7 @@ func TestOverlays(t *testing.T) {
 					continue // the suite's classes include deliberately bad ones
 				}
 				// The backends as the Deployment configures them place a volume of every class.
-				backends := backend.Set{nfs.New(opts), &hostpath.Backend{Root: opts.HostPathRoot}}
+				backends := backend.Set{nfs.New(opts, nil, nil), &hostpath.Backend{Root: opts.HostPathRoot}}
 				class, b, err := backends.ParseClass(sc.Parameters)
 				if err != nil {
 					t.Errorf("class %s: %v", sc.Name, err)

@@ -22,7 +22,6 @@ import (
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/pathname"
 	"dirpv.io/dirpv/provisioner/quota"
-	"dirpv.io/dirpv/provisioner/resize"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
@@ -265,7 +264,7 @@ func (p *Provisioner) Expand(ctx context.Context, pv *v1.PersistentVolume, size 
 	vol, b, err := p.locate(pv)
 	if err != nil {
 		// Retrying cannot help: only an edit of the PV can.
-		return fmt.Errorf("refusing to expand: %w; %w (%w)", err, ErrRefused, resize.ErrInfeasible)
+		return fmt.Errorf("refusing to expand: %w; %w (%w)", err, ErrRefused, ErrInfeasible)
 	}
 	if !vol.Enforced {
 		return nil
@@ -275,7 +274,7 @@ func (p *Provisioner) Expand(ctx context.Context, pv *v1.PersistentVolume, size 
 		return fmt.Errorf("expanding %s: size %s is not a positive number of bytes", vol, size.String())
 	}
 	if _, err := p.run(ctx, b, vol, op); errors.Is(err, quota.ErrNoRoom) {
-		return fmt.Errorf("expanding %s to %s: %w (%w)", vol, size.String(), err, resize.ErrInfeasible)
+		return fmt.Errorf("expanding %s to %s: %w (%w)", vol, size.String(), err, ErrInfeasible)
 	} else if err != nil {
 		return fmt.Errorf("expanding %s to %s: %w", vol, size.String(), err)
 	}
@@ -328,6 +327,11 @@ func (p *Provisioner) Enforceable(ctx context.Context, sc *storagev1.StorageClas
 	res, err := p.run(ctx, b, vol, volumeop.Op{Kind: volumeop.Probe})
 	return res.Quota, err
 }
+
+// ErrInfeasible marks an Expand error that retrying will not cure (e.g. the filesystem has no
+// room). The claim is then marked ControllerResizeInfeasible and retried only once its request
+// changes.
+var ErrInfeasible = errors.New("volume resize infeasible")
 
 // ErrRefused marks a PV whose recorded directory dirpv will not touch: its annotations are
 // invalid or point outside the configured roots. Only an edit of the PV can change that.

@@ -26,7 +26,6 @@ import (
 	"dirpv.io/dirpv/provisioner/backend/nfs"
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/quota"
-	"dirpv.io/dirpv/provisioner/resize"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
@@ -51,6 +50,13 @@ func (f *fakeBackend) Run(ctx context.Context, v backend.Volume, op volumeop.Op)
 	return volumeop.Result{}, nil
 }
 
+// inProcess runs each operation on a node in its directory, as dirpv does with --local-root.
+type inProcess string
+
+func (d inProcess) Run(ctx context.Context, _, _ string, op volumeop.Op) (volumeop.Result, error) {
+	return volumeop.RunLocal(ctx, string(d), op)
+}
+
 var testNow = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
 
 // newTest returns a provisioner whose nfs backend serves export 10.0.0.5:/exports (mounted at
@@ -58,7 +64,7 @@ var testNow = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
 func newTest(t *testing.T, nfsDir, localRoot string) (*Provisioner, *fakeBackend, *fakeBackend, *record.FakeRecorder) {
 	exports := config.NFSExports{{Server: "10.0.0.5", Share: "/exports", LocalPath: nfsDir}}
 	fn := &fakeBackend{Backend: &nfs.Backend{Exports: exports, Timeout: time.Minute}}
-	fh := &fakeBackend{Backend: &hostpath.Backend{Client: fake.NewClientset(node1), Root: "/var/lib/dirpv", LocalRoot: localRoot, Timeout: time.Minute}}
+	fh := &fakeBackend{Backend: &hostpath.Backend{Client: fake.NewClientset(node1), Root: "/var/lib/dirpv", Node: inProcess(localRoot), Timeout: time.Minute}}
 	rec := record.NewFakeRecorder(10)
 	p := &Provisioner{
 		Backends: backend.Set{fn, fh},
@@ -838,7 +844,7 @@ func TestNoRoom(t *testing.T) {
 		t.Errorf("op %+v, annotations %v; want overcommit 1.5 carried and recorded", op, pv.Annotations)
 	}
 	noRoom = true
-	if err := p.Expand(ctx, pv, resource.MustParse("2Gi")); !errors.Is(err, resize.ErrInfeasible) || !errors.Is(err, quota.ErrNoRoom) {
+	if err := p.Expand(ctx, pv, resource.MustParse("2Gi")); !errors.Is(err, ErrInfeasible) || !errors.Is(err, quota.ErrNoRoom) {
 		t.Errorf("Expand with no room = %v, want ErrInfeasible", err)
 	}
 	if op := fh.ops[1]; op.Overcommit != 1.5 {

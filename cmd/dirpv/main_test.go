@@ -9,11 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
-
-	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
@@ -143,40 +138,4 @@ func mustRoot(t *testing.T, dir string) fsys.Dir {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
-}
-
-// TestHelperOrigin: helper pods run this pod's image unless --helper-image names one, and this
-// pod, when it is known, is their controller.
-func TestHelperOrigin(t *testing.T) {
-	self := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "dirpv-1", Namespace: "dirpv", UID: "u1"},
-		Spec: v1.PodSpec{Containers: []v1.Container{{Name: "dirpv", Image: "dirpv:v1", ImagePullPolicy: v1.PullNever}}}}
-	for _, tc := range []struct {
-		name, podName, helperImage string
-		wantImage                  string
-		wantPull                   v1.PullPolicy
-		wantOwner                  bool
-		wantErr                    bool
-	}{
-		{name: "own pod", podName: "dirpv-1", wantImage: "dirpv:v1", wantPull: v1.PullNever, wantOwner: true},
-		{name: "image named", podName: "dirpv-1", helperImage: "other:v2", wantImage: "other:v2", wantPull: v1.PullIfNotPresent, wantOwner: true},
-		{name: "no pod", helperImage: "other:v2", wantImage: "other:v2", wantPull: v1.PullIfNotPresent},
-		{name: "pod not found", podName: "dirpv-2", helperImage: "other:v2", wantErr: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			opts := &config.Options{Namespace: "dirpv", PodName: tc.podName, HelperImage: tc.helperImage}
-			image, pull, owner, err := helperOrigin(context.Background(), fake.NewClientset(self), opts)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("error %v, want one: %v", err, tc.wantErr)
-			}
-			if err != nil {
-				return
-			}
-			if image != tc.wantImage || pull != tc.wantPull {
-				t.Errorf("image %q %q, want %q %q", image, pull, tc.wantImage, tc.wantPull)
-			}
-			if (owner != nil) != tc.wantOwner || owner != nil && (owner.UID != "u1" || owner.Kind != "Pod" || !*owner.Controller || owner.BlockOwnerDeletion != nil) {
-				t.Errorf("owner %+v, want this pod's: %v", owner, tc.wantOwner)
-			}
-		})
-	}
 }

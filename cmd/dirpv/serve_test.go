@@ -15,7 +15,9 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
 
+	"dirpv.io/dirpv/provisioner"
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/controllers"
 )
 
 func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
@@ -31,7 +33,8 @@ func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
 
 func TestHandler(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
-	reg, lib, own := newRegistry()
+	reg := newRegistry()
+	lib, own := controllers.NewMetrics(reg).Library, provisioner.NewMetrics(reg)
 	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
 		LeaseDuration: 15 * time.Minute, RenewDeadline: 10 * time.Minute, RetryPeriod: 5 * time.Minute} // no renewal during the test, however slow
 	e := newElector(opts, fake.NewClientset(), record.NewFakeRecorder(10))
@@ -94,7 +97,7 @@ func TestHandler(t *testing.T) {
 
 // TestProfiling: /debug/pprof/ is there with --profiling only.
 func TestProfiling(t *testing.T) {
-	reg, _, _ := newRegistry()
+	reg := newRegistry()
 	e := newElector(&config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv"}, fake.NewClientset(), record.NewFakeRecorder(10))
 	for _, on := range []bool{false, true} {
 		srv := httptest.NewServer(handler(reg, e, func() error { return nil }, on))

@@ -44,6 +44,22 @@ const (
 	FinalizerReclaim = "dirpv.io/reclaim-directory"
 )
 
+// AnnProvisionedBy names the provisioner that made a PV; the provisioner library sets it.
+const AnnProvisionedBy = "pv.kubernetes.io/provisioned-by"
+
+// Ours reports whether pv was provisioned by the provisioner called name.
+func Ours(pv *v1.PersistentVolume, name string) bool { return pv.Annotations[AnnProvisionedBy] == name }
+
+// Recycles reports whether pv's record says dirpv recycles its volume (see Volume.Recycle),
+// without checking the rest of the record: FromPV does.
+func Recycles(pv *v1.PersistentVolume) bool { return pv.Annotations[AnnReclaim] == ReclaimRecycle }
+
+// Enforced reports whether pv's record says its volume is held to its size (see
+// Volume.Enforced), without checking the rest of the record: FromPV does.
+func Enforced(pv *v1.PersistentVolume) bool {
+	return pv.Annotations[AnnCapacity] == string(config.CapacityEnforce)
+}
+
 // ErrNodeGone means the node holding a volume no longer exists.
 var ErrNodeGone = errors.New("node no longer exists")
 
@@ -149,7 +165,7 @@ func (s Set) FromPV(pv *v1.PersistentVolume) (Volume, Backend, error) {
 	a := pv.Annotations
 	v := Volume{
 		Backend: a[AnnBackend], Path: a[AnnPath], OnDelete: config.OnDelete(a[AnnOnDelete]),
-		Recycle: a[AnnReclaim] == ReclaimRecycle, Enforced: a[AnnCapacity] == string(config.CapacityEnforce),
+		Recycle: Recycles(pv), Enforced: Enforced(pv),
 	}
 	if c, ok := a[AnnCapacity]; ok && !v.Enforced {
 		return v, nil, fmt.Errorf("annotation %s: %q is not %s", AnnCapacity, c, config.CapacityEnforce)

@@ -47,7 +47,6 @@ const (
 )
 
 const (
-	annProvisionedBy     = "pv.kubernetes.io/provisioned-by"
 	annBoundByController = "pv.kubernetes.io/bound-by-controller"
 )
 
@@ -124,10 +123,10 @@ const (
 // decide returns what to do with pv, and why.
 func (c *Controller) decide(pv *v1.PersistentVolume) (action, string) {
 	protected := slices.Contains(pv.Finalizers, backend.FinalizerReclaim)
-	recycling := pv.Annotations[backend.AnnReclaim] == backend.ReclaimRecycle
+	recycling := backend.Recycles(pv)
 	deleted := pv.DeletionTimestamp != nil
 	switch {
-	case pv.Annotations[annProvisionedBy] != c.name:
+	case !backend.Ours(pv, c.name):
 		return none, "not provisioned by " + c.name
 	case pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain:
 		// Delete is the provisioner's to act on, Recycle Kubernetes' own.

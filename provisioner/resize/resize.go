@@ -35,6 +35,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	"dirpv.io/dirpv/provisioner"
+	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/worker"
 )
 
@@ -50,23 +52,17 @@ const (
 )
 
 const (
-	annProvisionedBy = "pv.kubernetes.io/provisioned-by"
 	// annNodeExpansionNotRequired on a finished claim tells the kubelet that no node expansion
 	// follows. The kubelet reads it only for ReadWriteMany volumes of node-expandable plugins
 	// (hostPath and nfs are not); it is set as external-resizer sets it, through the status.
 	annNodeExpansionNotRequired = "volume.kubernetes.io/node-expansion-not-required"
 )
 
-// ErrInfeasible marks an Expand error that retrying will not cure (e.g. the filesystem has no
-// room). The claim is then marked ControllerResizeInfeasible and retried only once its request
-// changes.
-var ErrInfeasible = errors.New("volume resize infeasible")
-
 // Volumes does the work on disk; *provisioner.Provisioner will implement it.
 type Volumes interface {
 	// Expand makes the volume of pv hold size: where its class enforces sizes it raises the
 	// volume's limit; otherwise there is nothing to change on disk. Idempotent. An error that
-	// wraps ErrInfeasible will not succeed by retrying (e.g. the filesystem has no room).
+	// wraps provisioner.ErrInfeasible will not succeed by retrying (e.g. the filesystem has no room).
 	Expand(ctx context.Context, pv *v1.PersistentVolume, size resource.Quantity) error
 }
 
@@ -122,7 +118,7 @@ func (c *Controller) enqueueClaim(obj any) {
 
 func (c *Controller) enqueueVolume(obj any) {
 	pv, ok := obj.(*v1.PersistentVolume)
-	if !ok || pv.Annotations[annProvisionedBy] != c.name || pv.Spec.ClaimRef == nil {
+	if !ok || !backend.Ours(pv, c.name) || pv.Spec.ClaimRef == nil {
 		return
 	}
 	ref := pv.Spec.ClaimRef
@@ -170,7 +166,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	} else if err != nil {
 		return err
 	}
-	if pv.Annotations[annProvisionedBy] != c.name || pv.Spec.ClaimRef == nil ||
+	if !backend.Ours(pv, c.name) || pv.Spec.ClaimRef == nil ||
 		pv.Spec.ClaimRef.UID != claim.UID || pv.Spec.ClaimRef.Namespace != claim.Namespace {
 		return nil // not dirpv's, or not bound to this claim
 	}
@@ -255,7 +251,7 @@ func (c *Controller) failed(ctx context.Context, claim *v1.PersistentVolumeClaim
 	c.results("error")
 	err = fmt.Errorf("resizing volume %s to %s: %w", pv.Name, size.String(), err)
 	c.recorder.Event(claim, v1.EventTypeWarning, ReasonVolumeResizeFailed, err.Error())
-	infeasible := errors.Is(err, ErrInfeasible)
+	infeasible := errors.Is(err, provisioner.ErrInfeasible)
 	if _, perr := c.patchClaim(ctx, claim, withError(claim, err.Error(), infeasible), false); perr != nil {
 		return fmt.Errorf("%w (and marking the claim failed: %v)", err, perr)
 	}

@@ -27,6 +27,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
+
+	"dirpv.io/dirpv/provisioner"
+	"dirpv.io/dirpv/provisioner/backend"
 )
 
 const (
@@ -85,7 +88,7 @@ func claim(mutate ...func(*v1.PersistentVolumeClaim)) *v1.PersistentVolumeClaim 
 // pv is dirpv's 1Gi volume bound to claim().
 func pv(mutate ...func(*v1.PersistentVolume)) *v1.PersistentVolume {
 	p := &v1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: pvName, ResourceVersion: "1", Annotations: map[string]string{annProvisionedBy: name}},
+		ObjectMeta: metav1.ObjectMeta{Name: pvName, ResourceVersion: "1", Annotations: map[string]string{backend.AnnProvisionedBy: name}},
 		Spec: v1.PersistentVolumeSpec{
 			Capacity:               v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")},
 			PersistentVolumeSource: v1.PersistentVolumeSource{HostPath: &v1.HostPathVolumeSource{Path: "/var/lib/dirpv/ns-data"}},
@@ -363,7 +366,7 @@ func TestSync(t *testing.T) {
 			wantCapacity: "2Gi", wantAllocated: "2Gi", wantPV: "2Gi", wantCounts: map[string]int{"success": 1},
 		},
 		{
-			name: "another provisioner's", claim: claim(), pv: pv(func(p *v1.PersistentVolume) { p.Annotations[annProvisionedBy] = "other" }),
+			name: "another provisioner's", claim: claim(), pv: pv(func(p *v1.PersistentVolume) { p.Annotations[backend.AnnProvisionedBy] = "other" }),
 			wantCapacity: "1Gi", wantPV: "1Gi",
 		},
 		{
@@ -398,7 +401,7 @@ func TestSync(t *testing.T) {
 			wantConds: []string{"ControllerResizeError", "Resizing"}, wantPV: "1Gi", wantCounts: map[string]int{"error": 1},
 		},
 		{
-			name: "Expand infeasible: marked, not retried", claim: claim(), pv: pv(), expandErr: fmt.Errorf("2Gi do not fit in 1.5Gi free: %w", ErrInfeasible),
+			name: "Expand infeasible: marked, not retried", claim: claim(), pv: pv(), expandErr: fmt.Errorf("2Gi do not fit in 1.5Gi free: %w", provisioner.ErrInfeasible),
 			wantExpand:   []string{"2Gi"},
 			wantEvents:   []string{resizing, "Warning VolumeResizeFailed resizing volume pvc-claim-uid to 2Gi: 2Gi do not fit"},
 			wantWrites:   []string{"patch persistentvolumeclaims/status", "patch persistentvolumeclaims/status"},
@@ -541,7 +544,7 @@ func TestRetryAfterError(t *testing.T) {
 func TestInfeasibleWaitsForNewRequest(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	f := newFixture(t, claim(request("10Gi")), pv())
-	f.vols.err = fmt.Errorf("no room: %w", ErrInfeasible)
+	f.vols.err = fmt.Errorf("no room: %w", provisioner.ErrInfeasible)
 	if err := f.ctrl.sync(ctx, key); err != nil {
 		t.Fatal(err)
 	}
@@ -680,7 +683,7 @@ func TestEnqueue(t *testing.T) {
 			f := newFixture(t, tt.claim, tt.pv)
 			f.ctrl.enqueueClaim(tt.claim)
 			f.ctrl.enqueueVolume(tt.pv)
-			f.ctrl.enqueueVolume(pv(func(p *v1.PersistentVolume) { p.Annotations[annProvisionedBy] = "other" }))
+			f.ctrl.enqueueVolume(pv(func(p *v1.PersistentVolume) { p.Annotations[backend.AnnProvisionedBy] = "other" }))
 			f.ctrl.enqueueVolume(pv(func(p *v1.PersistentVolume) { p.Spec.ClaimRef = nil }))
 			if got := f.ctrl.queue.Len(); got != tt.want {
 				t.Fatalf("queued %d, want %d", got, tt.want)

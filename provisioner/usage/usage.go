@@ -20,11 +20,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"dirpv.io/dirpv/provisioner/backend"
-	"dirpv.io/dirpv/provisioner/config"
 )
-
-// annProvisionedBy names the provisioner that made a PV (the provisioner library sets it).
-const annProvisionedBy = "pv.kubernetes.io/provisioned-by"
 
 // Workers bounds the reads in flight. Each waits for its operation; on a node, the reads that
 // arrive while its helper pods run share the next one, so a node with many volumes gets a pod for
@@ -44,7 +40,7 @@ type Volumes interface {
 // Gauges are the metrics a Collector keeps.
 type Gauges struct {
 	// Capacity and Used are labelled by the claim's namespace and name and the PV's name, in this
-	// order (provisioner.VolumeLabels).
+	// order (controllers.VolumeLabels).
 	Capacity, Used *prometheus.GaugeVec
 	// Errors counts the reads that failed.
 	Errors prometheus.Counter
@@ -101,7 +97,7 @@ func (c *Collector) Run(ctx context.Context) {
 // wanted reports whether pv is one of the volumes the collector reads: dirpv's, bound to a claim,
 // with its capacity enforced.
 func (c *Collector) wanted(pv *v1.PersistentVolume) bool {
-	return pv.Annotations[annProvisionedBy] == c.name && pv.Annotations[backend.AnnCapacity] == string(config.CapacityEnforce) &&
+	return backend.Ours(pv, c.name) && backend.Enforced(pv) &&
 		pv.Status.Phase == v1.VolumeBound && pv.Spec.ClaimRef != nil && pv.DeletionTimestamp == nil
 }
 

@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2/ktesting"
+
+	"dirpv.io/dirpv/provisioner/backend"
 )
 
 const name = "dirpv.io/provisioner"
@@ -85,7 +87,7 @@ func (f *fakeVolumes) reads() []string {
 func pv(name string, mutate ...func(*v1.PersistentVolume)) *v1.PersistentVolume {
 	p := &v1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{
-			annProvisionedBy: "dirpv.io/provisioner", "dirpv.io/capacity": "enforce",
+			backend.AnnProvisionedBy: "dirpv.io/provisioner", "dirpv.io/capacity": "enforce",
 		}},
 		Spec: v1.PersistentVolumeSpec{
 			Capacity: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")},
@@ -166,7 +168,7 @@ func TestRefresh(t *testing.T) {
 		{name: "empty", pv: pv("pv1"), read: reading{limit: 1 << 30}, asked: true,
 			want: map[string]float64{key("capacity", "pv1"): 1 << 30, key("used", "pv1"): 0}},
 		{name: "the read failed", pv: pv("pv1"), read: reading{err: failed}, asked: true, errs: 1},
-		{name: "another provisioner's", pv: pv("pv1", func(p *v1.PersistentVolume) { p.Annotations[annProvisionedBy] = "other" })},
+		{name: "another provisioner's", pv: pv("pv1", func(p *v1.PersistentVolume) { p.Annotations[backend.AnnProvisionedBy] = "other" })},
 		{name: "capacity a label", pv: pv("pv1", func(p *v1.PersistentVolume) { delete(p.Annotations, "dirpv.io/capacity") })},
 		{name: "released", pv: pv("pv1", func(p *v1.PersistentVolume) { p.Status.Phase = v1.VolumeReleased })},
 		{name: "available", pv: pv("pv1", func(p *v1.PersistentVolume) { p.Status.Phase = v1.VolumeAvailable; p.Spec.ClaimRef = nil })},

@@ -1,6 +1,6 @@
-// Package hostpath serves volumes as directories on the node a claim's pod is scheduled to. Work on
-// the node runs in a short-lived helper pod built from code (dirpv's own image, `dirpv helper`), or
-// in-process when dirpv runs on that node with the node's root mounted (--local-root).
+// Package hostpath serves volumes as directories on the node a claim's pod is scheduled to: the
+// class, where a volume goes, and what its PV records. The work on the node reaches it through a
+// nodeexec.Runner.
 package hostpath
 
 import (
@@ -20,6 +20,7 @@ import (
 
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/nodeexec"
 	"dirpv.io/dirpv/provisioner/pathname"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
@@ -114,15 +115,18 @@ type Backend struct {
 	Nodes corelisters.NodeLister
 	// Root bounds every basePath (--hostpath-root).
 	Root string
-	// LocalRoot and LocalNode: see config.Options.
-	LocalRoot string
-	LocalNode string
-	// Helper runs the operations of nodes without LocalRoot in helper pods.
-	Helper  *Batcher
+	// Node runs the operations on the volume's node.
+	Node    nodeexec.Runner
 	Timeout time.Duration
 }
 
 var _ backend.Backend = (*Backend)(nil)
+
+// New is the backend as the options configure it, its volumes' nodes read from nodes (nil: from
+// the API) and its operations run there by node.
+func New(o *config.Options, client kubernetes.Interface, nodes corelisters.NodeLister, node nodeexec.Runner) *Backend {
+	return &Backend{Client: client, Nodes: nodes, Root: o.HostPathRoot, Node: node, Timeout: o.OperationTimeout}
+}
 
 // Name implements config.Backend.
 func (b *Backend) Name() string { return Name }
@@ -253,10 +257,5 @@ func (b *Backend) Run(ctx context.Context, vol backend.Volume, op volumeop.Op) (
 			v.Node, v.NodeUID, node.UID, backend.ErrNodeGone)
 	}
 	op.Owner.NodeUID = string(node.UID)
-	// Operations on limits need CAP_SYS_ADMIN: they run in helper pods of their own even here,
-	// rather than dirpv's long-running container, which holds API credentials, having it.
-	if b.LocalRoot != "" && (b.LocalNode == "" || b.LocalNode == v.Node) && !op.NeedsAdmin() {
-		return volumeop.RunLocal(ctx, b.LocalRoot, op)
-	}
-	return b.Helper.Run(ctx, v.Node, b.Root, op)
+	return b.Node.Run(ctx, v.Node, b.Root, op)
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
@@ -99,13 +100,35 @@ type Backend struct {
 var _ backend.Backend = (*Backend)(nil)
 
 // New is the backend as the options configure it: direct access is on when --nfs-allow names
-// something.
-func New(o *config.Options) *Backend {
+// something. fence, when set, is asked before every call to a server (see Direct.Fence): the
+// leader's, so that a replica that lost its Lease sends nothing. reg, when set, gets the
+// backend's metrics.
+func New(o *config.Options, fence func() error, reg prometheus.Registerer) *Backend {
 	b := &Backend{Exports: o.NFSExports, Allow: o.NFSAllow, Timeout: o.OperationTimeout}
 	if len(o.NFSAllow) > 0 {
-		b.Direct = &Direct{UID: o.NFSUID, GID: o.NFSGID, CallTimeout: o.NFSCallTimeout}
+		b.Direct = &Direct{UID: o.NFSUID, GID: o.NFSGID, CallTimeout: o.NFSCallTimeout, Fence: fence}
+	}
+	if reg != nil {
+		b.register(reg)
 	}
 	return b
+}
+
+// register registers the gauges of a hung or silent server with reg.
+func (b *Backend) register(reg prometheus.Registerer) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "dirpv", Name: "nfs_operations_blocked",
+		Help: "Operations on NFS exports still blocked past their deadline (a hung server).",
+	}, func() float64 { return float64(b.Stalls.Count()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "dirpv", Name: "nfs_servers_silent",
+		Help: "NFS servers reached with access: direct that stopped answering (their operations fail until they answer).",
+	}, func() float64 {
+		if b.Direct == nil {
+			return 0
+		}
+		return float64(b.Direct.Silent())
+	}))
 }
 
 // Name implements config.Backend.

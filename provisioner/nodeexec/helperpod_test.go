@@ -1,4 +1,4 @@
-package hostpath
+package nodeexec
 
 import (
 	"context"
@@ -16,15 +16,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	k8stesting "k8s.io/client-go/testing"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2/ktesting"
 	"k8s.io/utils/ptr"
 
-	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
 )
@@ -184,11 +180,11 @@ func TestHelperRun(t *testing.T) {
 			if timeout == 0 {
 				timeout = time.Minute
 			}
-			b := runCreate(ctx, t, client, &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, timeout, tt.want, tt.wantErr)
+			b := runCreate(ctx, t, &PodRunner{Client: client, Namespace: "dirpv", Image: "img"}, timeout, tt.want, tt.wantErr)
 			if created.Load() != 1 {
 				t.Errorf("%d helper pods created, want 1", created.Load())
 			}
-			b.Helper.draining.Wait() // a caller that gave up does not wait for its pod's deletion
+			b.draining.Wait() // a caller that gave up does not wait for its pod's deletion
 			pods, _ := client.CoreV1().Pods("dirpv").List(ctx, metav1.ListOptions{})
 			if len(pods.Items) != 0 {
 				t.Errorf("helper pod left behind: %s", pods.Items[0].Name)
@@ -260,8 +256,8 @@ func TestRunReadsLog(t *testing.T) {
 				}
 				return io.NopCloser(strings.NewReader(log)), nil
 			}}
-			b := runCreate(ctx, t, client, r, time.Minute, tt.want, tt.wantErr)
-			b.Helper.draining.Wait()
+			b := runCreate(ctx, t, r, time.Minute, tt.want, tt.wantErr)
+			b.draining.Wait()
 			if want := map[bool]string{true: "status", false: "log"}[tt.status != nil]; !slices.Equal(from, []string{want}) {
 				t.Errorf("outcomes read from %q, want %q", from, want)
 			}
@@ -272,13 +268,14 @@ func TestRunReadsLog(t *testing.T) {
 	}
 }
 
-// runCreate runs createOp on node1 through r, with a backend of client and timeout, checks its
-// result against want or wantErr, and returns the backend.
-func runCreate(ctx context.Context, t *testing.T, client kubernetes.Interface, r *PodRunner, timeout time.Duration, want volumeop.Result, wantErr string) *Backend {
+// runCreate runs createOp on node1 in /var/lib/dirpv through r, giving up after timeout as a
+// backend does, checks its result against want or wantErr, and returns the batcher it ran in.
+func runCreate(ctx context.Context, t *testing.T, r *PodRunner, timeout time.Duration, want volumeop.Result, wantErr string) *Batcher {
 	t.Helper()
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: timeout, Helper: NewBatcher(r, 64, 0, nil)}
-	vol := backend.Volume{Backend: Name, Location: Location{Node: "node1", BasePath: "/var/lib/dirpv"}}
-	res, err := b.Run(ctx, vol, createOp)
+	b := NewBatcher(r, 64, 0, nil)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("create on node node1 took longer than %v", timeout))
+	defer cancel()
+	res, err := b.Run(ctx, "node1", "/var/lib/dirpv", createOp)
 	if wantErr != "" {
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Fatalf("Run = %+v, %v; want error containing %q", res, err, wantErr)
@@ -287,26 +284,6 @@ func runCreate(ctx context.Context, t *testing.T, client kubernetes.Interface, r
 		t.Fatalf("Run = %+v, %v; want %+v", res, err, want)
 	}
 	return b
-}
-
-func TestRunNodeGone(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	client, created := fakeKubelet(nil, nil, false)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, 0, nil)}
-	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "gone", BasePath: "/var/lib/dirpv"}}, createOp)
-	if !errors.Is(err, backend.ErrNodeGone) || created.Load() != 0 {
-		t.Fatalf("err %v, pods created %d", err, created.Load())
-	}
-}
-
-func TestRunRefusesBasePathOutsideRoot(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	client, created := fakeKubelet(nil, nil, false)
-	b := &Backend{Client: client, Root: "/var/lib/dirpv", Timeout: time.Minute, Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, 0, nil)}
-	_, err := b.Run(ctx, backend.Volume{Location: Location{Node: "node1", BasePath: "/etc"}}, createOp)
-	if err == nil || !strings.Contains(err.Error(), "not within") || created.Load() != 0 {
-		t.Fatalf("err %v, pods created %d", err, created.Load())
-	}
 }
 
 func TestDeleteLeftovers(t *testing.T) {
@@ -354,34 +331,5 @@ func TestNodePaths(t *testing.T) {
 		if got := nodePaths(tc.msg, "/var/lib/dirpv"); got != tc.want {
 			t.Errorf("nodePaths(%q) = %q, want %q", tc.msg, got, tc.want)
 		}
-	}
-}
-
-// With a cache of Nodes, a volume's node is read from it, not the API: a node missing there, or
-// there under another UID (deleted and joined again), is gone.
-func TestRunNodesFromCache(t *testing.T) {
-	_, ctx := ktesting.NewTestContext(t)
-	client, created := fakeKubelet(nil, nil, false)
-	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	if err := nodes.Add(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "rejoined", UID: "uid-2"}}); err != nil {
-		t.Fatal(err)
-	}
-	b := &Backend{Client: client, Nodes: corelisters.NewNodeLister(nodes), Root: "/var/lib/dirpv", Timeout: time.Minute,
-		Helper: NewBatcher(&PodRunner{Client: client, Namespace: "dirpv"}, 64, 0, nil)}
-	for _, loc := range []Location{
-		{Node: "gone", BasePath: "/var/lib/dirpv"},
-		{Node: "rejoined", NodeUID: "uid-1", BasePath: "/var/lib/dirpv"},
-	} {
-		if _, err := b.Run(ctx, backend.Volume{Location: loc}, createOp); !errors.Is(err, backend.ErrNodeGone) {
-			t.Errorf("node %s (%s): %v, want ErrNodeGone", loc.Node, loc.NodeUID, err)
-		}
-	}
-	for _, a := range client.Actions() {
-		if a.GetResource().Resource == "nodes" {
-			t.Errorf("the API was asked for a node: %v", a)
-		}
-	}
-	if created.Load() != 0 {
-		t.Errorf("%d helper pods created", created.Load())
 	}
 }
