@@ -17,7 +17,7 @@ tools: ## Debian packages and the Kubernetes binaries (kubectl included), built 
 	hack/kube-build.sh
 
 lint: ## gofmt and go vet (the manifests' unit test renders every overlay).
-	@out=$$(gofmt -l cmd provisioner e2e hack manifests); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l cmd provisioner e2e hack manifests docs); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
 
