@@ -5,7 +5,7 @@
 //     operations clear of tree walks and operations on limits apart.
 //   - helperpod.go: a PodRunner runs a batch in a helper pod of its own (dirpv's image,
 //     `dirpv helper OP...`) and reads its outcomes from its log or its status.
-//   - agent.go: Agents run batches in a helper pod per node that stays, through one exec stream
+//   - agent.go, stream.go: Agents run batches in a helper pod per node that stays, through one exec stream
 //     (`dirpv helper --stream`, served by volumeop.Serve), falling back to a pod per batch where
 //     the node's root is not a shared mount.
 //   - this file: the Transport that puts them together, and runs in-process where dirpv has the
