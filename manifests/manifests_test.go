@@ -7,7 +7,11 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -92,11 +96,32 @@ func deploymentOptions(t *testing.T, d *appsv1.Deployment) *config.Options {
 	return &o
 }
 
+// kustomizations lists the directories below the folders that hold a kustomization.
+func kustomizations(t *testing.T, folders ...string) []string {
+	t.Helper()
+	var dirs []string
+	for _, folder := range folders {
+		found, err := filepath.Glob(filepath.Join(folder, "*", "kustomization.yaml"))
+		if err != nil || len(found) == 0 {
+			t.Fatalf("no kustomization in %s: %v", folder, err)
+		}
+		for _, f := range found {
+			dirs = append(dirs, filepath.Dir(f))
+		}
+	}
+	return dirs
+}
+
+// TestOverlays checks every overlay and every install of the e2e suite (its kustomizations that
+// render a Deployment).
 func TestOverlays(t *testing.T) {
-	for _, dir := range []string{"overlays/hostpath", "overlays/nfs", "overlays/nfs-direct", "../e2e/testdata/install", "../e2e/testdata/localroot"} {
+	for _, dir := range kustomizations(t, "overlays", "../e2e/testdata") {
 		t.Run(dir, func(t *testing.T) {
 			objs := render(t, dir)
 			deps := find[*appsv1.Deployment](objs)
+			if len(deps) == 0 && !strings.HasPrefix(dir, "overlays") {
+				return // one of the e2e suite's applications
+			}
 			if len(deps) != 1 || *deps[0].Spec.Replicas != 2 {
 				t.Fatalf("want one Deployment of 2 replicas, got %d", len(deps))
 			}
@@ -201,4 +226,96 @@ func TestDefaultClass(t *testing.T) {
 	if len(classes) != 1 || classes[0].Annotations["storageclass.kubernetes.io/is-default-class"] != "true" {
 		t.Fatalf("the hostpath overlay's class must be the cluster default: %+v", classes)
 	}
+}
+
+// The dirpv container's args are listed once, in base/deployment.yaml. Overlays and the e2e
+// suite's installs only append flags to them with JSON patches (of a repeated flag the last
+// counts; --nfs-export and --nfs-allow add up), so that no copy of the list falls behind.
+func TestArgsOnce(t *testing.T) {
+	for _, folder := range []string{".", "../e2e/testdata"} {
+		err := filepath.WalkDir(folder, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || filepath.Ext(path) != ".yaml" || path == filepath.Join("base", "deployment.yaml") {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for _, problem := range argsListed(t, path, b) {
+				t.Errorf("%s: %s", path, problem)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// argsListed returns where the YAML documents in b set a Deployment's args other than by
+// appending one: in a Deployment or a strategic-merge patch of one, or in a JSON patch, also
+// those inline in a Kustomization's patches.
+func argsListed(t *testing.T, file string, b []byte) []string {
+	var problems []string
+	docs := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	for {
+		doc, err := docs.Read()
+		if errors.Is(err, io.EOF) {
+			return problems
+		}
+		var v any
+		if err == nil {
+			err = utilyaml.Unmarshal(doc, &v)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		switch v := v.(type) {
+		case map[string]any:
+			switch v["kind"] {
+			case "Deployment":
+				if hasKey(v, "args") {
+					problems = append(problems, "a Deployment with args: append the flags to base's with a JSON patch")
+				}
+			case "Kustomization":
+				patches, _ := v["patches"].([]any)
+				for _, p := range patches {
+					if inline, ok := p.(map[string]any)["patch"].(string); ok {
+						problems = append(problems, argsListed(t, file, []byte(inline))...)
+					}
+				}
+			}
+		case []any: // a JSON patch
+			for _, op := range v {
+				op, _ := op.(map[string]any)
+				path, _ := op["path"].(string)
+				if strings.Contains(path, "/args") && (op["op"] != "add" || !strings.HasSuffix(path, "/args/-")) ||
+					strings.Contains(path, "/containers") && hasKey(op["value"], "args") {
+					problems = append(problems, fmt.Sprintf("%s %s: a JSON patch may only append to args (op: add, path: .../args/-)", op["op"], path))
+				}
+			}
+		}
+	}
+}
+
+// hasKey reports whether key is a key of a map anywhere in v.
+func hasKey(v any, key string) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		if _, ok := v[key]; ok {
+			return true
+		}
+		for _, x := range v {
+			if hasKey(x, key) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if hasKey(x, key) {
+				return true
+			}
+		}
+	}
+	return false
 }

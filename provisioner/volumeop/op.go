@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"dirpv.io/dirpv/provisioner/config"
@@ -187,43 +188,153 @@ func runIn(dir string, op Op) (Result, error) {
 	return Apply(root, op)
 }
 
-// kindFlags lists the flags of each operation besides --path, --pv and --node-uid.
-var kindFlags = map[Kind][]string{
-	Create:  {"claim-uid", "claim-namespace", "claim-name", "mode", "uid", "gid", "limit", "overcommit"},
-	Delete:  {"limited"},
-	Archive: {"now", "limited"},
-	Scrub:   {"claim-uid"},
-	Release: {"why", "now", "limited"},
-	Expand:  {"limit", "overcommit"},
-	Usage:   {},
-	Probe:   {},
+// `dirpv helper` receives an operation as arguments: its kind, then its flags, e.g. `create
+// --path=ns/c --pv=pvc-1 --claim-uid=u1 --claim-namespace=ns --claim-name=c --mode=0770 --uid=-1
+// --gid=-1`. Args writes them and ParseArgs reads them, both from the two tables below. Helper pods
+// of an older dirpv and helper agents exchange them: what Args writes must not change.
+
+// operations lists every operation with the flags it takes besides those every operation takes
+// (everyOperation), in the order Args writes them.
+var operations = []struct {
+	kind  Kind
+	flags []string
+	// needs is a flag the operation cannot do without: ParseArgs refuses it where the flag is
+	// missing or at its default, and Args writes it even there.
+	needs string
+}{
+	{Create, []string{"claim-uid", "claim-namespace", "claim-name", "mode", "uid", "gid", "limit", "overcommit"}, ""},
+	{Delete, []string{"limited"}, ""},
+	{Archive, []string{"now", "limited"}, ""},
+	{Scrub, []string{"claim-uid"}, "claim-uid"},
+	{Release, []string{"why", "now", "limited"}, "why"},
+	{Expand, []string{"limit", "overcommit"}, "limit"},
+	{Usage, nil, ""},
+	{Probe, nil, ""},
 }
 
-// flagValues is op's value of every flag, as Args writes it.
-func (op Op) flagValues() map[string]string {
-	return map[string]string{
-		"path": op.Path, "pv": op.Owner.PV, "node-uid": op.Owner.NodeUID,
-		"claim-uid": op.Owner.ClaimUID, "claim-namespace": op.Owner.ClaimNamespace, "claim-name": op.Owner.ClaimName,
-		"mode": config.FormatMode(op.Mode), "uid": strconv.Itoa(op.UID), "gid": strconv.Itoa(op.GID),
-		"now": op.Now.UTC().Format(time.RFC3339), "why": op.Why,
-		"limit": strconv.FormatUint(op.Limit, 10), "limited": strconv.FormatBool(op.Limited),
-		"overcommit": strconv.FormatFloat(op.overcommit(), 'g', -1, 64),
+// everyOperation are the flags of every operation.
+var everyOperation = []string{"path", "pv", "node-uid"}
+
+// opFlags are the flags of the operations.
+var opFlags = []opFlag{
+	stringFlag("path", "volume directory relative to the root", func(op *Op) *string { return &op.Path }),
+	stringFlag("pv", "PV that owns the directory", func(op *Op) *string { return &op.Owner.PV }),
+	stringFlag("node-uid", "UID of the Node object a node-local volume is on", func(op *Op) *string { return &op.Owner.NodeUID }).
+		omitWhen(func(op Op) bool { return op.Owner.NodeUID == "" }),
+	stringFlag("claim-uid", "claim UID recorded in the marker", func(op *Op) *string { return &op.Owner.ClaimUID }),
+	stringFlag("claim-namespace", "claim namespace recorded in the marker", func(op *Op) *string { return &op.Owner.ClaimNamespace }),
+	stringFlag("claim-name", "claim name recorded in the marker", func(op *Op) *string { return &op.Owner.ClaimName }),
+	stringFlag("why", "what release records", func(op *Op) *string { return &op.Why }),
+	{name: "mode", text: func(op Op) string { return config.FormatMode(op.Mode) },
+		bind: func(fs *flag.FlagSet, op *Op) func() error {
+			op.Mode = config.DefaultMode // for the operations without --mode
+			s := fs.String("mode", config.FormatMode(config.DefaultMode), "octal mode of a new directory")
+			return func() (err error) { op.Mode, err = config.ParseMode(*s); return err }
+		}},
+	intFlag("uid", -1, "owner of a new directory; -1: unchanged", func(op *Op) *int { return &op.UID }),
+	intFlag("gid", -1, "group of a new directory; -1: unchanged", func(op *Op) *int { return &op.GID }),
+	{name: "now", text: func(op Op) string { return op.Now.UTC().Format(time.RFC3339) },
+		bind: func(fs *flag.FlagSet, op *Op) func() error {
+			s := fs.String("now", "", "archive or release time, RFC 3339")
+			return func() (err error) { op.Now, err = time.Parse(time.RFC3339, *s); return err }
+		}},
+	uint64Flag("limit", "bytes to hold the volume to; 0: no limit", func(op *Op) *uint64 { return &op.Limit }).
+		omitWhen(func(op Op) bool { return op.Limit == 0 }),
+	boolFlag("limited", "clear the volume's limit first", func(op *Op) *bool { return &op.Limited }).
+		omitWhen(func(op Op) bool { return !op.Limited }),
+	float64Flag("overcommit", "the limits on the filesystem may reach its size times this; 0: 1", func(op *Op) *float64 { return &op.Overcommit }).
+		omitWhen(func(op Op) bool { return op.Limit == 0 || op.overcommit() == 1 }),
+}
+
+// An opFlag is a flag of the operations.
+type opFlag struct {
+	name string
+	// bind defines the flag on fs, to be read into op. A flag whose value ParseArgs checks only
+	// once the operation passed its other checks (--mode, --now) returns the function that reads
+	// it into op; bind itself sets op's field to what the operations without the flag have.
+	bind func(fs *flag.FlagSet, op *Op) (read func() error)
+	// text is op's value of the flag as Args writes it.
+	text func(op Op) string
+	// omit, if set, is where Args leaves the flag out: op's value means what the flag's absence
+	// does. It keeps a batch's arguments short.
+	omit func(op Op) bool
+}
+
+func (f opFlag) omitWhen(omit func(op Op) bool) opFlag {
+	f.omit = omit
+	return f
+}
+
+// plainFlag is a flag of a type the flag package reads (define, a method of flag.FlagSet such as
+// StringVar) into the field of Op that field returns, and that Args writes with format.
+func plainFlag[T any](name string, def T, usage string, field func(*Op) *T,
+	define func(fs *flag.FlagSet, p *T, name string, def T, usage string), format func(T) string) opFlag {
+	return opFlag{
+		name: name,
+		bind: func(fs *flag.FlagSet, op *Op) func() error { define(fs, field(op), name, def, usage); return nil },
+		text: func(op Op) string { return format(*field(&op)) },
 	}
+}
+
+func stringFlag(name, usage string, field func(*Op) *string) opFlag {
+	return plainFlag(name, "", usage, field, (*flag.FlagSet).StringVar, func(s string) string { return s })
+}
+
+func intFlag(name string, def int, usage string, field func(*Op) *int) opFlag {
+	return plainFlag(name, def, usage, field, (*flag.FlagSet).IntVar, strconv.Itoa)
+}
+
+func uint64Flag(name, usage string, field func(*Op) *uint64) opFlag {
+	return plainFlag(name, 0, usage, field, (*flag.FlagSet).Uint64Var, func(n uint64) string { return strconv.FormatUint(n, 10) })
+}
+
+func boolFlag(name, usage string, field func(*Op) *bool) opFlag {
+	return plainFlag(name, false, usage, field, (*flag.FlagSet).BoolVar, strconv.FormatBool)
+}
+
+func float64Flag(name, usage string, field func(*Op) *float64) opFlag {
+	return plainFlag(name, 0, usage, field, (*flag.FlagSet).Float64Var, func(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) })
+}
+
+// flagNamed finds the flags of operations by name.
+var flagNamed = func() map[string]opFlag {
+	m := make(map[string]opFlag, len(opFlags))
+	for _, f := range opFlags {
+		m[f.name] = f
+	}
+	return m
+}()
+
+// operationNames lists the operations, as errors name them.
+var operationNames = func() string {
+	var names []string
+	for _, o := range operations {
+		names = append(names, string(o.kind))
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}()
+
+// flagsOf returns the flags operations of kind k take, in the order Args writes them, and the one
+// they need; known is false for a kind that is not an operation.
+func flagsOf(k Kind) (flags []string, needs string, known bool) {
+	for _, o := range operations {
+		if o.kind == k {
+			return slices.Concat(everyOperation, o.flags), o.needs, true
+		}
+	}
+	return everyOperation, "", false
 }
 
 // Args encodes op as the arguments of `dirpv helper`.
 func (op Op) Args() []string {
-	v := op.flagValues()
-	args := []string{string(op.Kind), "--path=" + op.Path, "--pv=" + op.Owner.PV}
-	if op.Owner.NodeUID != "" {
-		args = append(args, "--node-uid="+op.Owner.NodeUID)
-	}
-	for _, name := range kindFlags[op.Kind] {
-		if (name == "limit" && op.Limit == 0 && op.Kind != Expand) || (name == "limited" && !op.Limited) ||
-			(name == "overcommit" && (op.Limit == 0 || op.overcommit() == 1)) {
-			continue // the default: keeps a batch's arguments short
+	flags, needs, _ := flagsOf(op.Kind)
+	args := []string{string(op.Kind)}
+	for _, name := range flags {
+		f := flagNamed[name]
+		if f.omit != nil && f.omit(op) && name != needs {
+			continue
 		}
-		args = append(args, "--"+name+"="+v[name])
+		args = append(args, "--"+name+"="+f.text(op))
 	}
 	return args
 }
@@ -231,29 +342,19 @@ func (op Op) Args() []string {
 // ParseArgs is the inverse of Args. A flag the operation does not take is an error.
 func ParseArgs(args []string) (Op, error) {
 	if len(args) == 0 {
-		return Op{}, errors.New("missing operation (create, delete, archive, scrub, release, expand, usage or probe)")
+		return Op{}, fmt.Errorf("missing operation (%s)", operationNames)
 	}
 	op := Op{Kind: Kind(args[0])}
-	takes, known := kindFlags[op.Kind]
+	takes, needs, known := flagsOf(op.Kind)
 	if !known {
-		return Op{}, fmt.Errorf("unknown operation %q (want create, delete, archive, scrub, release, expand, usage or probe)", op.Kind)
+		return Op{}, fmt.Errorf("unknown operation %q (want %s)", op.Kind, operationNames)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the error says it all
-	fs.StringVar(&op.Path, "path", "", "volume directory relative to the root")
-	fs.StringVar(&op.Owner.PV, "pv", "", "PV that owns the directory")
-	fs.StringVar(&op.Owner.NodeUID, "node-uid", "", "UID of the Node object a node-local volume is on")
-	fs.StringVar(&op.Owner.ClaimUID, "claim-uid", "", "claim UID recorded in the marker")
-	fs.StringVar(&op.Owner.ClaimNamespace, "claim-namespace", "", "claim namespace recorded in the marker")
-	fs.StringVar(&op.Owner.ClaimName, "claim-name", "", "claim name recorded in the marker")
-	fs.StringVar(&op.Why, "why", "", "what release records")
-	mode := fs.String("mode", config.FormatMode(config.DefaultMode), "octal mode of a new directory")
-	fs.IntVar(&op.UID, "uid", -1, "owner of a new directory; -1: unchanged")
-	fs.IntVar(&op.GID, "gid", -1, "group of a new directory; -1: unchanged")
-	now := fs.String("now", "", "archive or release time, RFC 3339")
-	fs.Uint64Var(&op.Limit, "limit", 0, "bytes to hold the volume to; 0: no limit")
-	fs.BoolVar(&op.Limited, "limited", false, "clear the volume's limit first")
-	fs.Float64Var(&op.Overcommit, "overcommit", 0, "the limits on the filesystem may reach its size times this; 0: 1")
+	read := make(map[string]func() error)
+	for _, f := range opFlags {
+		read[f.name] = f.bind(fs, &op)
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return Op{}, err
 	}
@@ -262,9 +363,7 @@ func ParseArgs(args []string) (Op, error) {
 	}
 	var errs []error
 	fs.Visit(func(f *flag.Flag) {
-		switch {
-		case f.Name == "path", f.Name == "pv", f.Name == "node-uid", slices.Contains(takes, f.Name):
-		default:
+		if !slices.Contains(takes, f.Name) {
 			errs = append(errs, fmt.Errorf("--%s does not apply to %s", f.Name, op.Kind))
 		}
 	})
@@ -274,21 +373,15 @@ func ParseArgs(args []string) (Op, error) {
 	if op.Path == "" || (op.Owner.PV == "" && op.Kind != Probe) {
 		return Op{}, errors.New("--path and --pv are required")
 	}
-	switch {
-	case op.Kind == Scrub && op.Owner.ClaimUID == "":
-		return Op{}, errors.New("scrub needs --claim-uid")
-	case op.Kind == Release && op.Why == "":
-		return Op{}, errors.New("release needs --why")
-	case op.Kind == Expand && op.Limit == 0:
-		return Op{}, errors.New("expand needs --limit")
+	if f := fs.Lookup(needs); f != nil && f.Value.String() == f.DefValue {
+		return Op{}, fmt.Errorf("%s needs --%s", op.Kind, needs)
 	}
-	var err error
-	if op.Mode, err = config.ParseMode(*mode); err != nil {
-		return Op{}, fmt.Errorf("--mode: %w", err)
-	}
-	if slices.Contains(takes, "now") {
-		if op.Now, err = time.Parse(time.RFC3339, *now); err != nil {
-			return Op{}, fmt.Errorf("--now: %w", err)
+	for _, name := range takes {
+		if read[name] == nil {
+			continue
+		}
+		if err := read[name](); err != nil {
+			return Op{}, fmt.Errorf("--%s: %w", name, err)
 		}
 	}
 	return op, nil

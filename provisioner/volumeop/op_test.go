@@ -2,6 +2,7 @@ package volumeop
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,57 @@ func TestArgsRoundTrip(t *testing.T) {
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(op) {
 			t.Errorf("ParseArgs(%v) = %+v, %v; want %+v", op.Args(), got, err, op)
 		}
+	}
+}
+
+// Helper pods of an older dirpv and helper agents read what Args writes: it stays as it is.
+func TestArgsText(t *testing.T) {
+	now := time.Date(2026, 1, 2, 4, 4, 5, 0, time.FixedZone("CET", 3600))
+	owner := volumefs.Marker{PV: "pvc-1", ClaimUID: "u1", ClaimNamespace: "ns", ClaimName: "c"}
+	for _, tt := range []struct {
+		op   Op
+		want string
+	}{
+		{Op{Kind: Create, Path: "ns/c", Owner: owner, Mode: 0o770, UID: 1000, GID: -1},
+			"create --path=ns/c --pv=pvc-1 --claim-uid=u1 --claim-namespace=ns --claim-name=c --mode=0770 --uid=1000 --gid=-1"},
+		{Op{Kind: Create, Path: "ns/c", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Mode: 0o777, UID: -1, GID: -1, Limit: 1 << 30, Overcommit: 1.5},
+			"create --path=ns/c --pv=pvc-1 --node-uid=n-1 --claim-uid= --claim-namespace= --claim-name= --mode=0777 --uid=-1 --gid=-1 --limit=1073741824 --overcommit=1.5"},
+		{Op{Kind: Create, Path: "c", Owner: owner, Overcommit: 2}, // no limit: no overcommit
+			"create --path=c --pv=pvc-1 --claim-uid=u1 --claim-namespace=ns --claim-name=c --mode=0000 --uid=0 --gid=0"},
+		{Op{Kind: Delete, Path: "a", Owner: owner}, "delete --path=a --pv=pvc-1"},
+		{Op{Kind: Delete, Path: "a", Owner: owner, Limited: true}, "delete --path=a --pv=pvc-1 --limited=true"},
+		{Op{Kind: Archive, Path: "a", Owner: owner, Now: now}, "archive --path=a --pv=pvc-1 --now=2026-01-02T03:04:05Z"},
+		{Op{Kind: Scrub, Path: "a", Owner: owner}, "scrub --path=a --pv=pvc-1 --claim-uid=u1"},
+		{Op{Kind: Release, Path: "a", Owner: owner, Why: "kept (onDelete: retain)", Now: now, Limited: true},
+			"release --path=a --pv=pvc-1 --why=kept (onDelete: retain) --now=2026-01-02T03:04:05Z --limited=true"},
+		{Op{Kind: Expand, Path: "a", Owner: owner, Limit: 2 << 30, Overcommit: 1}, "expand --path=a --pv=pvc-1 --limit=2147483648"},
+		{Op{Kind: Expand, Path: "a", Owner: owner}, "expand --path=a --pv=pvc-1 --limit=0"}, // it needs --limit
+		{Op{Kind: Usage, Path: "a", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Limited: true}, "usage --path=a --pv=pvc-1 --node-uid=n-1"},
+		{Op{Kind: Probe, Path: "."}, "probe --path=. --pv="},
+	} {
+		if got := strings.Join(tt.op.Args(), " "); got != tt.want {
+			t.Errorf("%+v: Args = %q, want %q", tt.op, got, tt.want)
+		}
+	}
+}
+
+// Every operation's flags are in opFlags, and every flag of opFlags belongs to an operation.
+func TestOperationsTable(t *testing.T) {
+	used := map[string]bool{}
+	for _, o := range operations {
+		flags, needs, known := flagsOf(o.kind)
+		if !known || (needs != "" && !slices.Contains(flags, needs)) {
+			t.Errorf("%s: flags %q, needs %q, known %v", o.kind, flags, needs, known)
+		}
+		for i, name := range flags {
+			if _, ok := flagNamed[name]; !ok || slices.Contains(flags[:i], name) {
+				t.Errorf("%s: flag %q is not in opFlags, or twice in its flags", o.kind, name)
+			}
+			used[name] = true
+		}
+	}
+	if len(flagNamed) != len(opFlags) || len(used) != len(opFlags) {
+		t.Errorf("opFlags has %d flags, %d names, of which operations use %d", len(opFlags), len(flagNamed), len(used))
 	}
 }
 
