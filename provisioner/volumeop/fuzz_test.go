@@ -1,6 +1,7 @@
 package volumeop
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -26,12 +27,16 @@ func FuzzParseArgs(f *testing.F) {
 	f.Add("create\x00--path=../x\x00--pv=p\x00--mode=7777\x00--uid=-2")
 	f.Add("archive\x00--path=a\x00--pv=p\x00--now=2026-01-02T03:04:05+09:00")
 	f.Add("scrub\x00-path\x00a\x00-pv=p\x00-claim-uid=u\x00--\x00x")
+	f.Add("probe\x00--path=a")
+	f.Add("create\x00--path=a\x00--pv=p\x00--overcommit=2")
+	f.Add("expand\x00--path=a\x00--pv=p\x00--limit=5\x00--overcommit=NaN")
 	f.Fuzz(func(t *testing.T, joined string) {
 		op, err := ParseArgs(strings.Split(joined, "\x00"))
 		if err != nil {
 			return
 		}
-		if op.Path == "" || op.Owner.PV == "" {
+		// A probe reads the root's filesystem: it alone needs no volume.
+		if op.Kind != Probe && (op.Path == "" || op.Owner.PV == "") {
 			t.Fatalf("accepted an operation without a path or PV: %+v", op)
 		}
 		if slices.Contains(op.Args(), batchSeparator) {
@@ -45,6 +50,11 @@ func FuzzParseArgs(f *testing.F) {
 			t.Fatalf("time %v came back as %v", op.Now, again.Now)
 		}
 		again.Now = op.Now
+		// An overcommit factor means something only with a limit, and 1 (or 0) is the default:
+		// Args leaves it out then. NaN is never equal to itself, so neither are ops holding it.
+		if op.Limit == 0 || op.overcommit() == 1 || math.IsNaN(op.Overcommit) && math.IsNaN(again.Overcommit) {
+			again.Overcommit, op.Overcommit = 0, 0
+		}
 		if again != op {
 			t.Fatalf("%+v came back as %+v", op, again)
 		}
