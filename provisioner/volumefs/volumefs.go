@@ -423,89 +423,136 @@ func readMarkerOnce(e entry) (*Marker, error) {
 	return decodeMarker(f, e.path)
 }
 
-// ownership is the shared first step of Delete, Archive and Release: if the volume at path
-// is o's, it returns it opened, with its marker locked (the caller closes lock and v.dir),
-// and gone=true if there is nothing (left) to do. Holding the marker lock serializes them with
-// Create and Scrub of the same volume in other processes; in particular Scrub replaces the
-// marker, and lockMarker's same-file check makes us start over on the new one.
-func ownership(root fsys.Dir, p string, o Owner, op string) (v volume, lock fsys.File, m *Marker, gone bool, err error) {
+// volumeOp is an operation on an existing volume, as the one prologue (withVolume) runs it.
+type volumeOp struct {
+	name string // "delete", "scrub", ...: in messages, and for Marker.allows
+	// reclaim marks an operation that ends the PV's hold on the volume: Delete, Release and
+	// Archive. For them a volume that is gone is done with (nil, and f does not run), and a
+	// marker of the PV's that outlived its directory (an interrupted Delete or Archive) is
+	// removed; the temporary file a dead writer of the PV left beside the marker is removed
+	// first, as nothing would find it once the marker is gone. The volume directory itself is
+	// not opened: they do not work inside it.
+	//
+	// The other operations (Scrub, Limit, Unlimit, Usage) work inside the directory: a missing
+	// volume is ErrMissing, nothing is removed, and f gets the directory open.
+	reclaim bool
+	// check, if set, checks the operation's own arguments, after the path and the PV name and
+	// before anything is locked.
+	check func() error
+}
+
+// opened is an existing volume of the PV, as withVolume hands it to an operation.
+type opened struct {
+	volume           // the volume's entry in its parent, which is open
+	vol    fsys.Dir  // the volume directory, open; nil for a reclaim
+	info   fsys.Info // the volume directory, as Lstat saw it
+	m      *Marker   // its marker
+	lock   fsys.File // the marker, open and locked
+}
+
+// withVolume is the one prologue of every operation on an existing volume: it checks the path
+// and the owner o, takes the in-process path lock, opens the volume's parent, locks the current
+// marker, checks that the volume is o's (Marker.allows) and a directory, and runs f while it
+// holds all of that. Holding the marker lock serializes the operation with Create and the others
+// on the same volume in other processes; Scrub and Release replace the marker, and
+// lockCurrentMarker's same-file check makes a waiter start over on the new one.
+//
+// Ownership is checked before anything else about the directory is looked at, and a directory
+// without a marker is no one's (ErrNotOwner). What a missing volume gives depends on op (see
+// volumeOp.reclaim). An error of f is returned prefixed with op and the path.
+func withVolume(root fsys.Dir, p string, o Owner, op volumeOp, f func(v opened) error) error {
+	if err := validatePath(p); err != nil {
+		return err
+	}
 	if o.PV == "" {
-		return volume{}, nil, nil, false, fmt.Errorf("%s volume %q: PV name is empty", op, p)
+		return fmt.Errorf("%s volume %q: PV name is empty", op.name, p)
+	}
+	if op.check != nil {
+		if err := op.check(); err != nil {
+			return err
+		}
+	}
+	unlock := lockPath(p)
+	defer unlock()
+	missing := func() error {
+		if op.reclaim {
+			return nil
+		}
+		return fmt.Errorf("%s volume %q: %w", op.name, p, ErrMissing)
 	}
 	v, ok, err := openVolumeParent(root, p, false)
 	if err != nil {
-		return volume{}, nil, nil, false, fmt.Errorf("%s volume %q: %w", op, p, err)
+		return fmt.Errorf("%s volume %q: %w", op.name, p, err)
 	}
 	if !ok {
-		return volume{}, nil, nil, true, nil
+		return missing()
 	}
-	fail := func(err error) (volume, fsys.File, *Marker, bool, error) {
-		if lock != nil {
-			lock.Close()
-		}
-		v.dir.Close()
-		return volume{}, nil, nil, false, err
-	}
+	defer v.dir.Close()
 	me := v.marker()
-	if err := removeDeadTemp(me.sibling(tempName(me.name, o.PV))); err != nil {
-		return fail(fmt.Errorf("%s volume %q: %w", op, p, err))
+	if op.reclaim {
+		if err := removeDeadTemp(me.sibling(tempName(me.name, o.PV))); err != nil {
+			return fmt.Errorf("%s volume %q: %w", op.name, p, err)
+		}
 	}
-	lock, m, err = lockCurrentMarker(me)
+	lock, m, err := lockCurrentMarker(me)
 	if err != nil {
-		return fail(fmt.Errorf("%s volume %q: %w", op, p, err))
+		return fmt.Errorf("%s volume %q: %w", op.name, p, err)
+	}
+	if lock != nil {
+		defer lock.Close()
+		if err := m.allows(o, op.name, p); err != nil {
+			return err
+		}
 	}
 	info, err := v.dir.Lstat(v.base)
-	exists := err == nil
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fail(fmt.Errorf("%s volume %q: %w", op, p, err))
-	}
+	gone := errors.Is(err, fs.ErrNotExist)
 	switch {
-	case m == nil && !exists:
-		v.dir.Close()
-		return volume{}, nil, nil, true, nil
-	case m == nil:
-		return fail(fmt.Errorf("%s volume %q: it has no marker: %w", op, p, ErrNotOwner))
-	}
-	if err := m.allows(o, op, p); err != nil {
-		return fail(err)
-	}
-	switch {
-	case !exists:
+	case err != nil && !gone:
+		return fmt.Errorf("%s volume %q: %w", op.name, p, err)
+	case gone && lock != nil && op.reclaim:
 		// Our marker outlived the directory (interrupted Delete/Archive): finish the job.
 		if err := v.dir.Unlink(me.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fail(fmt.Errorf("%s volume %q: remove marker: %w", op, p, err))
+			return fmt.Errorf("%s volume %q: remove marker: %w", op.name, p, err)
 		}
-		lock.Close()
-		v.dir.Close()
-		return volume{}, nil, nil, true, nil
+		return nil
+	case gone:
+		return missing()
+	case lock == nil:
+		return fmt.Errorf("%s volume %q: it has no marker: %w", op.name, p, ErrNotOwner)
 	case !info.IsDir():
-		return fail(fmt.Errorf("%s volume %q: it is not a directory (%v): %w", op, p, info.Type, ErrNotOwner))
+		return fmt.Errorf("%s volume %q: it is not a directory (%v): %w", op.name, p, info.Type, ErrNotOwner)
 	}
-	return v, lock, m, false, nil
+	ov := opened{volume: v, info: info, m: m, lock: lock}
+	if !op.reclaim {
+		vol, err := openVolumeDir(v)
+		if errors.Is(err, fs.ErrNotExist) {
+			return missing()
+		}
+		if err != nil {
+			return fmt.Errorf("%s volume %q: %w", op.name, p, err)
+		}
+		defer vol.Close()
+		ov.vol = vol
+	}
+	if err := f(ov); err != nil {
+		return fmt.Errorf("%s volume %q: %w", op.name, p, err)
+	}
+	return nil
 }
 
 // Delete removes the volume directory and its marker. Already gone -> nil.
 // A directory without marker, with another PV's marker, or released is left alone.
 // The marker is removed last, so an interrupted Delete can be retried.
 func Delete(root fsys.Dir, p string, o Owner) error {
-	if err := validatePath(p); err != nil {
-		return err
-	}
-	unlock := lockPath(p)
-	defer unlock()
-	v, lock, _, gone, err := ownership(root, p, o, "delete")
-	if err != nil || gone {
-		return err
-	}
-	defer v.dir.Close()
-	defer lock.Close()
-	if err := removeVolume(v); err != nil {
-		return fmt.Errorf("delete volume %q: %w", p, err)
-	}
-	if err := v.dir.Unlink(v.marker().name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete volume %q: remove marker: %w", p, err)
-	}
-	return nil
+	return withVolume(root, p, o, volumeOp{name: "delete", reclaim: true}, func(v opened) error {
+		if err := removeVolume(v.volume); err != nil {
+			return err
+		}
+		if err := v.dir.Unlink(v.marker().name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove marker: %w", err)
+		}
+		return nil
+	})
 }
 
 // Release hands the volume over to the operator: its marker records why (e.g. "kept
@@ -515,26 +562,14 @@ func Release(root fsys.Dir, p string, o Owner, why string) error {
 	if why == "" {
 		return fmt.Errorf("release volume %q: no reason given", p)
 	}
-	if err := validatePath(p); err != nil {
-		return err
-	}
-	unlock := lockPath(p)
-	defer unlock()
-	v, lock, m, gone, err := ownership(root, p, o, "release")
-	if err != nil || gone {
-		return err
-	}
-	defer v.dir.Close()
-	defer lock.Close()
-	if m.Released != "" {
-		return nil
-	}
-	updated := *m
-	updated.Released = why
-	if err := replaceMarker(v.marker(), lock, updated); err != nil {
-		return fmt.Errorf("release volume %q: %w", p, err)
-	}
-	return nil
+	return withVolume(root, p, o, volumeOp{name: "release", reclaim: true}, func(v opened) error {
+		if v.m.Released != "" {
+			return nil
+		}
+		updated := *v.m
+		updated.Released = why
+		return replaceMarker(v.marker(), v.lock, updated)
+	})
 }
 
 // Archive renames the directory to "archived-<base>-<UTC timestamp 20060102T150405Z>" in the same parent
@@ -546,55 +581,48 @@ func Release(root fsys.Dir, p string, o Owner, why string) error {
 // If the directory was moved but the old marker could not be removed, the archive's path
 // is returned together with the error; a retry then removes the stale marker.
 func Archive(root fsys.Dir, p string, o Owner, now time.Time) (string, error) {
-	if err := validatePath(p); err != nil {
-		return "", err
-	}
-	unlock := lockPath(p)
-	defer unlock()
-	v, lock, m, gone, err := ownership(root, p, o, "archive")
-	if err != nil || gone {
-		return "", err
-	}
-	defer v.dir.Close()
-	defer lock.Close()
-
-	stamp := now.UTC().Format(archiveTimeFormat)
-	archived := *m
-	archived.Released = fmt.Sprintf("archived from %s at %s", v.base, now.UTC().Format(time.RFC3339))
-	for n := 1; n <= maxArchiveSuffix; n++ {
-		name := "archived-" + v.base + "-" + stamp
-		if n > 1 {
-			name += fmt.Sprintf("-%d", n)
-		}
-		newPath := path.Join(path.Dir(p), name)
-		to := volume{path: newPath, dir: v.dir, base: name}
-		// Reserving the archive's marker first keeps a concurrent Create or Archive from
-		// claiming the name between our check and the rename. Both names are entries of the
-		// one open parent, so nothing in between is resolved again.
-		reserved, err := publishMarker(to.marker(), archived)
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return "", fmt.Errorf("archive volume %q: reserve %q: %w", p, newPath, err)
-		}
-		err = renameNoReplace(v, to)
-		reserved.Close()
-		if err != nil {
-			if rerr := v.dir.Unlink(to.marker().name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-				return "", fmt.Errorf("archive volume %q: %w (and drop reservation: %v)", p, err, rerr)
+	var moved string
+	err := withVolume(root, p, o, volumeOp{name: "archive", reclaim: true}, func(v opened) error {
+		stamp := now.UTC().Format(archiveTimeFormat)
+		archived := *v.m
+		archived.Released = fmt.Sprintf("archived from %s at %s", v.base, now.UTC().Format(time.RFC3339))
+		for n := 1; n <= maxArchiveSuffix; n++ {
+			name := "archived-" + v.base + "-" + stamp
+			if n > 1 {
+				name += fmt.Sprintf("-%d", n)
 			}
+			newPath := path.Join(path.Dir(p), name)
+			to := volume{path: newPath, dir: v.dir, base: name}
+			// Reserving the archive's marker first keeps a concurrent Create or Archive from
+			// claiming the name between our check and the rename. Both names are entries of the
+			// one open parent, so nothing in between is resolved again.
+			reserved, err := publishMarker(to.marker(), archived)
 			if errors.Is(err, fs.ErrExist) {
 				continue
 			}
-			return "", fmt.Errorf("archive volume %q: %w", p, err)
+			if err != nil {
+				return fmt.Errorf("reserve %q: %w", newPath, err)
+			}
+			err = renameNoReplace(v.volume, to)
+			reserved.Close()
+			if err != nil {
+				if rerr := v.dir.Unlink(to.marker().name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+					return fmt.Errorf("%w (and drop reservation: %v)", err, rerr)
+				}
+				if errors.Is(err, fs.ErrExist) {
+					continue
+				}
+				return err
+			}
+			moved = newPath
+			if err := v.dir.Unlink(v.marker().name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("moved to %q but cannot remove old marker: %w", newPath, err)
+			}
+			return nil
 		}
-		if err := v.dir.Unlink(v.marker().name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return newPath, fmt.Errorf("archive volume %q: moved to %q but cannot remove old marker: %w", p, newPath, err)
-		}
-		return newPath, nil
-	}
-	return "", fmt.Errorf("archive volume %q: all archive names up to suffix -%d are taken", p, maxArchiveSuffix)
+		return fmt.Errorf("all archive names up to suffix -%d are taken", maxArchiveSuffix)
+	})
+	return moved, err
 }
 
 // renameNoReplace renames the volume from to to (same parent) and fails with an fs.ErrExist
