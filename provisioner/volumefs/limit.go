@@ -6,6 +6,23 @@ import (
 	"dirpv.io/dirpv/provisioner/fsys"
 )
 
+// Limits holds volume directories to a size (quota.Dirs, on a local filesystem).
+type Limits interface {
+	// Mkdir makes the volume directory name in dir so that it can be limited; an existing entry
+	// gives an error matching fs.ErrExist.
+	Mkdir(dir fsys.Dir, name string) error
+	// Set holds vol, the volume directory in dir, to bytes, and names what holds it; it refuses a
+	// limit that takes the limits on the filesystem past its size times overcommit. lock is the
+	// operator's root, whose lock file serializes what Set allocates and admits.
+	Set(lock, dir, vol fsys.Dir, bytes uint64, overcommit float64) (string, error)
+	// Clear removes the limit of vol, the volume directory in dir, before it goes.
+	Clear(dir, vol fsys.Dir) error
+	// Usage reports the bytes vol, the volume directory in dir, holds and its limit (0: none),
+	// from what holds it to its size, without walking its tree; a directory that nothing holds
+	// on its own is an error.
+	Usage(dir, vol fsys.Dir) (used, limit uint64, err error)
+}
+
 // Limit holds the volume directory path, made by Create with limits, to bytes and names what
 // holds it (see Limits.Set, which also says what overcommit does), which the marker records too;
 // repeated, it changes the limit. It is how a volume gets its size when made, and a larger one
