@@ -122,23 +122,7 @@ func TestLimit(t *testing.T) {
 // TestLimitRefuses: Limit, Usage and Unlimit refuse what is not theirs like the other
 // operations, and never ask Limits about it; Unlimit leaves a released volume alone (nil).
 func TestLimitRefuses(t *testing.T) {
-	cases := append([]refusal{{
-		name:  "our marker, directory missing",
-		setup: func(t *testing.T, r fsys.Dir, dir string) { writeFile(t, dir+"/.v.dirpv", `{"pv":"pv"}`, 0o600) },
-		path:  "v",
-		// Unlimit of a missing volume is nil; the marker stays.
-		wantErr: ErrMissing,
-		check:   func(t *testing.T, dir string) { assertNames(t, dir, ".v.dirpv") },
-	}, {
-		name: "a file at the volume path",
-		setup: func(t *testing.T, r fsys.Dir, dir string) {
-			writeFile(t, dir+"/.v.dirpv", `{"pv":"pv"}`, 0o600)
-			writeFile(t, dir+"/v", "file", 0o644)
-		},
-		path:    "v",
-		wantErr: ErrNotOwner,
-		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/v", "file") },
-	}}, notOurs()...)
+	cases := append(noVolume(), notOurs()...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r, dir, _ := testRoot(t)
