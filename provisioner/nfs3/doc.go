@@ -57,4 +57,14 @@
 // Errors are *Error values that say which server, procedure and name they
 // concern and unwrap to the syscall.Errno matching the NFS status (or to the
 // transport or context error).
+//
+// # Files
+//
+// client.go and rpc.go are the Client and its transport, errors.go the status
+// codes, attr.go handles and attributes, dir.go the fsys.Dir. The procedures
+// go by group: ops.go has what they share (procedure numbers, argument
+// layouts, names, post-operation attributes); lookup.go has MNT, UMNT,
+// GETATTR, SETATTR, ACCESS, LOOKUP and Walk; entries.go CREATE, MKDIR, REMOVE,
+// RMDIR, RENAME and LINK; readwrite.go READ, WRITE and COMMIT; readdir.go
+// READDIR and READDIRPLUS, with the one pager they share.
 package nfs3

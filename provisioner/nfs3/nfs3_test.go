@@ -325,7 +325,7 @@ func TestProcedures(t *testing.T) {
 		var cookie uint64
 		var verf [8]byte
 		for {
-			p, err := e.c.readDirPlusPage(ctx, dir, &cookie, &verf)
+			p, err := e.c.readDirPage(ctx, dir, true, &cookie, &verf)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -42,10 +42,23 @@
 // the volume was released to the operator (kept or archived when its PV went): a released
 // volume is never changed again, whatever PV later names it.
 //
-// Delete, Archive, Release and Scrub hold the marker lock too, so that operations on one
-// volume serialize across processes (within a process a path lock does, as flock is
-// emulated with POSIX locks on NFS). Scrub and Release rewrite a marker (to record the
-// claim scrubbed, or the release): they rename a complete new file over it, so readers see
-// the old marker or the new one. The lock belongs to the old inode; whoever waited for it
-// notices that the marker path now names another file and starts over on the new marker.
+// Delete, Archive, Release, Scrub and the limit operations hold the marker lock too, so that
+// operations on one volume serialize across processes (within a process a path lock does, as flock
+// is emulated with POSIX locks on NFS). Scrub, Release and Limit rewrite a marker (to record the
+// claim scrubbed, the release, or what holds the volume to its size): they rename a complete new
+// file over it, so readers see the old marker or the new one. The lock belongs to the old inode;
+// whoever waited for it notices that the marker path now names another file and starts over on the
+// new marker.
+//
+// # Files
+//
+// marker.go is the marker: its type, encoding and parsing, publishing it exclusively, replacing it,
+// locking it, and the temporary files it is written through. volume.go opens a volume
+// (openVolumeParent, never following a link), checks ownership (Marker.allows), holds the
+// in-process path lock, and has withVolume, the one prologue of every operation on an existing
+// volume, and ReadMarker. Then one file a verb: create.go (Create), reclaim.go (Delete, Release and
+// Archive, which end a PV's hold on its volume), scrub.go (Scrub), limit.go (Limit, Unlimit and
+// Usage, and the Limits they use). remove.go removes a tenant's tree for Delete and Scrub
+// (emptyDir). The tests go by verb too; delete_test.go, release_test.go and archive_test.go test
+// reclaim.go.
 package volumefs

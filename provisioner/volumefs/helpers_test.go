@@ -258,6 +258,58 @@ type refusal struct {
 	check   func(t *testing.T, dir string)
 }
 
+// noVolume are layouts without a volume directory of the PV "pv" to work in: Scrub and the
+// limit operations refuse them (ErrMissing where it is not there) and leave them as they are.
+func noVolume() []refusal {
+	return []refusal{{
+		name: "another PV's marker, no directory",
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
+			writeFile(t, dir+"/.v.dirpv", `{"pv":"pv-other"}`, 0o600)
+		},
+		path:    "v",
+		wantErr: ErrNotOwner,
+		check:   func(t *testing.T, dir string) { assertNames(t, dir, ".v.dirpv") },
+	}, {
+		name:    "nothing there",
+		setup:   func(t *testing.T, r fsys.Dir, dir string) {},
+		path:    "v",
+		wantErr: ErrMissing,
+		check:   func(t *testing.T, dir string) { assertNames(t, dir) },
+	}, {
+		name:    "parent missing",
+		setup:   func(t *testing.T, r fsys.Dir, dir string) {},
+		path:    "a/b/v",
+		wantErr: ErrMissing,
+		check:   func(t *testing.T, dir string) { assertNames(t, dir) },
+	}, {
+		name: "our marker, directory missing",
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
+			mustCreate(t, r, "v", "pv")
+			if err := os.Remove(dir + "/v"); err != nil {
+				t.Fatal(err)
+			}
+		},
+		path:    "v",
+		wantErr: ErrMissing,
+		check: func(t *testing.T, dir string) {
+			// Neither recreated nor cleaned up: the PV is broken and someone must look.
+			assertNames(t, dir, ".v.dirpv")
+			if m := markerOnDisk(t, dir+"/.v.dirpv"); m != owner("pv") {
+				t.Errorf("marker = %+v", m)
+			}
+		},
+	}, {
+		name: "a file at the volume path",
+		setup: func(t *testing.T, r fsys.Dir, dir string) {
+			writeFile(t, dir+"/.v.dirpv", `{"pv":"pv"}`, 0o600)
+			writeFile(t, dir+"/v", "file", 0o644)
+		},
+		path:    "v",
+		wantErr: ErrNotOwner,
+		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/v", "file") },
+	}}
+}
+
 // notOurs are layouts holding what is not the PV "pv"'s to touch: Delete, Archive and Scrub
 // must all refuse them and leave them as they are.
 func notOurs() []refusal {

@@ -119,6 +119,39 @@ func TestLimit(t *testing.T) {
 	}
 }
 
+// TestLimitRefuses: Limit, Usage and Unlimit refuse what is not theirs like the other
+// operations, and never ask Limits about it; Unlimit leaves a released volume alone (nil).
+func TestLimitRefuses(t *testing.T) {
+	cases := append(noVolume(), notOurs()...)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, dir, _ := testRoot(t)
+			tc.setup(t, r, dir)
+			l := &fakeLimits{}
+			_, lerr := Limit(r, tc.path, own("pv"), l, 1<<20, 1)
+			_, _, uerr := Usage(r, tc.path, own("pv"), l)
+			for op, err := range map[string]error{"Limit": lerr, "Usage": uerr} {
+				if err == nil || tc.wantErr != errAny && !errors.Is(err, tc.wantErr) {
+					t.Errorf("%s: err = %v, want %v", op, err, tc.wantErr)
+				}
+			}
+			err := Unlimit(r, tc.path, own("pv"), l)
+			switch {
+			case tc.name == releasedCase || tc.wantErr == ErrMissing:
+				if err != nil {
+					t.Errorf("Unlimit: %v, want nil", err)
+				}
+			case err == nil || tc.wantErr != errAny && !errors.Is(err, tc.wantErr):
+				t.Errorf("Unlimit: err = %v, want %v", err, tc.wantErr)
+			}
+			if len(l.set) != 0 || len(l.cleared) != 0 || len(l.read) != 0 {
+				t.Errorf("Limits touched: set %v, cleared %q, read %q", l.set, l.cleared, l.read)
+			}
+			tc.check(t, dir)
+		})
+	}
+}
+
 // A filesystem that cannot hold the volume to a size fails Create and leaves nothing behind.
 func TestCreateLimitsRefused(t *testing.T) {
 	r, dir, _ := testRoot(t)

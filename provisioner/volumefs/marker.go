@@ -8,12 +8,42 @@ import (
 	"io"
 	"io/fs"
 	"path"
-	"sync"
 	"syscall"
 	"time"
 
 	"dirpv.io/dirpv/provisioner/fsys"
 )
+
+// Marker is the ownership record of one volume directory. It is stored as JSON in a file beside
+// the directory (same parent), named "." + base + ".dirpv" (e.g. volume "a/b" -> "a/.b.dirpv"),
+// so that the tenant, who only sees the inside of the directory, can neither read nor forge it,
+// and applications that want an empty volume (e.g. initdb) see an empty directory.
+type Marker struct {
+	PV             string `json:"pv"` // PV name: the owner key
+	ClaimUID       string `json:"claimUID,omitempty"`
+	ClaimNamespace string `json:"claimNamespace,omitempty"`
+	ClaimName      string `json:"claimName,omitempty"`
+	// NodeUID is the UID of the Node object a node-local volume was made on. A node that is
+	// deleted and joins again gets a new UID: its old volumes were left behind when it went, and
+	// no PV may reach them through the new Node.
+	NodeUID string `json:"nodeUID,omitempty"`
+	// Recycled is the UID of the claim whose data was last scrubbed from the volume.
+	Recycled string `json:"recycled,omitempty"`
+	// Released says how and when the volume was handed over to the operator (kept or archived
+	// when its PV went). dirpv never changes a released volume again, whatever PV names it.
+	Released string `json:"released,omitempty"`
+	// Quota names what holds a volume of capacity: enforce to its size, e.g. "project
+	// 1073741824" (as its PV's dirpv.io/quota does); the directory's own project ID or subvolume
+	// is what counts.
+	Quota string `json:"quota,omitempty"`
+}
+
+const markerSuffix = ".dirpv"
+
+// MarkerName returns the marker path of the volume path: "a/b" -> "a/.b.dirpv".
+func MarkerName(p string) string {
+	return path.Join(path.Dir(p), "."+path.Base(p)+markerSuffix)
+}
 
 // maxMarkerSize bounds what we read from a marker; real markers are a few hundred bytes.
 const maxMarkerSize = 64 << 10
@@ -27,26 +57,10 @@ var (
 	// linkFile publishes a finished marker; a test replaces it to exercise the fallback
 	// for filesystems without hard links.
 	linkFile = func(dir fsys.Dir, oldname, newname string) error { return dir.Link(oldname, newname) }
-	// serializeInProcess turns off the in-process path lock so tests can exercise the
-	// flock protocol that protects against other processes.
-	serializeInProcess = true
 	// raceHook runs at the points where a concurrent creator could step in; tests use it
 	// to make those races deterministic.
 	raceHook = func(point, path string) {}
 )
-
-// entry is one name in the directory that holds a volume: name there, and path, relative to
-// the operator's root, for messages.
-type entry struct {
-	dir  fsys.Dir
-	name string
-	path string
-}
-
-// sibling is the entry called name beside e.
-func (e entry) sibling(name string) entry {
-	return entry{dir: e.dir, name: name, path: path.Join(path.Dir(e.path), name)}
-}
 
 // publishMarker creates the marker e exclusively with m as content and returns it open and
 // locked; the caller closes it to unlock. If the marker already exists the error matches
@@ -342,38 +356,33 @@ func parseMarker(data []byte, markerPath string) (*Marker, error) {
 	return &m, nil
 }
 
-// pathLocks serializes operations on one volume path within this process. flock alone is
-// not enough on NFS, where it is emulated with POSIX locks that never conflict within a
-// process (and over NFSv3 without NLM there are no locks at all).
-var pathLocks = struct {
-	sync.Mutex
-	m map[string]*pathLock
-}{m: map[string]*pathLock{}}
-
-type pathLock struct {
-	sync.Mutex
-	refs int
+func encodeMarker(m Marker) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }
 
-func lockPath(path string) (unlock func()) {
-	if !serializeInProcess {
-		return func() {}
-	}
-	pathLocks.Lock()
-	l := pathLocks.m[path]
-	if l == nil {
-		l = &pathLock{}
-		pathLocks.m[path] = l
-	}
-	l.refs++
-	pathLocks.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
-		pathLocks.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(pathLocks.m, path)
+// readMarker reads a marker without locking; (nil, nil) if there is none. A marker that
+// Scrub replaces while we open it (errRetry) is read again.
+func readMarker(e entry) (*Marker, error) {
+	for attempt := 0; ; attempt++ {
+		m, err := readMarkerOnce(e)
+		if !errors.Is(err, errRetry) || attempt >= 10 {
+			return m, err
 		}
-		pathLocks.Unlock()
 	}
+}
+
+func readMarkerOnce(e entry) (*Marker, error) {
+	f, err := openMarker(e, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return decodeMarker(f, e.path)
 }

@@ -1,7 +1,6 @@
 package volumefs
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"slices"
@@ -29,74 +28,37 @@ import (
 // Scrub holds the in-process path lock and the marker's lock throughout, so it serializes
 // with Create, Delete and Archive of the same volume, also in other processes.
 func Scrub(root fsys.Dir, p string, o Owner, claimUID string) (bool, error) {
-	if err := validatePath(p); err != nil {
-		return false, err
-	}
-	if o.PV == "" {
-		return false, fmt.Errorf("scrub volume %q: PV name is empty", p)
-	}
-	if claimUID == "" {
-		return false, fmt.Errorf("scrub volume %q: claim UID is empty", p)
-	}
-	unlock := lockPath(p)
-	defer unlock()
-
-	v, ok, err := openVolumeParent(root, p, false)
-	if err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", p, err)
-	}
-	if !ok {
-		return false, fmt.Errorf("scrub volume %q: %w", p, ErrMissing)
-	}
-	defer v.dir.Close()
-	lock, m, err := lockCurrentMarker(v.marker())
-	if err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", p, err)
-	}
-	if lock != nil {
-		defer lock.Close()
-		if err := m.allows(o, "scrub", p); err != nil {
-			return false, err
+	noClaim := func() error {
+		if claimUID == "" {
+			return fmt.Errorf("scrub volume %q: claim UID is empty", p)
 		}
+		return nil
 	}
-	info, err := v.dir.Lstat(v.base)
-	missing := errors.Is(err, fs.ErrNotExist)
-	switch {
-	case err != nil && !missing:
-		return false, fmt.Errorf("scrub volume %q: %w", p, err)
-	case missing:
-		return false, fmt.Errorf("scrub volume %q: %w", p, ErrMissing)
-	case lock == nil:
-		return false, fmt.Errorf("scrub volume %q: it has no marker: %w", p, ErrNotOwner)
-	case !info.IsDir():
-		return false, fmt.Errorf("scrub volume %q: it is not a directory (%v): %w", p, info.Type, ErrNotOwner)
-	}
-	vol, err := openVolumeDir(v)
-	if err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", p, err)
-	}
-	defer vol.Close()
-
-	if m.Recycled == claimUID {
-		// Already scrubbed for this claim. Entries there now were written since: by a newer
-		// claim (this is a late scrub) or behind Kubernetes' back. Neither may be erased, and
-		// the volume may not be offered as empty either.
-		if err := checkEmpty(vol); err != nil {
-			return false, fmt.Errorf("scrub volume %q: already scrubbed for claim %s, but %w", p, claimUID, err)
+	scrubbed := false
+	err := withVolume(root, p, o, volumeOp{name: "scrub", check: noClaim}, func(v opened) error {
+		if v.m.Recycled == claimUID {
+			// Already scrubbed for this claim. Entries there now were written since: by a newer
+			// claim (this is a late scrub) or behind Kubernetes' back. Neither may be erased, and
+			// the volume may not be offered as empty either.
+			if err := checkEmpty(v.vol); err != nil {
+				return fmt.Errorf("already scrubbed for claim %s, but %w", claimUID, err)
+			}
+			return nil
 		}
-		return false, nil
-	}
 
-	if err := scrubDir(vol, info.Mode); err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", p, err)
-	}
-	raceHook("scrub-marker", p)
-	updated := *m
-	updated.Recycled = claimUID
-	if err := replaceMarker(v.marker(), lock, updated); err != nil {
-		return false, fmt.Errorf("scrub volume %q: %w", p, err)
-	}
-	return true, nil
+		if err := scrubDir(v.vol, v.info.Mode); err != nil {
+			return err
+		}
+		raceHook("scrub-marker", p)
+		updated := *v.m
+		updated.Recycled = claimUID
+		if err := replaceMarker(v.marker(), v.lock, updated); err != nil {
+			return err
+		}
+		scrubbed = true
+		return nil
+	})
+	return scrubbed, err
 }
 
 // scrubDir empties the volume directory open as vol, whose mode was mode: nothing outside it

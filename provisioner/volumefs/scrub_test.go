@@ -340,53 +340,7 @@ func TestScrubBusyEntry(t *testing.T) {
 }
 
 func TestScrubRefuses(t *testing.T) {
-	cases := append([]refusal{{
-		name: "another PV's marker, no directory",
-		setup: func(t *testing.T, r fsys.Dir, dir string) {
-			writeFile(t, dir+"/.v.dirpv", `{"pv":"pv-other"}`, 0o600)
-		},
-		path:    "v",
-		wantErr: ErrNotOwner,
-		check:   func(t *testing.T, dir string) { assertNames(t, dir, ".v.dirpv") },
-	}, {
-		name:    "nothing there",
-		setup:   func(t *testing.T, r fsys.Dir, dir string) {},
-		path:    "v",
-		wantErr: ErrMissing,
-		check:   func(t *testing.T, dir string) { assertNames(t, dir) },
-	}, {
-		name:    "parent missing",
-		setup:   func(t *testing.T, r fsys.Dir, dir string) {},
-		path:    "a/b/v",
-		wantErr: ErrMissing,
-		check:   func(t *testing.T, dir string) { assertNames(t, dir) },
-	}, {
-		name: "our marker, directory missing",
-		setup: func(t *testing.T, r fsys.Dir, dir string) {
-			mustCreate(t, r, "v", "pv")
-			if err := os.Remove(dir + "/v"); err != nil {
-				t.Fatal(err)
-			}
-		},
-		path:    "v",
-		wantErr: ErrMissing,
-		check: func(t *testing.T, dir string) {
-			// Neither recreated nor cleaned up: the PV is broken and someone must look.
-			assertNames(t, dir, ".v.dirpv")
-			if m := markerOnDisk(t, dir+"/.v.dirpv"); m != owner("pv") {
-				t.Errorf("marker = %+v", m)
-			}
-		},
-	}, {
-		name: "a file at the volume path",
-		setup: func(t *testing.T, r fsys.Dir, dir string) {
-			writeFile(t, dir+"/.v.dirpv", `{"pv":"pv"}`, 0o600)
-			writeFile(t, dir+"/v", "file", 0o644)
-		},
-		path:    "v",
-		wantErr: ErrNotOwner,
-		check:   func(t *testing.T, dir string) { assertFile(t, dir+"/v", "file") },
-	}}, notOurs()...)
+	cases := append(noVolume(), notOurs()...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r, dir, _ := testRoot(t)
