@@ -102,7 +102,21 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("parameter %q: %s", key, fmt.Sprintf(format, args...)))
 	}
+	if b := chooseBackend(params, backends, bad); b != nil {
+		c.Backend = b.Name()
+		c.Params = b.ParseParams(params, bad)
+	}
+	c.parseCommon(params, bad)
+	if len(errs) > 0 {
+		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+		return nil, fmt.Errorf("invalid StorageClass parameters: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
 
+// chooseBackend returns the backend that params name, or nil, and finds every parameter that is
+// unknown or belongs to another backend.
+func chooseBackend(params map[string]string, backends []Backend, bad func(key, format string, args ...any)) Backend {
 	var names []string
 	owner := map[string]string{} // parameter -> the backend that takes it
 	var b Backend
@@ -120,8 +134,6 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 		bad(ParamBackend, "is required (one of %s)", strings.Join(names, ", "))
 	case b == nil:
 		bad(ParamBackend, "%q is not one of %s", name, strings.Join(names, ", "))
-	default:
-		c.Backend = name
 	}
 
 	for _, key := range sortedKeys(params) {
@@ -136,10 +148,11 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 			bad(key, "applies only to backend %s, not %s", other, b.Name())
 		}
 	}
-	if b != nil {
-		c.Params = b.ParseParams(params, bad)
-	}
+	return b
+}
 
+// parseCommon reads the parameters every backend's classes take into c.
+func (c *Class) parseCommon(params map[string]string, bad func(key, format string, args ...any)) {
 	pattern := DefaultPathPattern
 	if v, ok := params[ParamPathPattern]; ok {
 		pattern = v
@@ -185,11 +198,6 @@ func ParseClass(params map[string]string, backends []Backend) (*Class, error) {
 			*dst = int(n)
 		}
 	}
-	if len(errs) > 0 {
-		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-		return nil, fmt.Errorf("invalid StorageClass parameters: %w", errors.Join(errs...))
-	}
-	return c, nil
 }
 
 // OneOf sets *dst to the parameter key of params when it is one of values, and reports any other
