@@ -162,7 +162,10 @@ func (c *Client) Close() error {
 // Ping calls the NFS program's NULL procedure. It is not fenced: NULL changes nothing, and a
 // replica that may not change anything still needs to know whether the server answers.
 func (c *Client) Ping(ctx context.Context) error {
-	_, err := c.exchange(ctx, c.nfs, 0, nil)
+	d, err := c.exchange(ctx, c.nfs, 0, nil)
+	if err == nil {
+		err = d.end() // NULL's result is void
+	}
 	if err != nil {
 		return c.opError("NULL", "", Handle{}, err)
 	}
@@ -318,8 +321,8 @@ func (c *Client) getport(ctx context.Context, prog, vers uint32) (int, error) {
 		return 0, err
 	}
 	port := d.uint32()
-	if d.err != nil {
-		return 0, d.err
+	if err := d.end(); err != nil {
+		return 0, err
 	}
 	if port == 0 || port > 65535 {
 		return 0, fmt.Errorf("program %d version %d not registered for TCP", prog, vers)

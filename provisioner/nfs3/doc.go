@@ -58,6 +58,10 @@
 // concern and unwrap to the syscall.Errno matching the NFS status (or to the
 // transport or context error).
 //
+// A broken or hostile server is not trusted further than the protocol: a
+// reply that is not exactly its procedure's result (bytes missing or left
+// over) fails with ErrMalformed.
+//
 // # Files
 //
 // client.go and rpc.go are the Client and its transport, errors.go the status

@@ -28,8 +28,9 @@ func (c *Client) newObject(ctx context.Context, d *decoder, dir Handle, name str
 	var fh nfs.PostOpFH3
 	d.value(&fh)
 	a, haveAttr := d.postOpAttr()
-	if d.err != nil {
-		return Handle{}, Attr{}, d.err
+	d.wccAfter() // the directory's
+	if err := d.end(); err != nil {
+		return Handle{}, Attr{}, err
 	}
 	if !fh.IsSet {
 		return c.Lookup(ctx, dir, name)
@@ -150,10 +151,24 @@ func (c *Client) removeOp(ctx context.Context, op string, proc uint32, dir Handl
 	if err := checkName(name); err != nil {
 		return c.opError(op, name, dir, err)
 	}
-	if _, err := c.nfsCall(ctx, proc, diropArgs(dir, name)); err != nil {
+	if err := c.wccCall(ctx, proc, diropArgs(dir, name), 1); err != nil {
 		return c.opError(op, name, dir, err)
 	}
 	return nil
+}
+
+// wccCall runs a procedure whose result is n wcc_data and nothing else (REMOVE, RMDIR, RENAME).
+// The attributes are not needed, but the result is decoded whole: a reply that is not exactly
+// that is malformed, and tells nothing sure of what the server did.
+func (c *Client) wccCall(ctx context.Context, proc uint32, args any, n int) error {
+	d, err := c.nfsCall(ctx, proc, args)
+	if err != nil {
+		return err
+	}
+	for range n {
+		d.wccAfter()
+	}
+	return d.end()
 }
 
 // Rename renames fromName in fromDir to toName in toDir, replacing an
@@ -165,7 +180,7 @@ func (c *Client) Rename(ctx context.Context, fromDir Handle, fromName string, to
 			return c.opError("RENAME", desc, fromDir, err)
 		}
 	}
-	if _, err := c.nfsCall(ctx, procRename, renameArgs{diropArgs(fromDir, fromName), diropArgs(toDir, toName)}); err != nil {
+	if err := c.wccCall(ctx, procRename, renameArgs{diropArgs(fromDir, fromName), diropArgs(toDir, toName)}, 2); err != nil {
 		return c.opError("RENAME", desc, fromDir, err)
 	}
 	return nil
@@ -181,11 +196,13 @@ func (c *Client) Link(ctx context.Context, file Handle, dir Handle, name string)
 	if err != nil {
 		return Attr{}, c.opError("LINK", name, dir, err)
 	}
-	if a, ok := d.postOpAttr(); ok {
-		return a, nil
+	a, ok := d.postOpAttr()
+	d.wccAfter() // the directory's
+	if err := d.end(); err != nil {
+		return Attr{}, c.opError("LINK", name, dir, err)
 	}
-	if d.err != nil {
-		return Attr{}, c.opError("LINK", name, dir, d.err)
+	if ok {
+		return a, nil
 	}
 	return c.Getattr(ctx, file)
 }

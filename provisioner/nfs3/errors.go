@@ -17,6 +17,10 @@ var (
 	// server may or may not have executed it (it is an fsys.ErrNoAnswer). The
 	// next call redials.
 	ErrConnLost = fmt.Errorf("nfs3: connection lost (%w)", fsys.ErrNoAnswer)
+	// ErrMalformed: a reply that is not its procedure's result (bytes missing, bytes left
+	// over, a value out of range): a broken or hostile server, whose reply says nothing of
+	// what it did. It matches syscall.EIO, as the kernel's client returns for one.
+	ErrMalformed = fmt.Errorf("nfs3: malformed reply (%w)", syscall.EIO)
 )
 
 // Status is an NFSv3 (nfsstat3) or MOUNT v3 (mountstat3) status code; the two

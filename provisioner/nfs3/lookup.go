@@ -29,8 +29,8 @@ func (c *Client) Mount(ctx context.Context, exportPath string) (Handle, Attr, er
 		Flavor []uint32
 	}
 	d.value(&ok)
-	if d.err != nil {
-		return fail(d.err)
+	if err := d.end(); err != nil {
+		return fail(err)
 	}
 	if !containsFlavor(ok.Flavor, authUnix) {
 		return fail(fmt.Errorf("export accepts auth flavors %v, not AUTH_SYS (%d)", ok.Flavor, authUnix))
@@ -55,7 +55,11 @@ func containsFlavor(fl []uint32, f uint32) bool {
 // Umount tells the MOUNT service the export is no longer used (UMNT).
 // Servers only use this for their showmount list.
 func (c *Client) Umount(ctx context.Context, exportPath string) error {
-	if _, err := c.call(ctx, c.mount, nfs.MountProc3UMNT, struct{ Path string }{exportPath}); err != nil {
+	d, err := c.call(ctx, c.mount, nfs.MountProc3UMNT, struct{ Path string }{exportPath})
+	if err == nil {
+		err = d.end() // UMNT's result is void
+	}
+	if err != nil {
 		return c.opError("UMNT", exportPath, Handle{}, err)
 	}
 	return nil
@@ -67,7 +71,7 @@ func (c *Client) Getattr(ctx context.Context, h Handle) (Attr, error) {
 	if err == nil {
 		var f nfs.Fattr
 		d.value(&f)
-		if err = d.err; err == nil {
+		if err = d.end(); err == nil {
 			return attrFromWire(&f), nil
 		}
 	}
@@ -82,13 +86,13 @@ func (c *Client) Setattr(ctx context.Context, h Handle, s SetAttr) (Attr, error)
 func (c *Client) setattr(ctx context.Context, h Handle, s nfs.Sattr3) (Attr, error) {
 	d, err := c.nfsCall(ctx, procSetattr, setattrArgs{FH: h.Bytes(), Attr: s})
 	if err == nil {
-		if a, ok := d.wccAfter(); ok {
-			return a, nil
-		}
-		if d.err == nil {
+		a, ok := d.wccAfter()
+		if err = d.end(); err == nil {
+			if ok {
+				return a, nil
+			}
 			return c.Getattr(ctx, h)
 		}
-		err = d.err
 	}
 	return Attr{}, c.opError("SETATTR", "", h, err)
 }
@@ -115,7 +119,7 @@ func (c *Client) Access(ctx context.Context, h Handle, want uint32) (uint32, err
 		d.postOpAttr()
 		var granted uint32
 		d.value(&granted)
-		if err = d.err; err == nil {
+		if err = d.end(); err == nil {
 			return granted, nil
 		}
 	}
@@ -150,8 +154,9 @@ func (c *Client) lookup(ctx context.Context, dir Handle, name string) (Handle, A
 	var fh []byte
 	d.value(&fh)
 	a, ok := d.postOpAttr()
-	if d.err != nil {
-		return fail(d.err)
+	d.postOpAttr() // the directory's
+	if err := d.end(); err != nil {
+		return fail(err)
 	}
 	h := HandleFromBytes(fh)
 	if !ok { // the attributes are optional in the reply

@@ -132,8 +132,8 @@ func (c *Client) readDirPage(ctx context.Context, dir Handle, plus bool, cookie 
 		p.entries = append(p.entries, de)
 	}
 	d.value(&p.eof)
-	if d.err != nil {
-		return fail(d.err)
+	if err := d.end(); err != nil {
+		return fail(err)
 	}
 	return p, nil
 }

@@ -44,11 +44,12 @@ func (c *Client) Write(ctx context.Context, h Handle, off uint64, data []byte, s
 			Verf      Verifier
 		}
 		d.value(&ok)
-		if d.err == nil && (ok.Count == 0 && len(chunk) > 0 || int(ok.Count) > len(chunk)) {
-			d.err = fmt.Errorf("server wrote %d of %d bytes", ok.Count, len(chunk))
+		err = d.end()
+		if err == nil && (ok.Count == 0 && len(chunk) > 0 || int(ok.Count) > len(chunk)) {
+			err = fmt.Errorf("server wrote %d of %d bytes", ok.Count, len(chunk))
 		}
-		if d.err != nil {
-			return res, c.opError("WRITE", "", h, d.err)
+		if err != nil {
+			return res, c.opError("WRITE", "", h, err)
 		}
 		res.Count += int(ok.Count)
 		res.Committed = min(res.Committed, ok.Committed)
@@ -72,7 +73,7 @@ func (c *Client) Commit(ctx context.Context, h Handle, off uint64, count uint32)
 		d.wccAfter()
 		var v Verifier
 		d.value(&v)
-		if err = d.err; err == nil {
+		if err = d.end(); err == nil {
 			return v, nil
 		}
 	}
@@ -91,7 +92,7 @@ func (c *Client) Read(ctx context.Context, h Handle, off uint64, count int) (dat
 			Data  []byte
 		}
 		d.value(&ok)
-		if err = d.err; err == nil {
+		if err = d.end(); err == nil {
 			return ok.Data, ok.EOF, nil
 		}
 	}

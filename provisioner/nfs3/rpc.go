@@ -76,8 +76,17 @@ func (d *decoder) value(v any) {
 		return
 	}
 	if _, err := xdr.UnmarshalLimited(d.r, v, uint(d.r.Len())); err != nil {
-		d.err = fmt.Errorf("decoding reply: %w", err)
+		d.err = fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
+}
+
+// end is every reply's last step: a reply is exactly its procedure's result, so bytes left
+// after it make it as malformed as bytes missing. It returns the decoder's error.
+func (d *decoder) end() error {
+	if d.err == nil && d.r.Len() > 0 {
+		d.err = fmt.Errorf("%w: %d bytes after the result", ErrMalformed, d.r.Len())
+	}
+	return d.err
 }
 
 func (d *decoder) uint32() uint32 {
