@@ -68,6 +68,8 @@ type Client struct {
 	callTimeout time.Duration
 	xid         atomic.Uint32
 	closed      atomic.Bool
+	// listMax bounds each listing: maxListEntries and maxListBytes, lowered by tests.
+	listMax listMax
 
 	nfs, mount *endpoint
 }
@@ -122,6 +124,7 @@ func New(cfg Config) (*Client, error) {
 		dial:        dial,
 		fence:       cfg.Fence,
 		callTimeout: cfg.CallTimeout,
+		listMax:     listMax{entries: maxListEntries, bytes: maxListBytes},
 		cred:        rpc.Auth{Flavor: authUnix, Body: cred.Bytes()},
 		nfs:         newEndpoint(nfs.Nfs3Prog, nfs.Nfs3Vers, cfg.NFSPort, DefaultNFSPort),
 		mount:       newEndpoint(nfs.MountProg, nfs.MountVers, cfg.MountPort, DefaultMountPort),

@@ -139,7 +139,8 @@ func (c *Client) ensureAccess(ctx context.Context, h Handle, a Attr) error {
 }
 
 // EachName reads the whole directory before calling f: f may remove entries, and a server may
-// invalidate its READDIR cookies when the directory changes between pages.
+// invalidate its READDIR cookies when the directory changes between pages. A directory larger
+// than a listing may hold (maxListEntries, maxListBytes) fails with EIO.
 func (d *dir) EachName(f func(name string)) error {
 	names, err := d.c.ReadDirNames(d.ctx, d.h)
 	if err != nil {

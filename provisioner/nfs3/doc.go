@@ -60,7 +60,10 @@
 //
 // A broken or hostile server is not trusted further than the protocol: a
 // reply that is not exactly its procedure's result (bytes missing or left
-// over) fails with ErrMalformed.
+// over) fails with ErrMalformed, and a directory listing fails with EIO once
+// it passes maxListEntries entries or maxListBytes of names, or as soon as the
+// server's cookies come round again, rather than filling memory or running
+// until the deadline.
 //
 // # Files
 //

@@ -6,8 +6,11 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -93,12 +96,14 @@ var (
 	fakeDir  = nfs.Fattr{Type: uint32(TypeDir), FileMode: 0o755, Nlink: 2, FSID: 1, Fileid: 1}
 )
 
-// Pieces of results: post_op_attr and wcc_data with attributes.
+// Pieces of results: post_op_attr and wcc_data with attributes, and a failure.
 func (b xdrBuf) attr(a nfs.Fattr) xdrBuf { return b.u32(1).value(a) }
 
 func (b xdrBuf) wcc(a nfs.Fattr) xdrBuf {
 	return b.u32(1).u64(a.Filesize).u64(0).u64(0).attr(a) // pre_op_attr: size, mtime, ctime
 }
+
+var serverFault = xdrBuf{}.u32(uint32(StatusServerFault)).u32(0) // and no attributes
 
 // okResults are well-formed successful results of the procedures the cases below call.
 var okResults = map[[2]uint32][]byte{
@@ -235,6 +240,228 @@ func TestMalformedReplies(t *testing.T) {
 					t.Fatalf("%s reply: got %v, want an %s error that is ErrMalformed", v.name, err, tc.op)
 				}
 				t.Log(err)
+			})
+		}
+	}
+}
+
+// pageServer answers READDIR and READDIRPLUS with the pages page returns for the cookie sent,
+// and GETATTR with a directory's attributes. It counts the pages and entries it sent, and
+// fails a listing that goes on past stopAfter entries with NFS3ERR_SERVERFAULT (so that a
+// client that never stops does not run the test forever).
+type pageServer struct {
+	page      func(cookie uint64) (entries []fakeEntry, eof bool)
+	stopAfter int
+	pages     atomic.Int64
+	entries   atomic.Int64
+}
+
+type fakeEntry struct {
+	name   string
+	cookie uint64
+}
+
+func (s *pageServer) answer(t *testing.T) answerFunc {
+	return func(prog, proc uint32, args []byte) []byte {
+		var cookie uint64
+		switch {
+		case prog == nfs.Nfs3Prog && proc == procGetattr:
+			return xdrBuf{}.u32(0).value(fakeDir)
+		case prog == nfs.Nfs3Prog && (proc == procReadDir || proc == procReadDirPlus):
+			var a struct { // how both procedures' arguments start
+				Dir    []byte
+				Cookie uint64
+			}
+			if _, err := xdr.Unmarshal(bytes.NewReader(args), &a); err != nil {
+				t.Errorf("READDIR(PLUS) arguments: %v", err)
+				return nil
+			}
+			cookie = a.Cookie
+		default:
+			t.Errorf("unexpected call of procedure %d of program %d", proc, prog)
+			return nil
+		}
+		if s.entries.Load() > int64(s.stopAfter) {
+			return serverFault
+		}
+		entries, eof := s.page(cookie)
+		s.pages.Add(1)
+		s.entries.Add(int64(len(entries)))
+		res := xdrBuf{}.u32(0).u32(0).u64(1) // NFS3_OK, no directory attributes, a verifier
+		attr := xdrBuf{}.attr(fakeFile)
+		for i, e := range entries {
+			res = res.u32(1).u64(uint64(i + 3)).opaque([]byte(e.name)).u64(e.cookie)
+			if proc == procReadDirPlus {
+				res = append(res, attr...)
+				res = res.u32(1).opaque(fakeFH)
+			}
+		}
+		if eof {
+			return res.u32(0).u32(1)
+		}
+		return res.u32(0).u32(0)
+	}
+}
+
+// listers are the ways a directory is listed whole: ReadDirNames (READDIR), ReadDirPlus
+// (READDIRPLUS) and the fsys.Dir's EachName (READDIR), whose errors name the directory too.
+var listers = []struct {
+	name string
+	op   string
+	list func(context.Context, *Client) error
+}{
+	{"ReadDirNames", "READDIR", func(ctx context.Context, c *Client) error {
+		_, err := c.ReadDirNames(ctx, HandleFromBytes(fakeFH))
+		return err
+	}},
+	{"ReadDirPlus", "READDIRPLUS", func(ctx context.Context, c *Client) error {
+		_, err := c.ReadDirPlus(ctx, HandleFromBytes(fakeFH))
+		return err
+	}},
+	{"EachName", "READDIR", func(ctx context.Context, c *Client) error {
+		d, err := c.OpenDir(ctx, HandleFromBytes(fakeFH), "fake:/vol")
+		if err != nil {
+			return err
+		}
+		return d.EachName(func(string) {})
+	}},
+}
+
+// wantListingError checks that err is a listing's EIO, from the lister's procedure, naming the
+// server (and with EachName the directory), and saying what contains.
+func wantListingError(t *testing.T, err error, lister, op, contains string) {
+	t.Helper()
+	var e *Error
+	if !errors.Is(err, syscall.EIO) || !errors.As(err, &e) || e.Op != op || !strings.Contains(err.Error(), "nfs3 server fake: "+op) ||
+		!strings.Contains(err.Error(), contains) {
+		t.Fatalf("got %v, want an EIO from %s saying %q", err, op, contains)
+	}
+	if lister == "EachName" && !strings.HasPrefix(err.Error(), "readdir fake:/vol: ") {
+		t.Fatalf("%v does not name the directory", err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%v is a deadline", err)
+	}
+	t.Log(err)
+}
+
+// TestListingBounded: a server that answers with page after page of new names, never saying
+// end-of-directory, fails the listing once it passes the Client's bound on entries or on bytes
+// of names, having held no more than that. The bounds are lowered from maxListEntries and
+// maxListBytes, a million entries being more than the race detector reads in a test's time.
+func TestListingBounded(t *testing.T) {
+	bound := listMax{entries: 8 << 10, bytes: 1 << 20}
+	for _, tc := range []struct {
+		name     string
+		nameLen  int
+		perPage  int
+		most     int    // the entries the listing may read, at the most
+		contains string // what the error says
+	}{
+		{"entries", 8, 256, bound.entries, fmt.Sprintf("passed %d entries", bound.entries)},
+		{"bytes", 255, 64, bound.bytes / 255, "passed 1 MiB of names"},
+	} {
+		for _, l := range listers {
+			t.Run(tc.name+"/"+l.name, func(t *testing.T) {
+				pad := strings.Repeat("n", tc.nameLen-8)
+				s := &pageServer{stopAfter: 2 * tc.most}
+				s.page = func(cookie uint64) ([]fakeEntry, bool) {
+					entries := make([]fakeEntry, tc.perPage)
+					for i := range entries {
+						cookie++
+						entries[i] = fakeEntry{fmt.Sprintf("%s%08d", pad, cookie), cookie}
+					}
+					return entries, false
+				}
+				c := fakeClient(t, s.answer(t))
+				c.listMax = bound
+				err := l.list(context.Background(), c)
+				wantListingError(t, err, l.name, l.op, tc.contains)
+				// The client stopped within a page of the bound: it held no more.
+				if sent := s.entries.Load(); sent > int64(tc.most+tc.perPage) {
+					t.Fatalf("the client read %d entries, more than %d and a page", sent, tc.most)
+				}
+			})
+		}
+	}
+	// The bound holds within a page too: one page of twice as many entries is not all handed
+	// over.
+	t.Run("one-page", func(t *testing.T) {
+		s := &pageServer{stopAfter: 4 * bound.entries}
+		s.page = func(cookie uint64) ([]fakeEntry, bool) {
+			entries := make([]fakeEntry, 2*bound.entries)
+			for i := range entries {
+				entries[i] = fakeEntry{fmt.Sprintf("%08d", i+1), uint64(i + 1)}
+			}
+			return entries, true
+		}
+		c := fakeClient(t, s.answer(t))
+		c.listMax = bound
+		held := 0
+		err := c.readDir(context.Background(), HandleFromBytes(fakeFH), false, func(DirEntry) { held++ })
+		wantListingError(t, err, "", "READDIR", fmt.Sprintf("passed %d entries", bound.entries))
+		if held > bound.entries {
+			t.Fatalf("the client was handed %d entries, more than %d", held, bound.entries)
+		}
+	})
+}
+
+// TestListingCookies: a server whose cookies do not advance, or come round again, fails the
+// listing at once with an error that says so, without a deadline to end it; one whose cookies
+// advance to the end is listed whole.
+func TestListingCookies(t *testing.T) {
+	// names are n new names with the cookies after from, the last one to.
+	seq := 0
+	names := func(n int, from, to uint64) []fakeEntry {
+		var entries []fakeEntry
+		for i := range n {
+			seq++
+			entries = append(entries, fakeEntry{fmt.Sprintf("name-%d", seq), from + uint64(i) + 1})
+		}
+		entries[n-1].cookie = to
+		return entries
+	}
+	for _, tc := range []struct {
+		name  string
+		page  func(cookie uint64) ([]fakeEntry, bool)
+		pages int64 // the most pages the client may ask for; 0: the listing ends well
+	}{
+		{"ends", func(cookie uint64) ([]fakeEntry, bool) {
+			entries := names(100, cookie, cookie+100)
+			if cookie == 0 {
+				entries[0].name, entries[1].name = ".", ".."
+			}
+			return entries, cookie == 200
+		}, 0},
+		{"stands-still", func(cookie uint64) ([]fakeEntry, bool) {
+			return names(100, cookie, cookie), false
+		}, 1},
+		{"same-page-again", func(uint64) ([]fakeEntry, bool) {
+			return names(100, 0, 100), false
+		}, 2},
+		{"back-to-the-start", func(cookie uint64) ([]fakeEntry, bool) {
+			return names(100, cookie, 0), false
+		}, 1},
+		{"round-of-three-pages", func(cookie uint64) ([]fakeEntry, bool) {
+			next := map[uint64]uint64{0: 100, 100: 200, 200: 300, 300: 100}[cookie]
+			return names(100, cookie, next), false
+		}, 12},
+	} {
+		for _, l := range listers {
+			t.Run(tc.name+"/"+l.name, func(t *testing.T) {
+				s := &pageServer{page: tc.page, stopAfter: 100 * 100}
+				// No deadline: only the client's own check ends a listing that goes round.
+				err := l.list(context.Background(), fakeClient(t, s.answer(t)))
+				if tc.pages == 0 {
+					if err != nil || s.pages.Load() != 3 {
+						t.Fatalf("a listing of 3 pages: %d pages read, %v", s.pages.Load(), err)
+					}
+					return
+				}
+				wantListingError(t, err, l.name, l.op, "repeated cookie")
+				if n := s.pages.Load(); n > tc.pages {
+					t.Fatalf("the client read %d pages before it saw the loop, want at most %d", n, tc.pages)
+				}
 			})
 		}
 	}

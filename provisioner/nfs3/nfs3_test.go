@@ -322,16 +322,14 @@ func TestProcedures(t *testing.T) {
 		}
 
 		pages, total := 0, 0
-		var cookie uint64
-		var verf [8]byte
+		l := e.c.newListing(dir, true)
 		for {
-			p, err := e.c.readDirPage(ctx, dir, true, &cookie, &verf)
+			eof, err := l.page(ctx, func(DirEntry) { total++ })
 			if err != nil {
 				t.Fatal(err)
 			}
 			pages++
-			total += len(p.entries)
-			if p.eof {
+			if eof {
 				break
 			}
 		}
