@@ -859,6 +859,30 @@ func TestNoRoom(t *testing.T) {
 	}
 }
 
+// A PV's overcommit annotation is read as the class parameter is: a factor a class would refuse
+// (an infinity, above 100, a hexadecimal float, not above 0) is refused, naming the annotation,
+// before anything runs; so is one on a volume whose size is a label.
+func TestForgedOvercommit(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, fh, _ := newTest(t, t.TempDir(), "")
+	pv := provisioned(t, p, hostPathClass(map[string]string{"capacity": "enforce", "overcommit": "1.5"}), node1)
+	for _, o := range []string{"+Inf", "Inf", "1e308", "101", "0x1p10", "0x1p2", "NaN", "0", "-1"} {
+		pv.Annotations[backend.AnnOvercommit] = o
+		err := p.Expand(ctx, pv, resource.MustParse("2Gi"))
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `annotation dirpv.io/overcommit: "`+o+`" is not a number above 0 and at most 100`) {
+			t.Errorf("Expand with overcommit %q = %v, want it refused", o, err)
+		}
+	}
+	label := provisioned(t, p, hostPathClass(nil), node1)
+	label.Annotations[backend.AnnOvercommit] = "2"
+	if err := p.Delete(ctx, label); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "applies only with dirpv.io/capacity: enforce") {
+		t.Errorf("Delete of a label volume with an overcommit = %v, want it refused", err)
+	}
+	if len(fh.ops) != 2 {
+		t.Errorf("ran %+v, want only the two creates", fh.ops)
+	}
+}
+
 // Usage reads an enforced volume's quota on its node; a label volume, or a PV whose record is
 // refused, gets an error and nothing runs.
 func TestUsage(t *testing.T) {
