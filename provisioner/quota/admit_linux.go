@@ -29,26 +29,38 @@ func admit(kind Kind, fd int, except uint64, bytes uint64, overcommit float64) e
 	if err != nil {
 		return err
 	}
+	return room(nameOf(fd), size, held, bytes, overcommit)
+}
+
+// room refuses bytes more on a filesystem called name of size bytes whose volumes are held to
+// held already, if that passes its size times overcommit.
+func room(name string, size, held, bytes uint64, overcommit float64) error {
 	if float64(held)+float64(bytes) <= float64(size)*overcommit {
 		return nil
 	}
 	return fmt.Errorf("%w: the filesystem of %s holds %s, its volumes are held to %s already, and %s more would pass %s (its size times overcommit %g)",
-		ErrNoRoom, nameOf(fd), human(size), human(held), human(bytes), human(uint64(float64(size)*overcommit)), overcommit)
+		ErrNoRoom, name, human(size), human(held), human(bytes), human(uint64(float64(size)*overcommit)), overcommit)
 }
 
 // projectLimits sums the hard limits of the projects from FirstID up, but except's.
 func projectLimits(fd int, except uint64) (uint64, error) {
+	sum, err := sumProjectLimits(nextRecord(fd), except)
+	if err != nil {
+		return 0, fmt.Errorf("sum the project limits on %s: %w", nameOf(fd), err)
+	}
+	return sum, nil
+}
+
+// sumProjectLimits sums the hard limits of the records next returns from FirstID up, but except's.
+func sumProjectLimits(next func(id uint32) (nextdqblk, error), except uint64) (uint64, error) {
 	var sum uint64
-	err := eachRecord(FirstID, nextRecord(fd), func(q *nextdqblk) bool {
+	err := eachRecord(FirstID, next, func(q *nextdqblk) bool {
 		if uint64(q.ID) != except {
 			sum += q.Bhardlimit * 1024
 		}
 		return true
 	})
-	if err != nil {
-		return 0, fmt.Errorf("sum the project limits on %s: %w", nameOf(fd), err)
-	}
-	return sum, nil
+	return sum, err
 }
 
 // qgroupLimits sums the referenced-bytes limits of the level-0 qgroups (one per subvolume), but
