@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -114,7 +115,10 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		Owner: volumefs.Marker{PV: opts.PVName, ClaimUID: string(claim.UID), ClaimNamespace: claim.Namespace, ClaimName: claim.Name},
 	}
 	if vol.Enforced {
-		op.Limit, op.Overcommit = bytesOf(claim.Spec.Resources.Requests[v1.ResourceStorage]), vol.Overcommit
+		if op.Limit, err = limitOf(claim.Spec.Resources.Requests[v1.ResourceStorage]); err != nil {
+			return nil, controller.ProvisioningFinished, fmt.Errorf("the claim's storage request: %w", err)
+		}
+		op.Overcommit = vol.Overcommit
 	}
 	res, err := p.run(ctx, b, vol, op)
 	p.unsure.Delete(claim.UID)
@@ -140,12 +144,20 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	return pv, controller.ProvisioningFinished, nil
 }
 
-// bytesOf is a size in whole bytes, rounded up.
-func bytesOf(q resource.Quantity) uint64 {
-	if n := q.Value(); n > 0 {
-		return uint64(n)
+// maxLimit is the largest size a volume is held to: resource.Quantity counts whole bytes in an
+// int64, and wraps past it.
+var maxLimit = *resource.NewQuantity(math.MaxInt64, resource.BinarySI)
+
+// limitOf is the limit of a volume held to size q: q in whole bytes, rounded up. A size of no
+// bytes (the volume would have no limit) or of more than maxLimit is refused, never wrapped.
+func limitOf(q resource.Quantity) (uint64, error) {
+	switch {
+	case q.Sign() <= 0:
+		return 0, fmt.Errorf("size %s: a volume held to its size needs a size above 0", q.String())
+	case q.Cmp(maxLimit) > 0:
+		return 0, fmt.Errorf("size %s is more than the %d bytes a volume can be held to", q.String(), math.MaxInt64)
 	}
-	return 0
+	return uint64(q.Value()), nil
 }
 
 // checkClaim refuses what a directory volume cannot honour.
@@ -269,10 +281,11 @@ func (p *Provisioner) Expand(ctx context.Context, pv *v1.PersistentVolume, size 
 	if !vol.Enforced {
 		return nil
 	}
-	op := volumeop.Op{Kind: volumeop.Expand, Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}, Limit: bytesOf(size), Overcommit: vol.Overcommit}
-	if op.Limit == 0 {
-		return fmt.Errorf("expanding %s: size %s is not a positive number of bytes", vol, size.String())
+	limit, err := limitOf(size)
+	if err != nil {
+		return fmt.Errorf("expanding %s: %w (%w)", vol, err, ErrInfeasible)
 	}
+	op := volumeop.Op{Kind: volumeop.Expand, Path: vol.Path, Owner: volumefs.Marker{PV: pv.Name}, Limit: limit, Overcommit: vol.Overcommit}
 	if _, err := p.run(ctx, b, vol, op); errors.Is(err, quota.ErrNoRoom) {
 		return fmt.Errorf("expanding %s to %s: %w (%w)", vol, size.String(), err, ErrInfeasible)
 	} else if err != nil {

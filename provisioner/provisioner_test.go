@@ -859,6 +859,84 @@ func TestNoRoom(t *testing.T) {
 	}
 }
 
+// A claim's size is the limit of a volume held to it, in whole bytes: a size that does not fit
+// (2^64 + 1 GiB, which resource.Quantity wraps to 1 GiB; 2^63, which it makes negative) or of no
+// bytes (no limit at all) is refused before anything runs, and so is an expansion to one.
+func TestClaimSizes(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, fh, _ := newTest(t, t.TempDir(), "")
+	enforce := hostPathClass(map[string]string{"capacity": "enforce"})
+	sized := func(size string) *v1.PersistentVolumeClaim {
+		return claim(func(c *v1.PersistentVolumeClaim) {
+			c.Spec.Resources.Requests[v1.ResourceStorage] = resource.MustParse(size)
+		})
+	}
+	for _, tt := range []struct {
+		size string
+		want string // the error; "": made
+	}{
+		{"18446744074783293440", "the claim's storage request: size 18446744074783293440 is more than the 9223372036854775807 bytes a volume can be held to"},
+		{"9223372036854775808", "size 9223372036854775808 is more than"},
+		{"1e19", "size 10e18 is more than"},
+		{"0", "the claim's storage request: size 0: a volume held to its size needs a size above 0"},
+		{"1Gi", ""},
+		{"1.5", ""},
+		{"9223372036854775807", ""},
+	} {
+		before := len(fh.ops)
+		pv, state, err := p.Provision(ctx, opts(enforce, sized(tt.size), node1))
+		if tt.want != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.want) || state != controller.ProvisioningFinished || pv != nil || len(fh.ops) != before {
+				t.Errorf("claim of %s: %v, %v, ran %+v; want %q and nothing run", tt.size, state, err, fh.ops[before:], tt.want)
+			}
+			continue
+		}
+		q := resource.MustParse(tt.size)
+		if err != nil || len(fh.ops) != before+1 || fh.ops[before].Limit != uint64(q.Value()) {
+			t.Errorf("claim of %s: %v, ran %+v; want a create with its limit", tt.size, err, fh.ops[before:])
+		}
+	}
+	// A size is only recorded where the class holds no volume to it.
+	if _, _, err := p.Provision(ctx, opts(hostPathClass(nil), sized("18446744074783293440"), node1)); err != nil {
+		t.Errorf("label claim of 2^64 + 1 GiB: %v", err)
+	}
+
+	pv := provisioned(t, p, enforce, node1)
+	before := len(fh.ops)
+	for _, size := range []string{"18446744074783293440", "0"} {
+		if err := p.Expand(ctx, pv, resource.MustParse(size)); !errors.Is(err, ErrInfeasible) || !strings.Contains(err.Error(), "size "+size) {
+			t.Errorf("Expand to %s = %v, want it infeasible", size, err)
+		}
+	}
+	if len(fh.ops) != before {
+		t.Errorf("ran %+v, want nothing", fh.ops[before:])
+	}
+}
+
+// A PV's overcommit annotation is read as the class parameter is: a factor a class would refuse
+// (an infinity, above 100, a hexadecimal float, not above 0) is refused, naming the annotation,
+// before anything runs; so is one on a volume whose size is a label.
+func TestForgedOvercommit(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	p, _, fh, _ := newTest(t, t.TempDir(), "")
+	pv := provisioned(t, p, hostPathClass(map[string]string{"capacity": "enforce", "overcommit": "1.5"}), node1)
+	for _, o := range []string{"+Inf", "Inf", "1e308", "101", "0x1p10", "0x1p2", "NaN", "0", "-1"} {
+		pv.Annotations[backend.AnnOvercommit] = o
+		err := p.Expand(ctx, pv, resource.MustParse("2Gi"))
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `annotation dirpv.io/overcommit: "`+o+`" is not a number above 0 and at most 100`) {
+			t.Errorf("Expand with overcommit %q = %v, want it refused", o, err)
+		}
+	}
+	label := provisioned(t, p, hostPathClass(nil), node1)
+	label.Annotations[backend.AnnOvercommit] = "2"
+	if err := p.Delete(ctx, label); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "applies only with dirpv.io/capacity: enforce") {
+		t.Errorf("Delete of a label volume with an overcommit = %v, want it refused", err)
+	}
+	if len(fh.ops) != 2 {
+		t.Errorf("ran %+v, want only the two creates", fh.ops)
+	}
+}
+
 // Usage reads an enforced volume's quota on its node; a label volume, or a PV whose record is
 // refused, gets an error and nothing runs.
 func TestUsage(t *testing.T) {

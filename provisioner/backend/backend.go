@@ -172,9 +172,12 @@ func (s Set) FromPV(pv *v1.PersistentVolume) (Volume, Backend, error) {
 	}
 	v.Overcommit = 1
 	if o, ok := a[AnnOvercommit]; ok {
-		f, err := strconv.ParseFloat(o, 64)
-		if err != nil || !(f > 0) || !v.Enforced {
-			return v, nil, fmt.Errorf("annotation %s: %q is not a number above 0 on a volume whose capacity is enforced", AnnOvercommit, o)
+		f, err := config.ParseOvercommit(o)
+		if err != nil {
+			return v, nil, fmt.Errorf("annotation %s: %w", AnnOvercommit, err)
+		}
+		if !v.Enforced {
+			return v, nil, fmt.Errorf("annotation %s: %q applies only with %s: %s", AnnOvercommit, o, AnnCapacity, config.CapacityEnforce)
 		}
 		v.Overcommit = f
 	}

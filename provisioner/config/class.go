@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
-	"math"
 	"path"
 	"slices"
 	"sort"
@@ -178,10 +177,10 @@ func (c *Class) parseCommon(params map[string]string, bad func(key, format strin
 	c.Recycle = recycle == "true"
 	OneOf(params, ParamCapacity, bad, &c.Capacity, CapacityLabel, CapacityEnforce)
 	if v, ok := params[ParamOvercommit]; ok {
-		f, err := strconv.ParseFloat(v, 64)
+		f, err := ParseOvercommit(v)
 		switch {
-		case err != nil || math.IsNaN(f) || f <= 0 || f > maxOvercommit:
-			bad(ParamOvercommit, "%q is not a number above 0 and at most %g", v, float64(maxOvercommit))
+		case err != nil:
+			bad(ParamOvercommit, "%v", err)
 		case c.Capacity != CapacityEnforce:
 			bad(ParamOvercommit, "applies only with %s: %s", ParamCapacity, CapacityEnforce)
 		default:
@@ -190,12 +189,12 @@ func (c *Class) parseCommon(params map[string]string, bad func(key, format strin
 	}
 	for key, dst := range map[string]*int{ParamUID: &c.UID, ParamGID: &c.GID} {
 		if v, ok := params[key]; ok {
-			n, err := strconv.ParseUint(v, 10, 31)
+			n, err := ParseID(v)
 			if err != nil {
-				bad(key, "%q is not a number from 0 to %d", v, 1<<31-1)
+				bad(key, "%v", err)
 				continue
 			}
-			*dst = int(n)
+			*dst = n
 		}
 	}
 }

@@ -3,6 +3,8 @@ package quota
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
+	"math/bits"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -29,26 +31,63 @@ func admit(kind Kind, fd int, except uint64, bytes uint64, overcommit float64) e
 	if err != nil {
 		return err
 	}
-	if float64(held)+float64(bytes) <= float64(size)*overcommit {
+	return room(nameOf(fd), size, held, bytes, overcommit)
+}
+
+// room refuses bytes more on a filesystem called name of size bytes whose volumes are held to
+// held already, if that passes its size times overcommit. No sum wraps: one past 2^64 bytes
+// passes any filesystem's room.
+func room(name string, size, held, bytes uint64, overcommit float64) error {
+	if !(overcommit > 0) || math.IsInf(overcommit, 1) {
+		return fmt.Errorf("the filesystem of %s: overcommit %g is not a finite number above 0", name, overcommit)
+	}
+	capacity := size
+	if overcommit != 1 { // times 1 stays exact
+		capacity = math.MaxUint64
+		if c := float64(size) * overcommit; c < 1<<64 {
+			capacity = uint64(c)
+		}
+	}
+	total, carry := bits.Add64(held, bytes, 0)
+	if carry == 0 && total <= capacity {
 		return nil
 	}
 	return fmt.Errorf("%w: the filesystem of %s holds %s, its volumes are held to %s already, and %s more would pass %s (its size times overcommit %g)",
-		ErrNoRoom, nameOf(fd), human(size), human(held), human(bytes), human(uint64(float64(size)*overcommit)), overcommit)
+		ErrNoRoom, name, human(size), human(held), human(bytes), human(capacity), overcommit)
+}
+
+// addLimit adds a limit to a sum of them, holding it at 2^64-1 rather than wrapping.
+func addLimit(sum, limit uint64) uint64 {
+	total, carry := bits.Add64(sum, limit, 0)
+	if carry != 0 {
+		return math.MaxUint64
+	}
+	return total
 }
 
 // projectLimits sums the hard limits of the projects from FirstID up, but except's.
 func projectLimits(fd int, except uint64) (uint64, error) {
-	var sum uint64
-	err := eachRecord(FirstID, nextRecord(fd), func(q *nextdqblk) bool {
-		if uint64(q.ID) != except {
-			sum += q.Bhardlimit * 1024
-		}
-		return true
-	})
+	sum, err := sumProjectLimits(nextRecord(fd), except)
 	if err != nil {
 		return 0, fmt.Errorf("sum the project limits on %s: %w", nameOf(fd), err)
 	}
 	return sum, nil
+}
+
+// sumProjectLimits sums the hard limits of the records next returns from FirstID up, but except's.
+func sumProjectLimits(next func(id uint32) (nextdqblk, error), except uint64) (uint64, error) {
+	var sum uint64
+	err := eachRecord(FirstID, next, func(q *nextdqblk) bool {
+		if uint64(q.ID) != except {
+			bytes := uint64(math.MaxUint64)
+			if q.Bhardlimit <= math.MaxUint64/1024 {
+				bytes = q.Bhardlimit * 1024
+			}
+			sum = addLimit(sum, bytes)
+		}
+		return true
+	})
+	return sum, err
 }
 
 // qgroupLimits sums the referenced-bytes limits of the level-0 qgroups (one per subvolume), but
@@ -58,7 +97,7 @@ func qgroupLimits(fd int, except uint64) (uint64, error) {
 	err := btrfsSearchAll(fd, btrfsQuotaTreeObjectid, 0, btrfsQgroupLimitKey, 0, 1<<48-1, func(qgroup uint64, item []byte) {
 		// btrfs_qgroup_limit_item: flags, max_rfer, max_excl, rsv_rfer, rsv_excl
 		if qgroup != except && len(item) >= 16 && binary.LittleEndian.Uint64(item)&btrfsQgroupLimitMaxRfer != 0 {
-			sum += binary.LittleEndian.Uint64(item[8:])
+			sum = addLimit(sum, binary.LittleEndian.Uint64(item[8:]))
 		}
 	})
 	return sum, err

@@ -356,10 +356,15 @@ func parseMarker(data []byte, markerPath string) (*Marker, error) {
 	return &m, nil
 }
 
+// encodeMarker refuses a marker larger than dirpv reads back: its volume could never be
+// reclaimed.
 func encodeMarker(m Marker) ([]byte, error) {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
+	}
+	if len(b)+1 > maxMarkerSize {
+		return nil, fmt.Errorf("a marker of %d bytes for PV %.80q is larger than the %d bytes dirpv reads back", len(b)+1, m.PV, maxMarkerSize)
 	}
 	return append(b, '\n'), nil
 }

@@ -3,6 +3,7 @@ package volumefs
 import (
 	"errors"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -128,4 +129,29 @@ func TestCreateRefusesReleasedOptions(t *testing.T) {
 		t.Error("directory made")
 	}
 	assertNames(t, dir)
+}
+
+// A marker larger than dirpv reads back is never written: neither a volume whose marker would be
+// made so by its claim's names, nor a release whose words would; the volume can still be deleted.
+func TestMarkerTooLarge(t *testing.T) {
+	r, dir, _ := testRoot(t)
+	o := opts("ns/big", "pv")
+	o.Owner.ClaimName = strings.Repeat("c", 70<<10)
+	if err := Create(r, o); err == nil || !strings.Contains(err.Error(), "larger than the 65536 bytes dirpv reads back") {
+		t.Errorf("Create with a 70 KiB claim name = %v, want it refused", err)
+	}
+	assertGone(t, dir+"/ns/big")
+	assertGone(t, dir+"/ns/.big.dirpv")
+
+	mustCreate(t, r, "ns/v", "pv")
+	if err := Release(r, "ns/v", own("pv"), strings.Repeat("w", 70<<10)); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Release with 70 KiB of words = %v, want it refused", err)
+	}
+	if m := markerOnDisk(t, dir+"/ns/.v.dirpv"); m != owner("pv") {
+		t.Errorf("marker = %+v after the refused release, want it as it was", m)
+	}
+	assertNoTempFiles(t, dir+"/ns")
+	if err := Delete(r, "ns/v", own("pv")); err != nil {
+		t.Errorf("Delete after the refused release: %v", err)
+	}
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/fsys"
 	"dirpv.io/dirpv/provisioner/quota"
@@ -215,24 +217,28 @@ var operations = []struct {
 // everyOperation are the flags of every operation.
 var everyOperation = []string{"path", "pv", "node-uid"}
 
-// opFlags are the flags of the operations.
+// opFlags are the flags of the operations. ParseArgs takes no value a StorageClass or a PV could
+// not hold (the helper is the last to check them), nor names that could make a volume's marker
+// larger than dirpv reads back (see the bounds below).
 var opFlags = []opFlag{
-	stringFlag("path", "volume directory relative to the root", func(op *Op) *string { return &op.Path }),
-	stringFlag("pv", "PV that owns the directory", func(op *Op) *string { return &op.Owner.PV }),
-	stringFlag("node-uid", "UID of the Node object a node-local volume is on", func(op *Op) *string { return &op.Owner.NodeUID }).
+	stringFlag("path", "volume directory relative to the root", func(op *Op) *string { return &op.Path }, nil), // volumefs checks it
+	stringFlag("pv", "PV that owns the directory", func(op *Op) *string { return &op.Owner.PV }, kubernetesName("a PV name", validation.IsDNS1123Subdomain)),
+	stringFlag("node-uid", "UID of the Node object a node-local volume is on", func(op *Op) *string { return &op.Owner.NodeUID }, atMost(maxUID)).
 		omitWhen(func(op Op) bool { return op.Owner.NodeUID == "" }),
-	stringFlag("claim-uid", "claim UID recorded in the marker", func(op *Op) *string { return &op.Owner.ClaimUID }),
-	stringFlag("claim-namespace", "claim namespace recorded in the marker", func(op *Op) *string { return &op.Owner.ClaimNamespace }),
-	stringFlag("claim-name", "claim name recorded in the marker", func(op *Op) *string { return &op.Owner.ClaimName }),
-	stringFlag("why", "what release records", func(op *Op) *string { return &op.Why }),
+	stringFlag("claim-uid", "claim UID recorded in the marker", func(op *Op) *string { return &op.Owner.ClaimUID }, atMost(maxUID)),
+	stringFlag("claim-namespace", "claim namespace recorded in the marker", func(op *Op) *string { return &op.Owner.ClaimNamespace },
+		kubernetesName("a namespace", validation.IsDNS1123Label)),
+	stringFlag("claim-name", "claim name recorded in the marker", func(op *Op) *string { return &op.Owner.ClaimName },
+		kubernetesName("a claim name", validation.IsDNS1123Subdomain)),
+	stringFlag("why", "what release records", func(op *Op) *string { return &op.Why }, atMost(maxWhy)),
 	{name: "mode", text: func(op Op) string { return config.FormatMode(op.Mode) },
 		bind: func(fs *flag.FlagSet, op *Op) func() error {
 			op.Mode = config.DefaultMode // for the operations without --mode
 			s := fs.String("mode", config.FormatMode(config.DefaultMode), "octal mode of a new directory")
 			return func() (err error) { op.Mode, err = config.ParseMode(*s); return err }
 		}},
-	intFlag("uid", -1, "owner of a new directory; -1: unchanged", func(op *Op) *int { return &op.UID }),
-	intFlag("gid", -1, "group of a new directory; -1: unchanged", func(op *Op) *int { return &op.GID }),
+	idFlag("uid", "owner of a new directory; -1: unchanged", func(op *Op) *int { return &op.UID }),
+	idFlag("gid", "group of a new directory; -1: unchanged", func(op *Op) *int { return &op.GID }),
 	{name: "now", text: func(op Op) string { return op.Now.UTC().Format(time.RFC3339) },
 		bind: func(fs *flag.FlagSet, op *Op) func() error {
 			s := fs.String("now", "", "archive or release time, RFC 3339")
@@ -242,16 +248,60 @@ var opFlags = []opFlag{
 		omitWhen(func(op Op) bool { return op.Limit == 0 }),
 	boolFlag("limited", "clear the volume's limit first", func(op *Op) *bool { return &op.Limited }).
 		omitWhen(func(op Op) bool { return !op.Limited }),
-	float64Flag("overcommit", "the limits on the filesystem may reach its size times this; 0: 1", func(op *Op) *float64 { return &op.Overcommit }).
-		omitWhen(func(op Op) bool { return op.Limit == 0 || op.overcommit() == 1 }),
+	{name: "overcommit", text: func(op Op) string { return strconv.FormatFloat(op.Overcommit, 'g', -1, 64) },
+		bind: func(fs *flag.FlagSet, op *Op) func() error {
+			var s *string // set: the flag was given
+			fs.Func("overcommit", "the limits on the filesystem may reach its size times this; absent: 1", func(v string) error { s = &v; return nil })
+			return func() (err error) {
+				if s != nil {
+					op.Overcommit, err = config.ParseOvercommit(*s)
+				}
+				return err
+			}
+		},
+		omit: func(op Op) bool { return op.Limit == 0 || op.overcommit() == 1 }},
+}
+
+// The bounds of what a marker records besides names Kubernetes bounds itself (a PV or claim name
+// takes at most 253 bytes, a namespace 63): a UID (Kubernetes makes 36-byte UUIDs) and the
+// words of a release. JSON escapes a byte into at most 6, so a marker stays under 10 KiB, far
+// from the 64 KiB dirpv reads back.
+const (
+	maxUID = 128
+	maxWhy = 1024
+)
+
+// atMost checks that a flag's value takes at most n bytes.
+func atMost(n int) func(string) error {
+	return func(s string) error {
+		if len(s) > n {
+			return fmt.Errorf("%.40q... is longer than %d bytes", s, n)
+		}
+		return nil
+	}
+}
+
+// kubernetesName checks that a flag's value, if any, is what, by Kubernetes' rule is (an empty
+// one is ParseArgs' to refuse where the operation needs it).
+func kubernetesName(what string, is func(string) []string) func(string) error {
+	return func(s string) error {
+		if s == "" {
+			return nil
+		}
+		if msgs := is(s); len(msgs) > 0 {
+			return fmt.Errorf("%.80q is not %s: %s", s, what, strings.Join(msgs, "; "))
+		}
+		return nil
+	}
 }
 
 // An opFlag is a flag of the operations.
 type opFlag struct {
 	name string
 	// bind defines the flag on fs, to be read into op. A flag whose value ParseArgs checks only
-	// once the operation passed its other checks (--mode, --now) returns the function that reads
-	// it into op; bind itself sets op's field to what the operations without the flag have.
+	// once the operation passed its other checks (--mode, --now, the bounded ones) returns the
+	// function that reads it into op, or checks it there; bind itself sets op's field to what the
+	// operations without the flag have.
 	bind func(fs *flag.FlagSet, op *Op) (read func() error)
 	// text is op's value of the flag as Args writes it.
 	text func(op Op) string
@@ -276,12 +326,34 @@ func plainFlag[T any](name string, def T, usage string, field func(*Op) *T,
 	}
 }
 
-func stringFlag(name, usage string, field func(*Op) *string) opFlag {
-	return plainFlag(name, "", usage, field, (*flag.FlagSet).StringVar, func(s string) string { return s })
+// stringFlag is a string flag whose value check, if set, accepts.
+func stringFlag(name, usage string, field func(*Op) *string, check func(string) error) opFlag {
+	f := plainFlag(name, "", usage, field, (*flag.FlagSet).StringVar, func(s string) string { return s })
+	if check != nil {
+		bind := f.bind
+		f.bind = func(fs *flag.FlagSet, op *Op) func() error {
+			bind(fs, op)
+			return func() error { return check(*field(op)) }
+		}
+	}
+	return f
 }
 
-func intFlag(name string, def int, usage string, field func(*Op) *int) opFlag {
-	return plainFlag(name, def, usage, field, (*flag.FlagSet).IntVar, strconv.Itoa)
+// idFlag is --uid or --gid: -1, unchanged (the default), or what a class takes.
+func idFlag(name, usage string, field func(*Op) *int) opFlag {
+	return opFlag{name: name, text: func(op Op) string { return strconv.Itoa(*field(&op)) },
+		bind: func(fs *flag.FlagSet, op *Op) func() error {
+			*field(op) = -1
+			s := fs.String(name, "-1", usage)
+			return func() (err error) {
+				if *s != "-1" {
+					if *field(op), err = config.ParseID(*s); err != nil {
+						return fmt.Errorf("%w, or -1", err)
+					}
+				}
+				return nil
+			}
+		}}
 }
 
 func uint64Flag(name, usage string, field func(*Op) *uint64) opFlag {
@@ -290,10 +362,6 @@ func uint64Flag(name, usage string, field func(*Op) *uint64) opFlag {
 
 func boolFlag(name, usage string, field func(*Op) *bool) opFlag {
 	return plainFlag(name, false, usage, field, (*flag.FlagSet).BoolVar, strconv.FormatBool)
-}
-
-func float64Flag(name, usage string, field func(*Op) *float64) opFlag {
-	return plainFlag(name, 0, usage, field, (*flag.FlagSet).Float64Var, func(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) })
 }
 
 // flagNamed finds the flags of operations by name.

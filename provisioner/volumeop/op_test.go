@@ -119,6 +119,76 @@ func TestParseArgsRefuses(t *testing.T) {
 	}
 }
 
+// The helper is the last to check what reaches a volume: it refuses what a StorageClass or a PV
+// would not hold (an ID the kernel would wrap to root, an overcommit factor out of the class's
+// range) and names long enough to make a marker larger than dirpv reads back.
+func TestParseArgsRefusesValuesAClassWould(t *testing.T) {
+	create := func(flags ...string) []string { return append([]string{"create", "--path=a", "--pv=p"}, flags...) }
+	expand := func(flags ...string) []string {
+		return append([]string{"expand", "--path=a", "--pv=p", "--limit=5"}, flags...)
+	}
+	long := func(n int) string { return strings.Repeat("a", n) }
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{create("--uid=4294967296"), `--uid: "4294967296" is not a number from 0 to 2147483647, or -1`},
+		{create("--uid=2147483648"), `--uid: "2147483648" is not a number`},
+		{create("--uid=-2"), `--uid: "-2" is not a number`},
+		{create("--uid=0x10"), `--uid: "0x10" is not a number`},
+		{create("--gid=4294967295"), `--gid: "4294967295" is not a number`},
+		{create("--limit=5", "--overcommit=+Inf"), `--overcommit: "+Inf" is not a number above 0 and at most 100`},
+		{expand("--overcommit=1e308"), `--overcommit: "1e308" is not a number above 0 and at most 100`},
+		{expand("--overcommit=101"), `--overcommit: "101" is not`},
+		{expand("--overcommit=0x1p2"), `--overcommit: "0x1p2" is not`},
+		{expand("--overcommit=NaN"), `--overcommit: "NaN" is not`},
+		{expand("--overcommit=0"), `--overcommit: "0" is not`},
+		{expand("--overcommit="), `--overcommit: "" is not`},
+		{[]string{"delete", "--path=a", "--pv=" + long(70<<10)}, `--pv: "aaaa`},
+		{[]string{"delete", "--path=a", "--pv=" + long(254)}, `is not a PV name: must be no more than 253 characters`},
+		{[]string{"delete", "--path=a", "--pv=PV_1"}, `--pv: "PV_1" is not a PV name`},
+		{create("--claim-namespace=" + long(64)), `is not a namespace: must be no more than 63 characters`},
+		{create("--claim-namespace=a.b"), `--claim-namespace: "a.b" is not a namespace`},
+		{create("--claim-name=" + long(254)), `is not a claim name`},
+		{create("--claim-uid=" + long(129)), `--claim-uid: "aaaa`},
+		{[]string{"delete", "--path=a", "--pv=p", "--node-uid=" + long(129)}, `is longer than 128 bytes`},
+		{[]string{"release", "--path=a", "--pv=p", "--why=" + long(1025), "--now=2026-01-02T03:04:05Z"}, `--why: "aaaa`},
+	} {
+		_, err := ParseArgs(tt.args)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || len(err.Error()) > 400 {
+			t.Errorf("ParseArgs(%.200q) = %.500v, want %q (in an error of at most 400 bytes)", tt.args, err, tt.want)
+		}
+	}
+}
+
+// The longest names and words the helper takes, each escaped by JSON at its worst, still make a
+// marker that dirpv reads back: the volume can be released and read after.
+func TestLongestMarker(t *testing.T) {
+	uid := strings.Repeat("<", maxUID) // JSON writes \u003c
+	name := strings.Repeat("a", 253)
+	args := []string{"create", "--path=ns/v", "--pv=" + name, "--node-uid=" + uid, "--claim-uid=" + uid,
+		"--claim-namespace=" + strings.Repeat("n", 63), "--claim-name=" + name, "--uid=-1", "--gid=-1"}
+	now := "--now=2026-01-02T03:04:05Z"
+	root := openRoot(t, t.TempDir())
+	for _, args := range [][]string{
+		args,
+		{"scrub", "--path=ns/v", "--pv=" + name, "--node-uid=" + uid, "--claim-uid=" + uid},
+		{"release", "--path=ns/v", "--pv=" + name, "--node-uid=" + uid, "--why=" + strings.Repeat("\x01", maxWhy), now},
+	} {
+		op, err := ParseArgs(args)
+		if err != nil {
+			t.Fatalf("ParseArgs(%.100q): %v", args, err)
+		}
+		if _, err := Apply(root, op); err != nil {
+			t.Fatalf("%s: %v", op.Kind, err)
+		}
+	}
+	m, err := volumefs.ReadMarker(root, "ns/v")
+	if err != nil || m == nil || m.Released == "" || m.ClaimUID != uid {
+		t.Fatalf("ReadMarker = %+v, %v; want the released marker back", m, err)
+	}
+}
+
 // Operations that set, clear or read a limit run with CAP_SYS_ADMIN (in a lane of their own on a
 // node); reading one takes constant time.
 func TestNeedsAdmin(t *testing.T) {
