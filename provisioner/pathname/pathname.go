@@ -58,11 +58,16 @@ type Data struct {
 //
 // Loops and templates (range, define, block, template) are refused: a path needs none of them,
 // and text/template has no time limit, so {{range 1000000000}}{{end}} or a template calling
-// itself twice would hold a provisioning worker for as long as it runs.
+// itself twice would hold a provisioning worker for as long as it runs. Without them every node
+// runs at most once, and the functions that make strings are bounded (see funcs), so rendering
+// takes time and memory in proportion to the pattern, which is at most MaxPattern bytes.
 func Parse(pattern string) (*template.Template, error) {
+	if len(pattern) > MaxPattern {
+		return nil, fmt.Errorf("%w: the pattern has %d bytes (at most %d)", ErrTooLarge, len(pattern), MaxPattern)
+	}
 	t, err := template.New("pathPattern").
 		Option("missingkey=error").
-		Funcs(template.FuncMap{"index": index}).
+		Funcs(funcs).
 		Parse(pattern)
 	if err != nil {
 		return nil, err
@@ -70,41 +75,73 @@ func Parse(pattern string) (*template.Template, error) {
 	if len(t.Templates()) > 1 {
 		return nil, errors.New("define is not allowed in a pathPattern (nor block)")
 	}
-	if err := checkNodes(t.Tree.Root); err != nil {
+	if err := walk(t.Tree.Root, refuseLoops); err != nil {
+		return nil, err
+	}
+	if err := checkSample(t); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// checkNodes refuses loops and template calls anywhere in the tree below n.
-func checkNodes(n parse.Node) error {
+// refuseLoops refuses a loop or a template call.
+func refuseLoops(n parse.Node) error {
+	switch n.(type) {
+	case *parse.RangeNode:
+		return errors.New("range is not allowed in a pathPattern")
+	case *parse.TemplateNode:
+		return errors.New("template is not allowed in a pathPattern")
+	}
+	return nil
+}
+
+// walk calls visit on n and on every node below it, up to the first error.
+func walk(n parse.Node, visit func(parse.Node) error) error {
+	if err := visit(n); err != nil {
+		return err
+	}
+	var below []parse.Node
+	branch := func(b *parse.BranchNode) {
+		below = append(below, b.Pipe, b.List)
+		if b.ElseList != nil {
+			below = append(below, b.ElseList)
+		}
+	}
 	switch n := n.(type) {
 	case *parse.ListNode:
 		if n == nil {
 			return nil
 		}
 		for _, c := range n.Nodes {
-			if err := checkNodes(c); err != nil {
-				return err
-			}
+			below = append(below, c)
 		}
-	case *parse.RangeNode:
-		return errors.New("range is not allowed in a pathPattern")
-	case *parse.TemplateNode:
-		return errors.New("template is not allowed in a pathPattern")
+	case *parse.ActionNode:
+		below = append(below, n.Pipe)
+	case *parse.PipeNode:
+		for _, c := range n.Cmds {
+			below = append(below, c)
+		}
+	case *parse.CommandNode:
+		below = n.Args
+	case *parse.ChainNode:
+		below = append(below, n.Node)
 	case *parse.IfNode:
-		return checkBranch(&n.BranchNode)
+		branch(&n.BranchNode)
 	case *parse.WithNode:
-		return checkBranch(&n.BranchNode)
+		branch(&n.BranchNode)
+	case *parse.RangeNode:
+		branch(&n.BranchNode)
+	case *parse.TemplateNode:
+		if n.Pipe != nil {
+			below = append(below, n.Pipe)
+		}
+	}
+	for _, c := range below {
+		if err := walk(c, visit); err != nil {
+			return err
+		}
 	}
 	return nil
-}
-
-func checkBranch(b *parse.BranchNode) error {
-	if err := checkNodes(b.List); err != nil {
-		return err
-	}
-	return checkNodes(b.ElseList)
 }
 
 // index is {{index .PVC.Labels "k"}} and {{index .PVC.Annotations "k"}}, the only way to read keys

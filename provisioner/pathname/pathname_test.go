@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"unicode"
@@ -52,6 +53,17 @@ var renderTests = []struct {
 	{name: "unknown field", pattern: "{{.PVC.Spec}}", wantErr: "can't evaluate field Spec"},
 	// Stopped while executing, not refused afterwards (that error would start "pathPattern rendered").
 	{name: "output stops at MaxPath", pattern: `{{printf "%02000d" 1}}`, wantErr: "pathPattern: unsafe volume path: longer than 1024 bytes"},
+	{name: "printf", pattern: `{{printf "%s/%.4s-%05d" .PVC.Namespace .PVC.Name 42}}`, want: "team-a/www--00042"},
+	{name: "urlquery", pattern: `{{index .PVC.Annotations "dir" | urlquery}}`, annotations: map[string]string{"dir": "a/b c"}, want: "a%2Fb+c"},
+	{name: "print", pattern: `{{print .PVC.Name 1 true}}`, want: "www-web-01 true"},
+	{name: "printf of a map", pattern: `{{printf "%999v" .PVC.Annotations}}`, wantErr: "error calling printf: printf takes strings, numbers and booleans, not a value of type pathname.Annotations"},
+	{name: "print of the claim", pattern: `{{print .PVC}}`, wantErr: "print takes strings, numbers and booleans, not a value of type pathname.Claim"},
+	// Values over MaxValue, for the claims a branch picks: the sample claim Parse renders takes
+	// the other branch.
+	{name: "doubling for one claim", pattern: `{{if eq .PVC.Name "www-web-0"}}` + doubling(16, printfTwice) + `{{end}}x`,
+		wantErr: "error calling printf: pathPattern over its limits: printf made a value of 4608 bytes (at most 4096)"},
+	{name: "a width from an argument", pattern: `{{if eq .PVC.Name "www-web-0"}}{{printf "%*d" 1000000 1}}{{end}}x`,
+		wantErr: "pathPattern over its limits: printf width or precision from an argument (*)"},
 
 	{name: "traversal", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
 	{name: "traversal inside", pattern: `a/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
@@ -93,6 +105,19 @@ func TestRender(t *testing.T) {
 	}
 }
 
+// TestParseLimits: a pattern of MaxPattern bytes, and values of MaxValue bytes, are allowed.
+func TestParseLimits(t *testing.T) {
+	for _, pattern := range []string{
+		strings.Repeat("x", MaxPattern),
+		`{{$a := printf "%4096d" 1}}{{$b := print $a}}{{$c := slice $b 4095}}{{$c}}`,
+		`{{printf "%4096.4096s" .PVC.Name | len}}`,
+	} {
+		if _, err := Parse(pattern); err != nil {
+			t.Errorf("Parse(%.40q...) = %v", pattern, err)
+		}
+	}
+}
+
 func TestParse(t *testing.T) {
 	for pattern, want := range map[string]string{
 		"{{.PVC.Name":                  "unclosed action",
@@ -104,11 +129,92 @@ func TestParse(t *testing.T) {
 		`{{define "t"}}{{template "t"}}{{template "t"}}{{end}}{{template "t"}}`: "define is not allowed",
 		`{{block "b" .}}x{{end}}`:                                               "define is not allowed",
 		`{{with .PVC}}{{template "x"}}{{end}}`:                                  "template is not allowed",
+		strings.Repeat("x", MaxPattern+1):                                       "pathPattern over its limits: the pattern has 16385 bytes (at most 16384)",
+		`{{printf "%4097d" 1}}`:                                                 "pathPattern over its limits: printf width or precision over 4096",
+		`{{printf "%.99999999999999999999f" 1.0}}`:                              "printf width or precision over 4096",
+		`{{printf "%*d" 3 1}}`:                                                  "printf width or precision from an argument (*)",
+		`{{printf "%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s%s" .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name .PVC.Name}}`: "rendered for a sample claim:",
 	} {
 		if _, err := Parse(pattern); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Parse(%q) = %v, want an error containing %q", pattern, err, want)
+			t.Errorf("Parse(%.80q) = %v, want an error containing %q", pattern, err, want)
 		}
 	}
+}
+
+// Ways to make a value twice as long as X: every function that can grow a string.
+const (
+	printfTwice   = `printf "%s%s" X X`
+	printTwice    = `print X X`
+	printlnTwice  = `println X X`
+	htmlTwice     = `html X X`
+	jsTwice       = `js X X`
+	urlqueryTwice = `urlquery X X`
+)
+
+// doubling is a pattern that makes a value of 2^levels times the claim's name, one level in each
+// assignment of $a, and renders its length.
+func doubling(levels int, twice string) string {
+	var b strings.Builder
+	b.WriteString("{{$a := " + strings.ReplaceAll(twice, "X", ".PVC.Name") + "}}")
+	for range levels - 1 {
+		b.WriteString("{{$a = " + strings.ReplaceAll(twice, "X", "$a") + "}}")
+	}
+	b.WriteString("{{len $a}}")
+	return b.String()
+}
+
+// nestedDoubling doubles through with, which rebinds dot, instead of a variable.
+func nestedDoubling(levels int) string {
+	return `{{with .PVC.Name}}` + strings.Repeat(`{{with printf "%s%s" . .}}`, levels) + `{{len .}}` + strings.Repeat(`{{end}}`, levels+1)
+}
+
+// TestRenderBounded: a pattern doubling a value 16, 20 or 22 times through any function that can
+// grow a string (2^22 times a name of 253 bytes: once 6.5 GiB) fails with ErrTooLarge after
+// allocating little: when rendered for a claim it doubles for, and with its class when it does so
+// for any claim (Parse renders it for a sample claim). Each case stops the test if it fails,
+// before a larger one could exhaust memory.
+func TestRenderBounded(t *testing.T) {
+	const maxAlloc = 64 << 20
+	var patterns []string
+	for _, levels := range []int{16, 20, 22} {
+		for _, twice := range []string{printfTwice, printTwice, printlnTwice, htmlTwice, jsTwice, urlqueryTwice} {
+			patterns = append(patterns, doubling(levels, twice))
+		}
+		patterns = append(patterns, nestedDoubling(levels))
+	}
+	patterns = append(patterns, `{{printf "%999999d%999999d%999999d%999999d%999999d%999999d%999999d%999999d" 1 1 1 1 1 1 1 1}}`)
+	claim := Data{PVC: Claim{Namespace: "team-a", Name: strings.Repeat("n", 253)}}
+	for _, pattern := range patterns {
+		// The sample claim's namespace is not team-a: Parse does not see it grow.
+		guarded := `{{if eq .PVC.Namespace "team-a"}}` + pattern + `{{end}}x`
+		tmpl, err := Parse(guarded)
+		if err != nil {
+			t.Fatalf("Parse(%.80q...) = %v", guarded, err)
+		}
+		if n := allocated(func() { _, err = Render(tmpl, claim) }); n > maxAlloc {
+			t.Fatalf("Render(%.80q...) allocated %d MiB", guarded, n>>20)
+		}
+		if !errors.Is(err, ErrTooLarge) || !strings.HasPrefix(err.Error(), "pathPattern: template: ") {
+			t.Fatalf("Render(%.80q...) = %v, want a value over its limit", guarded, err)
+		}
+
+		if n := allocated(func() { _, err = Parse(pattern) }); n > maxAlloc {
+			t.Fatalf("Parse(%.80q...) allocated %d MiB", pattern, n>>20)
+		}
+		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "rendered for a sample claim: ") ||
+			!strings.Contains(err.Error(), "(at most 4096)") && !strings.Contains(err.Error(), "width or precision over 4096") {
+			t.Fatalf("Parse(%.80q...) = %v, want the sample claim's value over its limit", pattern, err)
+		}
+	}
+}
+
+// allocated returns how many bytes f allocates.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }
 
 // validateTests also seed FuzzValidate.
@@ -235,6 +341,8 @@ func FuzzRender(f *testing.F) {
 	for _, tt := range renderTests {
 		f.Add(tt.pattern, tt.labels["app"], tt.annotations["dir"])
 	}
+	f.Add(doubling(22, printfTwice), "web", "data")
+	f.Add(nestedDoubling(22), "web", "data")
 	f.Fuzz(func(t *testing.T, pattern, label, annotation string) {
 		tmpl, err := Parse(pattern)
 		if err != nil {
