@@ -265,13 +265,13 @@ func FormatMode(m fs.FileMode) string {
 // volume paths.
 func CleanAbsolute(p string) (string, error) {
 	if !path.IsAbs(p) {
-		return "", fmt.Errorf("%q is not an absolute path", p)
+		return "", fmt.Errorf("%s is not an absolute path", pathname.Quote(p))
 	}
 	if path.Clean(p) != p {
-		return "", fmt.Errorf("%q is not a clean path (want %q)", p, path.Clean(p))
+		return "", fmt.Errorf("%s is not a clean path (want %s)", pathname.Quote(p), pathname.Quote(path.Clean(p)))
 	}
 	if err := pathname.CheckCharacters(p); err != nil {
-		return "", fmt.Errorf("%q: %w", p, err)
+		return "", fmt.Errorf("%s: %w", pathname.Quote(p), err)
 	}
 	return p, nil
 }

@@ -154,6 +154,8 @@ var classTests = []struct {
 		wantErr: []string{`"share": "/exports/../etc" is not a clean path`}},
 	{name: "bad server", params: map[string]string{"backend": "nfs", "server": "a/b", "share": "/e"},
 		wantErr: []string{`"server": "a/b" is not a host name`}},
+	{name: "Hangul filler in basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/\u3164"},
+		wantErr: []string{`"basePath": "/var/lib/dirpv/\u3164": invisible filler character U+3164`}},
 	{name: "pathPattern doubling a value", params: map[string]string{"backend": "hostPath",
 		"pathPattern": `{{$a := printf "%s%s" .PVC.Name .PVC.Name}}` + strings.Repeat(`{{$a = printf "%s%s" $a $a}}`, 15) + `{{len $a}}`},
 		wantErr: []string{`"pathPattern": rendered for a sample claim: `, `pathPattern over its limits: printf made a value of 8096 bytes (at most 4096)`}},
@@ -204,6 +206,9 @@ func TestParseClass(t *testing.T) {
 					if !strings.Contains(err.Error(), want) {
 						t.Errorf("error %q does not contain %q", err, want)
 					}
+				}
+				if config.HasRefused(strings.ReplaceAll(err.Error(), "\n", " ")) { // the newlines are errors.Join's
+					t.Errorf("error %q echoes a refused character", err)
 				}
 				return
 			}

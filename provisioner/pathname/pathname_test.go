@@ -64,6 +64,7 @@ var renderTests = []struct {
 		wantErr: "error calling printf: pathPattern over its limits: printf made a value of 4608 bytes (at most 4096)"},
 	{name: "a width from an argument", pattern: `{{if eq .PVC.Name "www-web-0"}}{{printf "%*d" 1000000 1}}{{end}}x`,
 		wantErr: "pathPattern over its limits: printf width or precision from an argument (*)"},
+	{name: "missing label key named by an escape", pattern: `{{index .PVC.Labels "\u3164"}}`, wantErr: `label "\u3164" is not set on the claim`},
 
 	{name: "traversal", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
 	{name: "traversal inside", pattern: `a/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "../../etc"}, wantErr: "escapes"},
@@ -77,6 +78,8 @@ var renderTests = []struct {
 	{name: "marker name", pattern: `a/.b.dirpv`, wantErr: "starts with"},
 	{name: "newline", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\nb"}, wantErr: `rendered "a\nb": unsafe volume path: control character U+000A`},
 	{name: "bidi override", pattern: `{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": "a\u202Eb"}, wantErr: `rendered "a\u202eb": unsafe volume path: invisible format character U+202E`},
+	{name: "Hangul filler", pattern: `{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": "a\u3164"}, wantErr: `rendered "a\u3164": unsafe volume path: invisible filler character U+3164`},
+	{name: "lone combining mark", pattern: `x/{{index .PVC.Labels "app"}}`, labels: map[string]string{"app": "\u0301"}, wantErr: `rendered "x/\u0301": unsafe volume path: combining mark without a letter, number or symbol before it: U+0301`},
 	{name: "invalid UTF-8", pattern: `x/{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": "a\xffb"}, wantErr: `rendered "x/a\xffb": unsafe volume path: invalid UTF-8 at byte 3`},
 	{name: "trailing space", pattern: `{{index .PVC.Annotations "dir"}}/x`, annotations: map[string]string{"dir": "a "}, wantErr: `component "a " ends with white space U+0020`},
 	{name: "backslash", pattern: `{{index .PVC.Annotations "dir"}}`, annotations: map[string]string{"dir": `..\x`}, wantErr: "backslash"},
@@ -229,7 +232,11 @@ var validateTests = []struct {
 	{path: "日本/データ"},
 	{path: "🚀"},
 	{path: "a b"},
-	{path: "a\u00a0b"}, // no-break space inside a name
+	{path: "données"},
+	{path: "e\u0301te\u0301"}, // é as e and a combining acute accent
+	{path: "1\ufe0f\u20e3"},   // keycap one: a variation selector and an enclosing mark after a digit
+	{path: "\u2764\ufe0f"},    // red heart: a variation selector after a symbol
+	{path: "한국어/ᄀ"},
 	{path: "a\u00adb", wantErr: "invisible format character U+00AD"}, // soft hyphen
 	{path: "\ufffd"}, // the replacement character itself is valid UTF-8
 	{path: "a...b"},
@@ -269,8 +276,42 @@ var validateTests = []struct {
 	{path: "\xed\xa0\x80", wantErr: "invalid UTF-8 at byte 0"}, // an encoded surrogate
 	{path: " a", wantErr: `component " a" starts with white space U+0020`},
 	{path: "x/a ", wantErr: `component "a " ends with white space U+0020`},
-	{path: "a/\u3000b", wantErr: "starts with white space U+3000"},
-	{path: "a\u00a0/b", wantErr: "ends with white space U+00A0"},
+
+	{path: "a\u00a0b", wantErr: "space other than the ASCII space: U+00A0"}, // no-break space
+	{path: "a/\u3000b", wantErr: "space other than the ASCII space: U+3000"},
+	{path: "a\u00a0/b", wantErr: "space other than the ASCII space: U+00A0"},
+	{path: "a\u2007b", wantErr: "space other than the ASCII space: U+2007"}, // figure space
+	{path: "a\u202fb", wantErr: "space other than the ASCII space: U+202F"}, // narrow no-break space
+	{path: "a\u1680b", wantErr: "space other than the ASCII space: U+1680"}, // ogham space mark
+	{path: "a\u3164b", wantErr: "invisible filler character U+3164"},        // Hangul filler
+	{path: "\u115fa", wantErr: "invisible filler character U+115F"},         // Hangul choseong filler
+	{path: "a\u1160", wantErr: "invisible filler character U+1160"},         // Hangul jungseong filler
+	{path: "x/\uffa0", wantErr: "invisible filler character U+FFA0"},        // halfwidth Hangul filler
+	{path: "\u3164", wantErr: "invisible filler character U+3164"},
+	{path: "a\u2800b", wantErr: "invisible filler character U+2800"}, // braille pattern blank
+	{path: "\u2800", wantErr: "invisible filler character U+2800"},
+	{path: "a\u034fb", wantErr: "invisible filler character U+034F"}, // combining grapheme joiner
+	{path: "a\u17b4b", wantErr: "invisible filler character U+17B4"}, // Khmer inherent vowel
+	{path: "\u0301", wantErr: "combining mark without a letter, number or symbol before it: U+0301"},
+	{path: "\u0301a", wantErr: "combining mark without a letter, number or symbol before it: U+0301"},
+	{path: "a/\u0308b", wantErr: "combining mark without a letter, number or symbol before it: U+0308"},
+	{path: "a \u0301b", wantErr: "combining mark without a letter, number or symbol before it: U+0301"},
+	{path: "a-\u20ddb", wantErr: "combining mark without a letter, number or symbol before it: U+20DD"}, // Me after punctuation
+	{path: "\u0903a", wantErr: "combining mark without a letter, number or symbol before it: U+0903"},   // Mc
+	{path: "\ufe0fa", wantErr: "combining mark without a letter, number or symbol before it: U+FE0F"},
+	{path: "a\ue000b", wantErr: "private-use character U+E000"},
+	{path: "a\uf8ff", wantErr: "private-use character U+F8FF"},
+	{path: "\U000f0000", wantErr: "private-use character U+F0000"},
+	{path: "\U0010fffd", wantErr: "private-use character U+10FFFD"},
+	{path: "a\ufdd0b", wantErr: "noncharacter U+FDD0"},
+	{path: "a\ufdef", wantErr: "noncharacter U+FDEF"},
+	{path: "a\ufffe", wantErr: "noncharacter U+FFFE"},
+	{path: "a\uffff", wantErr: "noncharacter U+FFFF"},
+	{path: "a\U0001fffe", wantErr: "noncharacter U+1FFFE"},
+	{path: "a\U0010ffff", wantErr: "noncharacter U+10FFFF"},
+	{path: "a\u0378b", wantErr: "character unassigned in Unicode " + unicode.Version + ": U+0378"},
+	{path: "a\U000e0080", wantErr: "character unassigned in Unicode " + unicode.Version + ": U+E0080"},
+	{path: "a\u2065", wantErr: "character unassigned in Unicode " + unicode.Version + ": U+2065"},
 }
 
 func TestValidate(t *testing.T) {
@@ -289,10 +330,37 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// isRefused is the character rule as the README states it, written independently of refused.
-func isRefused(r rune) bool { return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) }
+// isRefused is the character rule as the README states it, written independently of refused,
+// but for combining marks, which depend on the character before them (see hasRefused).
+func isRefused(r rune) bool {
+	switch {
+	case r == ' ':
+		return false
+	case unicode.In(r, unicode.Cc, unicode.Cf, unicode.Z, unicode.Co):
+		return true
+	case r >= 0xFDD0 && r <= 0xFDEF, r&0xFFFE == 0xFFFE: // noncharacters
+		return true
+	case strings.ContainsRune("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0\u2800", r): // fillers
+		return true
+	}
+	return !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S) // unassigned
+}
 
-func hasRefused(s string) bool { return !utf8.ValidString(s) || strings.ContainsFunc(s, isRefused) }
+// hasRefused reports whether s breaks the character rule, a combining mark included when it
+// does not follow a letter, a number, a symbol or another mark.
+func hasRefused(s string) bool {
+	if !utf8.ValidString(s) {
+		return true
+	}
+	prev := rune(0)
+	for _, r := range s {
+		if isRefused(r) || unicode.IsMark(r) && !unicode.In(prev, unicode.L, unicode.N, unicode.S, unicode.M) {
+			return true
+		}
+		prev = r
+	}
+	return false
+}
 
 // FuzzValidate checks that whatever Validate accepts follows every rule and stays strictly inside
 // its root.
