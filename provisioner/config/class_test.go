@@ -3,6 +3,7 @@ package config_test
 import (
 	"io/fs"
 	"maps"
+	"net/netip"
 	"path"
 	"path/filepath"
 	"slices"
@@ -154,6 +155,26 @@ var classTests = []struct {
 		wantErr: []string{`"share": "/exports/../etc" is not a clean path`}},
 	{name: "bad server", params: map[string]string{"backend": "nfs", "server": "a/b", "share": "/e"},
 		wantErr: []string{`"server": "a/b" is not a host name`}},
+	{name: "IPv6 server", params: map[string]string{"backend": "nfs", "server": "fd00::1", "share": "/e"}, check: wantServer("fd00::1")},
+	{name: "IPv6 server in brackets", params: map[string]string{"backend": "nfs", "server": "[fd00::1]", "share": "/e"}, check: wantServer("[fd00::1]")},
+	{name: "host name with hyphens", params: map[string]string{"backend": "nfs", "server": "nfs-1.storage-a.example.com", "share": "/e"},
+		check: wantServer("nfs-1.storage-a.example.com")},
+	{name: "NUL in server", params: map[string]string{"backend": "nfs", "server": "nfs\x00.example", "share": "/e"},
+		wantErr: []string{`"server": "nfs\x00.example" is not a host name or an IP address: character U+0000`}},
+	{name: "DEL in server", params: map[string]string{"backend": "nfs", "server": "nfs\x7f", "share": "/e"}, wantErr: []string{`"server": "nfs\x7f" is not a host name or an IP address: character U+007F`}},
+	{name: "CR in server", params: map[string]string{"backend": "nfs", "server": "nfs\r", "share": "/e"}, wantErr: []string{`"server": "nfs\r" is not a host name or an IP address: character U+000D`}},
+	{name: "VT in server", params: map[string]string{"backend": "nfs", "server": "nfs\v", "share": "/e"}, wantErr: []string{`"server": "nfs\v" is not a host name or an IP address: character U+000B`}},
+	{name: "FF in server", params: map[string]string{"backend": "nfs", "server": "\fnfs", "share": "/e"}, wantErr: []string{`"server": "\fnfs" is not a host name or an IP address: character U+000C`}},
+	{name: "bidi override in server", params: map[string]string{"backend": "nfs", "server": "nfs\u202e", "share": "/e"},
+		wantErr: []string{`"server": "nfs\u202e" is not a host name or an IP address: character U+202E`}},
+	{name: "zero-width space in server", params: map[string]string{"backend": "nfs", "server": "nfs\u200b", "share": "/e"},
+		wantErr: []string{`"server": "nfs\u200b" is not a host name or an IP address: character U+200B`}},
+	{name: "Hangul filler in server", params: map[string]string{"backend": "nfs", "server": "nfs\u3164", "share": "/e"},
+		wantErr: []string{`"server": "nfs\u3164" is not a host name or an IP address: character U+3164`}},
+	{name: "mount option as server", params: map[string]string{"backend": "nfs", "server": "-oro", "share": "/e"},
+		wantErr: []string{`"server": "-oro" is not a host name or an IP address: label "-oro" starts or ends with a hyphen`}},
+	{name: "two servers", params: map[string]string{"backend": "nfs", "server": "a,b", "share": "/e"},
+		wantErr: []string{`"server": "a,b" is not a host name or an IP address: character U+002C`}},
 	{name: "Hangul filler in basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/\u3164"},
 		wantErr: []string{`"basePath": "/var/lib/dirpv/\u3164": invisible filler character U+3164`}},
 	{name: "pathPattern doubling a value", params: map[string]string{"backend": "hostPath",
@@ -192,6 +213,15 @@ var classTests = []struct {
 	{name: "empty pattern", params: map[string]string{"backend": "hostPath", "pathPattern": " "}, wantErr: []string{`"pathPattern": must not be empty`}},
 	{name: "all problems reported", params: map[string]string{"backend": "hostPath", "mode": "x", "foo": "1"},
 		wantErr: []string{`"foo": unknown`, `"mode": "x"`}},
+}
+
+// wantServer checks that an nfs class has server s.
+func wantServer(s string) func(t *testing.T, c *config.Class) {
+	return func(t *testing.T, c *config.Class) {
+		if got := c.Params.(nfs.Class).Server; got != s {
+			t.Errorf("server %q, want %q", got, s)
+		}
+	}
 }
 
 func TestParseClass(t *testing.T) {
@@ -263,7 +293,7 @@ func FuzzParseClass(f *testing.F) {
 		}
 		switch p := c.Params.(type) {
 		case nfs.Class:
-			if c.Backend != nfs.Name || p.Server == "" || strings.ContainsAny(p.Server, "/ \t\n") {
+			if c.Backend != nfs.Name || !hostOrAddress(p.Server) {
 				t.Fatalf("accepted server %q (backend %s)", p.Server, c.Backend)
 			}
 			checkAbsolute(t, "share", p.Share)
@@ -320,4 +350,24 @@ func checkAbsolute(t *testing.T, what, p string) {
 			t.Fatalf("accepted %s %q with component %q", what, p, c)
 		}
 	}
+}
+
+// hostOrAddress reports whether s is an IP address, bare or an IPv6 one in brackets, or made of
+// labels of ASCII letters, digits and inner hyphens.
+func hostOrAddress(s string) bool {
+	inner, bracketed := strings.CutPrefix(s, "[")
+	if bracketed {
+		if inner, bracketed = strings.CutSuffix(inner, "]"); !bracketed {
+			return false
+		}
+	}
+	if a, err := netip.ParseAddr(inner); err == nil || bracketed {
+		return err == nil && a.Zone() == "" && (a.Is6() || !bracketed)
+	}
+	for _, l := range strings.Split(s, ".") {
+		if l == "" || l[0] == '-' || l[len(l)-1] == '-' || strings.Trim(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return false
+		}
+	}
+	return len(s) <= 253
 }
