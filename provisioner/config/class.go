@@ -276,6 +276,21 @@ func CleanAbsolute(p string) (string, error) {
 	return p, nil
 }
 
+// CleanRoot accepts the directory a class makes its volumes under (a hostPath basePath, an nfs
+// share): "/", or a path CleanAbsolute accepts whose components below "/" are those a rendered
+// pathPattern may have (pathname.Validate). In particular none is hidden: names starting with "."
+// are dirpv's ownership markers, and a root inside one would mix volumes with them.
+func CleanRoot(p string) (string, error) {
+	p, err := CleanAbsolute(p)
+	if err != nil || p == "/" {
+		return p, err
+	}
+	if err := pathname.Validate(p[1:]); err != nil {
+		return "", fmt.Errorf("%s: %w", pathname.Quote(p), err)
+	}
+	return p, nil
+}
+
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {

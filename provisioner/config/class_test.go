@@ -175,6 +175,23 @@ var classTests = []struct {
 		wantErr: []string{`"server": "-oro" is not a host name or an IP address: label "-oro" starts or ends with a hyphen`}},
 	{name: "two servers", params: map[string]string{"backend": "nfs", "server": "a,b", "share": "/e"},
 		wantErr: []string{`"server": "a,b" is not a host name or an IP address: character U+002C`}},
+	{name: "root share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/"},
+		check: func(t *testing.T, c *config.Class) {
+			if p := c.Params.(nfs.Class).Share; p != "/" {
+				t.Errorf("share %q", p)
+			}
+		}},
+	{name: "root basePath", params: map[string]string{"backend": "hostPath", "basePath": "/"}, check: wantBasePath("/")},
+	{name: "default basePath", params: map[string]string{"backend": "hostPath", "basePath": hostpath.DefaultBasePath}, check: wantBasePath(hostpath.DefaultBasePath)},
+	{name: "UTF-8 basePath", params: map[string]string{"backend": "hostPath", "basePath": "/srv/données"}, check: wantBasePath("/srv/données")},
+	{name: "hidden basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/.a.dirpv"},
+		wantErr: []string{`"basePath": "/var/lib/dirpv/.a.dirpv": unsafe volume path: component ".a.dirpv" starts with "."`}},
+	{name: "hidden share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/exports/.a.dirpv/x"},
+		wantErr: []string{`"share": "/exports/.a.dirpv/x": unsafe volume path: component ".a.dirpv" starts with "."`}},
+	{name: "hidden top share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/.snapshot"},
+		wantErr: []string{`"share": "/.snapshot": unsafe volume path: component ".snapshot" starts with "."`}},
+	{name: "backslash in basePath", params: map[string]string{"backend": "hostPath", "basePath": `/var/lib/a\..\b`},
+		wantErr: []string{`"basePath": "/var/lib/a\\..\\b": unsafe volume path: contains a backslash`}},
 	{name: "Hangul filler in basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/\u3164"},
 		wantErr: []string{`"basePath": "/var/lib/dirpv/\u3164": invisible filler character U+3164`}},
 	{name: "pathPattern doubling a value", params: map[string]string{"backend": "hostPath",
@@ -220,6 +237,15 @@ func wantServer(s string) func(t *testing.T, c *config.Class) {
 	return func(t *testing.T, c *config.Class) {
 		if got := c.Params.(nfs.Class).Server; got != s {
 			t.Errorf("server %q, want %q", got, s)
+		}
+	}
+}
+
+// wantBasePath checks that a hostPath class has basePath p.
+func wantBasePath(p string) func(t *testing.T, c *config.Class) {
+	return func(t *testing.T, c *config.Class) {
+		if got := c.Params.(hostpath.Class).BasePath; got != p {
+			t.Errorf("basePath %q, want %q", got, p)
 		}
 	}
 }
@@ -337,16 +363,17 @@ func FuzzParseClass(f *testing.F) {
 	})
 }
 
-// checkAbsolute fails unless p is a clean absolute path following the character rule.
+// checkAbsolute fails unless p is a clean absolute path following the character rule, without
+// hidden components or backslashes.
 func checkAbsolute(t *testing.T, what, p string) {
 	t.Helper()
-	if !path.IsAbs(p) || path.Clean(p) != p || config.HasRefused(p) {
+	if !path.IsAbs(p) || path.Clean(p) != p || config.HasRefused(p) || strings.Contains(p, `\`) {
 		t.Fatalf("accepted %s %q", what, p)
 	}
 	for _, c := range strings.Split(p, "/") {
 		first, _ := utf8.DecodeRuneInString(c)
 		last, _ := utf8.DecodeLastRuneInString(c)
-		if unicode.IsSpace(first) || unicode.IsSpace(last) {
+		if unicode.IsSpace(first) || unicode.IsSpace(last) || strings.HasPrefix(c, ".") {
 			t.Fatalf("accepted %s %q with component %q", what, p, c)
 		}
 	}
