@@ -264,13 +264,28 @@ func FormatMode(m fs.FileMode) string {
 // volume paths.
 func CleanAbsolute(p string) (string, error) {
 	if !path.IsAbs(p) {
-		return "", fmt.Errorf("%q is not an absolute path", p)
+		return "", fmt.Errorf("%s is not an absolute path", pathname.Quote(p))
 	}
 	if path.Clean(p) != p {
-		return "", fmt.Errorf("%q is not a clean path (want %q)", p, path.Clean(p))
+		return "", fmt.Errorf("%s is not a clean path (want %s)", pathname.Quote(p), pathname.Quote(path.Clean(p)))
 	}
 	if err := pathname.CheckCharacters(p); err != nil {
-		return "", fmt.Errorf("%q: %w", p, err)
+		return "", fmt.Errorf("%s: %w", pathname.Quote(p), err)
+	}
+	return p, nil
+}
+
+// CleanRoot accepts the directory a class makes its volumes under (a hostPath basePath, an nfs
+// share): "/", or a path CleanAbsolute accepts whose components below "/" are those a rendered
+// pathPattern may have (pathname.Validate). In particular none is hidden: names starting with "."
+// are dirpv's ownership markers, and a root inside one would mix volumes with them.
+func CleanRoot(p string) (string, error) {
+	p, err := CleanAbsolute(p)
+	if err != nil || p == "/" {
+		return p, err
+	}
+	if err := pathname.Validate(p[1:]); err != nil {
+		return "", fmt.Errorf("%s: %w", pathname.Quote(p), err)
 	}
 	return p, nil
 }

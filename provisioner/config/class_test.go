@@ -3,6 +3,7 @@ package config_test
 import (
 	"io/fs"
 	"maps"
+	"net/netip"
 	"path"
 	"path/filepath"
 	"slices"
@@ -154,6 +155,48 @@ var classTests = []struct {
 		wantErr: []string{`"share": "/exports/../etc" is not a clean path`}},
 	{name: "bad server", params: map[string]string{"backend": "nfs", "server": "a/b", "share": "/e"},
 		wantErr: []string{`"server": "a/b" is not a host name`}},
+	{name: "IPv6 server", params: map[string]string{"backend": "nfs", "server": "fd00::1", "share": "/e"}, check: wantServer("fd00::1")},
+	{name: "IPv6 server in brackets", params: map[string]string{"backend": "nfs", "server": "[fd00::1]", "share": "/e"}, check: wantServer("[fd00::1]")},
+	{name: "host name with hyphens", params: map[string]string{"backend": "nfs", "server": "nfs-1.storage-a.example.com", "share": "/e"},
+		check: wantServer("nfs-1.storage-a.example.com")},
+	{name: "NUL in server", params: map[string]string{"backend": "nfs", "server": "nfs\x00.example", "share": "/e"},
+		wantErr: []string{`"server": "nfs\x00.example" is not a host name or an IP address: character U+0000`}},
+	{name: "DEL in server", params: map[string]string{"backend": "nfs", "server": "nfs\x7f", "share": "/e"}, wantErr: []string{`"server": "nfs\x7f" is not a host name or an IP address: character U+007F`}},
+	{name: "CR in server", params: map[string]string{"backend": "nfs", "server": "nfs\r", "share": "/e"}, wantErr: []string{`"server": "nfs\r" is not a host name or an IP address: character U+000D`}},
+	{name: "VT in server", params: map[string]string{"backend": "nfs", "server": "nfs\v", "share": "/e"}, wantErr: []string{`"server": "nfs\v" is not a host name or an IP address: character U+000B`}},
+	{name: "FF in server", params: map[string]string{"backend": "nfs", "server": "\fnfs", "share": "/e"}, wantErr: []string{`"server": "\fnfs" is not a host name or an IP address: character U+000C`}},
+	{name: "bidi override in server", params: map[string]string{"backend": "nfs", "server": "nfs\u202e", "share": "/e"},
+		wantErr: []string{`"server": "nfs\u202e" is not a host name or an IP address: character U+202E`}},
+	{name: "zero-width space in server", params: map[string]string{"backend": "nfs", "server": "nfs\u200b", "share": "/e"},
+		wantErr: []string{`"server": "nfs\u200b" is not a host name or an IP address: character U+200B`}},
+	{name: "Hangul filler in server", params: map[string]string{"backend": "nfs", "server": "nfs\u3164", "share": "/e"},
+		wantErr: []string{`"server": "nfs\u3164" is not a host name or an IP address: character U+3164`}},
+	{name: "mount option as server", params: map[string]string{"backend": "nfs", "server": "-oro", "share": "/e"},
+		wantErr: []string{`"server": "-oro" is not a host name or an IP address: label "-oro" starts or ends with a hyphen`}},
+	{name: "two servers", params: map[string]string{"backend": "nfs", "server": "a,b", "share": "/e"},
+		wantErr: []string{`"server": "a,b" is not a host name or an IP address: character U+002C`}},
+	{name: "root share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/"},
+		check: func(t *testing.T, c *config.Class) {
+			if p := c.Params.(nfs.Class).Share; p != "/" {
+				t.Errorf("share %q", p)
+			}
+		}},
+	{name: "root basePath", params: map[string]string{"backend": "hostPath", "basePath": "/"}, check: wantBasePath("/")},
+	{name: "default basePath", params: map[string]string{"backend": "hostPath", "basePath": hostpath.DefaultBasePath}, check: wantBasePath(hostpath.DefaultBasePath)},
+	{name: "UTF-8 basePath", params: map[string]string{"backend": "hostPath", "basePath": "/srv/données"}, check: wantBasePath("/srv/données")},
+	{name: "hidden basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/.a.dirpv"},
+		wantErr: []string{`"basePath": "/var/lib/dirpv/.a.dirpv": unsafe volume path: component ".a.dirpv" starts with "."`}},
+	{name: "hidden share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/exports/.a.dirpv/x"},
+		wantErr: []string{`"share": "/exports/.a.dirpv/x": unsafe volume path: component ".a.dirpv" starts with "."`}},
+	{name: "hidden top share", params: map[string]string{"backend": "nfs", "server": "s", "share": "/.snapshot"},
+		wantErr: []string{`"share": "/.snapshot": unsafe volume path: component ".snapshot" starts with "."`}},
+	{name: "backslash in basePath", params: map[string]string{"backend": "hostPath", "basePath": `/var/lib/a\..\b`},
+		wantErr: []string{`"basePath": "/var/lib/a\\..\\b": unsafe volume path: contains a backslash`}},
+	{name: "Hangul filler in basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/\u3164"},
+		wantErr: []string{`"basePath": "/var/lib/dirpv/\u3164": invisible filler character U+3164`}},
+	{name: "pathPattern doubling a value", params: map[string]string{"backend": "hostPath",
+		"pathPattern": `{{$a := printf "%s%s" .PVC.Name .PVC.Name}}` + strings.Repeat(`{{$a = printf "%s%s" $a $a}}`, 15) + `{{len $a}}`},
+		wantErr: []string{`"pathPattern": rendered for a sample claim: `, `pathPattern over its limits: printf made a value of 8096 bytes (at most 4096)`}},
 	{name: "relative basePath", params: map[string]string{"backend": "hostPath", "basePath": "var/lib"},
 		wantErr: []string{`"basePath": "var/lib" is not an absolute path`}},
 	{name: "traversing basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/../../etc"},
@@ -189,6 +232,24 @@ var classTests = []struct {
 		wantErr: []string{`"foo": unknown`, `"mode": "x"`}},
 }
 
+// wantServer checks that an nfs class has server s.
+func wantServer(s string) func(t *testing.T, c *config.Class) {
+	return func(t *testing.T, c *config.Class) {
+		if got := c.Params.(nfs.Class).Server; got != s {
+			t.Errorf("server %q, want %q", got, s)
+		}
+	}
+}
+
+// wantBasePath checks that a hostPath class has basePath p.
+func wantBasePath(p string) func(t *testing.T, c *config.Class) {
+	return func(t *testing.T, c *config.Class) {
+		if got := c.Params.(hostpath.Class).BasePath; got != p {
+			t.Errorf("basePath %q, want %q", got, p)
+		}
+	}
+}
+
 func TestParseClass(t *testing.T) {
 	for _, tt := range classTests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,6 +262,9 @@ func TestParseClass(t *testing.T) {
 					if !strings.Contains(err.Error(), want) {
 						t.Errorf("error %q does not contain %q", err, want)
 					}
+				}
+				if config.HasRefused(strings.ReplaceAll(err.Error(), "\n", " ")) { // the newlines are errors.Join's
+					t.Errorf("error %q echoes a refused character", err)
 				}
 				return
 			}
@@ -255,7 +319,7 @@ func FuzzParseClass(f *testing.F) {
 		}
 		switch p := c.Params.(type) {
 		case nfs.Class:
-			if c.Backend != nfs.Name || p.Server == "" || strings.ContainsAny(p.Server, "/ \t\n") {
+			if c.Backend != nfs.Name || !hostOrAddress(p.Server) {
 				t.Fatalf("accepted server %q (backend %s)", p.Server, c.Backend)
 			}
 			checkAbsolute(t, "share", p.Share)
@@ -299,17 +363,38 @@ func FuzzParseClass(f *testing.F) {
 	})
 }
 
-// checkAbsolute fails unless p is a clean absolute path following the character rule.
+// checkAbsolute fails unless p is a clean absolute path following the character rule, without
+// hidden components or backslashes.
 func checkAbsolute(t *testing.T, what, p string) {
 	t.Helper()
-	if !path.IsAbs(p) || path.Clean(p) != p || config.HasRefused(p) {
+	if !path.IsAbs(p) || path.Clean(p) != p || config.HasRefused(p) || strings.Contains(p, `\`) {
 		t.Fatalf("accepted %s %q", what, p)
 	}
 	for _, c := range strings.Split(p, "/") {
 		first, _ := utf8.DecodeRuneInString(c)
 		last, _ := utf8.DecodeLastRuneInString(c)
-		if unicode.IsSpace(first) || unicode.IsSpace(last) {
+		if unicode.IsSpace(first) || unicode.IsSpace(last) || strings.HasPrefix(c, ".") {
 			t.Fatalf("accepted %s %q with component %q", what, p, c)
 		}
 	}
+}
+
+// hostOrAddress reports whether s is an IP address, bare or an IPv6 one in brackets, or made of
+// labels of ASCII letters, digits and inner hyphens.
+func hostOrAddress(s string) bool {
+	inner, bracketed := strings.CutPrefix(s, "[")
+	if bracketed {
+		if inner, bracketed = strings.CutSuffix(inner, "]"); !bracketed {
+			return false
+		}
+	}
+	if a, err := netip.ParseAddr(inner); err == nil || bracketed {
+		return err == nil && a.Zone() == "" && (a.Is6() || !bracketed)
+	}
+	for _, l := range strings.Split(s, ".") {
+		if l == "" || l[0] == '-' || l[len(l)-1] == '-' || strings.Trim(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return false
+		}
+	}
+	return len(s) <= 253
 }

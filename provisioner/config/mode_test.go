@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"unicode"
@@ -27,6 +28,7 @@ func TestCleanAbsolute(t *testing.T) {
 		{path: "/"},
 		{path: "/var/lib/dirpv"},
 		{path: "/mnt/é/日本/🚀"},
+		{path: "/srv/données"},
 		{path: "/mnt/a b"},
 		{path: "/mnt/.hidden"},
 		{path: `/mnt/a\b`},
@@ -46,25 +48,52 @@ func TestCleanAbsolute(t *testing.T) {
 		{path: "/a\xffb", wantErr: "invalid UTF-8 at byte 2"},
 		{path: "/a /b", wantErr: `component "a " ends with white space U+0020`},
 		{path: "/a/ b", wantErr: `component " b" starts with white space U+0020`},
+		{path: "/mnt/a\u3164", wantErr: `"/mnt/a\u3164": invisible filler character U+3164`},
+		{path: "/mnt/\u2800", wantErr: `"/mnt/\u2800": invisible filler character U+2800`},
+		{path: "/mnt/a\u00a0b", wantErr: "space other than the ASCII space: U+00A0"},
+		{path: "/mnt/\u0301", wantErr: `"/mnt/\u0301": combining mark without a letter, number or symbol before it: U+0301`},
+		{path: "/mnt/\ue000", wantErr: "private-use character U+E000"},
+		{path: "/mnt/\ufdd0", wantErr: "noncharacter U+FDD0"},
+		{path: "a\u3164", wantErr: `"a\u3164" is not an absolute path`},
 	}
 	for _, tt := range tests {
 		got, err := CleanAbsolute(tt.path)
-		switch {
-		case tt.wantErr == "" && (err != nil || got != tt.path):
-			t.Errorf("CleanAbsolute(%q) = %q, %v; want it unchanged", tt.path, got, err)
-		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-			t.Errorf("CleanAbsolute(%q) = %q, %v; want error containing %q", tt.path, got, err, tt.wantErr)
-		case err != nil && hasRefused(err.Error()):
-			t.Errorf("CleanAbsolute(%q) = %q, echoing a refused character", tt.path, err)
+		checkError(t, fmt.Sprintf("CleanAbsolute(%q)", tt.path), err, tt.wantErr)
+		if err == nil && got != tt.path {
+			t.Errorf("CleanAbsolute(%q) = %q, want it unchanged", tt.path, got)
 		}
+	}
+}
+
+// checkError fails unless err is nil where want is "" and otherwise contains want, without
+// echoing a character the rule refuses.
+func checkError(t *testing.T, call string, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("%s = %v, want nil", call, err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Errorf("%s = %v, want error containing %q", call, err, want)
+	case err != nil && hasRefused(err.Error()):
+		t.Errorf("%s = %q, echoing a refused character", call, err)
 	}
 }
 
 // hasRefused reports whether s breaks the character rule, as the README states it.
 func hasRefused(s string) bool {
-	return !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool {
-		return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
-	})
+	prev := rune(0)
+	for _, r := range s {
+		switch {
+		case r == ' ':
+		case unicode.In(r, unicode.Cc, unicode.Cf, unicode.Z, unicode.Co), r >= 0xFDD0 && r <= 0xFDEF, r&0xFFFE == 0xFFFE,
+			strings.ContainsRune("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0\u2800", r),
+			!unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S),
+			unicode.IsMark(r) && !unicode.In(prev, unicode.L, unicode.N, unicode.S, unicode.M):
+			return true
+		}
+		prev = r
+	}
+	return !utf8.ValidString(s)
 }
 
 // HasRefused is hasRefused for the external tests.

@@ -4,11 +4,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"dirpv.io/dirpv/provisioner/pathname"
 )
 
 // Options are the provisioner process's settings, one per command-line flag.
@@ -190,21 +194,21 @@ func (e *NFSExports) Set(v string) error {
 	remote, local, ok := strings.Cut(v, "=")
 	i := strings.Index(remote, ":/")
 	if !ok || i <= 0 {
-		return fmt.Errorf("%q: want SERVER:SHARE=/local/path", v)
+		return fmt.Errorf("%s: want SERVER:SHARE=/local/path", pathname.Quote(v))
 	}
 	x := NFSExport{Server: remote[:i], Share: remote[i+1:], LocalPath: local}
 	err := CheckServer(x.Server)
 	if err != nil {
-		return fmt.Errorf("%q: %w", v, err)
+		return fmt.Errorf("%s: %w", pathname.Quote(v), err)
 	}
 	if x.Share, err = CleanAbsolute(x.Share); err != nil {
-		return fmt.Errorf("%q: share: %w", v, err)
+		return fmt.Errorf("%s: share: %w", pathname.Quote(v), err)
 	}
 	if x.LocalPath, err = CleanAbsolute(x.LocalPath); err != nil {
-		return fmt.Errorf("%q: local path: %w", v, err)
+		return fmt.Errorf("%s: local path: %w", pathname.Quote(v), err)
 	}
 	if e.Find(x.Server, x.Share) != nil {
-		return fmt.Errorf("%q: export %s:%s given twice", v, x.Server, x.Share)
+		return fmt.Errorf("%s: export %s:%s given twice", pathname.Quote(v), x.Server, x.Share)
 	}
 	*e = append(*e, x)
 	return nil
@@ -287,15 +291,15 @@ func (a *NFSAllow) Set(v string) error {
 		x.Server, x.Share = v[:i], v[i+1:]
 		var err error
 		if x.Share, err = CleanAbsolute(x.Share); err != nil {
-			return fmt.Errorf("%q: export: %w", v, err)
+			return fmt.Errorf("%s: export: %w", pathname.Quote(v), err)
 		}
 	}
 	if err := CheckServer(x.Server); err != nil {
-		return fmt.Errorf("%q: want SERVER or SERVER:/EXPORT: %w", v, err)
+		return fmt.Errorf("%s: want SERVER or SERVER:/EXPORT: %w", pathname.Quote(v), err)
 	}
 	for _, y := range *a {
 		if y == x {
-			return fmt.Errorf("%q given twice", v)
+			return fmt.Errorf("%s given twice", pathname.Quote(v))
 		}
 	}
 	*a = append(*a, x)
@@ -328,14 +332,60 @@ func (a NFSAllow) Root(server, share string) (root, rel string, ok bool) {
 	return "", "", false
 }
 
-// CheckServer checks an NFS server's name as a class or flag gives it: a host name or an
-// address, nothing that could be taken for a path or split into several.
+// CheckServer checks an NFS server's name as a class, --nfs-export or --nfs-allow gives it: a host
+// name or an IP address, the one form every reader of it (mount, the kubelet, dirpv's NFS client,
+// whoever reads the PV) takes the same way. A host name is dot-separated labels of ASCII letters,
+// digits and hyphens (RFC 1123), none empty, none starting or ending with a hyphen, at most 63
+// bytes each and 253 in all, and the last not numeric ("1.2.3" or "0x7f000001" would be read as
+// an IPv4 address by some resolvers). An address is IPv4 in dotted decimal, or IPv6, bare or in
+// brackets ("fd00::1", "[fd00::1]"), without a zone.
 func CheckServer(s string) error {
 	if s == "" {
 		return errors.New("the server is empty")
 	}
-	if strings.ContainsAny(s, "/ \t\n") {
-		return fmt.Errorf("%q is not a host name or address", s)
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%s is not a host name or an IP address: %s", pathname.Quote(s), fmt.Sprintf(format, args...))
+	}
+	if len(s) > 253 {
+		return bad("longer than 253 bytes")
+	}
+	if inner, ok := strings.CutPrefix(s, "["); ok {
+		inner, ok = strings.CutSuffix(inner, "]")
+		if a, err := netip.ParseAddr(inner); !ok || err != nil || !a.Is6() || a.Zone() != "" {
+			return bad("brackets hold an IPv6 address and nothing else")
+		}
+		return nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return bad("an IPv6 zone (%%) is not allowed")
+		}
+		return nil
+	}
+	if i := strings.IndexFunc(s, func(r rune) bool { return !isHostByte(r) && r != '.' }); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return bad("character %U (a host name has ASCII letters, digits, hyphens and dots)", r)
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		switch {
+		case l == "":
+			return bad("empty label")
+		case len(l) > 63:
+			return bad("label longer than 63 bytes")
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return bad("label %q starts or ends with a hyphen", l)
+		}
+	}
+	last := labels[len(labels)-1]
+	if hex, ok := strings.CutPrefix(strings.ToLower(last), "0x"); strings.Trim(last, "0123456789") == "" ||
+		ok && strings.Trim(hex, "0123456789abcdef") == "" {
+		return bad("numeric, but not an IPv4 address in dotted decimal")
 	}
 	return nil
+}
+
+// isHostByte reports whether r may be part of a host name's label.
+func isHostByte(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-'
 }

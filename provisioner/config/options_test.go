@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,22 @@ func TestOptions(t *testing.T) {
 		{name: "allow a path", args: []string{"--nfs-allow=a/b"}, wantErr: "is not a host name"},
 		{name: "allow nothing", args: []string{"--nfs-allow=:/e"}, wantErr: "the server is empty"},
 		{name: "export of a bad server", args: []string{"--nfs-export=a b:/e=/mnt"}, wantErr: "is not a host name"},
+		{name: "export of a bare IPv6 address", args: []string{"--namespace=d", "--helper-image=i", "--nfs-export=fd00::1:/e=/mnt/b"},
+			check: func(t *testing.T, o *Options) {
+				if e := o.NFSExports.Find("fd00::1", "/e"); e == nil || e.LocalPath != "/mnt/b" {
+					t.Errorf("export: %+v", o.NFSExports)
+				}
+			}},
+		{name: "export of a mount option", args: []string{"--nfs-export=-oro:/e=/mnt"}, wantErr: `"-oro" is not a host name or an IP address: label "-oro" starts or ends with a hyphen`},
+		{name: "export of a bidi override", args: []string{"--nfs-export=nfs\u202e:/e=/mnt"}, wantErr: `"nfs\u202e" is not a host name or an IP address: character U+202E`},
+		{name: "allow two servers", args: []string{"--nfs-allow=a,b:/e"}, wantErr: `"a,b" is not a host name or an IP address: character U+002C`},
+		{name: "allow NUL", args: []string{"--nfs-allow=nfs\x00"}, wantErr: `"nfs\x00" is not a host name or an IP address: character U+0000`},
+		{name: "allow an IPv6 address", args: []string{"--namespace=d", "--helper-image=i", "--nfs-allow=[fd00::1]:/e", "--nfs-allow=fd00::2"},
+			check: func(t *testing.T, o *Options) {
+				if want := (NFSAllow{{Server: "[fd00::1]", Share: "/e"}, {Server: "fd00::2"}}); len(o.NFSAllow) != 2 || o.NFSAllow[0] != want[0] || o.NFSAllow[1] != want[1] {
+					t.Errorf("got %+v", o.NFSAllow)
+				}
+			}},
 		{name: "negative uid", args: []string{"--namespace=d", "--helper-image=i", "--nfs-uid=-1"}, wantErr: "--nfs-uid"},
 		{name: "usage interval", args: []string{"--namespace=d", "--helper-image=i", "--usage-interval=5s"}, check: func(t *testing.T, o *Options) {
 			if o.UsageInterval != 5*time.Second {
@@ -102,6 +119,69 @@ func TestOptions(t *testing.T) {
 			}
 			tt.check(t, o)
 		})
+	}
+}
+
+// TestCheckServer: an NFS server is a host name or an IP address; whatever else is refused, the
+// error naming the problem without echoing what the character rule refuses.
+func TestCheckServer(t *testing.T) {
+	tests := []struct {
+		server  string
+		wantErr string // "" means accepted
+	}{
+		{server: "nfs"},
+		{server: "localhost"},
+		{server: "nfs.example.com"},
+		{server: "nfs-1.storage-a.example.com"},
+		{server: "NFS.Example.COM"},
+		{server: "1nfs.example"},
+		{server: "nfs.example.c0m"},
+		{server: strings.Repeat("a", 63) + ".example"},
+		{server: strings.Repeat("a.", 126) + "b"}, // 253 bytes
+		{server: "10.0.0.5"},
+		{server: "255.255.255.255"},
+		{server: "fd00::1"},
+		{server: "[fd00::1]"},
+		{server: "2001:DB8::a:1"},
+		{server: "::ffff:10.0.0.1"},
+
+		{server: "", wantErr: "the server is empty"},
+		{server: "nfs\x00", wantErr: `"nfs\x00" is not a host name or an IP address: character U+0000`},
+		{server: "nfs\x7f", wantErr: "character U+007F"},
+		{server: "nfs\r", wantErr: "character U+000D"},
+		{server: "nfs\v", wantErr: "character U+000B"},
+		{server: "nfs\f", wantErr: "character U+000C"},
+		{server: "nfs\n", wantErr: "character U+000A"},
+		{server: "nfs\u202e", wantErr: `"nfs\u202e" is not a host name or an IP address: character U+202E`},
+		{server: "nfs\u200b", wantErr: "character U+200B"},
+		{server: "nfs\u3164", wantErr: `"nfs\u3164" is not a host name or an IP address: character U+3164`},
+		{server: "données.example", wantErr: "character U+00E9"},
+		{server: "-oro", wantErr: `label "-oro" starts or ends with a hyphen`},
+		{server: "nfs-", wantErr: `label "nfs-" starts or ends with a hyphen`},
+		{server: "a.-b.c", wantErr: `label "-b" starts or ends with a hyphen`},
+		{server: "a,b", wantErr: "character U+002C"},
+		{server: "nfs ro", wantErr: "character U+0020"},
+		{server: "nfs_1", wantErr: "character U+005F"},
+		{server: "a/b", wantErr: "character U+002F"},
+		{server: "nfs:2049", wantErr: "character U+003A"},
+		{server: "nfs.example.", wantErr: "empty label"},
+		{server: ".nfs", wantErr: "empty label"},
+		{server: "a..b", wantErr: "empty label"},
+		{server: strings.Repeat("a", 64), wantErr: "label longer than 63 bytes"},
+		{server: strings.Repeat("a.", 126) + "bc", wantErr: "longer than 253 bytes"},
+		{server: "1.2.3", wantErr: "numeric, but not an IPv4 address in dotted decimal"},
+		{server: "010.0.0.1", wantErr: "numeric, but not an IPv4 address in dotted decimal"},
+		{server: "10.0.0.256", wantErr: "numeric, but not an IPv4 address in dotted decimal"},
+		{server: "2130706433", wantErr: "numeric, but not an IPv4 address in dotted decimal"},
+		{server: "0x7f000001", wantErr: "numeric, but not an IPv4 address in dotted decimal"},
+		{server: "fe80::1%eth0", wantErr: "an IPv6 zone (%) is not allowed"},
+		{server: "[fe80::1%eth0]", wantErr: "brackets hold an IPv6 address and nothing else"},
+		{server: "[10.0.0.5]", wantErr: "brackets hold an IPv6 address and nothing else"},
+		{server: "[fd00::1", wantErr: "brackets hold an IPv6 address and nothing else"},
+		{server: "[fd00::1]:2049", wantErr: "brackets hold an IPv6 address and nothing else"},
+	}
+	for _, tt := range tests {
+		checkError(t, fmt.Sprintf("CheckServer(%q)", tt.server), CheckServer(tt.server), tt.wantErr)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -58,11 +59,16 @@ type Data struct {
 //
 // Loops and templates (range, define, block, template) are refused: a path needs none of them,
 // and text/template has no time limit, so {{range 1000000000}}{{end}} or a template calling
-// itself twice would hold a provisioning worker for as long as it runs.
+// itself twice would hold a provisioning worker for as long as it runs. Without them every node
+// runs at most once, and the functions that make strings are bounded (see funcs), so rendering
+// takes time and memory in proportion to the pattern, which is at most MaxPattern bytes.
 func Parse(pattern string) (*template.Template, error) {
+	if len(pattern) > MaxPattern {
+		return nil, fmt.Errorf("%w: the pattern has %d bytes (at most %d)", ErrTooLarge, len(pattern), MaxPattern)
+	}
 	t, err := template.New("pathPattern").
 		Option("missingkey=error").
-		Funcs(template.FuncMap{"index": index}).
+		Funcs(funcs).
 		Parse(pattern)
 	if err != nil {
 		return nil, err
@@ -70,41 +76,73 @@ func Parse(pattern string) (*template.Template, error) {
 	if len(t.Templates()) > 1 {
 		return nil, errors.New("define is not allowed in a pathPattern (nor block)")
 	}
-	if err := checkNodes(t.Tree.Root); err != nil {
+	if err := walk(t.Tree.Root, refuseLoops); err != nil {
+		return nil, err
+	}
+	if err := checkSample(t); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// checkNodes refuses loops and template calls anywhere in the tree below n.
-func checkNodes(n parse.Node) error {
+// refuseLoops refuses a loop or a template call.
+func refuseLoops(n parse.Node) error {
+	switch n.(type) {
+	case *parse.RangeNode:
+		return errors.New("range is not allowed in a pathPattern")
+	case *parse.TemplateNode:
+		return errors.New("template is not allowed in a pathPattern")
+	}
+	return nil
+}
+
+// walk calls visit on n and on every node below it, up to the first error.
+func walk(n parse.Node, visit func(parse.Node) error) error {
+	if err := visit(n); err != nil {
+		return err
+	}
+	var below []parse.Node
+	branch := func(b *parse.BranchNode) {
+		below = append(below, b.Pipe, b.List)
+		if b.ElseList != nil {
+			below = append(below, b.ElseList)
+		}
+	}
 	switch n := n.(type) {
 	case *parse.ListNode:
 		if n == nil {
 			return nil
 		}
 		for _, c := range n.Nodes {
-			if err := checkNodes(c); err != nil {
-				return err
-			}
+			below = append(below, c)
 		}
-	case *parse.RangeNode:
-		return errors.New("range is not allowed in a pathPattern")
-	case *parse.TemplateNode:
-		return errors.New("template is not allowed in a pathPattern")
+	case *parse.ActionNode:
+		below = append(below, n.Pipe)
+	case *parse.PipeNode:
+		for _, c := range n.Cmds {
+			below = append(below, c)
+		}
+	case *parse.CommandNode:
+		below = n.Args
+	case *parse.ChainNode:
+		below = append(below, n.Node)
 	case *parse.IfNode:
-		return checkBranch(&n.BranchNode)
+		branch(&n.BranchNode)
 	case *parse.WithNode:
-		return checkBranch(&n.BranchNode)
+		branch(&n.BranchNode)
+	case *parse.RangeNode:
+		branch(&n.BranchNode)
+	case *parse.TemplateNode:
+		if n.Pipe != nil {
+			below = append(below, n.Pipe)
+		}
+	}
+	for _, c := range below {
+		if err := walk(c, visit); err != nil {
+			return err
+		}
 	}
 	return nil
-}
-
-func checkBranch(b *parse.BranchNode) error {
-	if err := checkNodes(b.List); err != nil {
-		return err
-	}
-	return checkNodes(b.ElseList)
 }
 
 // index is {{index .PVC.Labels "k"}} and {{index .PVC.Annotations "k"}}, the only way to read keys
@@ -129,7 +167,7 @@ func index(m any, keys ...any) (string, error) {
 	}
 	v, ok := values[key]
 	if !ok {
-		return "", fmt.Errorf("%s %q is not set on the claim", kind, key)
+		return "", fmt.Errorf("%s %s is not set on the claim", kind, Quote(key))
 	}
 	return v, nil
 }
@@ -142,7 +180,7 @@ func Render(t *template.Template, d Data) (string, error) {
 	}
 	p := w.String()
 	if err := Validate(p); err != nil {
-		return "", fmt.Errorf("pathPattern rendered %q: %w", p, err)
+		return "", fmt.Errorf("pathPattern rendered %s: %w", Quote(p), err)
 	}
 	return p, nil
 }
@@ -191,41 +229,93 @@ func Validate(p string) error {
 	return nil
 }
 
-// CheckCharacters is the character rule for every path dirpv makes or uses, relative or absolute:
-// valid UTF-8; no control characters (Unicode Cc: C0, DEL, C1), no invisible format characters
-// (Cf: bidi overrides, zero-width characters, soft hyphen, BOM, ...) and no line or paragraph
-// separators (Zl, Zp), as they hide or disguise what a name is; and no component that begins or
-// ends with white space, which is almost always a mistake nobody can see. The offending character
-// is named as U+XXXX, never echoed raw, since errors become events.
+// CheckCharacters is the character rule for every path dirpv makes or uses, relative or absolute.
+// A path must be valid UTF-8 and hold only characters that show what a name is:
+//   - no control characters (Unicode Cc: C0, DEL, C1);
+//   - no invisible format characters (Cf: bidi controls, zero-width characters, soft hyphen, BOM,
+//     tags, ...), and no line or paragraph separators (Zl, Zp);
+//   - no space but the ASCII space U+0020 (no Zs such as the no-break U+00A0 or the ideographic
+//     U+3000), and no component that begins or ends with white space;
+//   - no private-use characters (Co), no noncharacters (U+FDD0..U+FDEF, U+xxFFFE, U+xxFFFF), and
+//     no code points unassigned in the Unicode version of the build (unicode.Version), which
+//     could show as anything later;
+//   - no invisible fillers: the default-ignorable letters and marks (Hangul fillers U+115F,
+//     U+1160, U+3164, U+FFA0, the combining grapheme joiner U+034F, ...) and the braille blank
+//     U+2800, which look like a space or nothing at all;
+//   - no lone combining mark: a mark (Mn, Mc, Me) must follow a letter, a number, a symbol or
+//     another mark, not begin a component or follow a space or punctuation.
+//
+// The offending character is named as U+XXXX, never echoed raw, since errors become events.
 func CheckCharacters(p string) error {
+	prev := rune(0)
 	for i, r := range p {
 		if r == utf8.RuneError && !strings.HasPrefix(p[i:], string(utf8.RuneError)) {
 			return fmt.Errorf("invalid UTF-8 at byte %d", i)
 		}
-		if what := refused(r); what != "" {
+		if what := refused(prev, r); what != "" {
 			return fmt.Errorf("%s %U", what, r)
 		}
+		prev = r
 	}
 	for c := range strings.SplitSeq(p, "/") {
 		if r, _ := utf8.DecodeRuneInString(c); unicode.IsSpace(r) {
-			return fmt.Errorf("component %q starts with white space %U", c, r)
+			return fmt.Errorf("component %s starts with white space %U", Quote(c), r)
 		}
 		if r, _ := utf8.DecodeLastRuneInString(c); unicode.IsSpace(r) {
-			return fmt.Errorf("component %q ends with white space %U", c, r)
+			return fmt.Errorf("component %s ends with white space %U", Quote(c), r)
 		}
 	}
 	return nil
 }
 
-// refused names the kind of a character no path may contain, or returns "".
-func refused(r rune) string {
+// refused names the kind of r if the character rule refuses it after prev (0 at the start of a
+// path), or returns "".
+func refused(prev, r rune) string {
 	switch {
+	case r == ' ':
+		return ""
 	case unicode.Is(unicode.Cc, r):
 		return "control character"
 	case unicode.Is(unicode.Cf, r):
 		return "invisible format character"
 	case unicode.In(r, unicode.Zl, unicode.Zp):
 		return "line or paragraph separator"
+	case unicode.Is(unicode.Zs, r):
+		return "space other than the ASCII space:"
+	case unicode.Is(unicode.Co, r):
+		return "private-use character"
+	case unicode.Is(unicode.Noncharacter_Code_Point, r):
+		return "noncharacter"
+	case !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S):
+		// Every assigned character of the other categories (C, Z) was refused or let
+		// through above; surrogates are not valid UTF-8.
+		return "character unassigned in Unicode " + unicode.Version + ":"
+	case r == '\u2800' || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r):
+		return "invisible filler character"
+	case unicode.IsMark(r) && !unicode.In(prev, unicode.L, unicode.N, unicode.S, unicode.M):
+		return "combining mark without a letter, number or symbol before it:"
 	}
 	return ""
+}
+
+// Quote is strconv.Quote that also escapes what the character rule refuses and strconv.Quote
+// would leave as it is (fillers, the braille blank, lone combining marks), so that an error can
+// name a path or a host without carrying what the rule keeps out of events.
+func Quote(s string) string {
+	var b strings.Builder
+	prev := rune(0)
+	for _, r := range strconv.Quote(s) {
+		if refused(prev, r) == "" {
+			b.WriteRune(r)
+			prev = r
+			continue
+		}
+		esc := fmt.Sprintf(`\u%04x`, r)
+		if r > 0xFFFF {
+			esc = fmt.Sprintf(`\U%08x`, r)
+		}
+		b.WriteString(esc)
+		prev = rune(esc[len(esc)-1])
+	}
+	return b.String()
 }

@@ -138,7 +138,7 @@ func (b *Backend) Params() []string { return []string{ParamBasePath, ParamVolume
 func (b *Backend) ParseParams(params map[string]string, bad func(key, format string, args ...any)) any {
 	c := Class{BasePath: DefaultBasePath, VolumeType: VolumeTypeHostPath}
 	if v, ok := params[ParamBasePath]; ok {
-		if p, err := config.CleanAbsolute(v); err != nil {
+		if p, err := config.CleanRoot(v); err != nil {
 			bad(ParamBasePath, "%v", err)
 		} else {
 			c.BasePath = p

@@ -148,7 +148,7 @@ func (b *Backend) ParseParams(params map[string]string, bad func(key, format str
 	}
 	if share := params[ParamShare]; share == "" {
 		bad(ParamShare, "is required for backend nfs")
-	} else if s, err := config.CleanAbsolute(share); err != nil {
+	} else if s, err := config.CleanRoot(share); err != nil {
 		bad(ParamShare, "%v", err)
 	} else {
 		c.Share = s
