@@ -61,6 +61,7 @@ func TestE2E(t *testing.T) {
 		{"LocalRootAndRollingUpdate", testLocalRoot},
 		{"RBAC", testRBAC},
 		{"HelperPodConfinement", testHelperPodConfinement},
+		{"AdmissionPolicy", testAdmissionPolicy},
 		{"Faults", testFaults},
 		{"NodeRemoved", testNodeRemoved}, // last: it takes a node away
 	} {
