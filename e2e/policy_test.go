@@ -61,7 +61,10 @@ func testAdmissionPolicy(t *testing.T) {
 		mutate func(p *v1.Pod)
 		rule   string
 	}{
-		{"privileged", func(p *v1.Pod) { p.Spec.Containers[0].SecurityContext.Privileged = ptr(true) }, "not privileged"},
+		{"privileged", func(p *v1.Pod) {
+			p.Spec.Containers[0].SecurityContext.Privileged = ptr(true)
+			p.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation = nil // privileged implies it
+		}, "not privileged"},
 		{"privilege escalation", func(p *v1.Pod) { p.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation = ptr(true) }, "not privileged"},
 		{"hostPath /", func(p *v1.Pod) { p.Spec.Volumes[0].HostPath.Path = "/" }, "mount one volume"},
 		{"hostPath below the root", func(p *v1.Pod) { p.Spec.Volumes[0].HostPath.Path = basePath + "/x" }, "mount one volume"},
@@ -77,7 +80,11 @@ func testAdmissionPolicy(t *testing.T) {
 			c.Name = "second"
 			p.Spec.Containers = append(p.Spec.Containers, c)
 		}, "one container"},
-		{"an init container", func(p *v1.Pod) { p.Spec.InitContainers = []v1.Container{p.Spec.Containers[0]} }, "one container"},
+		{"an init container", func(p *v1.Pod) {
+			c := p.Spec.Containers[0]
+			c.Name = "init"
+			p.Spec.InitContainers = []v1.Container{c}
+		}, "one container"},
 		{"host network", func(p *v1.Pod) { p.Spec.HostNetwork = true }, "no host namespace"},
 		{"host PID", func(p *v1.Pod) { p.Spec.HostPID = true }, "no host namespace"},
 		{"another capability", func(p *v1.Pod) {
@@ -85,7 +92,8 @@ func testAdmissionPolicy(t *testing.T) {
 			c.Add = append(c.Add, "NET_ADMIN")
 		}, "drop every capability"},
 		{"capabilities kept", func(p *v1.Pod) { p.Spec.Containers[0].SecurityContext.Capabilities.Drop = nil }, "drop every capability"},
-		{"a token", func(p *v1.Pod) { p.Spec.AutomountServiceAccountToken = nil }, "no service account token"},
+		// The ServiceAccount admission plugin mounts the token as a second volume first.
+		{"a token", func(p *v1.Pod) { p.Spec.AutomountServiceAccountToken = nil }, "mount one volume"},
 		{"no node", func(p *v1.Pod) { p.Spec.NodeName = "" }, "name their node"},
 		{"no owner", func(p *v1.Pod) { p.OwnerReferences = nil }, "owned by the dirpv pod"},
 		{"owned by another pod", func(p *v1.Pod) { p.OwnerReferences[0].Name, p.OwnerReferences[0].UID = other, types.UID(other) }, "owned by the dirpv pod"},
