@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +27,8 @@ const (
 
 // Config says how to reach one server and which credentials to send.
 type Config struct {
-	// Server is the server's host name or IP address (no port).
+	// Server is the server's host name or IP address (no port); an IPv6 address may be in
+	// brackets, as dirpv's flags and classes allow.
 	Server string
 	// NFSPort and MountPort fix the ports of the NFS and MOUNT programs. Zero
 	// asks the server's portmapper on each (re)connect and falls back to
@@ -60,6 +62,8 @@ type Config struct {
 // use: calls are multiplexed over one TCP connection per program.
 type Client struct {
 	server string
+	// host is server as a dial address takes it: without an IPv6 address's brackets.
+	host   string
 	pmPort int
 	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	cred   rpc.Auth
@@ -120,6 +124,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		server:      cfg.Server,
+		host:        strings.TrimSuffix(strings.TrimPrefix(cfg.Server, "["), "]"),
 		pmPort:      pm,
 		dial:        dial,
 		fence:       cfg.Fence,
@@ -273,7 +278,7 @@ func (c *Client) connect(ctx context.Context, ep *endpoint) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr := net.JoinHostPort(c.server, strconv.Itoa(port))
+	addr := net.JoinHostPort(c.host, strconv.Itoa(port))
 	nc, err := c.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s (%s): %w", addr, how, err)
@@ -300,7 +305,7 @@ func (c *Client) port(ctx context.Context, ep *endpoint) (int, string, error) {
 // getport asks the portmapper (v2 GETPORT) for prog's TCP port, over a
 // connection of its own that is closed afterwards.
 func (c *Client) getport(ctx context.Context, prog, vers uint32) (int, error) {
-	addr := net.JoinHostPort(c.server, strconv.Itoa(c.pmPort))
+	addr := net.JoinHostPort(c.host, strconv.Itoa(c.pmPort))
 	nc, err := c.dial(ctx, "tcp", addr)
 	if err != nil {
 		return 0, err
