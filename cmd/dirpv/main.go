@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -26,7 +25,6 @@ import (
 	clientmetrics "k8s.io/client-go/tools/metrics"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
-	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"dirpv.io/dirpv/provisioner"
 	"dirpv.io/dirpv/provisioner/backend"
@@ -95,8 +93,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	// Nodes come from a cache that lives as long as the process: the library reads each claim's
 	// selected node, and every hostPath operation its volume's node (one GET each otherwise).
 	// Only their names, UIDs and labels are kept (dedup).
-	nodeFactory := informers.NewSharedInformerFactoryWithOptions(client, controller.DefaultResyncPeriod,
-		informers.WithTransform(dedup.New().Transform))
+	nodeFactory := dedup.NewInformerFactory(client)
 	nodes := nodeFactory.Core().V1().Nodes()
 	nodes.Informer() // registered before Start
 	nodeFactory.Start(ctx.Done())

@@ -7,7 +7,6 @@ import (
 	"context"
 	"sync"
 
-	"k8s.io/client-go/informers"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -52,8 +51,7 @@ func (l *Leader) RunTerm(ctx context.Context) {
 	}
 	// One cache of PVs, claims and classes per term, shared by the provisioning, recycle and
 	// resize controllers and the usage collector.
-	factory := informers.NewSharedInformerFactoryWithOptions(l.Client, controller.DefaultResyncPeriod,
-		informers.WithTransform(dedup.New().Transform))
+	factory := dedup.NewInformerFactory(l.Client)
 	pvs := factory.Core().V1().PersistentVolumes()
 	claims := factory.Core().V1().PersistentVolumeClaims()
 	classes := factory.Storage().V1().StorageClasses()

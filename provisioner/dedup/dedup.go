@@ -17,6 +17,9 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"dirpv.io/dirpv/provisioner/backend"
 )
@@ -161,4 +164,12 @@ func internPtr[S ~string](p *S) {
 	if p != nil {
 		*p = intern(*p)
 	}
+}
+
+// NewInformerFactory is the informer factory of every cache dirpv keeps: each object goes through
+// a Transform of its own (a table of shared values per cache), and is resynced as the provisioner
+// library's caches are.
+func NewInformerFactory(client kubernetes.Interface) informers.SharedInformerFactory {
+	return informers.NewSharedInformerFactoryWithOptions(client, controller.DefaultResyncPeriod,
+		informers.WithTransform(New().Transform))
 }
