@@ -44,6 +44,12 @@ const (
 	// Probe says whether the filesystem of the directory Path (or of its deepest ancestor that
 	// exists) can enforce sizes, and how (Result.Quota); Owner is not used.
 	Probe Kind = "probe"
+	// Room measures the room for new volumes in the directory Path (a root a class names, "."
+	// for the operator's root): Result.Room and Result.Device. Limited: the class holds volumes
+	// to their sizes, and Room is what admission would still promise (the filesystem's size
+	// times Overcommit, less the limits on it); otherwise the filesystem's free bytes.
+	// MustExist and MustMount say what makes the directory unusable; Owner is not used.
+	Room Kind = "room"
 )
 
 // Op is one operation on the volume directory Path, relative to the operator's root
@@ -68,8 +74,14 @@ type Op struct {
 	// Limited: Delete, Archive and Release first clear the volume's limit.
 	Limited bool
 	// Overcommit: Create and Expand refuse a Limit that takes the limits on the volume's
-	// filesystem past its size times this (quota.ErrNoRoom); 0 means 1.
+	// filesystem past its size times this (quota.ErrNoRoom); 0 means 1. Room counts with it.
 	Overcommit float64
+	// MustExist (Room): a directory that is not there is an error (ErrNotThere), not measured on
+	// its deepest ancestor that is, where its first volume would make it.
+	MustExist bool
+	// MustMount (Room): the directory must be the root of a mounted filesystem, not a plain
+	// directory on its parent's (ErrNotMounted).
+	MustMount bool
 }
 
 // overcommit is op's overcommit factor.
@@ -96,6 +108,10 @@ type Result struct {
 	// Used and Limit are what Usage read: the bytes the volume holds and its limit (0: none).
 	Used  uint64 `json:"used,omitempty"`
 	Limit uint64 `json:"limit,omitempty"`
+	// Room is the bytes a new volume can have in the directory Room measured; Device names its
+	// filesystem, so that roots on one filesystem are counted once.
+	Room   uint64 `json:"room,omitempty"`
+	Device uint64 `json:"device,omitempty"`
 }
 
 // Apply performs op under root.
