@@ -5,6 +5,7 @@ package manifests
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -153,7 +154,7 @@ func TestOverlays(t *testing.T) {
 					continue
 				}
 				node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}}
-				if _, err := b.Place(class, controller.ProvisionOptions{StorageClass: sc, SelectedNode: node}); err != nil {
+				if _, err := b.Place(context.Background(), class, controller.ProvisionOptions{StorageClass: sc, SelectedNode: node}); err != nil {
 					t.Errorf("class %s: %v", sc.Name, err)
 				}
 				if c, ok := class.Params.(nfs.Class); ok {

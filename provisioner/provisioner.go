@@ -93,8 +93,11 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if err := checkClaim(claim, b); err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
-	loc, err := b.Place(class, opts)
-	if err != nil {
+	loc, err := b.Place(ctx, class, opts)
+	switch {
+	case errors.Is(err, quota.ErrNoRoom) && opts.SelectedNode != nil:
+		return nil, controller.ProvisioningReschedule, fmt.Errorf("node %s: %w", opts.SelectedNode.Name, err)
+	case err != nil:
 		return nil, controller.ProvisioningFinished, err
 	}
 	vol := backend.Volume{Backend: b.Name(), Location: loc, OnDelete: class.OnDelete, Recycle: class.Recycle,
@@ -332,7 +335,7 @@ func (p *Provisioner) Enforceable(ctx context.Context, sc *storagev1.StorageClas
 	if class.Capacity != config.CapacityEnforce {
 		return "", ErrNoQuota
 	}
-	loc, err := b.Place(class, controller.ProvisionOptions{StorageClass: sc, SelectedNode: node, PVC: &v1.PersistentVolumeClaim{}})
+	loc, err := b.Place(ctx, class, controller.ProvisionOptions{StorageClass: sc, SelectedNode: node, PVC: &v1.PersistentVolumeClaim{}})
 	if err != nil {
 		return "", err
 	}

@@ -271,8 +271,6 @@ func TestScrub(t *testing.T) {
 // TestProvisionRefused: every bad input fails with a message naming the problem, and nothing is
 // created on disk.
 func TestProvisionRefused(t *testing.T) {
-	immediate := hostPathClass(nil)
-	immediate.VolumeBindingMode = nil
 	withMountOptions := hostPathClass(nil)
 	withMountOptions.MountOptions = []string{"ro"}
 	block := v1.PersistentVolumeBlock
@@ -284,7 +282,6 @@ func TestProvisionRefused(t *testing.T) {
 		wantErr string
 	}{
 		{"unknown parameter", hostPathClass(map[string]string{"archiveOnDelete": "true"}), claim(), node1, `"archiveOnDelete": unknown parameter`},
-		{"immediate hostPath", immediate, claim(), node1, "requires volumeBindingMode: WaitForFirstConsumer"},
 		{"no selected node", hostPathClass(nil), claim(), nil, "no selected node"},
 		{"hostPath mountOptions", withMountOptions, claim(), node1, "does not support mountOptions"},
 		{"basePath outside root", hostPathClass(map[string]string{"basePath": "/etc"}), claim(), node1, "basePath /etc is not within the provisioner's --hostpath-root /var/lib/dirpv"},

@@ -47,8 +47,10 @@ const (
 // AnnProvisionedBy names the provisioner that made a PV; the provisioner library sets it.
 const AnnProvisionedBy = "pv.kubernetes.io/provisioned-by"
 
-// Ours reports whether pv was provisioned by the provisioner called name.
-func Ours(pv *v1.PersistentVolume, name string) bool { return pv.Annotations[AnnProvisionedBy] == name }
+// Ours reports whether pv was provisioned by a provisioner of one of names.
+func Ours(pv *v1.PersistentVolume, names []string) bool {
+	return slices.Contains(names, pv.Annotations[AnnProvisionedBy])
+}
 
 // Recycles reports whether pv's record says dirpv recycles its volume (see Volume.Recycle),
 // without checking the rest of the record: FromPV does.
@@ -70,8 +72,9 @@ type Backend interface {
 	// AccessModes lists the access modes its volumes can honour.
 	AccessModes() []v1.PersistentVolumeAccessMode
 	// Place checks a class of this backend against this process's configuration and returns
-	// where a volume of it goes for the claim in opts.
-	Place(class *config.Class, opts controller.ProvisionOptions) (Location, error)
+	// where a volume of it goes for the claim in opts. An error matching quota.ErrNoRoom means
+	// the claim's selected node cannot take it: the scheduler had better choose another.
+	Place(ctx context.Context, class *config.Class, opts controller.ProvisionOptions) (Location, error)
 	// Locate reads the location recorded on a PV of this backend whose volume path is path (valid),
 	// checks it against the PV's own source, so that forged or inconsistent annotations are
 	// refused before anything on disk is touched, and checks that it lies within this process's
@@ -80,6 +83,13 @@ type Backend interface {
 	// Run performs op on v; op.Path is v.Path, and Run makes it relative to the operator's root
 	// (the export's mount, --hostpath-root) where the operation runs.
 	Run(ctx context.Context, v Volume, op volumeop.Op) (volumeop.Result, error)
+}
+
+// Rooms is a Backend whose volumes are local to nodes, and whose room on each can be measured
+// for the scheduler.
+type Rooms interface {
+	// Room is the room for class's volumes on node: in all, and for the largest volume that fits.
+	Room(ctx context.Context, class *config.Class, node *v1.Node) (total, largest uint64, err error)
 }
 
 // Location is where a backend puts a volume: all of it but its path below Root.

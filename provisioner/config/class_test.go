@@ -39,7 +39,7 @@ var classTests = []struct {
 		name:   "hostPath defaults",
 		params: map[string]string{"backend": "hostPath"},
 		check: func(t *testing.T, c *config.Class) {
-			if c.Backend != hostpath.Name || c.Params.(hostpath.Class).BasePath != hostpath.DefaultBasePath || c.OnDelete != config.OnDeleteDelete ||
+			if c.Backend != hostpath.Name || !slices.Equal(c.Params.(hostpath.Class).BasePaths, []string{hostpath.DefaultBasePath}) || c.OnDelete != config.OnDeleteDelete ||
 				c.Mode != 0o777 || c.UID != -1 || c.GID != -1 || c.PathPattern == nil {
 				t.Errorf("got %+v", c)
 			}
@@ -61,7 +61,7 @@ var classTests = []struct {
 	},
 	{name: "custom basePath", params: map[string]string{"backend": "hostPath", "basePath": "/var/lib/dirpv/fast"},
 		check: func(t *testing.T, c *config.Class) {
-			if p := c.Params.(hostpath.Class).BasePath; p != "/var/lib/dirpv/fast" {
+			if p := c.Params.(hostpath.Class).BasePaths; !slices.Equal(p, []string{"/var/lib/dirpv/fast"}) {
 				t.Errorf("basePath %q", p)
 			}
 		}},
@@ -244,7 +244,7 @@ func wantServer(s string) func(t *testing.T, c *config.Class) {
 // wantBasePath checks that a hostPath class has basePath p.
 func wantBasePath(p string) func(t *testing.T, c *config.Class) {
 	return func(t *testing.T, c *config.Class) {
-		if got := c.Params.(hostpath.Class).BasePath; got != p {
+		if got := c.Params.(hostpath.Class).BasePaths; !slices.Equal(got, []string{p}) {
 			t.Errorf("basePath %q, want %q", got, p)
 		}
 	}
@@ -330,7 +330,9 @@ func FuzzParseClass(f *testing.F) {
 			if c.Backend != hostpath.Name {
 				t.Fatalf("backend %s with hostPath parameters", c.Backend)
 			}
-			checkAbsolute(t, "basePath", p.BasePath)
+			for _, b := range p.BasePaths {
+				checkAbsolute(t, "basePath", b)
+			}
 		default:
 			t.Fatalf("accepted backend %q (%T)", c.Backend, c.Params)
 		}

@@ -18,11 +18,16 @@ import (
 // Options are the provisioner process's settings, one per command-line flag.
 type Options struct {
 	// Name is the provisioner name StorageClasses refer to.
-	Name       string
-	Kubeconfig string
-	KubeQPS    float64
-	KubeBurst  int
-	Workers    int
+	Name string
+	// CapacityName is a second provisioner name, slash-free so that a CSIDriver object can bear
+	// it: hostPath classes that name it get capacity-aware scheduling. Empty: not served.
+	CapacityName string
+	// CapacityInterval is how often the room of every node is measured again for it.
+	CapacityInterval time.Duration
+	Kubeconfig       string
+	KubeQPS          float64
+	KubeBurst        int
+	Workers          int
 
 	LeaderElect          bool
 	LeaderElectNamespace string
@@ -71,12 +76,15 @@ type Options struct {
 // Defaults for Options.
 const (
 	DefaultName         = "dirpv.io/provisioner"
+	DefaultCapacityName = "dirpv.io"
 	DefaultHostPathRoot = "/var/lib/dirpv"
 )
 
 // AddFlags registers every option on fs, with its default.
 func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Name, "name", DefaultName, "provisioner name that StorageClasses name in their provisioner field")
+	fs.StringVar(&o.CapacityName, "capacity-name", DefaultCapacityName, "a second provisioner name, without a slash, served as well: dirpv publishes the room of hostPath classes that name it on each node (CSIStorageCapacity), and the scheduler sends their pods only where their volumes fit (with the CSIDriver object of that name); empty: off")
+	fs.DurationVar(&o.CapacityInterval, "capacity-interval", 10*time.Minute, "how often the room of every node is measured again for --capacity-name's classes (it is also measured after each create, delete and resize on a node)")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster configuration")
 	fs.Float64Var(&o.KubeQPS, "kube-api-qps", 100, "queries per second to the Kubernetes API")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", 200, "burst of queries to the Kubernetes API")
@@ -114,6 +122,17 @@ func (o *Options) Validate() error {
 	}
 	if msgs := validation.IsQualifiedName(o.Name); len(msgs) > 0 {
 		bad("name", "%q: %s", o.Name, strings.Join(msgs, "; "))
+	}
+	if o.CapacityName != "" {
+		// kube-scheduler finds a class's CSIDriver by the class's provisioner name.
+		if msgs := validation.IsDNS1123Subdomain(o.CapacityName); len(msgs) > 0 {
+			bad("capacity-name", "%q is not a CSIDriver name (a DNS subdomain): %s", o.CapacityName, strings.Join(msgs, "; "))
+		} else if o.CapacityName == o.Name {
+			bad("capacity-name", "%q is --name already", o.CapacityName)
+		}
+		if o.CapacityInterval < time.Second {
+			bad("capacity-interval", "must be at least 1s")
+		}
 	}
 	if o.KubeQPS <= 0 {
 		bad("kube-api-qps", "must be positive")
@@ -168,6 +187,14 @@ func (o *Options) Validate() error {
 		bad("usage-interval", "must be 0 (off) or at least 1s")
 	}
 	return errors.Join(errs...)
+}
+
+// Names are the provisioner names this process serves: Name, and CapacityName if set.
+func (o *Options) Names() []string {
+	if o.CapacityName == "" {
+		return []string{o.Name}
+	}
+	return []string{o.Name, o.CapacityName}
 }
 
 // NFSExport is one NFS export the provisioner has mounted.

@@ -56,6 +56,7 @@ func (l *Leader) RunTerm(ctx context.Context) {
 	claims := factory.Core().V1().PersistentVolumeClaims()
 	classes := factory.Storage().V1().StorageClasses()
 	pc := controller.NewProvisionController(logger, l.Client, opts.Name, l.Provisioner,
+		controller.AdditionalProvisionerNames(opts.Names()[1:]),
 		controller.LeaderElection(false), // elected by the caller, with a released Lease on shutdown
 		controller.MetricsPort(0),        // served by dirpv's own HTTP server
 		controller.MetricsInstance(l.Metrics.Library),
@@ -74,17 +75,17 @@ func (l *Leader) RunTerm(ctx context.Context) {
 		controller.CreateProvisionedPVLimiter(workqueue.DefaultTypedControllerRateLimiter[any]()),
 	)
 	m := l.Metrics
-	rc, err := recycle.New(l.Client, opts.Name, l.Provisioner, l.Recorder, m.recycleResult, pvs)
+	rc, err := recycle.New(l.Client, opts.Names(), l.Provisioner, l.Recorder, m.recycleResult, pvs)
 	if err != nil {
 		logger.Error(err, "Recycle controller not started")
 	}
-	rs, err := resize.New(l.Client, opts.Name, l.Provisioner, l.Recorder, m.resizeResult, claims, pvs)
+	rs, err := resize.New(l.Client, opts.Names(), l.Provisioner, l.Recorder, m.resizeResult, claims, pvs)
 	if err != nil {
 		logger.Error(err, "Resize controller not started")
 	}
 	var uc *usage.Collector
 	if opts.UsageInterval > 0 {
-		uc = usage.New(opts.Name, l.Provisioner, pvs, usage.Gauges{
+		uc = usage.New(opts.Names(), l.Provisioner, pvs, usage.Gauges{
 			Capacity: m.VolumeCapacity, Used: m.VolumeUsed, Errors: m.UsageErrors,
 		}, opts.UsageInterval).WithProbes(usage.Probes{
 			Classes: classes.Lister(), ClassesSynced: classes.Informer().HasSynced,

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -63,7 +64,7 @@ type Volumes interface {
 // Controller recycles released volumes.
 type Controller struct {
 	client   kubernetes.Interface
-	name     string
+	names    []string
 	volumes  Volumes
 	recorder record.EventRecorder
 	results  ResultCounter
@@ -77,10 +78,10 @@ type ResultCounter func(result string)
 
 // New returns a controller for the volumes of provisioner name that informer sees (all PVs: it
 // picks dirpv's recycling ones itself, so the provisioning controller can share the cache).
-func New(client kubernetes.Interface, name string, volumes Volumes, recorder record.EventRecorder,
+func New(client kubernetes.Interface, names []string, volumes Volumes, recorder record.EventRecorder,
 	results ResultCounter, informer coreinformers.PersistentVolumeInformer) (*Controller, error) {
 	c := &Controller{
-		client: client, name: name, volumes: volumes, recorder: recorder, results: results,
+		client: client, names: names, volumes: volumes, recorder: recorder, results: results,
 		pvs: informer.Lister(), synced: informer.Informer().HasSynced,
 		// A failed scrub is retried with backoff: from a second up to five minutes.
 		queue: worker.NewQueue("recycle"),
@@ -126,8 +127,8 @@ func (c *Controller) decide(pv *v1.PersistentVolume) (action, string) {
 	recycling := backend.Recycles(pv)
 	deleted := pv.DeletionTimestamp != nil
 	switch {
-	case !backend.Ours(pv, c.name):
-		return none, "not provisioned by " + c.name
+	case !backend.Ours(pv, c.names):
+		return none, "not provisioned by " + strings.Join(c.names, " or ")
 	case pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain:
 		// Delete is the provisioner's to act on, Recycle Kubernetes' own.
 		if protected {

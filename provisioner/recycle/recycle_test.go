@@ -113,7 +113,7 @@ func newFixture(t *testing.T, ctx context.Context, objs ...runtime.Object) *fixt
 	var err error
 	// The real provisioner checks each PV's record and runs the operations on the fake backend.
 	prov := &provisioner.Provisioner{Backends: backend.Set{f.be}, Recorder: f.rec, Now: time.Now}
-	f.ctrl, err = New(f.client, name, prov, f.rec, func(r string) { f.counts[r]++ }, factory.Core().V1().PersistentVolumes())
+	f.ctrl, err = New(f.client, []string{name}, prov, f.rec, func(r string) { f.counts[r]++ }, factory.Core().V1().PersistentVolumes())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,7 +72,7 @@ type ResultCounter func(result string)
 // Controller resizes the volumes of dirpv's claims.
 type Controller struct {
 	client   kubernetes.Interface
-	name     string
+	names    []string
 	volumes  Volumes
 	recorder record.EventRecorder
 	results  ResultCounter
@@ -84,11 +84,11 @@ type Controller struct {
 
 // New returns a controller for the claims whose volumes provisioner name made. It sees all claims
 // and PVs through the informers, which it can share with the provisioning controller.
-func New(client kubernetes.Interface, name string, volumes Volumes, recorder record.EventRecorder,
+func New(client kubernetes.Interface, names []string, volumes Volumes, recorder record.EventRecorder,
 	results ResultCounter, claims coreinformers.PersistentVolumeClaimInformer,
 	pvs coreinformers.PersistentVolumeInformer) (*Controller, error) {
 	c := &Controller{
-		client: client, name: name, volumes: volumes, recorder: recorder, results: results,
+		client: client, names: names, volumes: volumes, recorder: recorder, results: results,
 		claims: claims.Lister(), pvs: pvs.Lister(),
 		synced: []cache.InformerSynced{claims.Informer().HasSynced, pvs.Informer().HasSynced},
 		// A failed resize is retried with backoff: from a second up to five minutes.
@@ -118,7 +118,7 @@ func (c *Controller) enqueueClaim(obj any) {
 
 func (c *Controller) enqueueVolume(obj any) {
 	pv, ok := obj.(*v1.PersistentVolume)
-	if !ok || !backend.Ours(pv, c.name) || pv.Spec.ClaimRef == nil {
+	if !ok || !backend.Ours(pv, c.names) || pv.Spec.ClaimRef == nil {
 		return
 	}
 	ref := pv.Spec.ClaimRef
@@ -166,7 +166,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	} else if err != nil {
 		return err
 	}
-	if !backend.Ours(pv, c.name) || pv.Spec.ClaimRef == nil ||
+	if !backend.Ours(pv, c.names) || pv.Spec.ClaimRef == nil ||
 		pv.Spec.ClaimRef.UID != claim.UID || pv.Spec.ClaimRef.Namespace != claim.Namespace {
 		return nil // not dirpv's, or not bound to this claim
 	}

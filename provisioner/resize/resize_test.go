@@ -232,7 +232,7 @@ func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	apiserver(f.client)
 	f.factory = informers.NewSharedInformerFactory(f.client, 0)
 	var err error
-	f.ctrl, err = New(f.client, name, f.vols, f.rec, func(r string) { f.counts[r]++ },
+	f.ctrl, err = New(f.client, []string{name}, f.vols, f.rec, func(r string) { f.counts[r]++ },
 		f.factory.Core().V1().PersistentVolumeClaims(), f.factory.Core().V1().PersistentVolumes())
 	if err != nil {
 		t.Fatal(err)
@@ -719,7 +719,7 @@ func TestRun(t *testing.T) {
 	vols := &fakeVolumes{}
 	var mu sync.Mutex
 	counts := map[string]int{}
-	c, err := New(client, name, vols, record.NewFakeRecorder(20), func(r string) { mu.Lock(); counts[r]++; mu.Unlock() },
+	c, err := New(client, []string{name}, vols, record.NewFakeRecorder(20), func(r string) { mu.Lock(); counts[r]++; mu.Unlock() },
 		factory.Core().V1().PersistentVolumeClaims(), factory.Core().V1().PersistentVolumes())
 	if err != nil {
 		t.Fatal(err)

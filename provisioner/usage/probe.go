@@ -2,6 +2,7 @@ package usage
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -100,7 +101,7 @@ func (c *Collector) probe(ctx context.Context) {
 	var todo []probe
 	seen := map[[2]string]bool{}
 	for _, sc := range classes {
-		if sc.Provisioner != c.name || sc.Parameters[config.ParamCapacity] != string(config.CapacityEnforce) {
+		if !slices.Contains(c.names, sc.Provisioner) || sc.Parameters[config.ParamCapacity] != string(config.CapacityEnforce) {
 			continue
 		}
 		for _, node := range nodes {

@@ -48,7 +48,7 @@ type Gauges struct {
 
 // Collector sets the gauges of dirpv's bound, enforced volumes.
 type Collector struct {
-	name    string
+	names   []string
 	volumes Volumes
 	pvs     corelisters.PersistentVolumeLister
 	synced  []cache.InformerSynced
@@ -71,9 +71,9 @@ type series [3]string
 
 // New returns a collector of the volumes provisioner name made, read through volumes every
 // interval. It lists PVs from the informer, which it can share with the provisioning controller.
-func New(name string, volumes Volumes, pvs coreinformers.PersistentVolumeInformer, gauges Gauges, interval time.Duration) *Collector {
+func New(names []string, volumes Volumes, pvs coreinformers.PersistentVolumeInformer, gauges Gauges, interval time.Duration) *Collector {
 	return &Collector{
-		name: name, volumes: volumes, pvs: pvs.Lister(), synced: []cache.InformerSynced{pvs.Informer().HasSynced},
+		names: names, volumes: volumes, pvs: pvs.Lister(), synced: []cache.InformerSynced{pvs.Informer().HasSynced},
 		gauges: gauges, interval: interval, workers: Workers, series: map[string]series{},
 	}
 }
@@ -97,7 +97,7 @@ func (c *Collector) Run(ctx context.Context) {
 // wanted reports whether pv is one of the volumes the collector reads: dirpv's, bound to a claim,
 // with its capacity enforced.
 func (c *Collector) wanted(pv *v1.PersistentVolume) bool {
-	return backend.Ours(pv, c.name) && backend.Enforced(pv) &&
+	return backend.Ours(pv, c.names) && backend.Enforced(pv) &&
 		pv.Status.Phase == v1.VolumeBound && pv.Spec.ClaimRef != nil && pv.DeletionTimestamp == nil
 }
 

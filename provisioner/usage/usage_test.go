@@ -119,7 +119,7 @@ func newTest(t *testing.T, volumes Volumes, pvs ...*v1.PersistentVolume) (*Colle
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(g.Capacity, g.Used, g.Errors)
-	return New(name, volumes, inf, g, time.Minute), reg, inf.Informer().GetIndexer()
+	return New([]string{name}, volumes, inf, g, time.Minute), reg, inf.Informer().GetIndexer()
 }
 
 // gathered is what the registry serves: "metric ns/claim/pv" (or "errors") -> value.

@@ -36,6 +36,10 @@ const runningAtOnce = 8
 // delete does not hold up the creates behind it.
 func (k Kind) WalksTree() bool { return k == Delete || k == Scrub }
 
+// ChangesRoom reports whether operations of kind k may change the room left on a volume's
+// filesystem: the ones that make, reclaim, empty or resize a volume, or clear its limit.
+func (k Kind) ChangesRoom() bool { return k != Usage && k != Probe && k != Room }
+
 // Outcome is one operation's result in a batch: Error is empty when it succeeded.
 type Outcome struct {
 	Result

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
+	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -30,8 +32,14 @@ const Name = "hostPath"
 
 // Class parameter, its default, and PV annotations of hostPath volumes.
 const (
+	// ParamBasePath is the class's root, or several separated by commas (one per disk, say).
 	ParamBasePath   = "basePath"
 	DefaultBasePath = "/var/lib/dirpv"
+	// ParamRequireMount "true": a root is used only where it is the root of a mounted
+	// filesystem, never a plain directory left where a disk failed to mount.
+	ParamRequireMount = "requireMount"
+	// ParamRootPolicy chooses among the roots with room for a volume.
+	ParamRootPolicy = "rootPolicy"
 	AnnNode         = "dirpv.io/node"
 	// AnnNodeUID is the UID of the Node object a volume was made under: a node that is deleted
 	// and joins again gets a new one, and its old volumes are left alone.
@@ -53,13 +61,36 @@ const (
 	VolumeTypeLocal VolumeType = "local"
 )
 
+// RootPolicy is how a volume's root is chosen among those with room for it.
+type RootPolicy string
+
+const (
+	// MostRoom: the root with the most room, which spreads volumes over the disks.
+	MostRoom RootPolicy = "mostRoom"
+	// LeastRoom: the root with the least room that fits, which fills one disk before the next
+	// and keeps the large rooms for large volumes.
+	LeastRoom RootPolicy = "leastRoom"
+)
+
+// maxRoots bounds the roots of a class: each is measured on the node for each claim.
+const maxRoots = 16
+
 // Class is the hostPath part of a StorageClass.
 type Class struct {
-	// BasePath is the directory on the node under which volumes are made.
-	BasePath string
+	// BasePaths are the directories on a node under which volumes are made, in the order the
+	// class gives them (which breaks ties).
+	BasePaths []string
+	// RequireMount: a root is used only where a filesystem is mounted on it.
+	RequireMount bool
+	RootPolicy   RootPolicy
 	// VolumeType is the source of its PVs.
 	VolumeType VolumeType
 }
+
+// measured says whether the class's roots are measured on a node before a volume is placed:
+// when there is a choice, or a mount to check. A class of one root that need not be a mount
+// makes it on demand, as its first volume is made.
+func (c Class) measured() bool { return len(c.BasePaths) > 1 || c.RequireMount }
 
 // Location is where a hostPath volume lives: Path is relative to BasePath on Node.
 type Location struct {
@@ -118,6 +149,9 @@ type Backend struct {
 	// Node runs the operations on the volume's node.
 	Node    nodeexec.Runner
 	Timeout time.Duration
+	// Changed, when set, is told of each node where an operation may have changed the room
+	// (a create, delete or resize), so that the room published for it is measured again.
+	Changed func(node string)
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -132,20 +166,53 @@ func New(o *config.Options, client kubernetes.Interface, nodes corelisters.NodeL
 func (b *Backend) Name() string { return Name }
 
 // Params implements config.Backend.
-func (b *Backend) Params() []string { return []string{ParamBasePath, ParamVolumeType} }
+func (b *Backend) Params() []string {
+	return []string{ParamBasePath, ParamVolumeType, ParamRequireMount, ParamRootPolicy}
+}
 
 // ParseParams implements config.Backend; it returns a Class.
 func (b *Backend) ParseParams(params map[string]string, bad func(key, format string, args ...any)) any {
-	c := Class{BasePath: DefaultBasePath, VolumeType: VolumeTypeHostPath}
+	c := Class{BasePaths: []string{DefaultBasePath}, VolumeType: VolumeTypeHostPath, RootPolicy: MostRoom}
 	if v, ok := params[ParamBasePath]; ok {
-		if p, err := config.CleanRoot(v); err != nil {
+		if roots, err := parseRoots(v); err != nil {
 			bad(ParamBasePath, "%v", err)
 		} else {
-			c.BasePath = p
+			c.BasePaths = roots
 		}
 	}
 	config.OneOf(params, ParamVolumeType, bad, &c.VolumeType, VolumeTypeHostPath, VolumeTypeLocal)
+	config.OneOf(params, ParamRootPolicy, bad, &c.RootPolicy, MostRoom, LeastRoom)
+	mount := "false"
+	config.OneOf(params, ParamRequireMount, bad, &mount, "true", "false")
+	c.RequireMount = mount == "true"
+	if c.RequireMount && slices.Contains(c.BasePaths, b.Root) {
+		bad(ParamRequireMount, "basePath %s is --hostpath-root itself: dirpv tells a mounted filesystem from a plain directory only below it (make --hostpath-root the disks' parent)", b.Root)
+	}
 	return c
+}
+
+// parseRoots reads basePath: one root or several separated by commas, none inside another.
+func parseRoots(v string) ([]string, error) {
+	var roots []string
+	for _, r := range strings.Split(v, ",") {
+		p, err := config.CleanRoot(strings.TrimSpace(r))
+		if err != nil {
+			return nil, err
+		}
+		for _, q := range roots {
+			if _, in := config.RelWithin(q, p); in {
+				return nil, fmt.Errorf("%s is given twice, or inside %s: roots of a class lie apart", p, q)
+			}
+			if _, in := config.RelWithin(p, q); in {
+				return nil, fmt.Errorf("%s lies inside %s: roots of a class lie apart", q, p)
+			}
+		}
+		roots = append(roots, p)
+	}
+	if len(roots) > maxRoots {
+		return nil, fmt.Errorf("%d roots: at most %d", len(roots), maxRoots)
+	}
+	return roots, nil
 }
 
 // AccessModes implements backend.Backend: a directory on a node serves that node's pods only.
@@ -153,30 +220,50 @@ func (b *Backend) AccessModes() []v1.PersistentVolumeAccessMode {
 	return []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce, v1.ReadWriteOncePod}
 }
 
-// Place implements backend.Backend.
-func (b *Backend) Place(class *config.Class, opts controller.ProvisionOptions) (backend.Location, error) {
+// Place implements backend.Backend: on the claim's selected node, or with Immediate binding on
+// the node dirpv chooses, in the root with room for it that the class's policy prefers.
+func (b *Backend) Place(ctx context.Context, class *config.Class, opts controller.ProvisionOptions) (backend.Location, error) {
 	c, ok := class.Params.(Class)
 	if !ok {
 		return nil, fmt.Errorf("not a hostPath class: %T", class.Params)
 	}
 	sc := opts.StorageClass
-	if sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
-		return nil, fmt.Errorf("StorageClass %s: backend hostPath requires volumeBindingMode: WaitForFirstConsumer, so the directory is made on the node the pod is scheduled to", sc.Name)
-	}
 	if len(sc.MountOptions) > 0 {
 		return nil, fmt.Errorf("StorageClass %s: backend hostPath does not support mountOptions", sc.Name)
 	}
+	for _, root := range c.BasePaths {
+		if _, err := b.base(root); err != nil {
+			return nil, fmt.Errorf("StorageClass %s: %w", sc.Name, err)
+		}
+	}
+	w := want{class: class, c: c, bytes: requested(opts.PVC)}
 	node := opts.SelectedNode
-	if node == nil {
-		return nil, errors.New("the claim has no selected node yet; backend hostPath needs WaitForFirstConsumer binding")
+	var root string
+	var err error
+	switch {
+	case node == nil && (sc.VolumeBindingMode == nil || *sc.VolumeBindingMode == storagev1.VolumeBindingImmediate):
+		node, root, err = b.chooseNode(ctx, sc, w)
+	case node == nil:
+		return nil, errors.New("the claim has no selected node yet; backend hostPath needs one with WaitForFirstConsumer binding")
+	case !c.measured():
+		root = c.BasePaths[0]
+	default:
+		var best measure
+		best, err = b.chooseRoot(b.measure(ctx, node.Name, w), w)
+		root = best.root
 	}
-	hostname := node.Labels[v1.LabelHostname]
-	if hostname == "" {
-		hostname = node.Name
+	if err != nil {
+		return nil, err
 	}
-	l := Location{Node: node.Name, NodeUID: string(node.UID), Hostname: hostname, BasePath: c.BasePath, VolumeType: c.VolumeType}
-	_, err := b.base(l)
-	return l, err
+	return Location{Node: node.Name, NodeUID: string(node.UID), Hostname: hostnameOf(node), BasePath: root, VolumeType: c.VolumeType}, nil
+}
+
+// hostnameOf is node's kubernetes.io/hostname label, which node affinity selects.
+func hostnameOf(node *v1.Node) string {
+	if h := node.Labels[v1.LabelHostname]; h != "" {
+		return h
+	}
+	return node.Name
 }
 
 // Locate implements backend.Backend: the PV's source, hostPath or local (either, whatever its
@@ -204,7 +291,7 @@ func (b *Backend) Locate(pv *v1.PersistentVolume, p string) (backend.Location, e
 	if src != path.Join(l.BasePath, p) {
 		return nil, fmt.Errorf("the PV's %s source does not match its dirpv.io/ annotations (%s)", l.VolumeType, l.Describe(path.Join(l.BasePath, p)))
 	}
-	_, err := b.base(l)
+	_, err := b.base(l.BasePath)
 	return l, err
 }
 
@@ -216,15 +303,15 @@ func (b *Backend) node(ctx context.Context, name string) (*v1.Node, error) {
 	return b.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 }
 
-// base is v's basePath relative to --hostpath-root ("." for the root itself).
-func (b *Backend) base(v Location) (string, error) {
-	rel, ok := config.RelWithin(b.Root, v.BasePath)
+// base is the root p relative to --hostpath-root ("." for the root itself).
+func (b *Backend) base(p string) (string, error) {
+	rel, ok := config.RelWithin(b.Root, p)
 	if !ok {
-		return "", fmt.Errorf("basePath %s is not within the provisioner's --hostpath-root %s", v.BasePath, b.Root)
+		return "", fmt.Errorf("basePath %s is not within the provisioner's --hostpath-root %s", p, b.Root)
 	}
 	if rel != "." {
 		if err := pathname.Validate(rel); err != nil {
-			return "", fmt.Errorf("basePath %s: %w", v.BasePath, err)
+			return "", fmt.Errorf("basePath %s: %w", p, err)
 		}
 	}
 	return rel, nil
@@ -239,7 +326,7 @@ func (b *Backend) Run(ctx context.Context, vol backend.Volume, op volumeop.Op) (
 	if !ok {
 		return volumeop.Result{}, fmt.Errorf("not a hostPath volume: %s", vol)
 	}
-	base, err := b.base(v)
+	base, err := b.base(v.BasePath)
 	if err != nil {
 		return volumeop.Result{}, err
 	}
@@ -257,5 +344,9 @@ func (b *Backend) Run(ctx context.Context, vol backend.Volume, op volumeop.Op) (
 			v.Node, v.NodeUID, node.UID, backend.ErrNodeGone)
 	}
 	op.Owner.NodeUID = string(node.UID)
-	return b.Node.Run(ctx, v.Node, b.Root, op)
+	res, err := b.Node.Run(ctx, v.Node, b.Root, op)
+	if b.Changed != nil && op.Kind.ChangesRoom() {
+		b.Changed(v.Node)
+	}
+	return res, err
 }

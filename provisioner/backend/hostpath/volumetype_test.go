@@ -1,7 +1,9 @@
 package hostpath
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,7 +43,7 @@ func TestParseVolumeType(t *testing.T) {
 				}
 				return
 			}
-			if len(errs) != 0 || c.VolumeType != tt.want || c.BasePath != DefaultBasePath {
+			if len(errs) != 0 || c.VolumeType != tt.want || !slices.Equal(c.BasePaths, []string{DefaultBasePath}) {
 				t.Fatalf("class %+v, errors %q; want volumeType %s", c, errs, tt.want)
 			}
 		})
@@ -62,9 +64,9 @@ func TestSpecVolumeType(t *testing.T) {
 	for name, vt := range map[string]VolumeType{"unset": "", "hostPath": VolumeTypeHostPath, "local": VolumeTypeLocal} {
 		t.Run(name, func(t *testing.T) {
 			b := &Backend{Root: "/var/lib/dirpv"}
-			class := &config.Class{Backend: Name, Params: Class{BasePath: "/var/lib/dirpv/fast", VolumeType: vt}}
+			class := &config.Class{Backend: Name, Params: Class{BasePaths: []string{"/var/lib/dirpv/fast"}, VolumeType: vt}}
 			sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "fast"}, VolumeBindingMode: &wffc}
-			loc, err := b.Place(class, controller.ProvisionOptions{StorageClass: sc, SelectedNode: node})
+			loc, err := b.Place(context.Background(), class, controller.ProvisionOptions{StorageClass: sc, SelectedNode: node})
 			if err != nil {
 				t.Fatal(err)
 			}

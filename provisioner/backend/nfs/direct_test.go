@@ -138,7 +138,7 @@ func TestDirectAllow(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := &Backend{Allow: tc.allow, Direct: &Direct{}}
 			class := &config.Class{Backend: Name, Params: Class{Server: tc.server, Share: tc.share, Access: AccessDirect}}
-			if _, err := b.Place(class, controller.ProvisionOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := b.Place(context.Background(), class, controller.ProvisionOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Place = %v, want %q", err, tc.want)
 			}
 		})

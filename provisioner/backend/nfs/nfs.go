@@ -168,7 +168,7 @@ func (b *Backend) AccessModes() []v1.PersistentVolumeAccessMode {
 }
 
 // Place implements backend.Backend.
-func (b *Backend) Place(class *config.Class, _ controller.ProvisionOptions) (backend.Location, error) {
+func (b *Backend) Place(_ context.Context, class *config.Class, _ controller.ProvisionOptions) (backend.Location, error) {
 	c, ok := class.Params.(Class)
 	if !ok {
 		return nil, fmt.Errorf("not an nfs class: %T", class.Params)

@@ -1,6 +1,7 @@
 package nfs
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,7 +35,7 @@ func TestShareWithinExport(t *testing.T) {
 		"/exports/.x":         "share /exports/.x (in export nfs1:/exports)",
 		"/exports/team/../..": "is not mounted",
 	} {
-		if _, err := b.Place(&config.Class{Backend: Name, Params: Class{Server: "nfs1", Share: share}}, controller.ProvisionOptions{}); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := b.Place(context.Background(), &config.Class{Backend: Name, Params: Class{Server: "nfs1", Share: share}}, controller.ProvisionOptions{}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Place(%s) = %v, want %q", share, err, want)
 		}
 	}
