@@ -57,6 +57,7 @@ func TestE2E(t *testing.T) {
 		{"HelpersOnTheirNode", testHelpersOnTheirNode},
 		{"LeaderKilledOnNode", testLeaderKilledOnNode},
 		{"RecycleAcrossNodes", testRecycleAcrossNodes},
+		{"Fleet", testFleet},
 		{"Cordon", testCordon},
 		{"LocalRootAndRollingUpdate", testLocalRoot},
 		{"RBAC", testRBAC},
@@ -82,7 +83,7 @@ func testStatefulSet(t *testing.T) {
 	}
 	for i, p := range pods {
 		pv := bound(t, ns, "www-"+p)
-		if pv.Spec.StorageClassName != "dirpv-hostpath" || pv.Annotations["pv.kubernetes.io/provisioned-by"] != "dirpv.io/provisioner" {
+		if pv.Spec.StorageClassName != "dirpv-hostpath" || pv.Annotations["pv.kubernetes.io/provisioned-by"] != capacityName {
 			t.Errorf("claim www-%s: PV %s class %q provisioned by %q", p, pv.Name, pv.Spec.StorageClassName, pv.Annotations["pv.kubernetes.io/provisioned-by"])
 		}
 		exec1(t, ns, p, "echo hello $(hostname) > /usr/share/nginx/html/index.html")

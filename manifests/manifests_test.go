@@ -140,8 +140,8 @@ func TestOverlays(t *testing.T) {
 				t.Fatal("no StorageClass")
 			}
 			for _, sc := range classes {
-				if sc.Provisioner != opts.Name {
-					t.Errorf("class %s names provisioner %q, the Deployment serves %q", sc.Name, sc.Provisioner, opts.Name)
+				if !slices.Contains(opts.Names(), sc.Provisioner) {
+					t.Errorf("class %s names provisioner %q, the Deployment serves %q", sc.Name, sc.Provisioner, opts.Names())
 				}
 				if strings.HasPrefix(sc.Name, "e2e-") {
 					continue // the suite's classes include deliberately bad ones
@@ -162,6 +162,7 @@ func TestOverlays(t *testing.T) {
 				}
 			}
 			checkRBAC(t, objs)
+			checkCSIDriver(t, objs, opts)
 		})
 	}
 }
@@ -210,6 +211,8 @@ func checkRBAC(t *testing.T, objs []runtime.Object) {
 		{cluster, "persistentvolumeclaims", "watch"}, {cluster, "persistentvolumeclaims/status", "patch"}, {cluster, "storageclasses", "get"}, {cluster, "nodes", "get"},
 		{cluster, "events", "create"}, {ns, "leases", "update"}, {ns, "pods", "create"}, {ns, "pods", "watch"}, {ns, "pods", "delete"},
 		{ns, "pods/log", "get"}, {ns, "pods/exec", "create"},
+		{ns, "csistoragecapacities", "create"}, {ns, "csistoragecapacities", "update"}, {ns, "csistoragecapacities", "delete"},
+		{ns, "csistoragecapacities", "watch"}, {ns, "replicasets", "get"},
 	} {
 		if !allowed(want.rules, want.resource, want.verb) {
 			t.Errorf("RBAC does not allow %s %s", want.verb, want.resource)
@@ -219,6 +222,20 @@ func checkRBAC(t *testing.T, objs []runtime.Object) {
 		if slices.Contains(r.Resources, "secrets") || slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") {
 			t.Errorf("ClusterRole rule too broad: %+v", r)
 		}
+	}
+}
+
+// checkCSIDriver: the scheduler finds a class's CSIDriver by the class's provisioner name: there
+// is one for --capacity-name, which publishes capacity and needs no attach.
+func checkCSIDriver(t *testing.T, objs []runtime.Object, opts *config.Options) {
+	t.Helper()
+	drivers := find[*storagev1.CSIDriver](objs)
+	if len(drivers) != 1 || drivers[0].Name != opts.CapacityName {
+		t.Fatalf("want one CSIDriver called %q (--capacity-name), got %d", opts.CapacityName, len(drivers))
+	}
+	s := drivers[0].Spec
+	if s.StorageCapacity == nil || !*s.StorageCapacity || s.AttachRequired == nil || *s.AttachRequired {
+		t.Errorf("CSIDriver %s: storageCapacity %v, attachRequired %v; want true, false", drivers[0].Name, s.StorageCapacity, s.AttachRequired)
 	}
 }
 

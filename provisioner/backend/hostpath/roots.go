@@ -101,8 +101,20 @@ func (b *Backend) chooseRoot(ms []measure, w want) (measure, error) {
 			why[i] = fmt.Sprintf("%s: %s %s", m.root, bytesOf(m.room), what)
 		}
 	}
-	return measure{}, fmt.Errorf("%w: no root of the class can take %s (%s)", quota.ErrNoRoom, bytesOf(w.bytes), strings.Join(why, "; "))
+	usable := slices.ContainsFunc(ms, func(m measure) bool { return m.err == nil })
+	msg := fmt.Sprintf("no root of the class can take %s (%s)", bytesOf(w.bytes), strings.Join(why, "; "))
+	if !usable {
+		msg = fmt.Sprintf("no root of the class is usable here (%s)", strings.Join(why, "; "))
+	}
+	return measure{}, &noRoomError{msg}
 }
+
+// noRoomError says why no root of a node can take a volume; it matches quota.ErrNoRoom, so
+// that the claim goes back to the scheduler.
+type noRoomError struct{ msg string }
+
+func (e *noRoomError) Error() string        { return e.msg }
+func (e *noRoomError) Is(target error) bool { return target == quota.ErrNoRoom }
 
 // bytesOf writes n bytes for messages.
 func bytesOf(n uint64) string {

@@ -194,7 +194,7 @@ func TestChooseRoot(t *testing.T) {
 			wantErr: []string{"no root of the class can take 4 GiB", "/mnt/d1: 2 GiB free", "/mnt/d2: root d2 is not there"}},
 		{name: "no root at all", policy: LeastRoom, bytes: 0,
 			rooms:   []measure{{root: "/mnt/d1", err: gone}},
-			wantErr: []string{"/mnt/d1: root d2 is not there"}},
+			wantErr: []string{"no root of the class is usable here (/mnt/d1: root d2 is not there)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := want{class: &config.Class{Capacity: config.CapacityLabel}, c: Class{RootPolicy: tc.policy}, bytes: tc.bytes}
@@ -298,7 +298,7 @@ func TestPlaceImmediate(t *testing.T) {
 		{name: "without topologies every node that takes pods counts", sc: class(storagev1.VolumeBindingImmediate), size: "1Gi", want: "elsewhere"},
 		{name: "only one fits", sc: class(storagev1.VolumeBindingImmediate, inZoneA), size: "3.5Gi", want: "big"},
 		{name: "none fits", sc: class(storagev1.VolumeBindingImmediate, inZoneA), size: "5Gi",
-			wantErr: "no node can take the volume: node big: no room for the volume's size: no root of the class can take 5 GiB (/mnt/d1: 4 GiB free)"},
+			wantErr: "no node can take the volume: node big: no root of the class can take 5 GiB (/mnt/d1: 4 GiB free)"},
 		{name: "no node allowed", sc: class(storagev1.VolumeBindingImmediate, v1.TopologySelectorTerm{
 			MatchLabelExpressions: []v1.TopologySelectorLabelRequirement{{Key: "zone", Values: []string{"z"}}}}), size: "1Gi",
 			wantErr: "StorageClass  : no Ready, schedulable node matches its allowedTopologies"},
