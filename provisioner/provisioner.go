@@ -344,6 +344,30 @@ func (p *Provisioner) Enforceable(ctx context.Context, sc *storagev1.StorageClas
 	return res.Quota, err
 }
 
+// Publishes reports whether the room of sc's volumes is published per node for the scheduler:
+// sc is a valid class of a backend whose volumes are local to nodes.
+func (p *Provisioner) Publishes(sc *storagev1.StorageClass) bool {
+	_, b, err := p.Backends.ParseClass(sc.Parameters)
+	if err != nil {
+		return false
+	}
+	_, ok := b.(backend.Rooms)
+	return ok
+}
+
+// Room is the room for sc's volumes on node: in all, and for the largest volume that fits.
+func (p *Provisioner) Room(ctx context.Context, sc *storagev1.StorageClass, node *v1.Node) (total, largest uint64, err error) {
+	class, b, err := p.Backends.ParseClass(sc.Parameters)
+	if err != nil {
+		return 0, 0, fmt.Errorf("StorageClass %s: %w", sc.Name, err)
+	}
+	r, ok := b.(backend.Rooms)
+	if !ok {
+		return 0, 0, fmt.Errorf("StorageClass %s: backend %s has no room per node", sc.Name, b.Name())
+	}
+	return r.Room(ctx, class, node)
+}
+
 // ErrInfeasible marks an Expand error that retrying will not cure (e.g. the filesystem has no
 // room). The claim is then marked ControllerResizeInfeasible and retried only once its request
 // changes.

@@ -3,6 +3,7 @@ package config
 import (
 	"flag"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,19 @@ func TestOptions(t *testing.T) {
 		{name: "export twice", args: []string{"--nfs-export=s:/e=/a", "--nfs-export=s:/e=/b"}, wantErr: "given twice"},
 		{name: "export relative local", args: []string{"--nfs-export=s:/e=mnt"}, wantErr: "not an absolute path"},
 		{name: "namespace required", args: []string{"--helper-image=i"}, wantErr: "--namespace: is required"},
+		{name: "capacity name", args: []string{"--namespace=d", "--helper-image=i"}, check: func(t *testing.T, o *Options) {
+			if got := o.Names(); !slices.Equal(got, []string{"dirpv.io/provisioner", "dirpv.io"}) {
+				t.Errorf("names %q", got)
+			}
+		}},
+		{name: "capacity name off", args: []string{"--namespace=d", "--helper-image=i", "--capacity-name="}, check: func(t *testing.T, o *Options) {
+			if got := o.Names(); !slices.Equal(got, []string{"dirpv.io/provisioner"}) {
+				t.Errorf("names %q", got)
+			}
+		}},
+		{name: "capacity name with a slash", args: []string{"--namespace=d", "--helper-image=i", "--capacity-name=dirpv.io/x"}, wantErr: `--capacity-name: "dirpv.io/x" is not a CSIDriver name`},
+		{name: "capacity name is the name", args: []string{"--namespace=d", "--helper-image=i", "--name=dirpv.io", "--capacity-name=dirpv.io"}, wantErr: "is --name already"},
+		{name: "capacity interval", args: []string{"--namespace=d", "--helper-image=i", "--capacity-interval=10ms"}, wantErr: "--capacity-interval: must be at least 1s"},
 		{name: "bad name", args: []string{"--namespace=d", "--helper-image=i", "--name=not a name"}, wantErr: "--name"},
 		{name: "helper image or pod", args: []string{"--namespace=d"}, wantErr: "--helper-image: is required"},
 		{name: "bad root", args: []string{"--namespace=d", "--helper-image=i", "--hostpath-root=/var/../etc"}, wantErr: "--hostpath-root"},
