@@ -126,7 +126,7 @@ var classTests = []struct {
 	{name: "missing backend", params: map[string]string{}, wantErr: []string{`"backend": is required`}},
 	{name: "bad backend", params: map[string]string{"backend": "ceph"}, wantErr: []string{`"backend": "ceph" is not one of nfs, hostPath`}},
 	{name: "unknown key names it and the allowed keys", params: map[string]string{"backend": "hostPath", "archiveOnDelete": "true"},
-		wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: access, backend, basePath, capacity, gid, mode, onDelete, overcommit, pathPattern, recycle, server, share, uid, volumeType)`}},
+		wantErr: []string{`"archiveOnDelete": unknown parameter (allowed: access, backend, basePath, capacity, gid, mode, onDelete, overcommit, pathPattern, recycle, requireMount, rootPolicy, server, share, uid, volumeType)`}},
 	{name: "nfs key on hostPath", params: map[string]string{"backend": "hostPath", "server": "x"},
 		wantErr: []string{`"server": applies only to backend nfs, not hostPath`}},
 	{name: "hostPath key on nfs", params: map[string]string{"backend": "nfs", "server": "s", "share": "/e", "basePath": "/x"},

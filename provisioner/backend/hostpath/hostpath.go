@@ -195,7 +195,7 @@ func (b *Backend) ParseParams(params map[string]string, bad func(key, format str
 func parseRoots(v string) ([]string, error) {
 	var roots []string
 	for _, r := range strings.Split(v, ",") {
-		p, err := config.CleanRoot(strings.TrimSpace(r))
+		p, err := config.CleanRoot(strings.Trim(r, " ")) // spaces after commas only: every other character counts
 		if err != nil {
 			return nil, err
 		}
