@@ -88,9 +88,17 @@ func (s *Sharer) Transform(obj any) (any, error) {
 		o.Status.Phase = intern(o.Status.Phase)
 	case *v1.Node:
 		// dirpv reads a Node's name, UID and labels (the selected node's hostname, whether a
-		// volume's node is still the one it was made on), never its spec or status: they are
-		// most of a Node (images, conditions, addresses) and change every few seconds.
-		o.Spec, o.Status = v1.NodeSpec{}, v1.NodeStatus{}
+		// volume's node is still the one it was made on), and whether it takes pods (for a
+		// claim of Immediate binding: cordoned, tainted, Ready): the rest of its spec and status
+		// is most of a Node (images, addresses, heartbeats).
+		var ready []v1.NodeCondition
+		for _, c := range o.Status.Conditions {
+			if c.Type == v1.NodeReady {
+				ready = []v1.NodeCondition{{Type: v1.NodeReady, Status: c.Status}}
+			}
+		}
+		o.Spec = v1.NodeSpec{Unschedulable: o.Spec.Unschedulable, Taints: o.Spec.Taints}
+		o.Status = v1.NodeStatus{Conditions: ready}
 		o.Labels = shareMap(s, "labels", o.Labels)
 		o.Annotations = nil
 	}

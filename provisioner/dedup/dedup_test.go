@@ -261,14 +261,20 @@ func BenchmarkHeld(b *testing.B) {
 	}
 }
 
-// A Node keeps what dirpv reads of it (name, UID, labels) and nothing else.
+// A Node keeps what dirpv reads of it (name, UID, labels, and whether it takes pods) and nothing
+// else.
 func TestTransformNode(t *testing.T) {
 	n := &v1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "node1", UID: "uid-1", ResourceVersion: "7",
 			Labels:      map[string]string{v1.LabelHostname: "host-1"},
 			Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0"}},
-		Spec:   v1.NodeSpec{PodCIDR: "10.244.0.0/24", Unschedulable: true},
-		Status: v1.NodeStatus{Images: []v1.ContainerImage{{Names: []string{"busybox"}, SizeBytes: 1 << 20}}},
+		Spec: v1.NodeSpec{PodCIDR: "10.244.0.0/24", Unschedulable: true,
+			Taints: []v1.Taint{{Key: "dedicated", Effect: v1.TaintEffectNoSchedule}}},
+		Status: v1.NodeStatus{Images: []v1.ContainerImage{{Names: []string{"busybox"}, SizeBytes: 1 << 20}},
+			Conditions: []v1.NodeCondition{
+				{Type: v1.NodeMemoryPressure, Status: v1.ConditionFalse},
+				{Type: v1.NodeReady, Status: v1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: metav1.Now()},
+			}},
 	}
 	got, err := New().Transform(n)
 	if err != nil {
@@ -276,7 +282,10 @@ func TestTransformNode(t *testing.T) {
 	}
 	node := got.(*v1.Node)
 	want := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", UID: "uid-1", ResourceVersion: "7",
-		Labels: map[string]string{v1.LabelHostname: "host-1"}}}
+		Labels: map[string]string{v1.LabelHostname: "host-1"}},
+		Spec:   v1.NodeSpec{Unschedulable: true, Taints: []v1.Taint{{Key: "dedicated", Effect: v1.TaintEffectNoSchedule}}},
+		Status: v1.NodeStatus{Conditions: []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue}}},
+	}
 	if !reflect.DeepEqual(node, want) {
 		t.Errorf("after Transform: %#v\nwant %#v", node, want)
 	}
