@@ -16,37 +16,69 @@ import (
 // filesystem's size times overcommit. The caller holds the allocation lock, so two volumes
 // cannot both take the last room.
 func admit(kind Kind, fd int, except uint64, bytes uint64, overcommit float64) error {
-	var st unix.Statfs_t
-	if err := fstatfs(fd, &st); err != nil {
-		return wrap("statfs", fd, err)
-	}
-	size := st.Blocks * uint64(st.Bsize)
-	var held uint64
-	var err error
-	if kind == KindBtrfs {
-		held, err = qgroupLimits(fd, except)
-	} else {
-		held, err = projectLimits(fd, except)
-	}
+	size, held, err := promised(kind, fd, except)
 	if err != nil {
 		return err
 	}
 	return room(nameOf(fd), size, held, bytes, overcommit)
 }
 
+// Room is what admission would still promise new volumes on the filesystem of fd, a directory
+// where dirpv can enforce sizes (else an error matching ErrNotEnforced): its size times
+// overcommit, less the limits dirpv set there; 0 once they reach it. It needs CAP_SYS_ADMIN.
+func Room(fd int, overcommit float64) (uint64, error) {
+	kind, err := Probe(fd)
+	if err != nil {
+		return 0, err
+	}
+	size, held, err := promised(kind, fd, 0)
+	if err != nil {
+		return 0, err
+	}
+	capacity, err := capacityOf(nameOf(fd), size, overcommit)
+	if err != nil || held >= capacity {
+		return 0, err
+	}
+	return capacity - held, nil
+}
+
+// Free is the bytes of the filesystem of fd that are free for unprivileged writers, as df counts
+// them.
+func Free(fd int) (uint64, error) {
+	var st unix.Statfs_t
+	if err := fstatfs(fd, &st); err != nil {
+		return 0, wrap("statfs", fd, err)
+	}
+	hi, free := bits.Mul64(st.Bavail, uint64(st.Bsize))
+	if hi != 0 {
+		return math.MaxUint64, nil
+	}
+	return free, nil
+}
+
+// promised is the size of the filesystem of fd and the sum of the limits dirpv set there, but
+// except's.
+func promised(kind Kind, fd int, except uint64) (size, held uint64, err error) {
+	var st unix.Statfs_t
+	if err := fstatfs(fd, &st); err != nil {
+		return 0, 0, wrap("statfs", fd, err)
+	}
+	size = st.Blocks * uint64(st.Bsize)
+	if kind == KindBtrfs {
+		held, err = qgroupLimits(fd, except)
+	} else {
+		held, err = projectLimits(fd, except)
+	}
+	return size, held, err
+}
+
 // room refuses bytes more on a filesystem called name of size bytes whose volumes are held to
 // held already, if that passes its size times overcommit. No sum wraps: one past 2^64 bytes
 // passes any filesystem's room.
 func room(name string, size, held, bytes uint64, overcommit float64) error {
-	if !(overcommit > 0) || math.IsInf(overcommit, 1) {
-		return fmt.Errorf("the filesystem of %s: overcommit %g is not a finite number above 0", name, overcommit)
-	}
-	capacity := size
-	if overcommit != 1 { // times 1 stays exact
-		capacity = math.MaxUint64
-		if c := float64(size) * overcommit; c < 1<<64 {
-			capacity = uint64(c)
-		}
+	capacity, err := capacityOf(name, size, overcommit)
+	if err != nil {
+		return err
 	}
 	total, carry := bits.Add64(held, bytes, 0)
 	if carry == 0 && total <= capacity {
@@ -54,6 +86,21 @@ func room(name string, size, held, bytes uint64, overcommit float64) error {
 	}
 	return fmt.Errorf("%w: the filesystem of %s holds %s, its volumes are held to %s already, and %s more would pass %s (its size times overcommit %g)",
 		ErrNoRoom, name, human(size), human(held), human(bytes), human(capacity), overcommit)
+}
+
+// capacityOf is what the volumes of a filesystem called name of size bytes may be held to in
+// all: its size times overcommit, at most 2^64-1.
+func capacityOf(name string, size uint64, overcommit float64) (uint64, error) {
+	if !(overcommit > 0) || math.IsInf(overcommit, 1) {
+		return 0, fmt.Errorf("the filesystem of %s: overcommit %g is not a finite number above 0", name, overcommit)
+	}
+	if overcommit == 1 { // times 1 stays exact
+		return size, nil
+	}
+	if c := float64(size) * overcommit; c < 1<<64 {
+		return uint64(c), nil
+	}
+	return math.MaxUint64, nil
 }
 
 // addLimit adds a limit to a sum of them, holding it at 2^64-1 rather than wrapping.

@@ -81,6 +81,8 @@ func recordBound(op Op) int {
 	case Usage:
 		// Two numbers of up to 20 digits each (uint64).
 		return max(minRecord, len(`{"used":,"limit":},`)+2*len("18446744073709551615"))
+	case Room:
+		return max(minRecord, len(`{"room":,"device":},`)+2*len("18446744073709551615"))
 	}
 	return minRecord
 }

@@ -71,7 +71,8 @@ type Op struct {
 	Why string
 	// Limit is the size in bytes Create and Expand hold the volume to; 0 on Create: none.
 	Limit uint64
-	// Limited: Delete, Archive and Release first clear the volume's limit.
+	// Limited: Delete, Archive and Release first clear the volume's limit; Room counts the room
+	// admission would promise.
 	Limited bool
 	// Overcommit: Create and Expand refuse a Limit that takes the limits on the volume's
 	// filesystem past its size times this (quota.ErrNoRoom); 0 means 1. Room counts with it.
@@ -117,7 +118,7 @@ type Result struct {
 // Apply performs op under root.
 func Apply(root fsys.Dir, op Op) (Result, error) {
 	o := volumefs.Owner{PV: op.Owner.PV, NodeUID: op.Owner.NodeUID}
-	if op.Limited {
+	if op.Limited && op.Kind != Room {
 		if err := volumefs.Unlimit(root, op.Path, o, quota.Dirs{}); err != nil {
 			return Result{}, err
 		}
@@ -159,6 +160,8 @@ func Apply(root fsys.Dir, op Op) (Result, error) {
 		return Result{Used: used, Limit: limit}, err
 	case Probe:
 		return probe(root, op.Path)
+	case Room:
+		return room(root, op)
 	}
 	return Result{}, fmt.Errorf("unknown operation %q", op.Kind)
 }
@@ -228,6 +231,7 @@ var operations = []struct {
 	{Expand, []string{"limit", "overcommit"}, "limit"},
 	{Usage, nil, ""},
 	{Probe, nil, ""},
+	{Room, []string{"limited", "overcommit", "must-exist", "must-mount"}, ""},
 }
 
 // everyOperation are the flags of every operation.
@@ -262,7 +266,7 @@ var opFlags = []opFlag{
 		}},
 	uint64Flag("limit", "bytes to hold the volume to; 0: no limit", func(op *Op) *uint64 { return &op.Limit }).
 		omitWhen(func(op Op) bool { return op.Limit == 0 }),
-	boolFlag("limited", "clear the volume's limit first", func(op *Op) *bool { return &op.Limited }).
+	boolFlag("limited", "clear the volume's limit first (room: count what admission would promise)", func(op *Op) *bool { return &op.Limited }).
 		omitWhen(func(op Op) bool { return !op.Limited }),
 	{name: "overcommit", text: func(op Op) string { return strconv.FormatFloat(op.Overcommit, 'g', -1, 64) },
 		bind: func(fs *flag.FlagSet, op *Op) func() error {
@@ -275,7 +279,11 @@ var opFlags = []opFlag{
 				return err
 			}
 		},
-		omit: func(op Op) bool { return op.Limit == 0 || op.overcommit() == 1 }},
+		omit: func(op Op) bool { return (op.Limit == 0 && !(op.Kind == Room && op.Limited)) || op.overcommit() == 1 }},
+	boolFlag("must-exist", "a directory that is not there is an error, not measured on its ancestor", func(op *Op) *bool { return &op.MustExist }).
+		omitWhen(func(op Op) bool { return !op.MustExist }),
+	boolFlag("must-mount", "the directory must be the root of a mounted filesystem", func(op *Op) *bool { return &op.MustMount }).
+		omitWhen(func(op Op) bool { return !op.MustMount }),
 }
 
 // The bounds of what a marker records besides names Kubernetes bounds itself (a PV or claim name
@@ -454,7 +462,7 @@ func ParseArgs(args []string) (Op, error) {
 	if len(errs) > 0 {
 		return Op{}, errors.Join(errs...)
 	}
-	if op.Path == "" || (op.Owner.PV == "" && op.Kind != Probe) {
+	if op.Path == "" || (op.Owner.PV == "" && op.Kind != Probe && op.Kind != Room) {
 		return Op{}, errors.New("--path and --pv are required")
 	}
 	if f := fs.Lookup(needs); f != nil && f.Value.String() == f.DefValue {

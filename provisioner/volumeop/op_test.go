@@ -31,6 +31,8 @@ func TestArgsRoundTrip(t *testing.T) {
 		{Kind: Release, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, Limited: true,
 			Why: "kept (reclaimPolicy Retain)", Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 		{Kind: Usage, Path: "base/a", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Mode: 0o777, UID: -1, GID: -1},
+		{Kind: Room, Path: "disk1", Mode: 0o777, UID: -1, GID: -1, MustExist: true, MustMount: true},
+		{Kind: Room, Path: ".", Mode: 0o777, UID: -1, GID: -1, Limited: true, Overcommit: 1.5},
 	} {
 		got, err := ParseArgs(op.Args())
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(op) {
@@ -63,6 +65,9 @@ func TestArgsText(t *testing.T) {
 		{Op{Kind: Expand, Path: "a", Owner: owner}, "expand --path=a --pv=pvc-1 --limit=0"}, // it needs --limit
 		{Op{Kind: Usage, Path: "a", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Limited: true}, "usage --path=a --pv=pvc-1 --node-uid=n-1"},
 		{Op{Kind: Probe, Path: "."}, "probe --path=. --pv="},
+		{Op{Kind: Room, Path: "d1", MustExist: true, MustMount: true}, "room --path=d1 --pv= --must-exist=true --must-mount=true"},
+		{Op{Kind: Room, Path: "d1", Limited: true, Overcommit: 2}, "room --path=d1 --pv= --limited=true --overcommit=2"},
+		{Op{Kind: Room, Path: "d1", Overcommit: 2}, "room --path=d1 --pv="}, // free bytes: no overcommit
 	} {
 		if got := strings.Join(tt.op.Args(), " "); got != tt.want {
 			t.Errorf("%+v: Args = %q, want %q", tt.op, got, tt.want)
@@ -112,6 +117,9 @@ func TestParseArgsRefuses(t *testing.T) {
 		{[]string{"usage", "--path=a", "--pv=p", "--limited"}, "--limited does not apply to usage"},
 		{[]string{"usage", "--path=a", "--pv=p", "--limit=5"}, "--limit does not apply to usage"},
 		{[]string{"usage", "--pv=p"}, "--path and --pv are required"},
+		{[]string{"room", "--pv=p"}, "--path and --pv are required"},
+		{[]string{"room", "--path=a", "--must-mount", "--limit=5"}, "--limit does not apply to room"},
+		{[]string{"create", "--path=a", "--pv=p", "--must-exist"}, "--must-exist does not apply to create"},
 	} {
 		if _, err := ParseArgs(tt.args); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("ParseArgs(%q) = %v, want %q", tt.args, err, tt.want)
@@ -204,6 +212,9 @@ func TestNeedsAdmin(t *testing.T) {
 		{Op{Kind: Archive, Limited: true}, true},
 		{Op{Kind: Scrub}, false},
 		{Op{Kind: Usage}, true},
+		{Op{Kind: Room}, false},
+		{Op{Kind: Room, MustMount: true}, false},
+		{Op{Kind: Room, Limited: true}, true},
 	} {
 		if got := tt.op.NeedsAdmin(); got != tt.admin {
 			t.Errorf("%+v: NeedsAdmin = %v, want %v", tt.op, got, tt.admin)
