@@ -30,6 +30,7 @@ import (
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/backend/hostpath"
 	"dirpv.io/dirpv/provisioner/backend/nfs"
+	"dirpv.io/dirpv/provisioner/capacity"
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/controllers"
 	"dirpv.io/dirpv/provisioner/dedup"
@@ -109,8 +110,9 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		fence = elector.fence
 	}
 	nfsBackend := nfs.New(opts, fence, reg)
+	hostPath := hostpath.New(opts, client, nodes.Lister(), transport)
 	prov := &provisioner.Provisioner{
-		Backends: backend.Set{nfsBackend, hostpath.New(opts, client, nodes.Lister(), transport)},
+		Backends: backend.Set{nfsBackend, hostPath},
 		Recorder: recorder,
 		Metrics:  provisioner.NewMetrics(reg),
 		Now:      time.Now,
@@ -118,6 +120,12 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	}
 	leader := &controllers.Leader{Client: client, Provisioner: prov, Recorder: recorder, Metrics: controllers.NewMetrics(reg),
 		Nodes: nodes, Options: opts, StartTerm: transport.StartTerm}
+	if opts.CapacityName != "" {
+		if leader.Capacity, err = newPublisher(ctx, client, opts, prov, reg); err != nil {
+			return err
+		}
+		hostPath.Changed = leader.Capacity.Refresh
+	}
 	klog.FromContext(ctx).Info("Starting dirpv", "version", version, "name", opts.Name, "helperImage", helperPods.Image,
 		"nfsExports", opts.NFSExports.String(), "nfsAllow", opts.NFSAllow.String())
 
@@ -140,6 +148,23 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		return nil
 	}
 }
+
+// newPublisher is what publishes the room of --capacity-name's classes on each node, its objects
+// owned by this pod's Deployment so that they go with it.
+func newPublisher(ctx context.Context, client kubernetes.Interface, opts *config.Options, source capacity.Source, reg prometheus.Registerer) (*capacity.Publisher, error) {
+	owner, err := capacity.Owner(ctx, client, opts.Namespace, opts.PodName)
+	if err != nil {
+		return nil, fmt.Errorf("the owner of the CSIStorageCapacity objects: %w", err)
+	}
+	return &capacity.Publisher{
+		Client: client, Namespace: opts.Namespace, Owner: owner, Name: opts.CapacityName, Source: source,
+		Interval: opts.CapacityInterval, Delay: capacityDelay, Metrics: capacity.NewMetrics(reg),
+	}, nil
+}
+
+// capacityDelay gathers the refreshes a burst of operations on a node asks for into one
+// measurement.
+const capacityDelay = time.Second
 
 // newClient is the API client opts configure.
 func newClient(opts *config.Options) (*rest.Config, kubernetes.Interface, error) {

@@ -7,7 +7,9 @@ import (
 	"context"
 	"sync"
 
+	"k8s.io/client-go/informers"
 	coreinformers "k8s.io/client-go/informers/core/v1"
+	storageinformers "k8s.io/client-go/informers/storage/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -16,6 +18,7 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"dirpv.io/dirpv/provisioner"
+	"dirpv.io/dirpv/provisioner/capacity"
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/dedup"
 	"dirpv.io/dirpv/provisioner/recycle"
@@ -39,6 +42,8 @@ type Leader struct {
 	Options *config.Options
 	// StartTerm, when set, runs as each term begins, before any controller starts.
 	StartTerm func(ctx context.Context)
+	// Capacity, when set, publishes the room of classes on nodes; each term gives it its caches.
+	Capacity *capacity.Publisher
 }
 
 // RunTerm runs one term of the controllers until ctx ends. A ProvisionController cannot be
@@ -93,12 +98,24 @@ func (l *Leader) RunTerm(ctx context.Context) {
 			Enforceable: m.CapacityEnforceable,
 		})
 	}
+	var publish func(ctx context.Context)
+	if l.Capacity != nil {
+		var stop func()
+		if publish, stop, err = l.capacity(classes); err != nil {
+			logger.Error(err, "Capacity publisher not started")
+		} else {
+			defer stop()
+		}
+	}
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), l.Nodes.Informer().HasSynced) {
 		factory.Shutdown() // the term ended before it began
 		return
 	}
 	var others sync.WaitGroup
+	if publish != nil {
+		others.Go(func() { publish(ctx) })
+	}
 	if rc != nil {
 		others.Go(func() { rc.Run(ctx, opts.Workers) })
 	}
@@ -111,4 +128,34 @@ func (l *Leader) RunTerm(ctx context.Context) {
 	pc.Run(ctx)
 	others.Wait()
 	factory.Shutdown()
+}
+
+// capacity gives the publisher this term's caches: the term's classes, the process's nodes, and
+// its own objects, in dirpv's namespace only. publish runs it; stop, once it returned, takes its
+// handlers off the caches that outlive the term.
+func (l *Leader) capacity(classes storageinformers.StorageClassInformer) (publish func(context.Context), stop func(), err error) {
+	p := l.Capacity
+	factory := informers.NewSharedInformerFactoryWithOptions(l.Client, 0, informers.WithNamespace(p.Namespace))
+	capacities := factory.Storage().V1().CSIStorageCapacities()
+	p.Classes, p.Nodes, p.Capacities = classes.Lister(), l.Nodes.Lister(), capacities.Lister()
+	p.Synced = []cache.InformerSynced{classes.Informer().HasSynced, l.Nodes.Informer().HasSynced, capacities.Informer().HasSynced}
+	if _, err := classes.Informer().AddEventHandler(p.ClassHandler()); err != nil {
+		return nil, nil, err
+	}
+	if _, err := capacities.Informer().AddEventHandler(p.CapacityHandler()); err != nil {
+		return nil, nil, err
+	}
+	nodes, err := l.Nodes.Informer().AddEventHandler(p.NodeHandler())
+	if err != nil {
+		return nil, nil, err
+	}
+	publish = func(ctx context.Context) {
+		factory.Start(ctx.Done())
+		p.Run(ctx)
+	}
+	stop = func() {
+		_ = l.Nodes.Informer().RemoveEventHandler(nodes)
+		factory.Shutdown()
+	}
+	return publish, stop, nil
 }
