@@ -321,7 +321,7 @@ func testBadInput(t *testing.T) {
 			c.Annotations = map[string]string{"dir": escape}
 		}, "unsafe volume path: absolute"},
 		{"unknown-param", "e2e-unknown-param", nil, `parameter "archiveOnDelete": unknown parameter`},
-		{"immediate", "e2e-hostpath-immediate", nil, "requires volumeBindingMode: WaitForFirstConsumer"},
+		{"bad-root-policy", "e2e-hostpath-bad-policy", nil, `parameter "rootPolicy": "biggest" is not one of mostRoom, leastRoom`},
 		{"block", "e2e-nfs", func(c *v1.PersistentVolumeClaim) { c.Spec.VolumeMode = &block }, "block"},
 		{"unknown-export", "e2e-unknown-export", nil, "NFS export nfs.elsewhere.test:/data is not mounted in the provisioner"},
 		{"unallowed-server", "e2e-nfs-direct-unallowed", nil, "NFS server nfs.elsewhere.test, share /data, is not allowed for access: direct"},
