@@ -63,6 +63,7 @@ func TestE2E(t *testing.T) {
 		{"RBAC", testRBAC},
 		{"HelperPodConfinement", testHelperPodConfinement},
 		{"AdmissionPolicy", testAdmissionPolicy},
+		{"Prometheus", testPrometheus},
 		{"Faults", testFaults},
 		{"NodeRemoved", testNodeRemoved}, // last: it takes a node away
 	} {

@@ -11,6 +11,8 @@ pkgs=(etcd-server containerd runc containernetworking-plugins iptables openssl b
 pkgs+=(nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common)
 # mkfs.btrfs for the e2e capacity cases (a btrfs with quotas below --hostpath-root).
 pkgs+=(btrfs-progs)
+# The Prometheus server of the e2e case Prometheus (it scrapes dirpv with the alerting rules).
+pkgs+=(prometheus)
 if [ $# -gt 0 ]; then pkgs=("$@"); fi
 
 missing=()
