@@ -239,7 +239,11 @@ func startPrometheus(t *testing.T) *prometheus {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules = regexp.MustCompile(`(?m)^(\s+for:) \S+$`).ReplaceAll(rules, []byte("${1} "+promFor))
+	forLine := regexp.MustCompile(`(?m)^(\s+for:) \S+$`)
+	if n := len(forLine.FindAll(rules, -1)); n < 10 {
+		t.Fatalf("dirpv-alerts.yaml: %d lines \"for: <duration>\" to shorten; did its format change?", n)
+	}
+	rules = forLine.ReplaceAll(rules, []byte("${1} "+promFor))
 	rulesFile := filepath.Join(dir, "dirpv-alerts.yaml")
 	if err := os.WriteFile(rulesFile, rules, 0o644); err != nil {
 		t.Fatal(err)
