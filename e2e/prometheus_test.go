@@ -99,14 +99,11 @@ func testPrometheus(t *testing.T) {
 	checkDashboard(t, prom, scraped)
 	checkAlertExprs(t, prom, scraped)
 
-	// Leave the cluster as it was: the server answers again, the fault's claims get their
-	// volumes and the size-enforced volume goes before its btrfs is unmounted.
+	// The server answers again; the fault's claims and volumes go with the namespace (on the
+	// provisioner library's backoff, which may be minutes after a few failures). The
+	// size-enforced volume goes now, before its btrfs is unmounted.
 	g.cont(t)
 	running = true
-	for _, name := range []string{"down-000", "down-001", "down-002"} {
-		bound(t, ns, name)
-	}
-	pvGone(t, pvs["direct-1"].Name)
 	deleteClaim(t, ns, "quota")
 	pvGone(t, pvs["quota"].Name)
 }
