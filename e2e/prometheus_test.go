@@ -129,16 +129,7 @@ var metricName = regexp.MustCompile(`\b(?:dirpv|controller|process|go)_[a-z0-9_]
 // checkDashboard runs every panel's query: each parses, names only scraped metrics and returns
 // series (those on kube-state-metrics excepted).
 func checkDashboard(t *testing.T, prom *prometheus, scraped map[string]bool) {
-	var dash struct {
-		Panels []struct {
-			Title   string
-			Type    string
-			Targets []struct {
-				RefID string `json:"refId"`
-				Expr  string
-			}
-		}
-	}
+	var dash struct{ Panels []dashboardPanel }
 	b, err := os.ReadFile(filepath.Join(monitoringDir, "dirpv-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +138,11 @@ func checkDashboard(t *testing.T, prom *prometheus, scraped map[string]bool) {
 		t.Fatal(err)
 	}
 	queries, external := 0, 0
-	for _, p := range dash.Panels {
+	var panels []dashboardPanel
+	for _, p := range dash.Panels { // a collapsed row holds its panels
+		panels = append(append(panels, p), p.Panels...)
+	}
+	for _, p := range panels {
 		for _, target := range p.Targets {
 			queries++
 			q := grafanaVars.Replace(target.Expr)
@@ -169,6 +164,16 @@ func checkDashboard(t *testing.T, prom *prometheus, scraped map[string]bool) {
 		t.Errorf("the dashboard has %d queries; did its format change?", queries)
 	}
 	t.Logf("dashboard: %d queries parsed and named scraped metrics, %d returned series (%d need kube-state-metrics)", queries, queries-external, external)
+}
+
+// dashboardPanel is what the test reads of a Grafana panel (a row's Panels when collapsed).
+type dashboardPanel struct {
+	Title   string
+	Targets []struct {
+		RefID string `json:"refId"`
+		Expr  string
+	}
+	Panels []dashboardPanel
 }
 
 // checkAlertExprs evaluates every alert's expression: each parses and names only scraped

@@ -27,7 +27,9 @@ promtool test rules dirpv-alerts_test.yaml
 log "promtool check rules on the queries of dirpv-dashboard.json"
 rules=$(mktemp --suffix=.yaml)
 trap 'rm -f "$rules"' EXIT
-jq '{groups: [{name: "dirpv-dashboard", rules: [.panels[] | select(.type != "row") as $p | $p.targets[]
+# A collapsed row holds its panels: .panels[].panels[] too.
+panels='.panels[] | (., .panels[]?) | select(.type != "row")'
+jq "{groups: [{name: \"dirpv-dashboard\", rules: [$panels"' as $p | $p.targets[]
       | {record: "dashboard:panel\($p.id):\(.refId)",
          expr: (.expr | gsub("\\$__rate_interval"; "5m") | gsub("\\$job"; "dirpv"))}]}]}' \
   dirpv-dashboard.json >"$rules"
@@ -38,7 +40,7 @@ if left=$(jq -r '.groups[].rules[] | select(.expr | contains("$")) | "\(.record)
 fi
 promtool check rules "$rules"
 # Every panel has a description in docs/monitoring.md, under its title.
-missing=$(jq -r '.panels[] | select(.type != "row") | .title' dirpv-dashboard.json | while read -r title; do
+missing=$(jq -r "$panels | .title" dirpv-dashboard.json | while read -r title; do
   grep -qxF -- "- **$title**" <(grep -o '^- \*\*[^*]*\*\*' "$REPO_ROOT/docs/monitoring.md") || echo "$title"
 done)
 if [ -n "$missing" ]; then
