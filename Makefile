@@ -21,7 +21,7 @@ lint: ## gofmt and go vet (the manifests' unit test renders every overlay).
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
 
-monitoring: ## Alerting rules: promtool check and unit tests (Debian's prometheus package)
+monitoring: ## Alerting rules and dashboard: promtool check and unit tests, the dashboard's queries parsed (Debian's prometheus package)
 	hack/promtool-test.sh
 
 unit: ## Unit tests (fake clients, real filesystem under temporary directories).
