@@ -35,13 +35,13 @@ const (
 )
 
 // testPrometheus: Debian's Prometheus server scrapes dirpv's replicas with the alerting rules
-// loaded (for: shortened). After a burst of claims of
-// every backend (hostPath through helper pods, NFS mount and direct, a size-enforced volume
-// resized, deletions) and a fault (the NFS server stopped while claims are made, a volume
-// deleted and another recycled), DirpvNFSServersSilent and DirpvProvisioningFailures are seen
-// firing in /api/v1/alerts, and every dashboard query and alert expression parses, names only
-// metrics that Prometheus scraped from dirpv, and returns series (the dashboard's, except those
-// on kube-state-metrics, which this cluster does not run).
+// loaded (for: shortened). After a burst of claims of every backend (hostPath through the nodes'
+// agents, NFS mount and direct, a size-enforced volume resized, deletions) and a fault (the NFS
+// server stopped while claims are made, a volume deleted and another recycled),
+// DirpvNFSServersSilent and DirpvProvisioningFailures are seen firing in /api/v1/alerts, and
+// every dashboard query and alert expression parses and names only metrics that Prometheus
+// scraped from dirpv; every dashboard query returns series (but those on kube-state-metrics,
+// which this cluster does not run).
 func testPrometheus(t *testing.T) {
 	prom := startPrometheus(t)
 	prom.waitTargets(t, 2)
