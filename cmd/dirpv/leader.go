@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
@@ -28,6 +29,8 @@ type elector struct {
 	leading atomic.Bool
 	// stale is how long a leader may go without renewing before /healthz fails.
 	stale time.Duration
+	// elect is false with --leader-elect=false: the one replica always runs the controller.
+	elect bool
 }
 
 // renewClock records when this replica last wrote the Lease. The health check reads it instead of
@@ -70,6 +73,7 @@ func newElector(opts *config.Options, client kubernetes.Interface, recorder reco
 	return &elector{
 		lock:  lock,
 		stale: opts.LeaseDuration + opts.RenewDeadline,
+		elect: opts.LeaderElect,
 		config: leaderelection.LeaderElectionConfig{
 			Lock:            lock,
 			LeaseDuration:   opts.LeaseDuration,
@@ -146,4 +150,19 @@ func (e *elector) fence() error {
 }
 
 // isLeader reports whether this replica currently runs the controller.
-func (e *elector) isLeader() bool { return e.leading.Load() }
+func (e *elector) isLeader() bool { return !e.elect || e.leading.Load() }
+
+// gauge is dirpv_leader: 1 while this replica runs the controller with a Lease it keeps renewing,
+// so that "no leader" is one query and not a guess from the replicas' writes. A leader whose
+// renewals stalled reads 0, as /healthz fails for it.
+func (e *elector) gauge() prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "dirpv", Name: "leader",
+		Help: "1 while this replica runs the controllers (holds and renews the Lease, or leader election is off), 0 on a standby.",
+	}, func() float64 {
+		if e.isLeader() && e.healthy() == nil {
+			return 1
+		}
+		return 0
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
@@ -100,5 +101,45 @@ func TestElectorFence(t *testing.T) {
 	}()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestElectorGauge: dirpv_leader reads 1 only while this replica leads with a Lease it renews,
+// and always with leader election off.
+func TestElectorGauge(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv", LeaderElect: true,
+		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 100 * time.Millisecond}
+	e := newElector(opts, fake.NewClientset(), record.NewFakeRecorder(100))
+	gauge := e.gauge()
+	if v := testutil.ToFloat64(gauge); v != 0 {
+		t.Fatalf("dirpv_leader = %v before the election, want 0", v)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- e.run(ctx, func(ctx context.Context) {
+			if v := testutil.ToFloat64(gauge); v != 1 {
+				t.Errorf("dirpv_leader = %v while leading, want 1", v)
+			}
+			// As if the renew loop had hung: /healthz fails, and the gauge says no leader.
+			e.lock.last.Store(time.Now().Add(-e.stale - time.Second).UnixNano())
+			if v := testutil.ToFloat64(gauge); v != 0 {
+				t.Errorf("dirpv_leader = %v with renewals stalled, want 0", v)
+			}
+			cancel()
+		})
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if v := testutil.ToFloat64(gauge); v != 0 {
+		t.Errorf("dirpv_leader = %v after the term, want 0", v)
+	}
+
+	opts.LeaderElect = false
+	if v := testutil.ToFloat64(newElector(opts, fake.NewClientset(), record.NewFakeRecorder(100)).gauge()); v != 1 {
+		t.Errorf("dirpv_leader = %v with leader election off, want 1", v)
 	}
 }

@@ -90,6 +90,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	recorder, stopEvents := newRecorder(ctx, client)
 	defer stopEvents()
 	elector := newElector(opts, client, recorder)
+	reg.MustRegister(elector.gauge())
 
 	// Nodes come from a cache that lives as long as the process: the library reads each claim's
 	// selected node, and every hostPath operation its volume's node (one GET each otherwise).
