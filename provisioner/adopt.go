@@ -43,6 +43,10 @@ func (p *Provisioner) adoption(pv *v1.PersistentVolume) *config.Adoption {
 	return p.Adoptions.ByName(pv.Annotations[backend.AnnProvisionedBy])
 }
 
+// Adopts reports whether pv is a PV of a provisioner dirpv adopts that it has not recorded yet:
+// Adopt takes it over.
+func (p *Provisioner) Adopts(pv *v1.PersistentVolume) bool { return p.adoption(pv) != nil }
+
 // Adopted is what Adopt did with a peer's PV.
 type Adopted struct {
 	// Volume names the directory for messages; Record is dirpv's record of it.
@@ -54,7 +58,8 @@ type Adopted struct {
 // yet: it derives dirpv's record from the peer's conventions (peer.Record), checks it as it
 // checks its own, writes its marker beside the directory (volumefs.Adopt) and records the
 // volume on the PV (event VolumeAdopted). With check it only checks, and changes nothing. A PV
-// that fails a check gets an AdoptionRefused event and an error matching ErrAdoptionRefused.
+// that fails a check gets an error matching ErrAdoptionRefused and (unless check) an
+// AdoptionRefused event.
 func (p *Provisioner) Adopt(ctx context.Context, pv *v1.PersistentVolume, check bool) (Adopted, error) {
 	a := p.adoption(pv)
 	if a == nil {
@@ -71,6 +76,9 @@ func (p *Provisioner) Adopt(ctx context.Context, pv *v1.PersistentVolume, check 
 		}
 	}
 	if errors.Is(err, ErrAdoptionRefused) {
+		if check {
+			return Adopted{}, err // a check changes nothing, and records nothing either
+		}
 		p.Recorder.Eventf(pv, v1.EventTypeWarning, ReasonAdoptionRefused, "Not taken over from %s, nothing changed: %v", a.Peer, err)
 		return Adopted{}, err
 	}
