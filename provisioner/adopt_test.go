@@ -10,6 +10,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
@@ -222,5 +223,25 @@ func TestProvisionNSPClass(t *testing.T) {
 	bad := nspStorageClass(map[string]string{"archiveOnDelete": "sometimes"})
 	if _, _, err := p.Provision(ctx, controller.ProvisionOptions{StorageClass: bad, PVC: claim(), PVName: "pvc-2"}); err == nil || !strings.Contains(err.Error(), "archiveOnDelete") {
 		t.Errorf("bad class: %v", err)
+	}
+}
+
+// TestExpandAdopts: resizing is acting on a volume too: the PV is taken over first, then its new
+// size (a label on nfs) needs nothing on disk. A refused one cannot be resized.
+func TestExpandAdopts(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	pv := nspReleasedPV("pvc-1234", "/exports/nsp/team-data-pvc-1234")
+	pv.Status.Phase = v1.VolumeBound
+	forged := nspReleasedPV("pvc-forged", "/exports/nsp/team-data-pvc-1234")
+	p, _, export, _ := newAdoptTest(t, nspStorageClass(nil), pv, forged)
+	mkdir(t, filepath.Join(export, "nsp/team-data-pvc-1234"))
+	if err := p.Expand(ctx, pv, resource.MustParse("2Gi")); err != nil {
+		t.Fatalf("Expand: %v", err)
+	}
+	if fresh, _ := p.PVs.Get(ctx, pv.Name, metav1.GetOptions{}); !backend.Recorded(fresh) {
+		t.Errorf("PV not taken over: %v", fresh.Annotations)
+	}
+	if err := p.Expand(ctx, forged, resource.MustParse("2Gi")); !errors.Is(err, ErrInfeasible) || !errors.Is(err, ErrAdoptionRefused) {
+		t.Errorf("Expand of a forged PV: %v, want ErrInfeasible and ErrAdoptionRefused", err)
 	}
 }

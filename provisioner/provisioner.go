@@ -305,7 +305,11 @@ func (p *Provisioner) reclaim(ctx context.Context, pv *v1.PersistentVolume, reta
 // Expand holds the volume of pv to size, for its claim that grew. A volume whose size is a
 // label (capacity: label) has nothing to change on disk.
 func (p *Provisioner) Expand(ctx context.Context, pv *v1.PersistentVolume, size resource.Quantity) error {
+	taking := p.adoption(pv) != nil
 	vol, b, err := p.locate(ctx, pv)
+	if taking && err != nil && !errors.Is(err, ErrAdoptionRefused) {
+		return fmt.Errorf("expanding: %w", err) // taking the PV over failed on the way: a retry may succeed
+	}
 	if err != nil {
 		// Retrying cannot help: only an edit of the PV can.
 		return fmt.Errorf("refusing to expand: %w; %w (%w)", err, ErrRefused, ErrInfeasible)
