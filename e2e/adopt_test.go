@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
 )
 
 // nspName and nspDir: dirpv adopts nfs-subdir-external-provisioner under its default name, on
@@ -26,7 +28,7 @@ const (
 // NSP makes it (its cmd/nfs-subdir-external-provisioner/provisioner.go): a class of NSP's name,
 // PVs with an nfs source ${path}/${namespace}-${pvcName}-${pvName} bound to their claims, their
 // directories on the export. `dirpv adopt --dry-run` lists them and changes nothing; `dirpv
-// adopt` takes one over; deleting the claims archives their directories as NSP names archives;
+// adopt` takes one over, and a Linux NFS client mounting its PV's source reads its data; deleting the claims archives their directories as NSP names archives;
 // a new claim of the class gets an NSP-shaped directory; a forged PV and one outside NSP's
 // path are refused with an event and can still be deleted.
 func testAdopt(t *testing.T) {
@@ -138,6 +140,16 @@ func testAdopt(t *testing.T) {
 		}
 		if b, err := os.ReadFile(filepath.Join(keptDir, "data")); err != nil || string(b) != "kept data" {
 			t.Errorf("data after adoption: %q %v", b, err)
+		}
+		// No pod here can mount nfs: a Linux NFS client in a VM mounts the PV's source, as the
+		// kubelet would, and finds the data NSP's volume held.
+		token := "dirpv-e2e-" + rand.String(10)
+		report := vmMount(t, kept, token)
+		if !regexp.MustCompile(`(?m)^NFS-VM-LS .* data$`).MatchString(report) {
+			t.Errorf("the adopted volume, mounted, does not list its file data:\n%s", report)
+		}
+		if got, err := os.ReadFile(filepath.Join(keptDir, "dirpv-vm-check")); err != nil || string(got) != token {
+			t.Errorf("the file written through the mount, on the server: %q, %v; want %q", got, err, token)
 		}
 		deleteClaim(t, ns, "kept")
 		pvGone(t, kept.Name)
