@@ -42,9 +42,10 @@ func testAdopt(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// nspVolume makes what NSP made for claim name: the claim, its PV (named pvc-<claim UID>)
-	// with the nfs source at path (NSP's own unless given), and the directory with data.
-	nspVolume := func(name, path string) (*v1.PersistentVolume, string) {
+	// nspVolume makes what NSP made for claim name: the claim, its PV bound to it with the nfs
+	// source at path (NSP's own unless given), and the directory with data. It returns the PV's
+	// name and the directory.
+	nspVolume := func(name, path string) (string, string) {
 		t.Helper()
 		c := claim(t, ns, name, class, func(c *v1.PersistentVolumeClaim) {
 			c.Spec.AccessModes = []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}
@@ -79,12 +80,14 @@ func testAdopt(t *testing.T) {
 			_, _ = client.CoreV1().PersistentVolumes().Patch(ctx, pvName, "application/merge-patch+json", dropFinalizers, metav1.PatchOptions{})
 			_ = client.CoreV1().PersistentVolumes().Delete(ctx, pvName, metav1.DeleteOptions{})
 		})
-		return bound(t, ns, name), dir
+		return pvName, dir
 	}
-	old, oldDir := nspVolume("old", "")
-	kept, keptDir := nspVolume("kept", "")
-	forged, _ := nspVolume("forged", oldDir)                                    // another PV's directory
-	outside, _ := nspVolume("outside", exportDir+"/"+ns+"-outside-pvc-outside") // not under NSP's path
+	_, oldDir := nspVolume("old", "")
+	_, keptDir := nspVolume("kept", "")
+	nspVolume("forged", oldDir)                                   // another PV's directory
+	nspVolume("outside", exportDir+"/"+ns+"-outside-pvc-outside") // not under NSP's path
+	// Bound together: the binder takes pre-bound claims on its periodic pass.
+	old, kept, forged, outside := bound(t, ns, "old"), bound(t, ns, "kept"), bound(t, ns, "forged"), bound(t, ns, "outside")
 	marker := func(dir string) string { return filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".dirpv") }
 	recorded := func(name string) bool {
 		pv, err := client.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
