@@ -141,6 +141,7 @@ func testAdopt(t *testing.T) {
 		if !recorded(kept.Name) || !exists(marker(keptDir)) {
 			t.Fatalf("PV %s not recorded, or its marker missing", kept.Name)
 		}
+		event(t, "", kept.Name, "VolumeAdopted", keptDir)
 		if b, err := os.ReadFile(filepath.Join(keptDir, "data")); err != nil || string(b) != "kept data" {
 			t.Errorf("data after adoption: %q %v", b, err)
 		}

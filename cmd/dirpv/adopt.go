@@ -12,8 +12,13 @@ import (
 	"strings"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/reference"
 	"k8s.io/klog/v2"
 
 	"dirpv.io/dirpv/provisioner"
@@ -51,11 +56,9 @@ func runAdopt(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	recorder, stopEvents := newRecorder(ctx, client)
-	defer stopEvents()
 	prov := &provisioner.Provisioner{
 		Backends:  backend.Set{nfs.New(opts, nil, nil)},
-		Recorder:  recorder,
+		Recorder:  syncRecorder{ctx: ctx, client: client},
 		Now:       time.Now,
 		PVs:       client.CoreV1().PersistentVolumes(),
 		Adoptions: opts.Adopt,
@@ -125,4 +128,46 @@ func adoptAll(ctx context.Context, client kubernetes.Interface, prov *provisione
 	}
 	fmt.Fprintln(out, summary.String())
 	return errors.Join(errs...)
+}
+
+// syncRecorder records each event before it returns: this command exits right after its last
+// one, and an event broadcaster's queue would go with it.
+type syncRecorder struct {
+	ctx    context.Context
+	client kubernetes.Interface
+}
+
+var _ record.EventRecorder = syncRecorder{}
+
+// Event implements record.EventRecorder. An event that cannot be recorded is logged: the work
+// it reports is done.
+func (r syncRecorder) Event(object runtime.Object, eventtype, reason, message string) {
+	ref, err := reference.GetReference(scheme.Scheme, object)
+	if err != nil {
+		klog.FromContext(r.ctx).Error(err, "Event not recorded", "reason", reason, "message", message)
+		return
+	}
+	ns := ref.Namespace
+	if ns == "" {
+		ns = metav1.NamespaceDefault // where events of cluster-scoped objects go
+	}
+	now := metav1.Now()
+	ev := &v1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", ref.Name, now.UnixNano()), Namespace: ns}, // named as client-go names events
+		InvolvedObject: *ref, Reason: reason, Message: message, Type: eventtype,
+		FirstTimestamp: now, LastTimestamp: now, Count: 1, Source: v1.EventSource{Component: "dirpv"},
+	}
+	if _, err := r.client.CoreV1().Events(ns).Create(r.ctx, ev, metav1.CreateOptions{}); err != nil {
+		klog.FromContext(r.ctx).Error(err, "Event not recorded", "object", ref.Name, "reason", reason, "message", message)
+	}
+}
+
+// Eventf implements record.EventRecorder.
+func (r syncRecorder) Eventf(object runtime.Object, eventtype, reason, messageFmt string, args ...any) {
+	r.Event(object, eventtype, reason, fmt.Sprintf(messageFmt, args...))
+}
+
+// AnnotatedEventf implements record.EventRecorder; the annotations are not recorded.
+func (r syncRecorder) AnnotatedEventf(object runtime.Object, _ map[string]string, eventtype, reason, messageFmt string, args ...any) {
+	r.Eventf(object, eventtype, reason, messageFmt, args...)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,6 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
 
 	"dirpv.io/dirpv/provisioner"
@@ -77,8 +77,7 @@ func TestAdoptAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := record.NewFakeRecorder(10)
-	prov := &provisioner.Provisioner{Backends: backend.Set{nfs.New(opts, nil, nil)}, Recorder: rec, Now: time.Now,
+	prov := &provisioner.Provisioner{Backends: backend.Set{nfs.New(opts, nil, nil)}, Recorder: syncRecorder{ctx: ctx, client: client}, Now: time.Now,
 		PVs: client.CoreV1().PersistentVolumes(), Adoptions: opts.Adopt, Peers: provisioner.ClientPeers{Client: client}}
 
 	var out bytes.Buffer
@@ -90,8 +89,20 @@ func TestAdoptAll(t *testing.T) {
 			t.Errorf("dry run lists\n%s\nwant %q", out.String(), want)
 		}
 	}
-	if entries, _ := os.ReadDir(filepath.Join(export, "nsp")); len(entries) != 1 || len(rec.Events) != 0 {
-		t.Errorf("dry run changed the export (%v) or recorded events (%d)", entries, len(rec.Events))
+	events := func() []string {
+		list, err := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range list.Items {
+			got = append(got, e.InvolvedObject.Name+" "+e.Type+" "+e.Reason)
+		}
+		slices.Sort(got)
+		return got
+	}
+	if entries, _ := os.ReadDir(filepath.Join(export, "nsp")); len(entries) != 1 || len(events()) != 0 {
+		t.Errorf("dry run changed the export (%v) or recorded events (%q)", entries, events())
 	}
 
 	out.Reset()
@@ -103,6 +114,10 @@ func TestAdoptAll(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(export, "nsp/.ns-data-pvc-1.dirpv")); err != nil {
 		t.Errorf("marker: %v", err)
+	}
+	// Recorded before the command exits.
+	if got, want := events(), []string{"pvc-1 Normal VolumeAdopted", "pvc-forged Warning AdoptionRefused"}; !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
 	}
 	forged, _ := client.CoreV1().PersistentVolumes().Get(ctx, "pvc-forged", metav1.GetOptions{})
 	if backend.Recorded(forged) {
