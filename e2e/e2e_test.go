@@ -45,6 +45,7 @@ func TestE2E(t *testing.T) {
 		{"ReclaimDirect", testReclaim(direct)},
 		{"RecycleNFSDirect", testRecycleNFS(direct)},
 		{"NFSDirectNewExport", testNFSDirectNewExport},
+		{"Adopt", testAdopt},
 		{"BadInput", testBadInput},
 		{"ClaimBeingDeleted", testClaimBeingDeleted},
 		{"NestedClasses", testNestedClasses},

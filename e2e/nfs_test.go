@@ -33,10 +33,24 @@ func mountInVM(t *testing.T, access nfsAccess) {
 	})
 	pv := bound(t, ns, "vm")
 	dir := onExport(t, pv)
+	token := "dirpv-e2e-" + rand.String(10)
+	vmMount(t, pv, token)
+	if got, err := os.ReadFile(filepath.Join(dir, "dirpv-vm-check")); err != nil || string(got) != token {
+		t.Fatalf("the file written through the mount, on the server: %q, %v; want %q", got, err, token)
+	}
+
+	deleteClaim(t, ns, "vm")
+	pvGone(t, pv.Name)
+	waitGone(t, dir)
+}
+
+// vmMount mounts pv's nfs source with its mount options in a VM (hack/nfs-vm.sh), which writes
+// the file dirpv-vm-check holding token through it and lists the directory; it returns the
+// VM's report.
+func vmMount(t *testing.T, pv *v1.PersistentVolume, token string) string {
+	t.Helper()
 	spec := pv.Spec.NFS.Server + ":" + pv.Spec.NFS.Path
 	options := strings.Join(pv.Spec.MountOptions, ",")
-	token := "dirpv-e2e-" + rand.String(10)
-
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join("..", "hack", "nfs-vm.sh"), dirpvNetns(t), spec, options)
@@ -49,13 +63,7 @@ func mountInVM(t *testing.T, access nfsAccess) {
 		t.Fatalf("mounting %s -o %s in a VM: %v\n%s\n%s", spec, options, err, stdout.String(), stderr.String())
 	}
 	t.Logf("a Linux NFS client mounted %s -o %s and wrote through it (%v):\n%s", spec, options, time.Since(start).Round(time.Second), stdout.String())
-	if got, err := os.ReadFile(filepath.Join(dir, "dirpv-vm-check")); err != nil || string(got) != token {
-		t.Fatalf("the file written through the mount, on the server: %q, %v; want %q", got, err, token)
-	}
-
-	deleteClaim(t, ns, "vm")
-	pvGone(t, pv.Name)
-	waitGone(t, dir)
+	return stdout.String()
 }
 
 // dirpvNetns is the network namespace the suite runs in: the cluster's, where the NFS server is.

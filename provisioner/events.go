@@ -11,4 +11,9 @@ const (
 	// ReasonNodeGone: the PV's node no longer exists (or was deleted and joined again), so its
 	// directory could not be reclaimed.
 	ReasonNodeGone = "VolumeNodeGone"
+	// ReasonVolumeAdopted: a PV of a provisioner dirpv adopts (--adopt) was taken over: its
+	// directory bears dirpv's marker and the PV dirpv's record.
+	ReasonVolumeAdopted = "VolumeAdopted"
+	// ReasonAdoptionRefused: such a PV failed a check and was left as it was.
+	ReasonAdoptionRefused = "AdoptionRefused"
 )

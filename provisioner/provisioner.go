@@ -22,6 +22,7 @@ import (
 	"dirpv.io/dirpv/provisioner/backend"
 	"dirpv.io/dirpv/provisioner/config"
 	"dirpv.io/dirpv/provisioner/pathname"
+	"dirpv.io/dirpv/provisioner/peer"
 	"dirpv.io/dirpv/provisioner/quota"
 	"dirpv.io/dirpv/provisioner/volumefs"
 	"dirpv.io/dirpv/provisioner/volumeop"
@@ -36,6 +37,10 @@ type Provisioner struct {
 	Now func() time.Time
 	// PVs reads PVs fresh for ShouldDelete; nil: no check.
 	PVs typedcorev1.PersistentVolumeInterface
+	// Adoptions lists the provisioners whose classes and PVs dirpv takes over; Peers reads their
+	// classes and claims for that.
+	Adoptions config.Adoptions
+	Peers     Peers
 
 	// unsure holds the UIDs of claims whose last create ran out of time: their directory may
 	// still appear, so they are provisioned even while being deleted (see Provision).
@@ -86,9 +91,9 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if _, unsure := p.unsure.Load(claim.UID); claim.DeletionTimestamp != nil && !unsure {
 		return nil, controller.ProvisioningFinished, errors.New("the claim is being deleted: no volume is made for it")
 	}
-	class, b, err := p.Backends.ParseClass(sc.Parameters)
+	class, b, from, err := p.parseClass(sc)
 	if err != nil {
-		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: %w", sc.Name, err)
+		return nil, controller.ProvisioningFinished, err
 	}
 	if err := checkClaim(claim, b); err != nil {
 		return nil, controller.ProvisioningFinished, err
@@ -101,7 +106,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		return nil, controller.ProvisioningFinished, err
 	}
 	vol := backend.Volume{Backend: b.Name(), Location: loc, OnDelete: class.OnDelete, Recycle: class.Recycle,
-		Enforced: class.Capacity == config.CapacityEnforce, Overcommit: class.Overcommit}
+		Enforced: class.Capacity == config.CapacityEnforce, Overcommit: class.Overcommit, Peer: from}
 	if class.Recycle && sc.ReclaimPolicy != nil && *sc.ReclaimPolicy == v1.PersistentVolumeReclaimRetain {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %q: \"true\" conflicts with reclaimPolicy Retain (leave reclaimPolicy at Delete)", sc.Name, config.ParamRecycle)
 	}
@@ -150,6 +155,24 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 // maxLimit is the largest size a volume is held to: resource.Quantity counts whole bytes in an
 // int64, and wraps past it.
 var maxLimit = *resource.NewQuantity(math.MaxInt64, resource.BinarySI)
+
+// parseClass validates sc's parameters. A class of a provisioner dirpv adopts is read by that
+// provisioner's conventions (peer.ClassParams), and its volumes follow them: from names it.
+func (p *Provisioner) parseClass(sc *storagev1.StorageClass) (*config.Class, backend.Backend, config.Peer, error) {
+	params, from := sc.Parameters, config.Peer("")
+	if a := p.Adoptions.ByName(sc.Provisioner); a != nil {
+		var err error
+		if params, err = peer.ClassParams(sc, *a); err != nil {
+			return nil, nil, "", err
+		}
+		from = a.Peer
+	}
+	class, b, err := p.Backends.ParseClass(params)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("StorageClass %s: %w", sc.Name, err)
+	}
+	return class, b, from, nil
+}
 
 // limitOf is the limit of a volume held to size q: q in whole bytes, rounded up. A size of no
 // bytes (the volume would have no limit) or of more than maxLimit is refused, never wrapped.
@@ -241,7 +264,12 @@ func (p *Provisioner) Release(ctx context.Context, pv *v1.PersistentVolume) erro
 // releases it to the operator.
 func (p *Provisioner) reclaim(ctx context.Context, pv *v1.PersistentVolume, retained string) error {
 	logger := klog.FromContext(ctx).WithValues("PV", klog.KObj(pv))
-	vol, b, err := p.locate(pv)
+	vol, b, err := p.locate(ctx, pv)
+	if errors.Is(err, ErrAdoptionRefused) {
+		if ferr := p.dropLibraryFinalizer(ctx, pv.Name); ferr != nil {
+			err = fmt.Errorf("%w (and removing the finalizer of the PV dirpv will not reclaim: %v)", err, ferr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("refusing to reclaim: %w; %w", err, ErrRefused)
 	}
@@ -253,7 +281,8 @@ func (p *Provisioner) reclaim(ctx context.Context, pv *v1.PersistentVolume, reta
 	case retained != "":
 		op.Kind, op.Why = volumeop.Release, fmt.Sprintf("kept (%s) when PV %s was deleted", retained, pv.Name)
 	case vol.OnDelete == config.OnDeleteArchive:
-		op.Kind = volumeop.Archive
+		// nfs-subdir-external-provisioner's archives are archived-<dir>: where its users look.
+		op.Kind, op.PlainArchive = volumeop.Archive, vol.Peer == config.PeerNSP
 	default:
 		op.Kind = volumeop.Delete
 	}
@@ -276,7 +305,11 @@ func (p *Provisioner) reclaim(ctx context.Context, pv *v1.PersistentVolume, reta
 // Expand holds the volume of pv to size, for its claim that grew. A volume whose size is a
 // label (capacity: label) has nothing to change on disk.
 func (p *Provisioner) Expand(ctx context.Context, pv *v1.PersistentVolume, size resource.Quantity) error {
-	vol, b, err := p.locate(pv)
+	taking := p.adoption(pv) != nil
+	vol, b, err := p.locate(ctx, pv)
+	if taking && err != nil && !errors.Is(err, ErrAdoptionRefused) {
+		return fmt.Errorf("expanding: %w", err) // taking the PV over failed on the way: a retry may succeed
+	}
 	if err != nil {
 		// Retrying cannot help: only an edit of the PV can.
 		return fmt.Errorf("refusing to expand: %w; %w (%w)", err, ErrRefused, ErrInfeasible)
@@ -308,7 +341,7 @@ var ErrNoQuota = errors.New("its capacity is not enforced: no quota counts what 
 // ext4 project quota): no walk of its tree. A volume whose capacity is a label gets ErrNoQuota,
 // one whose recorded location is refused ErrRefused; neither touches the node.
 func (p *Provisioner) Usage(ctx context.Context, pv *v1.PersistentVolume) (used, limit uint64, err error) {
-	vol, b, err := p.locate(pv)
+	vol, b, err := p.locate(ctx, pv)
 	if err != nil {
 		return 0, 0, fmt.Errorf("refusing to read the usage: %w; %w", err, ErrRefused)
 	}
@@ -389,7 +422,7 @@ type Scrubbed struct {
 // claim it was released from (see volumefs.Scrub). A PV whose recorded location is refused
 // gets ErrRefused; a node that is gone, backend.ErrNodeGone.
 func (p *Provisioner) Scrub(ctx context.Context, pv *v1.PersistentVolume, claimUID string) (Scrubbed, error) {
-	vol, b, err := p.locate(pv)
+	vol, b, err := p.locate(ctx, pv)
 	if err != nil {
 		return Scrubbed{}, fmt.Errorf("refusing to recycle: %w; %w", err, ErrRefused)
 	}
@@ -402,8 +435,19 @@ func (p *Provisioner) Scrub(ctx context.Context, pv *v1.PersistentVolume, claimU
 }
 
 // locate reads the volume a PV records and checks it against this provisioner's backends and
-// roots: forged or foreign annotations are refused before anything touches a disk.
-func (p *Provisioner) locate(pv *v1.PersistentVolume) (backend.Volume, backend.Backend, error) {
+// roots: forged or foreign annotations are refused before anything touches a disk. A PV of a
+// provisioner dirpv adopts is taken over first, the first time dirpv must act on it (Adopt).
+func (p *Provisioner) locate(ctx context.Context, pv *v1.PersistentVolume) (backend.Volume, backend.Backend, error) {
+	if p.adoption(pv) != nil {
+		adopted, err := p.Adopt(ctx, pv, false)
+		if err != nil {
+			return backend.Volume{}, nil, err
+		}
+		pv = pv.DeepCopy()
+		for k, v := range adopted.Record {
+			pv.Annotations[k] = v
+		}
+	}
 	return p.Backends.FromPV(pv)
 }
 

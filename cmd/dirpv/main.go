@@ -1,6 +1,7 @@
 // Command dirpv is a Kubernetes dynamic provisioner of directory-backed volumes (NFS and hostPath).
 // `dirpv [flags]` runs the provisioner; `dirpv helper ...` runs one volume operation on a node,
-// inside a helper pod the provisioner made.
+// inside a helper pod the provisioner made; `dirpv adopt [--dry-run]` takes over the PVs of the
+// provisioners the provisioner adopts (--adopt), once.
 package main
 
 import (
@@ -54,6 +55,9 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "helper" {
 		return runHelper(ctx, args[1:], stdin, stdout)
+	}
+	if len(args) > 0 && args[0] == "adopt" {
+		return runAdopt(ctx, args[1:], stdout)
 	}
 	fs := flag.NewFlagSet("dirpv", flag.ContinueOnError)
 	var opts config.Options
@@ -113,11 +117,13 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 	nfsBackend := nfs.New(opts, fence, reg)
 	hostPath := hostpath.New(opts, client, nodes.Lister(), transport)
 	prov := &provisioner.Provisioner{
-		Backends: backend.Set{nfsBackend, hostPath},
-		Recorder: recorder,
-		Metrics:  provisioner.NewMetrics(reg),
-		Now:      time.Now,
-		PVs:      client.CoreV1().PersistentVolumes(),
+		Backends:  backend.Set{nfsBackend, hostPath},
+		Recorder:  recorder,
+		Metrics:   provisioner.NewMetrics(reg),
+		Now:       time.Now,
+		PVs:       client.CoreV1().PersistentVolumes(),
+		Adoptions: opts.Adopt,
+		Peers:     provisioner.ClientPeers{Client: client},
 	}
 	leader := &controllers.Leader{Client: client, Provisioner: prov, Recorder: recorder, Metrics: controllers.NewMetrics(reg),
 		Nodes: nodes, Options: opts, StartTerm: transport.StartTerm}
@@ -128,7 +134,7 @@ func runProvisioner(ctx context.Context, opts *config.Options) error {
 		hostPath.Changed = leader.Capacity.Refresh
 	}
 	klog.FromContext(ctx).Info("Starting dirpv", "version", version, "name", opts.Name, "helperImage", helperPods.Image,
-		"nfsExports", opts.NFSExports.String(), "nfsAllow", opts.NFSAllow.String())
+		"nfsExports", opts.NFSExports.String(), "nfsAllow", opts.NFSAllow.String(), "adopt", opts.Adopt.String())
 
 	serveErr := make(chan error, 1)
 	if opts.HTTPAddress != "" {

@@ -39,6 +39,10 @@ const (
 	// ReclaimRecycle is AnnReclaim's value; LabelRecycle is LabelReclaim's.
 	ReclaimRecycle = "Recycle"
 	LabelRecycle   = "recycle"
+	// AnnAdoptedFrom names the provisioner (config.Peer) whose conventions the volume follows:
+	// one of its PVs dirpv took over, or one made for a claim of its StorageClass. Its archives
+	// are named as that provisioner names them.
+	AnnAdoptedFrom = "dirpv.io/adopted-from"
 	// FinalizerReclaim is on recycling PVs: deleting one reclaims its directory by its onDelete
 	// first, as their Kubernetes policy, Retain, would leave it behind.
 	FinalizerReclaim = "dirpv.io/reclaim-directory"
@@ -50,6 +54,13 @@ const AnnProvisionedBy = "pv.kubernetes.io/provisioned-by"
 // Ours reports whether pv was provisioned by a provisioner of one of names.
 func Ours(pv *v1.PersistentVolume, names []string) bool {
 	return slices.Contains(names, pv.Annotations[AnnProvisionedBy])
+}
+
+// Recorded reports whether pv bears dirpv's record of its volume (it was made by dirpv, or
+// adopted), without checking it: FromPV does.
+func Recorded(pv *v1.PersistentVolume) bool {
+	_, ok := pv.Annotations[AnnBackend]
+	return ok
 }
 
 // Recycles reports whether pv's record says dirpv recycles its volume (see Volume.Recycle),
@@ -119,6 +130,9 @@ type Volume struct {
 	// while the limits on its filesystem stay within its size times Overcommit.
 	Enforced   bool
 	Overcommit float64
+	// Peer is the provisioner whose conventions the volume follows (see AnnAdoptedFrom); empty:
+	// dirpv's own.
+	Peer config.Peer
 }
 
 // FullPath is the volume directory's absolute path on the server or node.
@@ -133,6 +147,9 @@ func (v Volume) Annotations() map[string]string {
 	a[AnnBackend], a[AnnPath], a[AnnOnDelete] = v.Backend, v.Path, string(v.OnDelete)
 	if v.Recycle {
 		a[AnnReclaim] = ReclaimRecycle
+	}
+	if v.Peer != "" {
+		a[AnnAdoptedFrom] = string(v.Peer)
 	}
 	if v.Enforced {
 		a[AnnCapacity] = string(config.CapacityEnforce)
@@ -190,6 +207,11 @@ func (s Set) FromPV(pv *v1.PersistentVolume) (Volume, Backend, error) {
 			return v, nil, fmt.Errorf("annotation %s: %q applies only with %s: %s", AnnOvercommit, o, AnnCapacity, config.CapacityEnforce)
 		}
 		v.Overcommit = f
+	}
+	if p, ok := a[AnnAdoptedFrom]; ok {
+		if v.Peer = config.Peer(p); !slices.Contains(config.Peers, v.Peer) {
+			return v, nil, fmt.Errorf("annotation %s: %q is not one of %s", AnnAdoptedFrom, p, config.Join(config.Peers))
+		}
 	}
 	if r, ok := a[AnnReclaim]; ok && r != ReclaimRecycle {
 		return v, nil, fmt.Errorf("annotation %s: %q is not %s", AnnReclaim, r, ReclaimRecycle)

@@ -68,6 +68,8 @@ type Options struct {
 	// deleted this long after its last batch; 0 runs each batch in a helper pod of its own.
 	HelperKeepAlive  time.Duration
 	OperationTimeout time.Duration
+	// Adopt lists the other provisioners whose classes and volumes dirpv takes over.
+	Adopt Adoptions
 	// UsageInterval is how often the usage of every bound volume whose capacity is enforced is
 	// read from its quota for the metrics; 0: never.
 	UsageInterval time.Duration
@@ -111,6 +113,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.HelperBatchWait, "helper-batch-wait", 250*time.Millisecond, "how long a helper pod that is not full waits for more operations before it starts")
 	fs.DurationVar(&o.HelperKeepAlive, "helper-keep-alive", time.Minute, "run batches in a helper pod per node (an agent, through one exec) that stays this long after its last batch; 0: a helper pod per batch")
 	fs.DurationVar(&o.OperationTimeout, "operation-timeout", 2*time.Minute, "how long one operation on a volume directory may take, helper pod included")
+	fs.Var(&o.Adopt, "adopt", "nfs-subdir-external-provisioner,server=SERVER,path=/PATH[,name=NAME]: serve that provisioner's StorageClasses and take over its PVs on the export SERVER:/PATH (its NFS_SERVER and NFS_PATH; NAME its PROVISIONER_NAME, default "+DefaultNSPName+"), which must lie within an --nfs-export (repeatable)")
 	fs.DurationVar(&o.UsageInterval, "usage-interval", 5*time.Minute, "how often the leader reads what each bound volume whose capacity is enforced holds from its quota, for dirpv_volume_used_bytes and dirpv_volume_capacity_bytes (on hostPath, a helper pod for about every 16 of a node's volumes); 0: never")
 }
 
@@ -186,15 +189,21 @@ func (o *Options) Validate() error {
 	if o.UsageInterval != 0 && o.UsageInterval < time.Second {
 		bad("usage-interval", "must be 0 (off) or at least 1s")
 	}
+	o.Adopt.validate(o, bad)
 	return errors.Join(errs...)
 }
 
-// Names are the provisioner names this process serves: Name, and CapacityName if set.
+// Names are the provisioner names this process serves: Name, CapacityName if set, and the
+// names of the provisioners it adopts.
 func (o *Options) Names() []string {
-	if o.CapacityName == "" {
-		return []string{o.Name}
+	names := []string{o.Name}
+	if o.CapacityName != "" {
+		names = append(names, o.CapacityName)
 	}
-	return []string{o.Name, o.CapacityName}
+	for _, a := range o.Adopt {
+		names = append(names, a.Name)
+	}
+	return names
 }
 
 // NFSExport is one NFS export the provisioner has mounted.

@@ -143,6 +143,10 @@ func (c *Controller) decide(pv *v1.PersistentVolume) (action, string) {
 		return reclaim, "deleted"
 	case deleted:
 		return keep, "deleted"
+	case !protected && !backend.Recorded(pv):
+		// A PV of a provisioner dirpv adopts, not taken over yet: dirpv's finalizer would hold
+		// it if it were refused. Retain leaves its directory as that provisioner did.
+		return none, "no dirpv record"
 	case !protected:
 		return protect, "finalizer missing"
 	case !recycling:

@@ -284,6 +284,11 @@ func TestFinalizer(t *testing.T) {
 			pv.Finalizers, pv.Status.Phase = nil, v1.VolumeBound
 		}), wantFinalizer: true},
 		{name: "Retain: released, not deleted: nothing", pv: releasedPV(retained), wantFinalizer: true},
+		// A PV of a provisioner dirpv adopts, not taken over: no finalizer that could hold it.
+		{name: "Retain, no dirpv record: not protected", pv: releasedPV(retained, func(pv *v1.PersistentVolume) {
+			pv.Finalizers, pv.Status.Phase = nil, v1.VolumeBound
+			delete(pv.Annotations, backend.AnnBackend)
+		})},
 		{name: "Retain: deleted while bound: waits", pv: releasedPV(retained, deleting(v1.VolumeBound)), wantFinalizer: true},
 		{name: "Retain: deleted: directory released", pv: releasedPV(retained, deleting(v1.VolumeReleased)),
 			wantOp: volumeop.Release, wantEvent: "Normal VolumeRetained Directory nfs:/exports/ns-data kept (reclaimPolicy Retain)"},

@@ -31,8 +31,10 @@
 // The marker is created before the directory and exclusively (it is first written to a
 // unique temporary file and then hard-linked into place, so it never appears half
 // written; link(2) is also the NFS-safe exclusive create). Whoever creates the marker owns
-// the path: a directory that exists without a marker belongs to no one and is never
-// adopted, a marker naming another PV is never overridden, and a path below another
+// the path: a directory that exists without a marker belongs to no one and Create never
+// takes it (only Adopt does, for a directory another provisioner made for a PV, after checking
+// it holds no volume, looking at most 64 levels deep), a marker naming another PV is never
+// overridden, and a path below another
 // volume (an ancestor has a marker) is refused by every operation. While a creator sets the
 // directory up it holds a lock on the marker, so that a concurrent retry for the same PV
 // waits instead of racing it.

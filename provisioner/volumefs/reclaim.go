@@ -59,14 +59,33 @@ func Release(root fsys.Dir, p string, o Owner, why string) error {
 // If the directory was moved but the old marker could not be removed, the archive's path
 // is returned together with the error; a retry then removes the stale marker.
 func Archive(root fsys.Dir, p string, o Owner, now time.Time) (string, error) {
+	return archive(root, p, o, now, false)
+}
+
+// ArchivePlain is Archive for a volume laid out by nfs-subdir-external-provisioner's
+// conventions: its archive is "archived-<base>" as that provisioner names it, so that what
+// looks at the disk finds it where it always did. If that name is taken, the archive gets
+// Archive's name instead: nothing is ever overwritten.
+func ArchivePlain(root fsys.Dir, p string, o Owner, now time.Time) (string, error) {
+	return archive(root, p, o, now, true)
+}
+
+func archive(root fsys.Dir, p string, o Owner, now time.Time, plain bool) (string, error) {
 	var moved string
 	err := withVolume(root, p, o, volumeOp{name: "archive", reclaim: true}, func(v opened) error {
 		stamp := now.UTC().Format(archiveTimeFormat)
 		archived := *v.m
 		archived.Released = fmt.Sprintf("archived from %s at %s", v.base, now.UTC().Format(time.RFC3339))
-		for n := 1; n <= maxArchiveSuffix; n++ {
+		first := 1
+		if plain {
+			first = 0
+		}
+		for n := first; n <= maxArchiveSuffix; n++ {
 			name := "archived-" + v.base + "-" + stamp
-			if n > 1 {
+			switch {
+			case n == 0:
+				name = "archived-" + v.base
+			case n > 1:
 				name += fmt.Sprintf("-%d", n)
 			}
 			newPath := path.Join(path.Dir(p), name)

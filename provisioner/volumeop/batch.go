@@ -34,7 +34,7 @@ const runningAtOnce = 8
 // WalksTree reports whether operations of kind k take time that grows with a volume's contents
 // (they walk its tree); the others take constant time. Batches keep them apart, so that a long
 // delete does not hold up the creates behind it.
-func (k Kind) WalksTree() bool { return k == Delete || k == Scrub }
+func (k Kind) WalksTree() bool { return k == Delete || k == Scrub || k == Adopt }
 
 // ChangesRoom reports whether operations of kind k may change the room left on a volume's
 // filesystem: the ones that make, reclaim, empty or resize a volume, or clear its limit.

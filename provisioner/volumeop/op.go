@@ -50,6 +50,9 @@ const (
 	// times Overcommit, less the limits on it); otherwise the filesystem's free bytes.
 	// MustExist and MustMount say what makes the directory unusable; Owner is not used.
 	Room Kind = "room"
+	// Adopt makes a directory another provisioner made the volume of Owner.PV (its marker is
+	// written beside it, see volumefs.Adopt); with Check it only checks that it could.
+	Adopt Kind = "adopt"
 )
 
 // Op is one operation on the volume directory Path, relative to the operator's root
@@ -67,6 +70,11 @@ type Op struct {
 	// Now names archives and dates releases; it is fixed by the caller so that a retried
 	// archive is not renamed twice.
 	Now time.Time
+	// PlainArchive (Archive): name the archive "archived-<dir>", as
+	// nfs-subdir-external-provisioner does, unless that name is taken.
+	PlainArchive bool
+	// Check (Adopt): check, change nothing.
+	Check bool
 	// Why is what Release records, e.g. "kept (onDelete: retain)".
 	Why string
 	// Limit is the size in bytes Create and Expand hold the volume to; 0 on Create: none.
@@ -148,8 +156,14 @@ func Apply(root fsys.Dir, op Op) (Result, error) {
 	case Delete:
 		return Result{}, volumefs.Delete(root, op.Path, o)
 	case Archive:
-		name, err := volumefs.Archive(root, op.Path, o, op.Now)
+		archive := volumefs.Archive
+		if op.PlainArchive {
+			archive = volumefs.ArchivePlain
+		}
+		name, err := archive(root, op.Path, o, op.Now)
 		return Result{Archive: name}, err
+	case Adopt:
+		return Result{}, volumefs.Adopt(root, op.Path, op.Owner, op.Check)
 	case Scrub:
 		scrubbed, err := volumefs.Scrub(root, op.Path, o, op.Owner.ClaimUID)
 		return Result{Scrubbed: scrubbed}, err
@@ -225,13 +239,14 @@ var operations = []struct {
 }{
 	{Create, []string{"claim-uid", "claim-namespace", "claim-name", "mode", "uid", "gid", "limit", "overcommit"}, ""},
 	{Delete, []string{"limited"}, ""},
-	{Archive, []string{"now", "limited"}, ""},
+	{Archive, []string{"now", "limited", "plain-archive"}, ""},
 	{Scrub, []string{"claim-uid"}, "claim-uid"},
 	{Release, []string{"why", "now", "limited"}, "why"},
 	{Expand, []string{"limit", "overcommit"}, "limit"},
 	{Usage, nil, ""},
 	{Probe, nil, ""},
 	{Room, []string{"limited", "overcommit", "must-exist", "must-mount"}, ""},
+	{Adopt, []string{"claim-uid", "claim-namespace", "claim-name", "check"}, ""},
 }
 
 // everyOperation are the flags of every operation.
@@ -284,6 +299,10 @@ var opFlags = []opFlag{
 		omitWhen(func(op Op) bool { return !op.MustExist }),
 	boolFlag("must-mount", "the directory must be the root of a mounted filesystem", func(op *Op) *bool { return &op.MustMount }).
 		omitWhen(func(op Op) bool { return !op.MustMount }),
+	boolFlag("plain-archive", "name the archive archived-<dir> unless that is taken", func(op *Op) *bool { return &op.PlainArchive }).
+		omitWhen(func(op Op) bool { return !op.PlainArchive }),
+	boolFlag("check", "check only, change nothing", func(op *Op) *bool { return &op.Check }).
+		omitWhen(func(op Op) bool { return !op.Check }),
 }
 
 // The bounds of what a marker records besides names Kubernetes bounds itself (a PV or claim name

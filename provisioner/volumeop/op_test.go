@@ -33,6 +33,9 @@ func TestArgsRoundTrip(t *testing.T) {
 		{Kind: Usage, Path: "base/a", Owner: volumefs.Marker{PV: "pvc-1", NodeUID: "n-1"}, Mode: 0o777, UID: -1, GID: -1},
 		{Kind: Room, Path: "disk1", Mode: 0o777, UID: -1, GID: -1, MustExist: true, MustMount: true},
 		{Kind: Room, Path: ".", Mode: 0o777, UID: -1, GID: -1, Limited: true, Overcommit: 1.5},
+		{Kind: Archive, Path: "a", Owner: volumefs.Marker{PV: "pvc-1"}, Mode: 0o777, UID: -1, GID: -1, PlainArchive: true, Now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		{Kind: Adopt, Path: "nsp/ns-c-pvc-1", Owner: owner, Mode: 0o777, UID: -1, GID: -1},
+		{Kind: Adopt, Path: "nsp/ns-c-pvc-1", Owner: owner, Mode: 0o777, UID: -1, GID: -1, Check: true},
 	} {
 		got, err := ParseArgs(op.Args())
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(op) {
