@@ -56,6 +56,7 @@ func testHelm(t *testing.T) {
 	t.Cleanup(func() {
 		if !uninstalled {
 			_, _ = exec.Command(os.Getenv("DIRPV_HELM"), "uninstall", helmRelease, "--namespace", helmNamespace, "--wait").CombinedOutput()
+			_ = client.CoreV1().Namespaces().Delete(ctx, helmNamespace, metav1.DeleteOptions{})
 		}
 	})
 	if _, err := client.StorageV1().CSIDrivers().Get(ctx, helmCapacity, metav1.GetOptions{}); err != nil {
@@ -127,14 +128,15 @@ func testHelm(t *testing.T) {
 	}
 	checkUndisturbed("upgraded")
 
-	// Uninstalling removes the release's objects (its namespace and class too), not the volumes.
+	// Uninstalling removes the release's objects, not the volumes, nor the namespace, which holds
+	// the release's record until the end.
 	helmCmd(t, "uninstall", helmRelease, "--namespace", helmNamespace, "--wait", "--timeout", "3m")
 	uninstalled = true
-	poll(t, "namespace "+helmNamespace+" gone", func(ctx context.Context) (bool, error) {
-		_, err := client.CoreV1().Namespaces().Get(ctx, helmNamespace, metav1.GetOptions{})
-		return apierrors.IsNotFound(err), nil
+	t.Cleanup(func() {
+		_ = client.CoreV1().Namespaces().Delete(ctx, helmNamespace, metav1.DeleteOptions{})
 	})
 	for what, err := range map[string]error{
+		"Deployment " + helmDeploy:  getErr(client.AppsV1().Deployments(helmNamespace).Get(ctx, helmDeploy, metav1.GetOptions{})),
 		"StorageClass " + helmClass: getErr(client.StorageV1().StorageClasses().Get(ctx, helmClass, metav1.GetOptions{})),
 		"CSIDriver " + helmCapacity: getErr(client.StorageV1().CSIDrivers().Get(ctx, helmCapacity, metav1.GetOptions{})),
 	} {
@@ -142,6 +144,10 @@ func testHelm(t *testing.T) {
 			t.Errorf("%s after uninstall: %v", what, err)
 		}
 	}
+	poll(t, "the release's replicas gone", func(ctx context.Context) (bool, error) {
+		pods, err := client.CoreV1().Pods(helmNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=provisioner"})
+		return err == nil && len(pods.Items) == 0, nil
+	})
 	checkUndisturbed("uninstalled")
 }
 

@@ -37,6 +37,9 @@ const (
 // app.kubernetes.io/name: the release's, which kustomize has no notion of.
 var helmLabels = []string{"app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart"}
 
+// helmAnnotations are the annotations for helm itself that the chart adds.
+var helmAnnotations = []string{"helm.sh/resource-policy"}
+
 // helmBinaries returns helm 4 and helm 3 as hack/helm-build.sh builds them into the tools cache
 // (hack/lib.sh names the paths); it skips the test when they are not built.
 func helmBinaries(t *testing.T) (helm4, helm3 string) {
@@ -103,7 +106,8 @@ func helmTemplate(t *testing.T, bin string, values ...string) []byte {
 // the namespace, which the API server drops.
 var clusterScoped = []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 
-// byName sorts objects by kind, namespace and name, and drops the labels the chart adds and the
+// byName sorts objects by kind, namespace and name, and drops the labels and annotations the chart
+// adds and the
 // namespace of clusterScoped kinds.
 func byName(t *testing.T, objs []runtime.Object) []runtime.Object {
 	t.Helper()
@@ -124,6 +128,14 @@ func byName(t *testing.T, objs []runtime.Object) []runtime.Object {
 			labels = nil
 		}
 		m.SetLabels(labels)
+		annotations := m.GetAnnotations()
+		for _, a := range helmAnnotations {
+			delete(annotations, a)
+		}
+		if len(annotations) == 0 {
+			annotations = nil
+		}
+		m.SetAnnotations(annotations)
 		if slices.Contains(clusterScoped, o.GetObjectKind().GroupVersionKind().Kind) {
 			m.SetNamespace("")
 		}
