@@ -22,6 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/diff"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/backend/hostpath"
+	"dirpv.io/dirpv/provisioner/backend/nfs"
 	"dirpv.io/dirpv/provisioner/config"
 )
 
@@ -382,5 +385,50 @@ func TestHelmSchema(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHelmSchemaClassParameters: the schema's class parameters are exactly those dirpv parses, as
+// the error for an unknown one lists them (a parameter added to dirpv fails this until the schema
+// has it).
+func TestHelmSchemaClassParameters(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(chart, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema struct {
+		Properties struct {
+			StorageClasses struct {
+				Items struct {
+					Properties struct {
+						Parameters struct {
+							Properties map[string]any
+						}
+					}
+				}
+			} `json:"storageClasses"`
+		}
+	}
+	if err := utilyaml.Unmarshal(b, &schema); err != nil {
+		t.Fatal(err)
+	}
+	var inSchema []string
+	for k := range schema.Properties.StorageClasses.Items.Properties.Parameters.Properties {
+		inSchema = append(inSchema, k)
+	}
+	slices.Sort(inSchema)
+
+	opts := &config.Options{}
+	backends := backend.Set{nfs.New(opts, nil, nil), &hostpath.Backend{}}
+	_, _, err = backends.ParseClass(map[string]string{"backend": "hostPath", "no-such-parameter": "x"})
+	_, list, ok := strings.Cut(fmt.Sprint(err), "unknown parameter (allowed: ")
+	if !ok {
+		t.Fatalf("no list of the parameters in %v", err)
+	}
+	list, _, _ = strings.Cut(list, ")")
+	known := strings.Split(list, ", ")
+	slices.Sort(known)
+	if !slices.Equal(inSchema, known) {
+		t.Errorf("values.schema.json's class parameters %v, dirpv's %v", inSchema, known)
 	}
 }

@@ -294,6 +294,11 @@ func TestDefaultClass(t *testing.T) {
 func TestArgsOnce(t *testing.T) {
 	for _, folder := range []string{".", "../e2e/testdata"} {
 		err := filepath.WalkDir(folder, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() && path == filepath.Join(chart, "templates") {
+				// Go templates, not YAML; the chart's Deployment is held to base's by
+				// TestHelmSameAsKustomize.
+				return filepath.SkipDir
+			}
 			if err != nil || d.IsDir() || filepath.Ext(path) != ".yaml" || path == filepath.Join("base", "deployment.yaml") {
 				return err
 			}
