@@ -66,28 +66,20 @@ func helmBinaries(t *testing.T) (helm4, helm3 string) {
 // helm runs a helm binary and returns its standard output; it fails the test on error.
 func helm(t *testing.T, bin string, args ...string) []byte {
 	t.Helper()
-	out, err := helmErr(bin, args...)
+	out, err := helmErr(t, bin, args...)
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", filepath.Base(filepath.Dir(filepath.Dir(bin))), strings.Join(args, " "), err, out)
 	}
 	return out
 }
 
-// helmHome is helm's configuration, cache and data: empty, made once for the test binary.
-var helmHome = func() string {
-	d, err := os.MkdirTemp("", "dirpv-helm-home-")
-	if err != nil {
-		panic(err)
-	}
-	return d
-}()
-
 // helmErr runs a helm binary: its standard output, or its error output with the error.
-func helmErr(bin string, args ...string) ([]byte, error) {
+func helmErr(t *testing.T, bin string, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(bin, args...)
 	// No user's repositories or plugins: the chart needs none.
-	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+helmHome, "HELM_CACHE_HOME="+helmHome, "HELM_DATA_HOME="+helmHome)
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home, "HELM_CACHE_HOME="+home, "HELM_DATA_HOME="+home)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return stderr.Bytes(), err
@@ -370,7 +362,7 @@ func TestHelmSchema(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, bin := range []string{helm4, helm3} {
-				out, err := helmErr(bin, append([]string{"template", releaseName, chart, "--namespace", releaseNS}, tc.set...)...)
+				out, err := helmErr(t, bin, append([]string{"template", releaseName, chart, "--namespace", releaseNS}, tc.set...)...)
 				if err == nil {
 					t.Fatalf("%s %v renders", bin, tc.set)
 				}
