@@ -5,7 +5,7 @@ IMAGE ?= dirpv.io/dirpv:v0.1.0
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build tools lint monitoring unit quota fuzz e2e bench test image docker-image cluster-up cluster-down demo demo-down
+.PHONY: all build tools lint monitoring helm unit quota fuzz e2e bench test image docker-image cluster-up cluster-down demo demo-down
 
 all: build
 
@@ -24,7 +24,12 @@ lint: ## gofmt and go vet (the manifests' unit test renders every overlay).
 monitoring: ## Alerting rules and dashboard: promtool check and unit tests, the dashboard's queries parsed (Debian's prometheus package)
 	hack/promtool-test.sh
 
-unit: ## Unit tests (fake clients, real filesystem under temporary directories).
+helm: ## The Helm chart: helm 4 and 3 built once into the tools cache, then the chart's tests (lint, render, schema, same objects as kustomize).
+	hack/helm-build.sh
+	$(GO) test -count=1 -run '^TestHelm' ./manifests/
+
+unit: ## Unit tests (fake clients, real filesystem under temporary directories); builds helm first, for the chart's tests.
+	hack/helm-build.sh
 	$(GO) test -race -count=1 ./...
 
 quota: ## Size enforcement on real filesystems: btrfs on a loop device, XFS and ext4 in a VM (root).
@@ -56,7 +61,7 @@ e2e: ## The end-to-end suite on a real local cluster (brought up and torn down u
 bench: ## Measure on the local cluster: a table of ratios, and _output/bench.json.
 	hack/bench.sh
 
-test: tools lint monitoring unit quota fuzz e2e ## Everything: tools, lint, the alerting rules' tests, unit tests, quota enforcement, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
+test: tools lint monitoring helm unit quota fuzz e2e ## Everything: tools, lint, the alerting rules' tests, the Helm chart's tests, unit tests, quota enforcement, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
 
 image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
 	DIRPV_IMAGE=$(IMAGE) hack/images.sh

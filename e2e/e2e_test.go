@@ -65,6 +65,7 @@ func TestE2E(t *testing.T) {
 		{"HelperPodConfinement", testHelperPodConfinement},
 		{"AdmissionPolicy", testAdmissionPolicy},
 		{"Prometheus", testPrometheus},
+		{"Helm", testHelm},
 		{"Faults", testFaults},
 		{"NodeRemoved", testNodeRemoved}, // last: it takes a node away
 	} {

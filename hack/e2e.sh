@@ -22,13 +22,17 @@ fi
 # out: fetch what it needs now.
 "$HACK_DIR/nfs-vm.sh" prepare
 
+# The case Helm installs dirpv with helm 4 (DIRPV_HELM).
+"$HACK_DIR/helm-build.sh"
+
 log "running the e2e suite"
 cd "$REPO_ROOT"
 status=0
 # DIRPV_CLUSTER_DIR: the fault cases stop and restart kube-apiserver through $WORK/apiserver.pid;
 # DIRPV_NETNS: the kernel NFS client check boots its VM there.
+# DIRPV_HELM: the helm of the case Helm.
 # DIRPV_E2E_RUN: a -run pattern, to run some cases only (e.g. 'TestE2E/(NFS|Fleet)$').
-nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" DIRPV_NETNS="$NETNS" go test -tags e2e -count=1 -timeout 40m -v -run "${DIRPV_E2E_RUN:-.}" ./e2e/ || status=$?
+nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" DIRPV_NETNS="$NETNS" DIRPV_HELM="$HELM4" go test -tags e2e -count=1 -timeout 40m -v -run "${DIRPV_E2E_RUN:-.}" ./e2e/ || status=$?
 if [ "$status" -ne 0 ] && [ "$started" = yes ]; then
   mkdir -p "$WORK.logs"
   cp "$WORK"/*.log "$WORK.logs/" 2>/dev/null || true

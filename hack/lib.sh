@@ -11,6 +11,12 @@ REPO_ROOT=$(cd "$HACK_DIR/.." && pwd)
 KVER=${KVER:-1.34.4}                        # v1.34: kubelet 1.35+ refuses cgroup v1
 CACHE=${DIRPV_CACHE:-$HOME/.cache/dirpv}    # survives cluster-down.sh
 KBIN=$CACHE/kube-v$KVER/bin                 # one dir per version, so a new KVER rebuilds
+# helm, built by helm-build.sh from the Go module proxy (one dir per version, like $KBIN): helm 4
+# is the one the chart's tests and the e2e case use; the chart is linted and rendered with helm 3 too.
+HELM4_VERSION=v4.3.2
+HELM3_VERSION=v3.21.4
+HELM4=$CACHE/helm-$HELM4_VERSION/bin/helm
+HELM3=$CACHE/helm-$HELM3_VERSION/bin/helm
 WORK=${DIRPV_CLUSTER_DIR:-/tmp/dirpv-cluster} # per-cluster state, removed by cluster-down.sh
 NETNS=${DIRPV_NETNS:-dirpv}
 NODE_IP=10.0.0.1
