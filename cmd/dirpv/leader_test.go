@@ -20,7 +20,7 @@ import (
 func TestElectorHandover(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	client := fake.NewClientset()
-	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
+	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv", LeaderElect: true,
 		LeaseDuration: 30 * time.Second, RenewDeadline: 20 * time.Second, RetryPeriod: 100 * time.Millisecond}
 
 	var working atomic.Int32
@@ -77,7 +77,7 @@ func TestElectorHandover(t *testing.T) {
 // that has not renewed within the renew deadline (a paused process, say) sends nothing.
 func TestElectorFence(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
-	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
+	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv", LeaderElect: true,
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 100 * time.Millisecond}
 	e := newElector(opts, fake.NewClientset(), record.NewFakeRecorder(100))
 	if err := e.fence(); err == nil {

@@ -35,7 +35,7 @@ func TestHandler(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	reg := newRegistry()
 	lib, own := controllers.NewMetrics(reg).Library, provisioner.NewMetrics(reg)
-	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv",
+	opts := &config.Options{Name: config.DefaultName, LeaderElectNamespace: "dirpv", LeaderElect: true,
 		LeaseDuration: 15 * time.Minute, RenewDeadline: 10 * time.Minute, RetryPeriod: 5 * time.Minute} // no renewal during the test, however slow
 	e := newElector(opts, fake.NewClientset(), record.NewFakeRecorder(10))
 	var blocked atomic.Pointer[error] // what the NFS backend's Stalls.Err would say
