@@ -115,22 +115,8 @@ func byName(t *testing.T, objs []runtime.Object) []runtime.Object {
 	}
 	for _, o := range objs {
 		m, _ := meta.Accessor(o)
-		labels := m.GetLabels()
-		for _, l := range helmLabels {
-			delete(labels, l)
-		}
-		if len(labels) == 0 {
-			labels = nil
-		}
-		m.SetLabels(labels)
-		annotations := m.GetAnnotations()
-		for _, a := range helmAnnotations {
-			delete(annotations, a)
-		}
-		if len(annotations) == 0 {
-			annotations = nil
-		}
-		m.SetAnnotations(annotations)
+		m.SetLabels(without(m.GetLabels(), helmLabels))
+		m.SetAnnotations(without(m.GetAnnotations(), helmAnnotations))
 		if slices.Contains(clusterScoped, o.GetObjectKind().GroupVersionKind().Kind) {
 			m.SetNamespace("")
 		}
@@ -423,4 +409,15 @@ func TestHelmSchemaClassParameters(t *testing.T) {
 	if !slices.Equal(inSchema, known) {
 		t.Errorf("values.schema.json's class parameters %v, dirpv's %v", inSchema, known)
 	}
+}
+
+// without is m less keys, nil when nothing is left, as a decoded object without them would have it.
+func without(m map[string]string, keys []string) map[string]string {
+	for _, k := range keys {
+		delete(m, k)
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
