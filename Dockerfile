@@ -7,7 +7,8 @@ RUN go mod download
 COPY cmd ./cmd
 COPY provisioner ./provisioner
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /dirpv ./cmd/dirpv
+ARG COMMIT=unknown
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" -o /dirpv ./cmd/dirpv
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /dirpv /dirpv

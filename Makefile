@@ -1,6 +1,7 @@
 # dirpv: `make demo` runs it on a local cluster; `make test` runs every test.
 SHELL := /bin/bash
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION ?= $(shell . hack/lib.sh && dirpv_version)
+COMMIT ?= $(shell . hack/lib.sh && dirpv_commit)
 IMAGE ?= dirpv.io/dirpv:v0.1.0
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
@@ -10,7 +11,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 all: build
 
 build: ## Build bin/dirpv (static).
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/dirpv ./cmd/dirpv
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/dirpv ./cmd/dirpv
 
 tools: ## Debian packages and the Kubernetes binaries (kubectl included), built once into a cache.
 	hack/install-deps.sh
@@ -59,10 +60,10 @@ bench: ## Measure on the local cluster: a table of ratios, and _output/bench.jso
 test: tools lint monitoring unit quota fuzz e2e ## Everything: tools, lint, the alerting rules' tests, unit tests, quota enforcement, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
 
 image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
-	DIRPV_IMAGE=$(IMAGE) hack/images.sh
+	DIRPV_IMAGE=$(IMAGE) DIRPV_VERSION=$(VERSION) DIRPV_COMMIT=$(COMMIT) hack/images.sh
 
 docker-image: ## Build the image with Docker.
-	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
 
 cluster-up: ## A local single-node Kubernetes cluster, built from source.
 	hack/cluster-up.sh

@@ -53,7 +53,8 @@ build_dirpv() {
     return 0
   else
     log "building $DIRPV_IMAGE from ./cmd/dirpv"
-    (cd "$REPO_ROOT" && "${GOBUILD[@]}" -o "$root/dirpv" ./cmd/dirpv)
+    (cd "$REPO_ROOT" && go build -trimpath -ldflags "-s -w -X main.version=$(dirpv_version) -X main.commit=$(dirpv_commit)" \
+      -o "$root/dirpv" ./cmd/dirpv)
   fi
   write_etc "$root" yes
   if [ -f /etc/ssl/certs/ca-certificates.crt ]; then

@@ -47,6 +47,12 @@ NODES_DIR=$WORK/nodes
 # The kubectl built with the cluster comes first: it matches the server version.
 export PATH=$KBIN:/usr/local/go/bin:$PATH
 
+# dirpv_version, dirpv_commit: what `dirpv --version` prints, given to every build of dirpv
+# (the Makefile's, images.sh's, the Dockerfile's build arguments) with -ldflags -X. The commit is
+# passed, not read by Go from .git: GOFLAGS may carry -buildvcs=false, and a Docker build has no .git.
+dirpv_version() { echo "${DIRPV_VERSION:-$(git -C "$REPO_ROOT" describe --tags --always --dirty 2>/dev/null || echo dev)}"; }
+dirpv_commit() { echo "${DIRPV_COMMIT:-$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)}"; }
+
 # log prints a timestamped progress line to stderr.
 log() { printf '==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
