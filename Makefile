@@ -62,8 +62,13 @@ test: tools lint monitoring unit quota fuzz e2e ## Everything: tools, lint, the 
 image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
 	DIRPV_IMAGE=$(IMAGE) DIRPV_VERSION=$(VERSION) DIRPV_COMMIT=$(COMMIT) hack/images.sh
 
-docker-image: ## Build the image with Docker.
-	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+docker-image: ## Build the image with Docker: one platform with docker build, every platform of DIRPV_PLATFORMS with buildx.
+	if docker buildx version >/dev/null 2>&1; then \
+	  docker buildx build --platform "$$(. hack/lib.sh && echo $$DIRPV_PLATFORMS | tr ' ' ,)" \
+	    --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .; \
+	else \
+	  docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .; \
+	fi
 
 cluster-up: ## A local single-node Kubernetes cluster, built from source.
 	hack/cluster-up.sh
