@@ -29,6 +29,9 @@ KUBELET_ROOT=/var/lib/kubelet               # the standard dir: node-inspecting 
 HOSTPATH_ROOT=/var/lib/dirpv
 
 DIRPV_IMAGE=${DIRPV_IMAGE:-dirpv.io/dirpv:v0.1.0}
+# The platforms of dirpv's image (OS/ARCH[/VARIANT], as OCI and Docker spell them): the peers'
+# set, as far as Go cross-compiles a static binary. The cluster imports the host's.
+DIRPV_PLATFORMS=${DIRPV_PLATFORMS:-linux/amd64 linux/arm64 linux/arm/v7 linux/ppc64le linux/s390x}
 PAUSE_IMAGE=dirpv.io/pause:1
 BUSYBOX_IMAGE=dirpv.io/busybox:1
 
