@@ -6,7 +6,7 @@ IMAGE ?= dirpv.io/dirpv:v0.1.0
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build tools lint monitoring unit quota fuzz e2e bench test image docker-image cluster-up cluster-down demo demo-down
+.PHONY: all build tools lint image-test monitoring unit quota fuzz e2e bench test image docker-image cluster-up cluster-down demo demo-down
 
 all: build
 
@@ -21,6 +21,9 @@ lint: ## gofmt and go vet (the manifests' unit test renders every overlay).
 	@out=$$(gofmt -l cmd provisioner e2e hack manifests docs); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
+
+image-test: ## Build the image index and SBOMs, and check each platform's image, binary (run under qemu-user) and SBOM.
+	hack/image-test.sh
 
 monitoring: ## Alerting rules and dashboard: promtool check and unit tests, the dashboard's queries parsed (Debian's prometheus package)
 	hack/promtool-test.sh
@@ -57,7 +60,7 @@ e2e: ## The end-to-end suite on a real local cluster (brought up and torn down u
 bench: ## Measure on the local cluster: a table of ratios, and _output/bench.json.
 	hack/bench.sh
 
-test: tools lint monitoring unit quota fuzz e2e ## Everything: tools, lint, the alerting rules' tests, unit tests, quota enforcement, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
+test: tools lint image-test monitoring unit quota fuzz e2e ## Everything: tools, lint, the images of every platform, the alerting rules' tests, unit tests, quota enforcement, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
 
 image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
 	DIRPV_IMAGE=$(IMAGE) DIRPV_VERSION=$(VERSION) DIRPV_COMMIT=$(COMMIT) hack/images.sh
