@@ -1,16 +1,17 @@
 # dirpv: `make demo` runs it on a local cluster; `make test` runs every test.
 SHELL := /bin/bash
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION ?= $(shell . hack/lib.sh && dirpv_version)
+COMMIT ?= $(shell . hack/lib.sh && dirpv_commit)
 IMAGE ?= dirpv.io/dirpv:v0.1.0
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build tools lint monitoring helm unit quota fuzz e2e bench test image docker-image cluster-up cluster-down demo demo-down
+.PHONY: all build tools lint image-test monitoring helm unit quota fuzz e2e bench test image docker-image cluster-up cluster-down demo demo-down
 
 all: build
 
 build: ## Build bin/dirpv (static).
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/dirpv ./cmd/dirpv
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/dirpv ./cmd/dirpv
 
 tools: ## Debian packages and the Kubernetes binaries (kubectl included), built once into a cache.
 	hack/install-deps.sh
@@ -20,6 +21,9 @@ lint: ## gofmt and go vet (the manifests' unit test renders every overlay).
 	@out=$$(gofmt -l cmd provisioner e2e hack manifests docs); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
+
+image-test: ## Build the image index and SBOMs, and check each platform's image, binary (run under qemu-user) and SBOM.
+	hack/image-test.sh
 
 monitoring: ## Alerting rules and dashboard: promtool check and unit tests, the dashboard's queries parsed (Debian's prometheus package)
 	hack/promtool-test.sh
@@ -61,13 +65,18 @@ e2e: ## The end-to-end suite on a real local cluster (brought up and torn down u
 bench: ## Measure on the local cluster: a table of ratios, and _output/bench.json.
 	hack/bench.sh
 
-test: tools lint monitoring helm unit quota fuzz e2e ## Everything: tools, lint, the alerting rules' tests, the Helm chart's tests, unit tests, quota enforcement, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
+test: tools lint image-test monitoring helm unit quota fuzz e2e ## Everything: tools, lint, the images of every platform, the alerting rules' tests, the Helm chart's tests, unit tests, quota enforcement, fuzzing (FUZZTIME each), then the e2e suite on a real cluster.
 
 image: ## Build the dirpv image as a tarball without Docker (and import it when the local cluster runs).
-	DIRPV_IMAGE=$(IMAGE) hack/images.sh
+	DIRPV_IMAGE=$(IMAGE) DIRPV_VERSION=$(VERSION) DIRPV_COMMIT=$(COMMIT) hack/images.sh
 
-docker-image: ## Build the image with Docker.
-	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+docker-image: ## Build the image with Docker: one platform with docker build, every platform of DIRPV_PLATFORMS with buildx.
+	if docker buildx version >/dev/null 2>&1; then \
+	  docker buildx build --platform "$$(. hack/lib.sh && echo $$DIRPV_PLATFORMS | tr ' ' ,)" \
+	    --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .; \
+	else \
+	  docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .; \
+	fi
 
 cluster-up: ## A local single-node Kubernetes cluster, built from source.
 	hack/cluster-up.sh

@@ -184,7 +184,7 @@ func statfsSize(t *testing.T, p string) int64 {
 	if err := syscall.Statfs(p, &st); err != nil {
 		t.Fatal(err)
 	}
-	return int64(st.Blocks) * st.Bsize
+	return int64(st.Blocks) * int64(st.Bsize) // Bsize is an int32 on 32-bit arm
 }
 
 // testSeveralDisks: a class of three roots on node1: two disks of different sizes, and a plain

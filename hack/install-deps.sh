@@ -13,6 +13,8 @@ pkgs+=(nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common)
 pkgs+=(btrfs-progs)
 # The Prometheus server of the e2e case Prometheus (it scrapes dirpv with the alerting rules).
 pkgs+=(prometheus)
+# qemu-aarch64-static and the others: make image-test runs the image's foreign binaries.
+pkgs+=(qemu-user-static)
 if [ $# -gt 0 ]; then pkgs=("$@"); fi
 
 missing=()

@@ -35,6 +35,9 @@ KUBELET_ROOT=/var/lib/kubelet               # the standard dir: node-inspecting 
 HOSTPATH_ROOT=/var/lib/dirpv
 
 DIRPV_IMAGE=${DIRPV_IMAGE:-dirpv.io/dirpv:v0.1.0}
+# The platforms of dirpv's image (OS/ARCH[/VARIANT], as OCI and Docker spell them): the peers'
+# set, as far as Go cross-compiles a static binary. The cluster imports the host's.
+DIRPV_PLATFORMS=${DIRPV_PLATFORMS:-linux/amd64 linux/arm64 linux/arm/v7 linux/ppc64le linux/s390x}
 PAUSE_IMAGE=dirpv.io/pause:1
 BUSYBOX_IMAGE=dirpv.io/busybox:1
 
@@ -52,6 +55,12 @@ NODES_DIR=$WORK/nodes
 
 # The kubectl built with the cluster comes first: it matches the server version.
 export PATH=$KBIN:/usr/local/go/bin:$PATH
+
+# dirpv_version, dirpv_commit: what `dirpv --version` prints, given to every build of dirpv
+# (the Makefile's, images.sh's, the Dockerfile's build arguments) with -ldflags -X. The commit is
+# passed, not read by Go from .git: GOFLAGS may carry -buildvcs=false, and a Docker build has no .git.
+dirpv_version() { echo "${DIRPV_VERSION:-$(git -C "$REPO_ROOT" describe --tags --always --dirty 2>/dev/null || echo dev)}"; }
+dirpv_commit() { echo "${DIRPV_COMMIT:-$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)}"; }
 
 # log prints a timestamped progress line to stderr.
 log() { printf '==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -181,7 +181,7 @@ func limitOf(q resource.Quantity) (uint64, error) {
 	case q.Sign() <= 0:
 		return 0, fmt.Errorf("size %s: a volume held to its size needs a size above 0", q.String())
 	case q.Cmp(maxLimit) > 0:
-		return 0, fmt.Errorf("size %s is more than the %d bytes a volume can be held to", q.String(), math.MaxInt64)
+		return 0, fmt.Errorf("size %s is more than the %d bytes a volume can be held to", q.String(), maxLimit.Value())
 	}
 	return uint64(q.Value()), nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,6 +22,9 @@ func runHelper(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 	serve := fs.Bool("serve", false, "run no operation: wait until stopped (a helper agent, whose batches come by --stream)")
 	stream := fs.Bool("stream", false, "run the batches requested on stdin, a line each, and write their outcomes to stdout until stdin ends (an exec into a helper agent)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) { // usage asked for and printed
+			return nil
+		}
 		return err
 	}
 	if (*serve || *stream) && fs.NArg() > 0 {

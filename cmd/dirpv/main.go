@@ -38,9 +38,6 @@ import (
 	"dirpv.io/dirpv/provisioner/nodeexec"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout)
@@ -71,7 +68,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		return err
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "dirpv", version)
+		fmt.Fprintln(stdout, versionLine())
 		return nil
 	}
 	if fs.NArg() > 0 {

@@ -21,7 +21,6 @@ func TestRunFlags(t *testing.T) {
 		wantOut string
 		wantErr string
 	}{
-		{name: "version", args: []string{"--version"}, wantOut: "dirpv dev"},
 		{name: "invalid options are refused before any connection", args: []string{"--helper-image=x"}, wantErr: "--namespace: is required"},
 		{name: "unknown flag", args: []string{"--frobnicate"}, wantErr: "flag provided but not defined"},
 		{name: "stray argument", args: []string{"--namespace=d", "--helper-image=i", "extra"}, wantErr: "unexpected arguments"},
