@@ -46,6 +46,7 @@ func TestE2E(t *testing.T) {
 		{"RecycleNFSDirect", testRecycleNFS(direct)},
 		{"NFSDirectNewExport", testNFSDirectNewExport},
 		{"Adopt", testAdopt},
+		{"AdoptLocalPath", testAdoptLocalPath},
 		{"BadInput", testBadInput},
 		{"ClaimBeingDeleted", testClaimBeingDeleted},
 		{"NestedClasses", testNestedClasses},

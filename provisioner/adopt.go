@@ -27,11 +27,12 @@ import (
 var ErrAdoptionRefused = errors.New("adoption refused")
 
 // Peers reads what taking over a peer's PV needs: its class (reclaim policy and directory
-// naming) and its claim (labels and annotations a pathPattern may read). Either may be gone:
-// (nil, nil).
+// naming), its claim (labels and annotations a pathPattern may read) and its node (for a
+// node-local volume). Any may be gone: (nil, nil).
 type Peers interface {
 	Class(ctx context.Context, name string) (*storagev1.StorageClass, error)
 	Claim(ctx context.Context, namespace, name string) (*v1.PersistentVolumeClaim, error)
+	Node(ctx context.Context, name string) (*v1.Node, error)
 }
 
 // adoption is the --adopt that serves pv: one whose name provisioned it, if dirpv has not
@@ -104,21 +105,28 @@ func (p *Provisioner) Adopt(ctx context.Context, pv *v1.PersistentVolume, check 
 
 // derive is dirpv's record of pv by a's conventions, checked as FromPV checks dirpv's own.
 func (p *Provisioner) derive(ctx context.Context, pv *v1.PersistentVolume, a config.Adoption) (backend.Volume, backend.Backend, map[string]string, error) {
-	sc, err := p.Peers.Class(ctx, pv.Spec.StorageClassName)
-	if err != nil {
+	var found peer.Found
+	var err error
+	if found.Class, err = p.Peers.Class(ctx, pv.Spec.StorageClassName); err != nil {
 		return backend.Volume{}, nil, nil, err
 	}
-	var claim *v1.PersistentVolumeClaim
 	if ref := pv.Spec.ClaimRef; ref != nil && ref.Name != "" {
-		if claim, err = p.Peers.Claim(ctx, ref.Namespace, ref.Name); err != nil {
+		if found.Claim, err = p.Peers.Claim(ctx, ref.Namespace, ref.Name); err != nil {
 			return backend.Volume{}, nil, nil, err
 		}
-		if claim != nil && claim.UID != ref.UID {
-			claim = nil // another claim of that name: the PV's own is gone
+		if found.Claim != nil && found.Claim.UID != ref.UID {
+			found.Claim = nil // another claim of that name: the PV's own is gone
 		}
 	}
-	rec, err := peer.Record(pv, sc, claim, a)
-	if err != nil {
+	if name := peer.NodeOf(pv, a); name != "" {
+		if found.Node, err = p.Peers.Node(ctx, name); err != nil {
+			return backend.Volume{}, nil, nil, err
+		}
+	}
+	rec, err := peer.Record(pv, a, found)
+	if errors.Is(err, backend.ErrNodeGone) {
+		return backend.Volume{}, nil, nil, err
+	} else if err != nil {
 		return backend.Volume{}, nil, nil, fmt.Errorf("%w (%w)", err, ErrAdoptionRefused)
 	}
 	recorded := pv.DeepCopy()
@@ -174,6 +182,15 @@ func (c ClientPeers) Class(ctx context.Context, name string) (*storagev1.Storage
 		return nil, nil
 	}
 	return sc, err
+}
+
+// Node implements Peers.
+func (c ClientPeers) Node(ctx context.Context, name string) (*v1.Node, error) {
+	node, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return node, err
 }
 
 // Claim implements Peers.

@@ -91,7 +91,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if _, unsure := p.unsure.Load(claim.UID); claim.DeletionTimestamp != nil && !unsure {
 		return nil, controller.ProvisioningFinished, errors.New("the claim is being deleted: no volume is made for it")
 	}
-	class, b, from, err := p.parseClass(sc)
+	class, b, from, err := p.parseClass(sc, opts.SelectedNode, claim)
 	if err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
@@ -156,13 +156,18 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 // int64, and wraps past it.
 var maxLimit = *resource.NewQuantity(math.MaxInt64, resource.BinarySI)
 
-// parseClass validates sc's parameters. A class of a provisioner dirpv adopts is read by that
-// provisioner's conventions (peer.ClassParams), and its volumes follow them: from names it.
-func (p *Provisioner) parseClass(sc *storagev1.StorageClass) (*config.Class, backend.Backend, config.Peer, error) {
+// parseClass validates sc's parameters for a volume of claim on node (nil: not chosen yet). A
+// class of a provisioner dirpv adopts is read by that provisioner's conventions
+// (peer.ClassParams), and its volumes follow them: from names it.
+func (p *Provisioner) parseClass(sc *storagev1.StorageClass, node *v1.Node, claim *v1.PersistentVolumeClaim) (*config.Class, backend.Backend, config.Peer, error) {
 	params, from := sc.Parameters, config.Peer("")
 	if a := p.Adoptions.ByName(sc.Provisioner); a != nil {
+		target := peer.Target{Claim: claim}
+		if node != nil {
+			target.Node = node.Name
+		}
 		var err error
-		if params, err = peer.ClassParams(sc, *a); err != nil {
+		if params, err = peer.ClassParams(sc, *a, target); err != nil {
 			return nil, nil, "", err
 		}
 		from = a.Peer
@@ -265,6 +270,11 @@ func (p *Provisioner) Release(ctx context.Context, pv *v1.PersistentVolume) erro
 func (p *Provisioner) reclaim(ctx context.Context, pv *v1.PersistentVolume, retained string) error {
 	logger := klog.FromContext(ctx).WithValues("PV", klog.KObj(pv))
 	vol, b, err := p.locate(ctx, pv)
+	if errors.Is(err, backend.ErrNodeGone) {
+		// A peer's volume on a node that is gone: as that peer would, let the PV go.
+		p.Recorder.Eventf(pv, v1.EventTypeWarning, ReasonNodeGone, "Directory was not reclaimed: %v", err)
+		return nil
+	}
 	if errors.Is(err, ErrAdoptionRefused) {
 		if ferr := p.dropLibraryFinalizer(ctx, pv.Name); ferr != nil {
 			err = fmt.Errorf("%w (and removing the finalizer of the PV dirpv will not reclaim: %v)", err, ferr)

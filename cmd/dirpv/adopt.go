@@ -23,8 +23,10 @@ import (
 
 	"dirpv.io/dirpv/provisioner"
 	"dirpv.io/dirpv/provisioner/backend"
+	"dirpv.io/dirpv/provisioner/backend/hostpath"
 	"dirpv.io/dirpv/provisioner/backend/nfs"
 	"dirpv.io/dirpv/provisioner/config"
+	"dirpv.io/dirpv/provisioner/nodeexec"
 )
 
 // runAdopt is `dirpv adopt [--dry-run] [--cmdline=FILE]`: it takes over, once, every PV of the
@@ -52,12 +54,21 @@ func runAdopt(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(opts.Adopt) == 0 {
 		return fmt.Errorf("the provisioner (%s) adopts nothing: it has no --adopt", *cmdline)
 	}
-	_, client, err := newClient(opts)
+	cfg, client, err := newClient(opts)
 	if err != nil {
 		return err
 	}
+	// Node-local directories are checked on their nodes by helper pods, each gone when its
+	// operations are: this run leaves no agents behind.
+	helperPods, err := nodeexec.HelperPods(ctx, client, opts)
+	if err != nil {
+		return err
+	}
+	once := *opts
+	once.HelperKeepAlive = 0
+	transport := nodeexec.New(cfg, helperPods, &once, nil)
 	prov := &provisioner.Provisioner{
-		Backends:  backend.Set{nfs.New(opts, nil, nil)},
+		Backends:  backend.Set{nfs.New(opts, nil, nil), hostpath.New(opts, client, nil, transport)},
 		Recorder:  syncRecorder{ctx: ctx, client: client},
 		Now:       time.Now,
 		PVs:       client.CoreV1().PersistentVolumes(),

@@ -113,7 +113,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.HelperBatchWait, "helper-batch-wait", 250*time.Millisecond, "how long a helper pod that is not full waits for more operations before it starts")
 	fs.DurationVar(&o.HelperKeepAlive, "helper-keep-alive", time.Minute, "run batches in a helper pod per node (an agent, through one exec) that stays this long after its last batch; 0: a helper pod per batch")
 	fs.DurationVar(&o.OperationTimeout, "operation-timeout", 2*time.Minute, "how long one operation on a volume directory may take, helper pod included")
-	fs.Var(&o.Adopt, "adopt", "nfs-subdir-external-provisioner,server=SERVER,path=/PATH[,name=NAME]: serve that provisioner's StorageClasses and take over its PVs on the export SERVER:/PATH (its NFS_SERVER and NFS_PATH; NAME its PROVISIONER_NAME, default "+DefaultNSPName+"), which must lie within an --nfs-export (repeatable)")
+	fs.Var(&o.Adopt, "adopt", "nfs-subdir-external-provisioner,server=SERVER,path=/PATH[,name=NAME]: serve that provisioner's StorageClasses and take over its PVs on the export SERVER:/PATH (its NFS_SERVER and NFS_PATH; NAME its PROVISIONER_NAME, default "+DefaultNSPName+"), which must lie within an --nfs-export; or local-path-provisioner,config=FILE[,name=NAME]: the same for local-path-provisioner, FILE its config.json, every path of which must lie within --hostpath-root (NAME its --provisioner-name, default "+DefaultLocalPathName+") (repeatable)")
 	fs.DurationVar(&o.UsageInterval, "usage-interval", 5*time.Minute, "how often the leader reads what each bound volume whose capacity is enforced holds from its quota, for dirpv_volume_used_bytes and dirpv_volume_capacity_bytes (on hostPath, a helper pod for about every 16 of a node's volumes); 0: never")
 }
 

@@ -3,7 +3,6 @@ package peer
 import (
 	"errors"
 	"fmt"
-	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -29,11 +28,11 @@ const (
 // own expression.
 var nspVar = regexp.MustCompile(`\${\.PVC\.((labels|annotations)\.(.*?)|.*?)}`)
 
-// ClassParams are the dirpv parameters of an NSP StorageClass sc whose volumes lie under a's
+// nspClassParams are the dirpv parameters of an NSP StorageClass sc whose volumes lie under a's
 // export: NSP's directory names (its default, "${.PVC.namespace}-${.PVC.name}-${PV name}", or
 // its pathPattern) and its reclaim (onDelete, archiveOnDelete). What dirpv cannot do as NSP
 // does is an error naming the parameter, never a silent difference.
-func ClassParams(sc *storagev1.StorageClass, a config.Adoption) (map[string]string, error) {
+func nspClassParams(sc *storagev1.StorageClass, a config.Adoption) (map[string]string, error) {
 	var errs []error
 	for key := range sc.Parameters {
 		switch key {
@@ -130,23 +129,11 @@ func nspPattern(p string) (string, error) {
 	return b.String(), nil
 }
 
-// ErrRefused marks a PV dirpv does not take over: its shape is not one NSP makes under the
-// adopted export, or its class is not NSP's. Nothing was touched.
-var ErrRefused = errors.New("not taken over")
-
-// Record derives dirpv's record (the dirpv.io/ annotations) of pv, a PV NSP made for a claim
-// of sc, from NSP's conventions: its nfs source is a's server and a directory under a's path,
-// named as sc's pathPattern (or NSP's default) names it for pv and its claim. claim is the
-// claim pv is bound to, or nil if it is gone; a pathPattern that reads the claim's labels or
-// annotations cannot be checked without it. The record is checked like any other by
-// backend.Set.FromPV; the directory itself by volumefs.Adopt.
-func Record(pv *v1.PersistentVolume, sc *storagev1.StorageClass, claim *v1.PersistentVolumeClaim, a config.Adoption) (map[string]string, error) {
-	refuse := func(format string, args ...any) (map[string]string, error) {
-		return nil, fmt.Errorf("PV %s of %s: %s: %w", pv.Name, a.Name, fmt.Sprintf(format, args...), ErrRefused)
-	}
-	if by := pv.Annotations[backend.AnnProvisionedBy]; by != a.Name {
-		return refuse("it was provisioned by %s", pathname.Quote(by))
-	}
+// nspRecord derives dirpv's record of pv, a PV NSP made for a claim of sc, from NSP's
+// conventions: its nfs source is a's server and a directory under a's path, named as sc's
+// pathPattern (or NSP's default) names it for pv and its claim.
+func nspRecord(pv *v1.PersistentVolume, a config.Adoption, found Found, refuse refuser) (map[string]string, error) {
+	sc := found.Class
 	src := pv.Spec.NFS
 	if src == nil {
 		return refuse("it has no nfs source")
@@ -161,17 +148,11 @@ func Record(pv *v1.PersistentVolume, sc *storagev1.StorageClass, claim *v1.Persi
 	if err := pathname.Validate(rel); err != nil {
 		return refuse("its path %s: %v", pathname.Quote(src.Path), err)
 	}
-	if sc == nil {
-		return refuse("its StorageClass %s is gone, and with it the reclaim policy %s gave it", pathname.Quote(pv.Spec.StorageClassName), a.Peer)
-	}
-	if sc.Provisioner != a.Name {
-		return refuse("its StorageClass %s is %s's, not %s's", sc.Name, pathname.Quote(sc.Provisioner), a.Name)
-	}
-	params, err := ClassParams(sc, a)
+	params, err := nspClassParams(sc, a)
 	if err != nil {
 		return refuse("%v", err)
 	}
-	want, err := nspPath(pv, params[config.ParamPathPattern], claim)
+	want, err := dirOf(pv, params[config.ParamPathPattern], found.Claim)
 	if err != nil {
 		return refuse("%v", err)
 	}
@@ -182,34 +163,4 @@ func Record(pv *v1.PersistentVolume, sc *storagev1.StorageClass, claim *v1.Persi
 		backend.AnnBackend: nfs.Name, nfs.AnnServer: a.Server, nfs.AnnShare: a.Path, backend.AnnPath: rel,
 		backend.AnnOnDelete: params[config.ParamOnDelete], backend.AnnAdoptedFrom: string(a.Peer),
 	}, nil
-}
-
-// nspPath is the directory NSP makes for pv by pattern (dirpv's translation of its
-// pathPattern), relative to its export: the directory name ties it to the PV's own name and
-// claim, so a PV that copies another's path is refused.
-func nspPath(pv *v1.PersistentVolume, pattern string, claim *v1.PersistentVolumeClaim) (string, error) {
-	ref := pv.Spec.ClaimRef
-	if ref == nil || ref.Name == "" || ref.Namespace == "" {
-		return "", errors.New("it names no claim, so where its directory should be is not known")
-	}
-	data := pathname.Data{PVC: pathname.Claim{Namespace: ref.Namespace, Name: ref.Name}, PV: pathname.Volume{Name: pv.Name}}
-	if claim != nil {
-		if claim.UID != ref.UID || claim.Namespace != ref.Namespace || claim.Name != ref.Name {
-			return "", fmt.Errorf("claim %s/%s is not the one it is bound to", claim.Namespace, claim.Name)
-		}
-		data.PVC.Labels, data.PVC.Annotations = claim.Labels, claim.Annotations
-	}
-	t, err := pathname.Parse(pattern)
-	if err != nil {
-		return "", err
-	}
-	p, err := pathname.Render(t, data)
-	if err != nil && claim == nil {
-		return "", fmt.Errorf("its claim is gone, and its directory's name needs the claim's labels or annotations (take it over while the claim exists: dirpv adopt): %w", err)
-	}
-	if err != nil {
-		return "", err
-	}
-	// NSP joins the rendered pattern to its path, which cleans it.
-	return path.Clean(p), nil
 }

@@ -94,7 +94,7 @@ func TestRecord(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(tc.pv)
 			}
-			got, err := Record(tc.pv, tc.class, tc.claim, adoption)
+			got, err := Record(tc.pv, adoption, Found{Class: tc.class, Claim: tc.claim})
 			if tc.wantErr != "" {
 				if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q (ErrRefused)", err, tc.wantErr)
@@ -134,7 +134,7 @@ func TestNSPPattern(t *testing.T) {
 }
 
 func TestClassParams(t *testing.T) {
-	got, err := ClassParams(nspClass(map[string]string{ParamNSPArchiveOnDelete: "false"}), adoption)
+	got, err := ClassParams(nspClass(map[string]string{ParamNSPArchiveOnDelete: "false"}), adoption, Target{})
 	want := map[string]string{"backend": "nfs", "server": "nfs.example.com", "share": "/exports/nsp",
 		"pathPattern": config.DefaultPathPattern, "onDelete": "delete"}
 	if err != nil || !maps.Equal(got, want) {

@@ -255,11 +255,11 @@ func (b *Backend) Place(ctx context.Context, class *config.Class, opts controlle
 	if err != nil {
 		return nil, err
 	}
-	return Location{Node: node.Name, NodeUID: string(node.UID), Hostname: hostnameOf(node), BasePath: root, VolumeType: c.VolumeType}, nil
+	return Location{Node: node.Name, NodeUID: string(node.UID), Hostname: HostnameOf(node), BasePath: root, VolumeType: c.VolumeType}, nil
 }
 
-// hostnameOf is node's kubernetes.io/hostname label, which node affinity selects.
-func hostnameOf(node *v1.Node) string {
+// HostnameOf is node's kubernetes.io/hostname label, which node affinity selects.
+func HostnameOf(node *v1.Node) string {
 	if h := node.Labels[v1.LabelHostname]; h != "" {
 		return h
 	}
