@@ -72,7 +72,7 @@ func (p *Provisioner) Adopt(ctx context.Context, pv *v1.PersistentVolume, check 
 		op := volumeop.Op{Kind: volumeop.Adopt, Path: vol.Path, Check: check,
 			Owner: volumefs.Marker{PV: pv.Name, ClaimUID: string(ref.UID), ClaimNamespace: ref.Namespace, ClaimName: ref.Name}}
 		_, err = p.run(ctx, b, vol, op)
-		if refusedOnDisk(err) {
+		if volumeop.Refused(err) {
 			err = fmt.Errorf("%s: %w (%w)", vol, err, ErrAdoptionRefused)
 		}
 	}
@@ -138,16 +138,6 @@ func (p *Provisioner) derive(ctx context.Context, pv *v1.PersistentVolume, a con
 		return backend.Volume{}, nil, nil, fmt.Errorf("PV %s: %w (%w)", pv.Name, err, ErrAdoptionRefused)
 	}
 	return vol, b, rec, nil
-}
-
-// refusedOnDisk reports whether an Adopt operation failed on what it found, not on reaching it.
-func refusedOnDisk(err error) bool {
-	for _, e := range []error{volumefs.ErrNotAdoptable, volumefs.ErrNotOwner, volumefs.ErrNested, volumefs.ErrInvalidPath, volumefs.ErrReleased} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // dropLibraryFinalizer removes the provisioner library's finalizer from a peer's PV dirpv

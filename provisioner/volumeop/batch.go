@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"dirpv.io/dirpv/provisioner/quota"
+	"dirpv.io/dirpv/provisioner/volumefs"
 )
 
 // A batch is several operations run by one helper pod: their arguments are groups separated by
@@ -46,6 +47,23 @@ type Outcome struct {
 	Error string `json:"error,omitempty"`
 	// NoRoom: the error matched quota.ErrNoRoom, which the caller tells apart.
 	NoRoom bool `json:"noRoom,omitempty"`
+	// Refused: the operation refused what it found (Refused), which the caller tells apart.
+	Refused bool `json:"refused,omitempty"`
+}
+
+// ErrRefused is what an outcome that crossed a helper pod matches where the operation's own
+// error was one of volumefs's refusals.
+var ErrRefused = errors.New("refused what it found")
+
+// Refused reports whether err is an operation's refusal of what it found on disk (a directory
+// that is not a volume's, or not one it may take over), as opposed to a failure to reach it.
+func Refused(err error) bool {
+	for _, e := range []error{ErrRefused, volumefs.ErrNotAdoptable, volumefs.ErrNotOwner, volumefs.ErrNested, volumefs.ErrInvalidPath, volumefs.ErrReleased} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // Err is the outcome's error, nil if it succeeded; it matches quota.ErrNoRoom where the
@@ -56,6 +74,8 @@ func (o Outcome) Err() error {
 		return nil
 	case o.NoRoom:
 		return &outcomeError{o.Error, quota.ErrNoRoom}
+	case o.Refused:
+		return &outcomeError{o.Error, ErrRefused}
 	}
 	return errors.New(o.Error)
 }
@@ -166,6 +186,7 @@ func RunBatch(ctx context.Context, dir string, ops []Op) []Outcome {
 			if err != nil {
 				out[i].Error = cmp.Or(err.Error(), "failed")
 				out[i].NoRoom = errors.Is(err, quota.ErrNoRoom)
+				out[i].Refused = Refused(err)
 			}
 		})
 	}

@@ -240,3 +240,34 @@ func TestOutcomeNoRoom(t *testing.T) {
 		t.Errorf("outcome 2: %v, want success", err)
 	}
 }
+
+// A directory an operation refuses (here a symbolic link where another provisioner's volume
+// should be) stays a refusal after its outcome crossed a helper pod's termination message, so a
+// refused take-over is told apart from a helper that failed.
+func TestOutcomeRefused(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	dir := t.TempDir()
+	if err := os.Symlink("/etc", filepath.Join(dir, "sym")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ops := []Op{
+		{Kind: Adopt, Path: "sym", Owner: volumefs.Marker{PV: "pvc-1"}, Check: true},
+		{Kind: Adopt, Path: "real", Owner: volumefs.Marker{PV: "pvc-2"}, Check: true},
+	}
+	got, err := DecodeOutcomes(EncodeOutcomes(RunBatch(ctx, dir, ops)), len(ops))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got[0].Err(); err == nil || !Refused(err) || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("adopting a symlink: %v, want a refusal", err)
+	}
+	if err := got[1].Err(); err != nil {
+		t.Errorf("checking a real directory: %v", err)
+	}
+	if Refused(errors.New("permission denied")) || Refused(quota.ErrNoRoom) {
+		t.Errorf("a plain failure passes for a refusal")
+	}
+}
