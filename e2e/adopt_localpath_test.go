@@ -44,6 +44,7 @@ func testAdoptLocalPath(t *testing.T) {
 		if err := os.MkdirAll(d, 0o777); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = os.RemoveAll(d) }) // LPP's paths are this test's only
 	}
 
 	// lppVolume makes what LPP made for claim name on node: the claim, its PV bound to it with

@@ -95,15 +95,23 @@ func find[T runtime.Object](objs []runtime.Object) []T {
 	return out
 }
 
-// deploymentOptions parses the dirpv container's args with the binary's own flags.
-func deploymentOptions(t *testing.T, d *appsv1.Deployment) *config.Options {
+// deploymentOptions parses the dirpv container's args with the binary's own flags. Files the args
+// name in a mounted ConfigMap of objs are written to a temporary directory first, so that flags
+// that read a file at start (--adopt=local-path-provisioner,config=) read what the pod would.
+func deploymentOptions(t *testing.T, d *appsv1.Deployment, objs []runtime.Object) *config.Options {
 	t.Helper()
 	c := d.Spec.Template.Spec.Containers[0]
 	fs := flag.NewFlagSet("dirpv", flag.ContinueOnError)
 	var o config.Options
 	o.AddFlags(fs)
 	fs.Int("v", 0, "klog verbosity")
-	args := strings.NewReplacer("$(POD_NAMESPACE)", "dirpv", "$(POD_NAME)", "dirpv-0", "$(NODE_NAME)", "node1")
+	pairs := []string{"$(POD_NAMESPACE)", "dirpv", "$(POD_NAME)", "dirpv-0", "$(NODE_NAME)", "node1"}
+	for _, m := range c.VolumeMounts {
+		if dir := mountedConfigMap(t, d, objs, m.Name); dir != "" {
+			pairs = append(pairs, m.MountPath, dir)
+		}
+	}
+	args := strings.NewReplacer(pairs...)
 	var expanded []string
 	for _, a := range c.Args {
 		expanded = append(expanded, args.Replace(a))
@@ -115,6 +123,30 @@ func deploymentOptions(t *testing.T, d *appsv1.Deployment) *config.Options {
 		t.Fatalf("args %v: %v", c.Args, err)
 	}
 	return &o
+}
+
+// mountedConfigMap writes the data of the ConfigMap of objs that d's volume name holds into a new
+// temporary directory and returns it; "" if that volume is not such a ConfigMap.
+func mountedConfigMap(t *testing.T, d *appsv1.Deployment, objs []runtime.Object, name string) string {
+	t.Helper()
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Name != name || v.ConfigMap == nil {
+			continue
+		}
+		for _, cm := range find[*v1.ConfigMap](objs) {
+			if cm.Name != v.ConfigMap.Name {
+				continue
+			}
+			dir := t.TempDir()
+			for file, data := range cm.Data {
+				if err := os.WriteFile(filepath.Join(dir, file), []byte(data), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return dir
+		}
+	}
+	return ""
 }
 
 // kustomizations lists the directories below the folders that hold a kustomization.
@@ -157,7 +189,7 @@ func checkInstall(t *testing.T, objs []runtime.Object, replicas int32, rbac bool
 		t.Fatalf("want one Deployment of %d replicas, got %d", replicas, len(deps))
 	}
 	d := deps[0]
-	opts := deploymentOptions(t, d)
+	opts := deploymentOptions(t, d, objs)
 	c := d.Spec.Template.Spec.Containers[0]
 	if c.Name != "dirpv" || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Errorf("container %s probes %+v %+v", c.Name, c.LivenessProbe, c.ReadinessProbe)
