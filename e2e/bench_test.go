@@ -435,7 +435,8 @@ func statefulSetRun(t *testing.T, n int, class string) (running, deleted float64
 	}
 	deleteClaims(t, client, ns, names)
 	// When the last PV left Bound tells the binder's share of a deletion from dirpv's.
-	var released time.Duration
+	var released, lastSeen time.Duration
+	var last []string // the PVs still there at the last poll that found any: the tail's, for the log
 	pollFor(t, 10*time.Minute, "the claims' PVs gone", func(ctx context.Context) (bool, error) {
 		pvs, err := pvsWhere(ctx, client, claimedIn(ns))
 		if err != nil {
@@ -444,9 +445,16 @@ func statefulSetRun(t *testing.T, n int, class string) (running, deleted float64
 		if released == 0 && !slices.ContainsFunc(pvs, func(pv v1.PersistentVolume) bool { return pv.Status.Phase == v1.VolumeBound }) {
 			released = time.Since(start)
 		}
+		if len(pvs) > 0 {
+			lastSeen, last = time.Since(start), nil
+			for _, pv := range pvs {
+				last = append(last, pv.Name)
+			}
+		}
 		return len(pvs) == 0, nil
 	})
-	t.Logf("%s: the last of %d PVs left Bound after %.1f s", class, n, released.Seconds())
+	t.Logf("%s: the last of %d PVs left Bound after %.1f s; the last to go (%s) was there at %.1f s",
+		class, n, released.Seconds(), strings.Join(last, " "), lastSeen.Seconds())
 	return running, time.Since(start).Seconds()
 }
 

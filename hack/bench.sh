@@ -24,13 +24,24 @@ else
   fi
 fi
 
-log "measuring (log: ${out%.json}.log)"
+# dirpv's own logs, kept whatever the outcome: what a slow figure needs explained.
+keep_logs() {
+  local pod
+  for pod in $(kc -n dirpv get pods -o name 2>/dev/null); do
+    kc -n dirpv logs "$pod" >"${out%.json}-${pod#pod/}.log" 2>&1 || true
+  done
+}
+
+log "measuring (log: ${out%.json}.log; dirpv's: ${out%.json}-<pod>.log)"
 cd "$REPO_ROOT"
+rm -f "${out%.json}"-dirpv-*.log
 if ! nsx env KUBECONFIG="$KUBECONFIG_ADMIN" DIRPV_CLUSTER_DIR="$WORK" DIRPV_BENCH="$out" DIRPV_BENCH_DISPOSABLE="$disposable" \
   go test -tags e2e -count=1 -timeout 240m -v -run '^TestBench$' ./e2e/ >"${out%.json}.log" 2>&1; then
   tail -40 "${out%.json}.log" >&2
+  keep_logs
   exit 1
 fi
+keep_logs
 # The table: the lines the test prints for it.
 grep -E '^([0-9]+ cores, |\|)' "${out%.json}.log"
 log "figures: $out"
