@@ -263,7 +263,7 @@ func reclaim(t *testing.T, access nfsAccess) {
 			got, err := client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
 			return err == nil && got.Status.Phase == v1.VolumeReleased, nil
 		})
-		time.Sleep(3 * time.Second) // give a wrong reclaim a chance to happen
+		caughtUp(t, ns, access.class("e2e-nfs")) // a wrong reclaim would have happened by now
 		if b, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || string(b) != "precious" {
 			t.Errorf("data of a Retain PV: %q %v", b, err)
 		}
@@ -295,7 +295,7 @@ func reclaim(t *testing.T, access nfsAccess) {
 			t.Fatal(err)
 		}
 		// The PV stays while its claim exists (kubernetes.io/pv-protection) ...
-		time.Sleep(2 * time.Second)
+		caughtUp(t, ns, access.class("e2e-nfs"))
 		if !exists(dir) {
 			t.Fatalf("%s removed while its claim still exists", dir)
 		}

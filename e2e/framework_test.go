@@ -278,6 +278,18 @@ func command(t *testing.T, name string, args ...string) string {
 var dropFinalizers = []byte(`{"metadata":{"finalizers":null}}`)
 
 // pvGone waits until the PV no longer exists.
+// caughtUp returns once dirpv has provisioned and deleted a volume of class for a claim made
+// now: by then it has handled every change to PVs and claims made before the call, so a check
+// that something did NOT happen may follow.
+func caughtUp(t *testing.T, ns, class string) {
+	t.Helper()
+	name := "sentinel-" + rand.String(5)
+	claim(t, ns, name, class)
+	pv := bound(t, ns, name)
+	deleteClaim(t, ns, name)
+	pvGone(t, pv.Name)
+}
+
 func pvGone(t *testing.T, name string) {
 	t.Helper()
 	poll(t, "PV "+name+" gone", func(ctx context.Context) (bool, error) {
