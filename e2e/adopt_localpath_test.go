@@ -83,13 +83,7 @@ func testAdoptLocalPath(t *testing.T) {
 				StorageClassName: class,
 			},
 		}
-		if _, err := client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_, _ = client.CoreV1().PersistentVolumes().Patch(ctx, pvName, "application/merge-patch+json", dropFinalizers, metav1.PatchOptions{})
-			_ = client.CoreV1().PersistentVolumes().Delete(ctx, pvName, metav1.DeleteOptions{})
-		})
+		createPeerPV(t, pv)
 		return pvName, dir
 	}
 	_, oldDir := lppVolume("old", nodes[0], lppDefault, "")
@@ -104,13 +98,6 @@ func testAdoptLocalPath(t *testing.T) {
 	t.Cleanup(func() { _ = os.Remove(onHost(nodes[0], symDir)) })
 	lppVolume("sym", nodes[0], lppDefault, symDir)
 	old, kept, forged, outside, sym := bound(t, ns, "old"), bound(t, ns, "kept"), bound(t, ns, "forged"), bound(t, ns, "outside"), bound(t, ns, "sym")
-	marker := func(node, dir string) string {
-		return onHost(node, filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".dirpv"))
-	}
-	recorded := func(name string) bool {
-		pv, err := client.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
-		return err == nil && pv.Annotations["dirpv.io/backend"] != ""
-	}
 	adopt := func(args ...string) string {
 		return kubectl(t, append([]string{"-n", dirpvNamespace, "exec", "deploy/dirpv", "-c", "dirpv", "--", "/dirpv", "adopt"}, args...)...)
 	}
@@ -141,7 +128,7 @@ func testAdoptLocalPath(t *testing.T) {
 				t.Errorf("PV %s recorded by a dry run", pv)
 			}
 		}
-		if exists(marker(nodes[0], oldDir)) || exists(marker(nodes[1], keptDir)) {
+		if exists(onHost(nodes[0], markerPath(oldDir))) || exists(onHost(nodes[1], markerPath(keptDir))) {
 			t.Errorf("a dry run wrote a marker")
 		}
 	})
@@ -159,7 +146,7 @@ func testAdoptLocalPath(t *testing.T) {
 		if !strings.Contains(out, "adopted      PV "+kept.Name) || !strings.Contains(out, "refused      PV "+sym.Name) {
 			t.Errorf("dirpv adopt does not list %s adopted and %s refused", kept.Name, sym.Name)
 		}
-		if !recorded(kept.Name) || !exists(marker(nodes[1], keptDir)) {
+		if !recorded(kept.Name) || !exists(onHost(nodes[1], markerPath(keptDir))) {
 			t.Fatalf("PV %s not recorded, or its marker missing on %s", kept.Name, nodes[1])
 		}
 		event(t, "", kept.Name, "VolumeAdopted", keptDir)
@@ -185,7 +172,7 @@ func testAdoptLocalPath(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(onHost(nodes[1], src), "data")); err != nil || string(b) != "new\n" {
 			t.Errorf("%s on %s: %q %v", src, nodes[1], b, err)
 		}
-		if !exists(marker(nodes[1], src)) {
+		if !exists(onHost(nodes[1], markerPath(src))) {
 			t.Errorf("%s has no marker", src)
 		}
 		deletePod(t, ns, "writer")

@@ -73,13 +73,7 @@ func testAdopt(t *testing.T) {
 				StorageClassName:              class,
 			},
 		}
-		if _, err := client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_, _ = client.CoreV1().PersistentVolumes().Patch(ctx, pvName, "application/merge-patch+json", dropFinalizers, metav1.PatchOptions{})
-			_ = client.CoreV1().PersistentVolumes().Delete(ctx, pvName, metav1.DeleteOptions{})
-		})
+		createPeerPV(t, pv)
 		return pvName, dir
 	}
 	_, oldDir := nspVolume("old", "")
@@ -88,11 +82,6 @@ func testAdopt(t *testing.T) {
 	nspVolume("outside", exportDir+"/"+ns+"-outside-pvc-outside") // not under NSP's path
 	// Bound together: the binder takes pre-bound claims on its periodic pass.
 	old, kept, forged, outside := bound(t, ns, "old"), bound(t, ns, "kept"), bound(t, ns, "forged"), bound(t, ns, "outside")
-	marker := func(dir string) string { return filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".dirpv") }
-	recorded := func(name string) bool {
-		pv, err := client.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
-		return err == nil && pv.Annotations["dirpv.io/backend"] != ""
-	}
 
 	t.Run("dry run lists and changes nothing", func(t *testing.T) {
 		out := kubectl(t, "-n", dirpvNamespace, "exec", "deploy/dirpv", "-c", "dirpv", "--", "/dirpv", "adopt", "--dry-run")
@@ -113,7 +102,7 @@ func testAdopt(t *testing.T) {
 				t.Errorf("PV %s recorded by a dry run", pv.Name)
 			}
 		}
-		if exists(marker(oldDir)) || exists(marker(keptDir)) {
+		if exists(markerPath(oldDir)) || exists(markerPath(keptDir)) {
 			t.Errorf("a dry run wrote a marker")
 		}
 	})
@@ -138,7 +127,7 @@ func testAdopt(t *testing.T) {
 		if !strings.Contains(out, "adopted      PV "+kept.Name) || !strings.Contains(out, "refused      PV "+forged.Name) {
 			t.Errorf("dirpv adopt does not list %s adopted and %s refused", kept.Name, forged.Name)
 		}
-		if !recorded(kept.Name) || !exists(marker(keptDir)) {
+		if !recorded(kept.Name) || !exists(markerPath(keptDir)) {
 			t.Fatalf("PV %s not recorded, or its marker missing", kept.Name)
 		}
 		event(t, "", kept.Name, "VolumeAdopted", keptDir)
@@ -171,7 +160,7 @@ func testAdopt(t *testing.T) {
 		if pv.Spec.NFS == nil || pv.Spec.NFS.Server != nfsServer || pv.Spec.NFS.Path != dir || pv.Annotations["dirpv.io/adopted-from"] != "nfs-subdir-external-provisioner" {
 			t.Fatalf("PV source %+v, annotations %v; want %s:%s, laid out as NSP would", pv.Spec.NFS, pv.Annotations, nfsServer, dir)
 		}
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || !exists(marker(dir)) {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || !exists(markerPath(dir)) {
 			t.Fatalf("%s: %v %v, or no marker", dir, fi, err)
 		}
 		deleteClaim(t, ns, "new")
@@ -203,4 +192,24 @@ func testAdopt(t *testing.T) {
 			t.Errorf("archive after the forged PV: %q %v", b, err)
 		}
 	})
+}
+
+// createPeerPV creates pv, a PV as a peer made it, and removes it (and the library's finalizer,
+// which a refused PV keeps) when the test ends.
+func createPeerPV(t *testing.T, pv *v1.PersistentVolume) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = client.CoreV1().PersistentVolumes().Patch(ctx, pv.Name, "application/merge-patch+json", dropFinalizers, metav1.PatchOptions{})
+		_ = client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{})
+	})
+}
+
+// recorded reports whether PV name bears dirpv's record: it was taken over.
+func recorded(name string) bool {
+	pv, err := client.CoreV1().PersistentVolumes().Get(context.Background(), name, metav1.GetOptions{})
+	return err == nil && pv.Annotations["dirpv.io/backend"] != ""
 }
