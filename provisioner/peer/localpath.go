@@ -170,15 +170,8 @@ func localPathRecord(pv *v1.PersistentVolume, a config.Adoption, found Found, re
 	if root == "" {
 		return refuse("its path %s is not a directory under the paths %s's config gives node %s (%s)", pathname.Quote(src), a.Peer, nodeName, strings.Join(roots, ", "))
 	}
-	if err := pathname.Validate(rel); err != nil {
-		return refuse("its path %s: %v", pathname.Quote(src), err)
-	}
-	want, err := dirOf(pv, params[config.ParamPathPattern], found.Claim)
-	if err != nil {
+	if err := placed(pv, a, src, rel, params[config.ParamPathPattern], found.Claim); err != nil {
 		return refuse("%v", err)
-	}
-	if want != rel {
-		return refuse("its directory %s is not where %s puts its volume (%s)", pathname.Quote(rel), a.Peer, pathname.Quote(want))
 	}
 	return map[string]string{
 		backend.AnnBackend: hostpath.Name, hostpath.AnnNode: node.Name, hostpath.AnnNodeUID: string(node.UID),

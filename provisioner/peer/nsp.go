@@ -145,19 +145,12 @@ func nspRecord(pv *v1.PersistentVolume, a config.Adoption, found Found, refuse r
 	if !ok || rel == "." {
 		return refuse("its path %s is not a directory under %s", pathname.Quote(src.Path), a.Path)
 	}
-	if err := pathname.Validate(rel); err != nil {
-		return refuse("its path %s: %v", pathname.Quote(src.Path), err)
-	}
 	params, err := nspClassParams(sc, a)
 	if err != nil {
 		return refuse("%v", err)
 	}
-	want, err := dirOf(pv, params[config.ParamPathPattern], found.Claim)
-	if err != nil {
+	if err := placed(pv, a, src.Path, rel, params[config.ParamPathPattern], found.Claim); err != nil {
 		return refuse("%v", err)
-	}
-	if want != rel {
-		return refuse("its directory %s is not where %s puts its volume (%s)", pathname.Quote(rel), a.Peer, pathname.Quote(want))
 	}
 	return map[string]string{
 		backend.AnnBackend: nfs.Name, nfs.AnnServer: a.Server, nfs.AnnShare: a.Path, backend.AnnPath: rel,

@@ -78,9 +78,25 @@ func Record(pv *v1.PersistentVolume, a config.Adoption, found Found) (map[string
 	return nspRecord(pv, a, found, refuse)
 }
 
-// dirOf is the directory a peer makes for pv by pattern (dirpv's translation of the peer's
-// pathPattern), relative to its root: the directory name ties it to the PV's own name and
-// claim, so a PV that copies another's path is refused.
+// placed checks rel, the directory of pv's source path src relative to the peer's root: it must
+// be a volume path dirpv accepts, and the very directory the peer a makes for pv by pattern
+// (dirpv's translation of the peer's pathPattern). The directory name ties it to the PV's own
+// name and claim, so a PV that copies another's path is refused.
+func placed(pv *v1.PersistentVolume, a config.Adoption, src, rel, pattern string, claim *v1.PersistentVolumeClaim) error {
+	if err := pathname.Validate(rel); err != nil {
+		return fmt.Errorf("its path %s: %w", pathname.Quote(src), err)
+	}
+	want, err := dirOf(pv, pattern, claim)
+	if err != nil {
+		return err
+	}
+	if want != rel {
+		return fmt.Errorf("its directory %s is not where %s puts its volume (%s)", pathname.Quote(rel), a.Peer, pathname.Quote(want))
+	}
+	return nil
+}
+
+// dirOf is the directory a peer makes for pv by pattern, relative to its root.
 func dirOf(pv *v1.PersistentVolume, pattern string, claim *v1.PersistentVolumeClaim) (string, error) {
 	ref := pv.Spec.ClaimRef
 	if ref == nil || ref.Name == "" || ref.Namespace == "" {
